@@ -1,0 +1,79 @@
+"""GET /api/userinfo/ and the account's API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.authentication import organization_of
+from mailplane.tenancy.models import ApiKey
+from mailplane.tenancy.selectors import organization_mail_hosts
+from mailplane.tenancy.services import api_key_create, api_key_revoke
+
+
+class UserInfoView(APIView):
+    @extend_schema(operation_id="userinfo", responses={200: dict})
+    def get(self, request: Request) -> Response:
+        org = organization_of(request)
+        owner = org.owner
+        smtp_host, imap_host = organization_mail_hosts(organization=org)
+        conf = settings.MAILPLANE
+        return Response(
+            {
+                "id": owner.pk,
+                "username": owner.get_username(),
+                "email": owner.email,
+                "first_name": owner.first_name,
+                "last_name": owner.last_name,
+                "organization": {"id": org.pk, "name": org.name, "slug": org.slug},
+                "plan": org.plan,
+                "api_sending": org.plan_limits.api_sending,
+                "single_tenant": bool(org.dedicated_smtp_host or org.dedicated_imap_host),
+                "ibx_smtp": smtp_host,
+                "ibx_imap": imap_host,
+                "smtp_port": conf["SMTP_PORT"],
+                "submission_port": conf["SUBMISSION_PORT"],
+                "imap_port": conf["IMAP_PORT"],
+                "mailboxes": org.mailboxes.count(),
+                "mailboxes_limit": org.mailboxes_limit,
+                "domains": org.domains.count(),
+                "projects": org.projects.count(),
+                "relay_servers": org.relay_servers.count(),
+                "relay_servers_limit": org.relay_servers_limit,
+            }
+        )
+
+
+class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+
+
+class ApiKeyListView(APIView):
+    def get(self, request: Request) -> Response:
+        keys = ApiKey.objects.filter(organization=organization_of(request)).order_by("id")
+        return Response(ApiKeySerializer(keys, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = ApiKeySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = api_key_create(
+            organization=organization_of(request), name=serializer.validated_data["name"]
+        )
+        body: dict[str, Any] = dict(ApiKeySerializer(issued.api_key).data)
+        body["key"] = issued.secret  # shown once, never again
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyDetailView(APIView):
+    def delete(self, request: Request, pk: int) -> Response:
+        api_key_revoke(organization=organization_of(request), key_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,123 @@
+"""/api/domains/: create on a relay server, list the DNS records, verify."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.authentication import organization_of
+from mailplane.api.fields import optional_int_param
+from mailplane.domains.models import DnsRecord, Domain
+from mailplane.domains.services import domain_create, domain_delete, domain_get, domain_update
+from mailplane.projects.models import Project
+from mailplane.relays.models import RelayServer
+from mailplane.tenancy.models import Organization
+
+
+class DnsRecordSerializer(serializers.ModelSerializer[DnsRecord]):
+    class Meta:
+        model = DnsRecord
+        fields = [
+            "purpose",
+            "type",
+            "name",
+            "value",
+            "priority",
+            "required",
+            "status",
+            "detail",
+            "checked_at",
+        ]
+
+
+class DomainSerializer(serializers.ModelSerializer[Domain]):
+    records = DnsRecordSerializer(source="dns_records", many=True, read_only=True)
+
+    class Meta:
+        model = Domain
+        fields = [
+            "id",
+            "name",
+            "relay_server",
+            "project",
+            "redirect",
+            "verification_state",
+            "verified_at",
+            "last_checked_at",
+            "dkim_selector",
+            "return_path_host",
+            "records",
+            "created_at",
+        ]
+
+
+class _OwnedField(serializers.PrimaryKeyRelatedField):  # type: ignore[type-arg]
+    """A reference to one of the caller's own objects; others' ids read as 'not found'."""
+
+    def __init__(self, model: type, **kwargs: Any) -> None:
+        self.model = model
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> Any:
+        org: Organization = self.context["organization"]
+        return self.model.objects.filter(organization=org)
+
+
+class DomainCreateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=253)
+    relay_server = _OwnedField(RelayServer)
+    project = _OwnedField(Project, required=False, allow_null=True)
+    redirect = serializers.URLField(required=False, allow_blank=True, default="")
+
+
+class DomainUpdateSerializer(serializers.Serializer[Any]):
+    project = _OwnedField(Project, required=False, allow_null=True)
+    redirect = serializers.URLField(required=False, allow_blank=True)
+
+
+def _domains(org: Organization) -> Any:
+    return Domain.objects.filter(organization=org).prefetch_related("dns_records")
+
+
+class DomainListView(APIView):
+    def get(self, request: Request) -> Response:
+        from mailplane.api.pagination import LimitOffsetPagination
+
+        qs = _domains(organization_of(request))
+        if (project := optional_int_param(request, "project")) is not None:
+            qs = qs.filter(project_id=project)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(DomainSerializer(page, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        org = organization_of(request)
+        data = DomainCreateSerializer(data=request.data, context={"organization": org})
+        data.is_valid(raise_exception=True)
+        domain = domain_create(organization=org, **data.validated_data)
+        return Response(
+            DomainSerializer(_domains(org).get(pk=domain.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+
+class DomainDetailView(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        org = organization_of(request)
+        domain = domain_get(organization=org, domain_id=pk)
+        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+
+    def patch(self, request: Request, pk: int) -> Response:
+        org = organization_of(request)
+        domain = domain_get(organization=org, domain_id=pk)
+        data = DomainUpdateSerializer(data=request.data, context={"organization": org})
+        data.is_valid(raise_exception=True)
+        domain_update(domain=domain, **data.validated_data)
+        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+
+    def delete(self, request: Request, pk: int) -> Response:
+        domain_delete(domain=domain_get(organization=organization_of(request), domain_id=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,63 @@
+"""/api/relay-servers/: the servers assigned to the account; settings and credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.authentication import organization_of
+from mailplane.relays.models import RelayServer, RelayStatus
+from mailplane.relays.schemas import mask_credentials
+from mailplane.relays.services import relay_server_get, relay_server_update
+
+
+class RelayServerSerializer(serializers.ModelSerializer[RelayServer]):
+    credentials = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RelayServer
+        fields = [
+            "id",
+            "name",
+            "provider",
+            "status",
+            "configuration",
+            "credentials",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_credentials(self, server: RelayServer) -> dict[str, str]:
+        return mask_credentials(server.credentials)
+
+
+class RelayServerUpdateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(required=False, max_length=200)
+    status = serializers.ChoiceField(choices=RelayStatus.choices, required=False)
+    configuration = serializers.DictField(required=False)
+    credentials = serializers.DictField(required=False)
+
+
+class RelayServerListView(APIView):
+    def get(self, request: Request) -> Response:
+        servers = RelayServer.objects.filter(organization=organization_of(request))
+        return Response(RelayServerSerializer(servers, many=True).data)
+
+
+class RelayServerDetailView(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        server = relay_server_get(organization=organization_of(request), server_id=pk)
+        return Response(RelayServerSerializer(server).data)
+
+    def patch(self, request: Request, pk: int) -> Response:
+        server = relay_server_get(organization=organization_of(request), server_id=pk)
+        update = RelayServerUpdateSerializer(data=request.data)
+        update.is_valid(raise_exception=True)
+        server = relay_server_update(server=server, **update.validated_data)
+        return Response(RelayServerSerializer(server).data)
+
+    put = patch

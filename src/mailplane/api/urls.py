@@ -1,0 +1,28 @@
+"""Routes. Trailing slashes everywhere, as the seeds call them."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from mailplane.api import account, domains, mailboxes, projects, relays, tasks
+
+urlpatterns = [
+    path("api/userinfo/", account.UserInfoView.as_view(), name="userinfo"),
+    path("api/api-keys/", account.ApiKeyListView.as_view(), name="api-key-list"),
+    path("api/api-keys/<int:pk>/", account.ApiKeyDetailView.as_view(), name="api-key-detail"),
+    path("api/relay-servers/", relays.RelayServerListView.as_view(), name="relay-server-list"),
+    path(
+        "api/relay-servers/<int:pk>/",
+        relays.RelayServerDetailView.as_view(),
+        name="relay-server-detail",
+    ),
+    path("api/projects/", projects.ProjectListView.as_view(), name="project-list"),
+    path("api/projects/<int:pk>/", projects.ProjectDetailView.as_view(), name="project-detail"),
+    path("api/domains/", domains.DomainListView.as_view(), name="domain-list"),
+    path("api/domains/<int:pk>/", domains.DomainDetailView.as_view(), name="domain-detail"),
+    path("api/mailboxes/", mailboxes.MailboxListView.as_view(), name="mailbox-list"),
+    path("api/mailboxes/<int:pk>/", mailboxes.MailboxDetailView.as_view(), name="mailbox-detail"),
+    # The service's reference also shows POST /mailbox/ (singular, no /api).
+    path("mailbox/", mailboxes.MailboxListView.as_view(), name="mailbox-create-alias"),
+    path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
+]

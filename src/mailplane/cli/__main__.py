@@ -1,0 +1,5 @@
+import sys
+
+from mailplane.cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""`mailplane serve`: migrate, then run every service as a supervised child process.
+
+Embedded mode runs them all from one command; production runs `--only NAME` per process
+on as many hosts as needed. Data-plane services (SMTP, IMAP, delivery) register here too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("mailplane.serve")
+
+Command = Callable[[argparse.Namespace], list[str]]
+
+
+@dataclass(slots=True)
+class Service:
+    name: str
+    command: Command
+    default: bool = True  # started by a plain `mailplane serve`
+
+
+def _web(args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "mailplane.wsgi:application",
+        "--bind",
+        f"{args.host}:{args.port}",
+        "--workers",
+        str(args.web_workers),
+        "--threads",
+        "4",
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "20",
+    ]
+
+
+def _worker(args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "mailplane",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(args.worker_concurrency),
+        "--pool",
+        "threads",
+    ]
+
+
+def _beat(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "mailplane", "beat", "--loglevel", "INFO"]
+
+
+SERVICES: dict[str, Service] = {
+    s.name: s for s in (Service("web", _web), Service("worker", _worker), Service("beat", _beat))
+}
+
+
+def register(service: Service) -> None:
+    SERVICES[service.name] = service
+
+
+def add_commands(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run Mailplane (all services, or --only some)")
+    serve.add_argument(
+        "--only", default="", help="comma-separated services: " + ", ".join(SERVICES)
+    )
+    serve.add_argument("--host", default=os.environ.get("MAILPLANE_HTTP_HOST", "127.0.0.1"))
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("MAILPLANE_HTTP_PORT", "8000"))
+    )
+    serve.add_argument("--web-workers", type=int, default=2)
+    serve.add_argument("--worker-concurrency", type=int, default=4)
+    serve.add_argument("--no-migrate", action="store_true")
+    serve.set_defaults(func=run_serve)
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=run_migrate)
+
+
+def run_migrate(args: argparse.Namespace | None = None) -> int:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=1)
+    return 0
+
+
+@dataclass(slots=True)
+class _Child:
+    service: Service
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv)
+        print(f"mailplane: started {self.service.name} (pid {self.process.pid})", flush=True)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from django.conf import settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or [
+        s.name for s in SERVICES.values() if s.default
+    ]
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        print(f"mailplane: unknown service(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    if not args.no_migrate:
+        run_migrate()
+    conf = settings.MAILPLANE
+    print(f"mailplane: data directory {settings.DATA_DIR}", flush=True)
+    print(
+        f"mailplane: database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+        f"broker {settings.CELERY_BROKER_URL.split('://')[0]}",
+        flush=True,
+    )
+    if "web" in names:
+        print(
+            f"mailplane: API on http://{args.host}:{args.port}/api/ (docs at /api/docs/)",
+            flush=True,
+        )
+    print(
+        f"mailplane: mail clients use SMTP {conf['SHARED_SMTP_HOST']}:{conf['SMTP_PORT']}, "
+        f"IMAP {conf['SHARED_IMAP_HOST']}:{conf['IMAP_PORT']}",
+        flush=True,
+    )
+    children = [_Child(SERVICES[n], SERVICES[n].command(args)) for n in names]
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.start()
+    while not stopping:
+        time.sleep(0.5)
+        for child in children:
+            assert child.process is not None
+            if child.process.poll() is None or stopping:
+                continue
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+            if len(child.restarts) > 5:
+                print(f"mailplane: {child.service.name} keeps crashing; stopping", file=sys.stderr)
+                stopping = True
+                break
+            print(
+                f"mailplane: {child.service.name} exited ({child.process.returncode}); restarting",
+                file=sys.stderr,
+            )
+            child.start()
+    for child in children:
+        if child.process and child.process.poll() is None:
+            child.process.terminate()
+    deadline = time.monotonic() + 25
+    for child in children:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+    return 0

@@ -1,0 +1,1 @@
+"""The thin shared domain core: encryption at rest, domain errors, model fields."""

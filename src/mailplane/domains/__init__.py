@@ -1,0 +1,1 @@
+"""Sending domains: DKIM keys, the DNS records customers publish, and their verification."""

@@ -1,0 +1,146 @@
+"""Writes for domains: create with a DKIM key and the records to publish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from mailplane.core.errors import Conflict, NotFound, ValidationFailed
+from mailplane.domains.dkim import dkim_key_generate
+from mailplane.domains.models import DnsRecord, Domain, RecordPurpose
+from mailplane.projects.models import Project
+from mailplane.relays.models import RelayServer
+from mailplane.relays.schemas import is_hostname
+from mailplane.tenancy.models import Organization
+
+RETURN_PATH_LABEL = "bounces"
+
+
+def domain_normalise(name: str) -> str:
+    """Lower-case A-label form (IDNA), without a trailing dot; raises on anything else."""
+    text = str(name or "").strip().rstrip(".").lower()
+    try:
+        text = text.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValidationFailed.on("name", "is not a valid domain name") from exc
+    if "." not in text or is_hostname(text) or text.replace(".", "").isdigit():
+        raise ValidationFailed.on(
+            "name", "must be a fully qualified domain name (e.g. example.com)"
+        )
+    return text
+
+
+def platform_hosts() -> dict[str, str]:
+    """The platform's own names that customer records point at."""
+    conf = settings.MAILPLANE
+    platform = conf["PLATFORM_DOMAIN"]
+    return {
+        "spf_include": f"_spf.{platform}",
+        "mx": conf["MX_HOST"] or f"mx.{platform}",
+        "return_path": f"rp.{platform}",
+    }
+
+
+def domain_records(domain: Domain) -> list[DnsRecord]:
+    """The records a customer publishes for `domain` (unsaved)."""
+    hosts = platform_hosts()
+    name = domain.name
+    return [
+        DnsRecord(
+            domain=domain,
+            purpose=RecordPurpose.MX,
+            type="MX",
+            name=name,
+            value=hosts["mx"],
+            priority=10,
+        ),
+        DnsRecord(
+            domain=domain,
+            purpose=RecordPurpose.SPF,
+            type="TXT",
+            name=name,
+            value=f"v=spf1 include:{hosts['spf_include']} ~all",
+        ),
+        DnsRecord(
+            domain=domain,
+            purpose=RecordPurpose.DKIM,
+            type="TXT",
+            name=f"{domain.dkim_selector}._domainkey.{name}",
+            value=f"v=DKIM1; k=rsa; p={domain.dkim_public_key}",
+        ),
+        DnsRecord(
+            domain=domain,
+            purpose=RecordPurpose.DMARC,
+            type="TXT",
+            name=f"_dmarc.{name}",
+            value=f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{name}; adkim=r; aspf=r",
+        ),
+        # Bounces come back to a host of the customer's domain so SPF aligns (RFC 7489 §3.1.2).
+        DnsRecord(
+            domain=domain,
+            purpose=RecordPurpose.RETURN_PATH,
+            type="CNAME",
+            name=domain.return_path_host,
+            value=hosts["return_path"],
+            required=False,
+        ),
+    ]
+
+
+def domain_create(
+    *,
+    organization: Organization,
+    name: str,
+    relay_server: RelayServer,
+    project: Project | None = None,
+    redirect: str = "",
+) -> Domain:
+    normalised = domain_normalise(name)
+    key = dkim_key_generate()
+    with transaction.atomic():
+        if Domain.objects.filter(name=normalised).exists():
+            raise Conflict(
+                f"domain {normalised} is already registered",
+                details={"name": ["already registered"]},
+            )
+        domain = Domain.objects.create(
+            organization=organization,
+            relay_server=relay_server,
+            project=project,
+            name=normalised,
+            redirect=redirect,
+            dkim_selector=key.selector,
+            dkim_private_key=key.private_pem,
+            dkim_public_key=key.public_b64,
+            return_path_host=f"{RETURN_PATH_LABEL}.{normalised}",
+        )
+        DnsRecord.objects.bulk_create(domain_records(domain))
+    return domain
+
+
+def domain_get(*, organization: Organization, domain_id: Any) -> Domain:
+    domain = Domain.objects.filter(organization=organization, pk=domain_id).first()
+    if domain is None:
+        raise NotFound("domain not found")
+    return domain
+
+
+def domain_update(
+    *, domain: Domain, project: Project | Any | None = ..., redirect: str | None = None
+) -> Domain:
+    if project is not ...:
+        domain.project = project
+    if redirect is not None:
+        domain.redirect = redirect
+    domain.save()
+    return domain
+
+
+def domain_delete(*, domain: Domain) -> None:
+    if domain.mailboxes.exists():
+        raise Conflict(
+            "domain still has mailboxes: delete them first", details={"domain": ["has mailboxes"]}
+        )
+    domain.delete()

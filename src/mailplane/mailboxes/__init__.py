@@ -1,0 +1,1 @@
+"""Mailboxes: addresses on verified domains with SMTP/IMAP credentials."""

@@ -1,0 +1,311 @@
+"""Writes for mailboxes: validate at request time, create in a job, update, delete."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+
+from mailplane.core.errors import Conflict, LimitReached, NotFound, ValidationFailed
+from mailplane.domains.models import Domain
+from mailplane.jobs.models import Job, JobStatus
+from mailplane.jobs.registry import job_handler
+from mailplane.jobs.services import job_start
+from mailplane.mailboxes import passwords
+from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.projects.models import Project
+from mailplane.relays.models import RelayServer, RelayStatus
+from mailplane.tenancy.models import Organization
+
+# RFC 5321 §4.1.2 dot-atom, narrowed to what mail clients and outreach tools all accept.
+_LOCAL_PART = re.compile(r"^[a-z0-9](?:[a-z0-9_+-]|\.(?!\.))*(?<!\.)$")
+CREATE_JOB = "mailbox.create"
+
+
+@dataclass(slots=True)
+class MailboxSpec:
+    """A mailbox request whose references and values have been checked."""
+
+    local_part: str
+    domain_id: int
+    relay_server_id: int
+    password: str
+    project_id: int | None = None
+    reply_to: str = ""
+    first_name: str = ""
+    last_name: str = ""
+
+
+class _Errors:
+    """Collects per-field messages so one response names every bad field."""
+
+    def __init__(self) -> None:
+        self.details: dict[str, list[str]] = {}
+
+    def add(self, name: str, message: str) -> None:
+        self.details.setdefault(name, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.details:
+            fields = ", ".join(self.details)
+            raise ValidationFailed(f"invalid mailbox ({fields})", details=self.details)
+
+
+def _owned(model: Any, organization: Organization, value: Any, name: str, errors: _Errors) -> Any:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool) or not str(value).isdigit():
+        errors.add(name, "must be an id (a positive integer)")
+        return None
+    obj = model.objects.filter(organization=organization, pk=int(value)).first()
+    if obj is None:
+        errors.add(name, f"{name.replace('_', ' ')} {value} not found")
+    return obj
+
+
+def local_part_problem(local_part: str) -> str | None:
+    if "@" in local_part:
+        return "give the part before the @ only (e.g. john.doe)"
+    if not 1 <= len(local_part) <= 64:
+        return "must be 1 to 64 characters"
+    if not _LOCAL_PART.match(local_part):
+        return "may contain a-z, 0-9 and . _ + - (no leading, trailing or double dots)"
+    return None
+
+
+def mailbox_validate(*, organization: Organization, data: dict[str, Any]) -> MailboxSpec:
+    """Check a create request completely, so that only a race can fail the job."""
+    errors = _Errors()
+    raw_email = data.get("email")
+    local_part = str(raw_email or "").strip().lower()
+    if not local_part:
+        errors.add("email", "this field is required")
+    elif problem := local_part_problem(local_part):
+        errors.add("email", problem)
+
+    if data.get("domain") in (None, ""):
+        errors.add("domain", "this field is required")
+    domain = _owned(Domain, organization, data.get("domain"), "domain", errors)
+    if domain is not None and not domain.is_verified:
+        errors.add(
+            "domain",
+            f"domain {domain.name} is not verified yet: publish its DNS records and verify it",
+        )
+
+    relay = _owned(RelayServer, organization, data.get("relay_server"), "relay_server", errors)
+    if relay is None and domain is not None and "relay_server" not in errors.details:
+        relay = domain.relay_server
+    if relay is not None and relay.status != RelayStatus.ACTIVE:
+        errors.add("relay_server", "relay server is inactive")
+
+    project = _owned(Project, organization, data.get("project"), "project", errors)
+
+    reply_to = str(data.get("reply_to") or "").strip()
+    if reply_to:
+        try:
+            validate_email(reply_to)
+        except DjangoValidationError:
+            errors.add("reply_to", "must be an email address")
+
+    names = {}
+    for name in ("first_name", "last_name"):
+        value = data.get(name) or ""
+        if not isinstance(value, str) or len(value) > 100:
+            errors.add(name, "must be text of at most 100 characters")
+        names[name] = str(value).strip()
+
+    address = f"{local_part}@{domain.name}" if domain is not None else ""
+    password = data.get("password")
+    if password in (None, ""):
+        password = passwords.password_generate(local_part=local_part, address=address)
+    elif not isinstance(password, str):
+        errors.add("password", "must be a string")
+    else:
+        for problem in passwords.password_problems(
+            password, local_part=local_part, address=address
+        ):
+            errors.add("password", problem)
+
+    if address and Mailbox.objects.filter(address=address).exists():
+        errors.add("email", f"{address} already exists")
+    errors.raise_if_any()
+    assert domain is not None and relay is not None
+    _check_mailbox_limit(organization, pending_jobs=True)
+    return MailboxSpec(
+        local_part=local_part,
+        domain_id=domain.pk,
+        relay_server_id=relay.pk,
+        password=str(password),
+        project_id=project.pk if project else None,
+        reply_to=reply_to,
+        **names,
+    )
+
+
+def _check_mailbox_limit(organization: Organization, *, pending_jobs: bool) -> None:
+    limit = organization.mailboxes_limit
+    if limit is None:
+        return
+    used = Mailbox.objects.filter(organization=organization).count()
+    if pending_jobs:
+        used += Job.objects.filter(
+            organization=organization, kind=CREATE_JOB, status=JobStatus.PENDING
+        ).count()
+    if used >= limit:
+        raise LimitReached(
+            f"mailbox limit reached: plan {organization.plan} allows {limit} mailboxes"
+        )
+
+
+def mailbox_create_start(*, organization: Organization, spec: MailboxSpec) -> Job:
+    return job_start(organization=organization, kind=CREATE_JOB, payload=asdict(spec))
+
+
+def mailbox_create(*, organization: Organization, spec: MailboxSpec) -> Mailbox:
+    """Create the mailbox now (jobs and operators call this; the API goes through a job)."""
+    domain = Domain.objects.get(pk=spec.domain_id, organization=organization)
+    address = f"{spec.local_part}@{domain.name}"
+    hashed = passwords.password_hash(spec.password)  # slow by design: outside the lock
+    try:
+        with transaction.atomic():
+            Organization.objects.select_for_update().filter(pk=organization.pk).first()
+            _check_mailbox_limit(organization, pending_jobs=False)
+            return Mailbox.objects.create(
+                organization=organization,
+                domain=domain,
+                relay_server_id=spec.relay_server_id,
+                project_id=spec.project_id,
+                local_part=spec.local_part,
+                address=address,
+                password=spec.password,
+                password_hash=hashed,
+                reply_to=spec.reply_to,
+                first_name=spec.first_name,
+                last_name=spec.last_name,
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"{address} already exists") from exc
+
+
+@job_handler(CREATE_JOB)
+def _mailbox_create_job(job: Job) -> dict[str, Any]:
+    spec = MailboxSpec(**job.payload)
+    existing = Mailbox.objects.filter(
+        organization=job.organization, local_part=spec.local_part, domain_id=spec.domain_id
+    ).first()
+    # A re-run after a crash between commit and status update finds its own mailbox.
+    if existing is not None and passwords.password_verify(spec.password, existing.password_hash):
+        mailbox = existing
+    else:
+        mailbox = mailbox_create(organization=job.organization, spec=spec)
+    from mailplane.mailboxes.selectors import mailbox_summary
+
+    return {"mailbox": mailbox_summary(mailbox=mailbox)}
+
+
+def mailbox_get(*, organization: Organization, mailbox_id: Any) -> Mailbox:
+    mailbox = (
+        Mailbox.objects.select_related("domain")
+        .filter(organization=organization, pk=mailbox_id)
+        .first()
+    )
+    if mailbox is None:
+        raise NotFound("mailbox not found")
+    return mailbox
+
+
+UPDATABLE = {
+    "password",
+    "reply_to",
+    "first_name",
+    "last_name",
+    "project",
+    "relay_server",
+    "status",
+    "daily_limit",
+    "warmup_enabled",
+    "warmup_per_day",
+    "warmup_daily_rampup",
+    "signature",
+}
+
+
+def mailbox_update(*, mailbox: Mailbox, data: dict[str, Any]) -> Mailbox:
+    errors = _Errors()
+    for name in sorted(set(data) - UPDATABLE):
+        if name not in {"id", "email", "domain", "domain_name"}:
+            errors.add(name, "unknown field")
+        elif data[name] not in (
+            None,
+            mailbox.pk,
+            mailbox.address,
+            mailbox.local_part,
+            mailbox.domain_id,
+            mailbox.domain.name,
+        ):
+            errors.add(name, "cannot be changed: create a new mailbox instead")
+    org = mailbox.organization
+    if "project" in data:
+        mailbox.project = _owned(Project, org, data["project"], "project", errors)
+    if "relay_server" in data:
+        relay = _owned(RelayServer, org, data["relay_server"], "relay_server", errors)
+        if relay is None and "relay_server" not in errors.details:
+            errors.add("relay_server", "must not be null")
+        elif relay is not None:
+            mailbox.relay_server = relay
+    if "reply_to" in data:
+        reply_to = str(data["reply_to"] or "").strip()
+        try:
+            if reply_to:
+                validate_email(reply_to)
+            mailbox.reply_to = reply_to
+        except DjangoValidationError:
+            errors.add("reply_to", "must be an email address")
+    for name in ("first_name", "last_name", "signature"):
+        if name in data:
+            value = data[name] or ""
+            limit = 10_000 if name == "signature" else 100
+            if not isinstance(value, str) or len(value) > limit:
+                errors.add(name, f"must be text of at most {limit} characters")
+            else:
+                setattr(mailbox, name, value.strip())
+    if "status" in data:
+        if data["status"] not in MailboxStatus.values:
+            errors.add("status", f"must be one of {', '.join(MailboxStatus.values)}")
+        else:
+            mailbox.status = data["status"]
+    for name in ("daily_limit", "warmup_per_day", "warmup_daily_rampup"):
+        if name in data:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000:
+                errors.add(name, "must be an integer from 0 to 100000")
+            else:
+                setattr(mailbox, name, value)
+    if "warmup_enabled" in data:
+        if not isinstance(data["warmup_enabled"], bool):
+            errors.add("warmup_enabled", "must be true or false")
+        else:
+            mailbox.warmup_enabled = data["warmup_enabled"]
+    if "password" in data:
+        password = data["password"]
+        if not isinstance(password, str):
+            errors.add("password", "must be a string")
+        else:
+            for problem in passwords.password_problems(
+                password, local_part=mailbox.local_part, address=mailbox.address
+            ):
+                errors.add("password", problem)
+            if "password" not in errors.details:
+                mailbox.password = password
+                mailbox.password_hash = passwords.password_hash(password)
+    errors.raise_if_any()
+    mailbox.save()
+    return mailbox
+
+
+def mailbox_delete(*, mailbox: Mailbox) -> None:
+    mailbox.delete()

@@ -1,0 +1,12 @@
+"""Every periodic job in one place (Celery beat schedule)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "jobs-requeue-stale": {
+        "task": "mailplane.jobs.tasks.job_requeue_stale",
+        "schedule": 60.0,
+    },
+}

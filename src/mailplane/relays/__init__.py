@@ -1,0 +1,1 @@
+"""Relay servers: the sending back ends (native, Mailgun, SendGrid, SMTP smarthost)."""

@@ -1,0 +1,146 @@
+"""Per-provider configuration and credential schemas, declared once.
+
+Each provider lists its non-secret settings (returned by the API) and its secret
+credentials (stored encrypted, returned masked). Validation names the offending field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from mailplane.core.errors import ValidationFailed
+
+Check = Callable[[Any], str | None]  # returns an error message or None
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+    re.I,
+)
+
+
+def is_hostname(value: Any) -> str | None:
+    return None if isinstance(value, str) and _HOSTNAME.match(value) else "must be a host name"
+
+
+def is_ip(value: Any) -> str | None:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return "must be an IP address"
+    return None
+
+
+def is_https_url(value: Any) -> str | None:
+    parsed = urlparse(str(value))
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        return "must be an http(s) URL"
+    return None
+
+
+def is_port(value: Any) -> str | None:
+    return None if isinstance(value, int) and 0 < value < 65536 else "must be a port number"
+
+
+def is_positive_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a positive integer"
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def non_empty_string(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSchema:
+    settings: dict[str, Check]
+    required_settings: frozenset[str] = frozenset()
+    credentials: dict[str, Check] = field(default_factory=dict)
+    required_credentials: frozenset[str] = frozenset()
+
+
+SCHEMAS: dict[str, ProviderSchema] = {
+    "missioninbox": ProviderSchema(
+        settings={
+            "helo_name": is_hostname,
+            "source_address": is_ip,
+            "max_connections_per_domain": is_positive_int,
+        },
+    ),
+    "mailgun": ProviderSchema(
+        settings={"domain": is_hostname, "region": one_of("us", "eu"), "base_url": is_https_url},
+        required_settings=frozenset({"domain"}),
+        credentials={"api_key": non_empty_string},
+        required_credentials=frozenset({"api_key"}),
+    ),
+    "sendgrid": ProviderSchema(
+        settings={"base_url": is_https_url},
+        credentials={"api_key": non_empty_string},
+        required_credentials=frozenset({"api_key"}),
+    ),
+    "smtp": ProviderSchema(
+        settings={
+            "host": is_hostname,
+            "port": is_port,
+            "tls_mode": one_of("none", "starttls", "implicit"),
+        },
+        required_settings=frozenset({"host", "port"}),
+        credentials={"username": non_empty_string, "password": non_empty_string},
+    ),
+}
+
+
+def _validate_section(
+    section: str, values: Any, checks: dict[str, Check], required: frozenset[str]
+) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValidationFailed.on(section, "must be an object")
+    errors: dict[str, list[str]] = {}
+    for key, value in values.items():
+        check = checks.get(key)
+        if check is None:
+            errors[f"{section}.{key}"] = ["unknown setting for this provider"]
+        elif value is not None and (message := check(value)):
+            errors[f"{section}.{key}"] = [message]
+    for key in sorted(required - {k for k, v in values.items() if v not in (None, "")}):
+        errors[f"{section}.{key}"] = ["required for this provider"]
+    if errors:
+        raise ValidationFailed("invalid relay server " + section, details=errors)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def validate_provider_config(
+    provider: str, configuration: Any, credentials: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the cleaned (configuration, credentials) or raise ValidationFailed."""
+    schema = SCHEMAS.get(provider)
+    if schema is None:
+        raise ValidationFailed.on("provider", f"must be one of {', '.join(SCHEMAS)}")
+    return (
+        _validate_section(
+            "configuration", configuration, schema.settings, schema.required_settings
+        ),
+        _validate_section(
+            "credentials", credentials, schema.credentials, schema.required_credentials
+        ),
+    )
+
+
+def mask_credentials(credentials: dict[str, Any]) -> dict[str, str]:
+    """Show that a secret is set, and its last four characters, never the secret."""
+    masked = {}
+    for key, value in credentials.items():
+        text = str(value)
+        masked[key] = "****" + text[-4:] if len(text) >= 12 else "****"
+    return masked

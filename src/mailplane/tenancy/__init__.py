@@ -1,0 +1,1 @@
+"""Tenants: organizations, their plans and limits, and the API keys that act for them."""

@@ -1,0 +1,85 @@
+"""Writes for tenants and keys."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from mailplane.core import crypto
+from mailplane.core.errors import Conflict, NotFound, ValidationFailed
+from mailplane.tenancy.models import ApiKey, Organization
+from mailplane.tenancy.plans import PlanName
+
+KEY_PREFIX = "mp_"
+# last_used_at is a hint, not an audit log: one write per key per minute at most.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # the only time the clear key exists
+
+
+def organization_create(
+    *, name: str, owner_email: str, plan: str = PlanName.STARTER, slug: str | None = None
+) -> Organization:
+    if plan not in PlanName.__members__.values():
+        raise ValidationFailed.on("plan", f"must be one of {', '.join(PlanName)}")
+    slug = slug or slugify(name)[:63]
+    if not slug:
+        raise ValidationFailed.on("name", "must contain letters or digits")
+    user_model = get_user_model()
+    with transaction.atomic():
+        if Organization.objects.filter(slug=slug).exists():
+            raise Conflict(f"organization {slug!r} already exists")
+        owner, _ = user_model.objects.get_or_create(
+            username=owner_email.lower(), defaults={"email": owner_email.lower()}
+        )
+        org = Organization.objects.create(name=name, slug=slug, plan=plan, owner=owner)
+        # The service assigns every new account a native relay server (seed 000).
+        from mailplane.relays.services import relay_server_create
+
+        relay_server_create(organization=org, name=f"{slug}-native", provider="missioninbox")
+    return org
+
+
+def api_key_create(*, organization: Organization, name: str = "default") -> IssuedKey:
+    secret = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        organization=organization,
+        name=name,
+        prefix=secret[: len(KEY_PREFIX) + 6],
+        key_digest=crypto.digest(secret),
+    )
+    return IssuedKey(api_key=key, secret=secret)
+
+
+def api_key_revoke(*, organization: Organization, key_id: int) -> ApiKey:
+    key = ApiKey.objects.filter(organization=organization, pk=key_id, revoked_at=None).first()
+    if key is None:
+        raise NotFound("API key not found")
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    return key
+
+
+def api_key_authenticate(*, secret: str) -> ApiKey | None:
+    key = (
+        ApiKey.objects.select_related("organization", "organization__owner")
+        .filter(key_digest=crypto.digest(secret), revoked_at=None, organization__is_active=True)
+        .first()
+    )
+    if key is None:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
