@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "mailplane.domains",
     "mailplane.mailboxes",
     "mailplane.jobs",
+    "mailplane.queue",
 ]
 
 MIDDLEWARE = [

@@ -19,6 +19,7 @@ from mailplane.mailboxes import passwords
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.projects.models import Project
 from mailplane.relays.models import RelayServer, RelayStatus
+from mailplane.storage import maildir_ensure
 from mailplane.tenancy.models import Organization
 
 # RFC 5321 §4.1.2 dot-atom, narrowed to what mail clients and outreach tools all accept.
@@ -174,7 +175,7 @@ def mailbox_create(*, organization: Organization, spec: MailboxSpec) -> Mailbox:
         with transaction.atomic():
             Organization.objects.select_for_update().filter(pk=organization.pk).first()
             _check_mailbox_limit(organization, pending_jobs=False)
-            return Mailbox.objects.create(
+            mailbox = Mailbox.objects.create(
                 organization=organization,
                 domain=domain,
                 relay_server_id=spec.relay_server_id,
@@ -189,6 +190,9 @@ def mailbox_create(*, organization: Organization, spec: MailboxSpec) -> Mailbox:
             )
     except IntegrityError as exc:
         raise Conflict(f"{address} already exists") from exc
+    # Storage exists before anyone is told the mailbox does (IMAP login right after).
+    maildir_ensure(organization_id=organization.pk, address=address)
+    return mailbox
 
 
 @job_handler(CREATE_JOB)

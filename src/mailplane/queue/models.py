@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from django.db import models
+
+from mailplane.domains.models import Domain
+from mailplane.mailboxes.models import Mailbox
+from mailplane.relays.models import RelayServer
+from mailplane.tenancy.models import Organization
+
+
+class MessageSource(models.TextChoices):
+    SMTP = "smtp"  # submitted by a mailbox over SMTP
+    API = "api"  # sent through the send API
+    SYSTEM = "system"  # generated here (DSNs)
+
+
+class OutboundMessage(models.Model):
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="outbound_messages"
+    )
+    mailbox = models.ForeignKey(
+        Mailbox, on_delete=models.SET_NULL, null=True, blank=True, related_name="outbound_messages"
+    )
+    relay_server = models.ForeignKey(
+        RelayServer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The sender's domain: its DKIM key signs the message.
+    domain = models.ForeignKey(
+        Domain, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(max_length=10, choices=MessageSource.choices)
+    mail_from = models.CharField(max_length=320, blank=True)  # envelope sender; "" = null sender
+    message_id = models.CharField(max_length=998, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"message {self.pk} from {self.mail_from or '<>'}"
+
+
+class MessageBody(models.Model):
+    """Raw RFC 5322 bytes, apart from the queue rows so that claims scan narrow rows."""
+
+    message = models.OneToOneField(
+        OutboundMessage, on_delete=models.CASCADE, primary_key=True, related_name="body"
+    )
+    raw = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"body of message {self.message_id}"
+
+
+class RecipientStatus(models.TextChoices):
+    QUEUED = "queued"
+    DEFERRED = "deferred"  # temporary failure; retried at next_attempt_at
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"  # permanent failure (5xx or expired): DSN sent
+    FAILED = "failed"  # could not be attempted (no route, config error)
+    SUPPRESSED = "suppressed"  # recipient on the suppression list
+    HELD = "held"
+
+
+class QueuedRecipient(models.Model):
+    """One delivery unit: a message to one recipient."""
+
+    message = models.ForeignKey(
+        OutboundMessage, on_delete=models.CASCADE, related_name="recipients"
+    )
+    rcpt_to = models.CharField(max_length=320)
+    rcpt_domain = models.CharField(max_length=253)  # batching key: one connection per domain
+    status = models.CharField(
+        max_length=10, choices=RecipientStatus.choices, default=RecipientStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    claimed_by = models.CharField(max_length=100, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_reply = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="rcpt_due"),
+            models.Index(fields=["rcpt_domain", "status"], name="rcpt_domain_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rcpt_to} ({self.status})"
+
+
+class EventType(models.TextChoices):
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+
+
+class DeliveryEvent(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(OutboundMessage, on_delete=models.CASCADE, related_name="events")
+    recipient = models.ForeignKey(
+        QueuedRecipient, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+    )
+    type = models.CharField(max_length=12, choices=EventType.choices)
+    remote_reply = models.TextField(blank=True)
+    remote_host = models.CharField(max_length=253, blank=True)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} for message {self.message_id}"
