@@ -1,0 +1,85 @@
+"""Api-Key authentication: every failure is a 401 with the error shape, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from mailplane.tenancy.models import ApiKey
+from mailplane.tenancy.services import api_key_revoke
+
+PROTECTED = [
+    "/api/userinfo/",
+    "/api/relay-servers/",
+    "/api/projects/",
+    "/api/domains/",
+    "/api/mailboxes/",
+    "/api/api-keys/",
+    "/api/tasks/00000000-0000-0000-0000-000000000000/",
+]
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Api-Key",
+        "Api-Key ",
+        "Api-Key mp_not_a_real_key",
+        "Api-Key a b",
+        "Bearer xyz",
+        "Api-Key \u00e9\u00e9",
+    ],
+)
+def test_missing_or_invalid_key_is_401(db, path, header):
+    client = APIClient()
+    if header is not None:
+        client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get(path)
+    assert response.status_code == 401, (path, header, response.content)
+    assert response.json()["error"]["code"] in {"not_authenticated", "authentication_failed"}
+    assert response["WWW-Authenticate"] == "Api-Key"
+
+
+def test_revoked_key_stops_working_and_last_used_is_recorded(account):
+    key = ApiKey.objects.get(organization=account.org)
+    assert key.last_used_at is None
+    assert account.client.get("/api/userinfo/").status_code == 200
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+    api_key_revoke(organization=account.org, key_id=key.pk)
+    assert account.client.get("/api/userinfo/").status_code == 401
+
+
+def test_keys_are_stored_as_digests_only(account):
+    key = ApiKey.objects.get(organization=account.org)
+    assert account.key not in (key.key_digest, key.prefix)
+    assert account.key.startswith(key.prefix)
+
+
+def test_key_management_endpoints(account):
+    created = account.client.post("/api/api-keys/", {"name": "ci"}, format="json")
+    assert created.status_code == 201
+    new_key = created.json()["key"]
+    listing = account.client.get("/api/api-keys/").json()
+    assert {k["name"] for k in listing} == {"test", "ci"}
+    assert all("key" not in k for k in listing)  # shown once, at creation only
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {new_key}")
+    assert other.get("/api/userinfo/").status_code == 200
+    assert account.client.delete(f"/api/api-keys/{created.json()['id']}/").status_code == 204
+    assert other.get("/api/userinfo/").status_code == 401
+    assert account.client.post("/api/api-keys/", {}, format="json").status_code == 400
+
+
+def test_inactive_organization_is_locked_out(account):
+    account.org.is_active = False
+    account.org.save()
+    assert account.client.get("/api/userinfo/").status_code == 401
+
+
+def test_unknown_api_path_is_json_404(account):
+    response = account.client.get("/api/nothing-here/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

@@ -1,0 +1,71 @@
+"""The `mailplane` command, run as a real subprocess against its own data directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _mailplane(tmp_path, *args):
+    env = {**os.environ, "MAILPLANE_DATA_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)  # its own SQLite database, never the test database
+    return subprocess.run(
+        [sys.executable, "-m", "mailplane.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_org_create_prints_a_working_key_last(tmp_path):
+    assert _mailplane(tmp_path, "migrate").returncode == 0
+    created = _mailplane(
+        tmp_path, "org", "create", "--name", "Acme", "--email", "ops@acme.test", "--plan", "pro"
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("mp_")
+    listing = _mailplane(tmp_path, "key", "list", "--org", "acme")
+    assert key[:9] in listing.stdout and "active" in listing.stdout
+
+    duplicate = _mailplane(tmp_path, "org", "create", "--name", "Acme", "--email", "x@y.test")
+    assert duplicate.returncode == 2
+    assert "already exists" in duplicate.stderr
+    assert "Traceback" not in duplicate.stderr
+
+    bad_relay = _mailplane(
+        tmp_path,
+        "relay",
+        "create",
+        "--name",
+        "mg",
+        "--provider",
+        "mailgun",
+        "--org",
+        "acme",
+        "--config",
+        "{}",
+    )
+    assert bad_relay.returncode == 2
+    assert "configuration.domain" in bad_relay.stderr
+    good_relay = _mailplane(
+        tmp_path,
+        "relay",
+        "create",
+        "--name",
+        "mg",
+        "--provider",
+        "mailgun",
+        "--org",
+        "acme",
+        "--config",
+        '{"domain": "mg.acme.test"}',
+        "--credentials",
+        '{"api_key": "key-abc"}',
+    )
+    assert good_relay.returncode == 0, good_relay.stderr
