@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from mailplane.api import account, domains, mailboxes, projects, relays, tasks
+from mailplane.api import account, bulk, domains, exports, mailboxes, projects, relays, tasks
 
 urlpatterns = [
     path("api/userinfo/", account.UserInfoView.as_view(), name="userinfo"),
@@ -21,8 +21,15 @@ urlpatterns = [
     path("api/domains/", domains.DomainListView.as_view(), name="domain-list"),
     path("api/domains/<int:pk>/", domains.DomainDetailView.as_view(), name="domain-detail"),
     path("api/mailboxes/", mailboxes.MailboxListView.as_view(), name="mailbox-list"),
+    path("api/mailboxes/bulk/", bulk.MailboxBulkCreateView.as_view(), name="mailbox-bulk-create"),
     path("api/mailboxes/<int:pk>/", mailboxes.MailboxDetailView.as_view(), name="mailbox-detail"),
     # The service's reference also shows POST /mailbox/ (singular, no /api).
     path("mailbox/", mailboxes.MailboxListView.as_view(), name="mailbox-create-alias"),
+    # Outreach-tool CSV exports, at the path the service's reference gives (no /api).
+    path(
+        "mailbox/download/<str:layout>/",
+        exports.MailboxExportView.as_view(),
+        name="mailbox-export",
+    ),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
 ]

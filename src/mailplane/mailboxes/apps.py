@@ -8,4 +8,4 @@ class MailboxesConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the mailbox job handlers.
-        from mailplane.mailboxes import services  # noqa: F401
+        from mailplane.mailboxes import bulk, services  # noqa: F401

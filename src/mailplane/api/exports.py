@@ -1,0 +1,39 @@
+"""GET /mailbox/download/{layout}/: the caller's mailboxes as an outreach tool's CSV."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from mailplane.api.authentication import organization_of
+from mailplane.api.fields import optional_int_param
+from mailplane.core.errors import ValidationFailed
+from mailplane.exports.services import export_build
+
+
+class MailboxExportView(APIView):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # A client asking for text/csv must still get JSON errors, not a 406.
+        return super().perform_content_negotiation(request, force=True)
+
+    def get(self, request: Request, layout: str) -> HttpResponse:
+        page = optional_int_param(request, "page")
+        if page == 0:
+            raise ValidationFailed.on("page", "pages are numbered from 1")
+        export = export_build(
+            organization=organization_of(request),
+            layout_name=layout,
+            project=optional_int_param(request, "project"),
+            page=page,
+        )
+        response = HttpResponse(export.content, content_type=export.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+        # How many files the whole export takes (Woodpecker imports 200 accounts a file).
+        response["X-Mailplane-Parts"] = str(export.parts)
+        if export.part is not None:
+            response["X-Mailplane-Part"] = str(export.part)
+        response["Cache-Control"] = "no-store"  # the files carry passwords
+        return response
