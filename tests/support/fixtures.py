@@ -63,18 +63,81 @@ def verified_domain(account: Account, name: str = "acme.test") -> Domain:
     return domain
 
 
-@pytest.fixture
-def celery_worker_thread(transactional_db: Any) -> Iterator[Any]:
-    """A real Celery worker (in a thread) consuming from the configured broker."""
+def _purge_broker(app: Any) -> int:
+    """Drop queued task messages, including ones a dead worker left unacknowledged (Redis)."""
+    purged = app.control.purge() or 0
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        client = getattr(channel, "client", None)
+        keys = [getattr(channel, k, None) for k in ("unacked_key", "unacked_index_key")]
+        if client is not None and all(keys):
+            client.delete(*keys)
+    return purged
+
+
+def _close_db_connections(**kwargs: Any) -> None:
+    # Worker threads keep no connection between tasks: nothing then holds the test database
+    # open while a transactional test flushes it or the session drops it.
+    from django.db import connections
+
+    connections.close_all()
+
+
+@pytest.fixture(scope="session")
+def _celery_session_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+    """One worker thread for the whole session (started on first use): start and stop cost
+    seconds each, so a worker per test dominated the suite's run time."""
     from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun
 
     from mailplane.celery import app
 
     app.loader.import_module("celery.contrib.testing.tasks")
-    with start_worker(
-        app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=30
-    ) as worker:
-        yield worker
+    if app.conf.broker_url.startswith("memory://"):
+        # The in-process transport polls: 1 s by default, which every task waited on.
+        app.conf.broker_transport_options = {"polling_interval": 0.02}
+    with django_db_blocker.unblock():
+        # Messages left in the broker by an earlier, interrupted run would run here against
+        # ids that do not exist (or, worse, that exist again): start from an empty queue.
+        _purge_broker(app)
+    task_postrun.connect(_close_db_connections, weak=False)
+    try:
+        with start_worker(
+            app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=30
+        ) as worker:
+            yield worker
+    finally:
+        task_postrun.disconnect(_close_db_connections)
+        _close_db_connections()
+
+
+def _wait_until_idle(timeout: float = 30.0) -> None:
+    from celery.worker import state
+
+    deadline = time.monotonic() + timeout
+    while state.active_requests or state.reserved_requests:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"Celery worker still busy after {timeout}s: "
+                f"{len(state.active_requests)} active, {len(state.reserved_requests)} reserved"
+            )
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db: Any, _celery_session_worker: Any) -> Iterator[Any]:
+    """A real Celery worker (in a thread) consuming from the configured broker.
+
+    The worker lives for the session; each test gets an empty queue and, before its data is
+    flushed, waits until the worker has finished whatever the test started, so no task from
+    one test ever runs against another test's database state.
+    """
+    from mailplane.celery import app
+
+    _purge_broker(app)
+    yield _celery_session_worker
+    _purge_broker(app)
+    _wait_until_idle()
 
 
 def wait_for(
