@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dj_database_url
+import django_stubs_ext
 
 from mailplane import config
+
+# Lets Django's generic classes (ModelAdmin[Model], QuerySet[Model]) be subscripted at run time.
+django_stubs_ext.monkeypatch()
 
 DATA_DIR = config.data_dir()
 SECRET_KEYS = config.secret_keys()
@@ -142,12 +147,19 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # Mailplane's own settings.
-MAILPLANE = {
+MAILPLANE: dict[str, Any] = {
     # Host names mail clients use on shared infrastructure (userinfo ibx_smtp / ibx_imap).
     "SHARED_SMTP_HOST": os.environ.get("MAILPLANE_SMTP_HOST", "localhost"),
     "SHARED_IMAP_HOST": os.environ.get("MAILPLANE_IMAP_HOST", "localhost"),
-    "SMTP_PORT": config.env_int("MAILPLANE_SMTP_PORT", 465),
-    "SUBMISSION_PORT": config.env_int("MAILPLANE_SUBMISSION_PORT", 587),
+    # Mail listeners: standard ports as root, unprivileged ones otherwise (embedded mode).
+    "SMTP_BIND": os.environ.get("MAILPLANE_SMTP_BIND", "127.0.0.1"),
+    "SMTP_PORT": config.env_int("MAILPLANE_SMTP_PORT", 465 if os.geteuid() == 0 else 4465),
+    "SUBMISSION_PORT": config.env_int(
+        "MAILPLANE_SUBMISSION_PORT", 587 if os.geteuid() == 0 else 4587
+    ),
+    "MX_PORT": config.env_int("MAILPLANE_MX_PORT", 25 if os.geteuid() == 0 else 2525),
+    "SMTP_MAX_MESSAGE_BYTES": config.env_int("MAILPLANE_SMTP_MAX_MESSAGE_BYTES", 25 * 1024 * 1024),
+    "SMTP_MAX_RECIPIENTS": config.env_int("MAILPLANE_SMTP_MAX_RECIPIENTS", 100),
     "IMAP_PORT": config.env_int("MAILPLANE_IMAP_PORT", 993),
     # The platform's own DNS names, used in the records customers publish.
     "PLATFORM_DOMAIN": os.environ.get("MAILPLANE_PLATFORM_DOMAIN", "mailplane.localhost"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import IntegrityError
+from django.db.models import QuerySet
 from rest_framework import generics, serializers
-from rest_framework.request import Request
 
 from mailplane.api.authentication import organization_of
 from mailplane.core.errors import Conflict
@@ -21,7 +23,7 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
         # Uniqueness per account is enforced by the database and reported as a field error.
         validators: list[object] = []
 
-    def save(self, **kwargs: object) -> Project:
+    def save(self, **kwargs: Any) -> Project:
         try:
             return super().save(**kwargs)
         except IntegrityError as exc:
@@ -31,19 +33,18 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
             ) from exc
 
 
-class _AccountProjects:
-    request: Request
-
-    def get_queryset(self) -> object:
-        return Project.objects.filter(organization=organization_of(self.request))
-
-
-class ProjectListView(_AccountProjects, generics.ListCreateAPIView):  # type: ignore[type-arg]
+class ProjectListView(generics.ListCreateAPIView[Project]):
     serializer_class = ProjectSerializer
 
-    def perform_create(self, serializer: ProjectSerializer) -> None:
+    def get_queryset(self) -> QuerySet[Project]:
+        return Project.objects.filter(organization=organization_of(self.request))
+
+    def perform_create(self, serializer: serializers.BaseSerializer[Project]) -> None:
         serializer.save(organization=organization_of(self.request))
 
 
-class ProjectDetailView(_AccountProjects, generics.RetrieveUpdateDestroyAPIView):  # type: ignore[type-arg]
+class ProjectDetailView(generics.RetrieveUpdateDestroyAPIView[Project]):
     serializer_class = ProjectSerializer
+
+    def get_queryset(self) -> QuerySet[Project]:
+        return Project.objects.filter(organization=organization_of(self.request))

@@ -22,7 +22,7 @@ _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
 def organization_storage_path(*, organization_id: int) -> Path:
-    return Path(settings.MAILPLANE["STORAGE_ROOT"]) / f"org-{organization_id}"
+    return Path(str(settings.MAILPLANE["STORAGE_ROOT"])) / f"org-{organization_id}"
 
 
 def mailbox_storage_path(*, organization_id: int, address: str) -> Path:

@@ -11,6 +11,6 @@ def organization_mail_hosts(*, organization: Organization) -> tuple[str, str]:
     """(smtp host, imap host) this account's clients must use: dedicated once migrated."""
     conf = settings.MAILPLANE
     return (
-        organization.dedicated_smtp_host or conf["SHARED_SMTP_HOST"],
-        organization.dedicated_imap_host or conf["SHARED_IMAP_HOST"],
+        organization.dedicated_smtp_host or str(conf["SHARED_SMTP_HOST"]),
+        organization.dedicated_imap_host or str(conf["SHARED_IMAP_HOST"]),
     )
