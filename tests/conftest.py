@@ -11,4 +11,4 @@ os.environ.setdefault("MAILPLANE_DATA_DIR", tempfile.mkdtemp(prefix="mailplane-t
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 os.environ.setdefault("MAILPLANE_SECRET_KEY", "test-secret-key-for-encryption-at-rest")
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.dns_server"]

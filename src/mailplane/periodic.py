@@ -9,4 +9,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "mailplane.jobs.tasks.job_requeue_stale",
         "schedule": 60.0,
     },
+    "domains-verify-pending": {
+        "task": "mailplane.domains.tasks.domain_verify_pending",
+        "schedule": 300.0,
+    },
 }

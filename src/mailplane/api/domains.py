@@ -12,7 +12,13 @@ from rest_framework.views import APIView
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
 from mailplane.domains.models import DnsRecord, Domain
-from mailplane.domains.services import domain_create, domain_delete, domain_get, domain_update
+from mailplane.domains.services import (
+    domain_create,
+    domain_delete,
+    domain_get,
+    domain_update,
+    domain_verify,
+)
 from mailplane.projects.models import Project
 from mailplane.relays.models import RelayServer
 from mailplane.tenancy.models import Organization
@@ -121,3 +127,12 @@ class DomainDetailView(APIView):
     def delete(self, request: Request, pk: int) -> Response:
         domain_delete(domain=domain_get(organization=organization_of(request), domain_id=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DomainVerifyView(APIView):
+    """Check the domain's DNS records now; 200 with the per-record results either way."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        org = organization_of(request)
+        domain = domain_verify(domain=domain_get(organization=org, domain_id=pk))
+        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)

@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/projects/<int:pk>/", projects.ProjectDetailView.as_view(), name="project-detail"),
     path("api/domains/", domains.DomainListView.as_view(), name="domain-list"),
     path("api/domains/<int:pk>/", domains.DomainDetailView.as_view(), name="domain-detail"),
+    path("api/domains/<int:pk>/verify/", domains.DomainVerifyView.as_view(), name="domain-verify"),
     path("api/mailboxes/", mailboxes.MailboxListView.as_view(), name="mailbox-list"),
     path("api/mailboxes/bulk/", bulk.MailboxBulkCreateView.as_view(), name="mailbox-bulk-create"),
     path("api/mailboxes/<int:pk>/", mailboxes.MailboxDetailView.as_view(), name="mailbox-detail"),

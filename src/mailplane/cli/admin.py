@@ -1,4 +1,4 @@
-"""Operator commands: accounts, API keys, relay servers."""
+"""Operator commands: accounts, API keys, relay servers, domain checks."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def add_commands(sub: Any) -> None:
     ra.add_argument("--id", type=int, required=True)
     ra.add_argument("--org", required=True)
     ra.set_defaults(func=relay_assign)
+
+    domain = sub.add_parser("domain", help="customer domains").add_subparsers(
+        dest="action", required=True
+    )
+    dv = domain.add_parser(
+        "verify", help="check a domain's DNS records now; exit status 0 if verified, 1 if not"
+    )
+    dv.add_argument("--id", type=int, required=True)
+    dv.set_defaults(func=domain_verify)
 
 
 def _fail(message: str) -> int:
@@ -176,3 +185,20 @@ def relay_assign(args: argparse.Namespace) -> int:
     relay_server_assign(server=server, organization=_org(args.org))
     print(f"relay server {server.pk} assigned to {args.org}")
     return 0
+
+
+@_guard
+def domain_verify(args: argparse.Namespace) -> int:
+    from mailplane.core.errors import NotFound
+    from mailplane.domains import services
+    from mailplane.domains.models import Domain
+
+    domain = Domain.objects.filter(pk=args.id).first()
+    if domain is None:
+        raise NotFound(f"no domain {args.id}")
+    domain = services.domain_verify(domain=domain)
+    print(f"{domain.name}: {domain.verification_state}")
+    for record in domain.dns_records.all():
+        optional = "" if record.required else " (optional)"
+        print(f"  {record.status:<8} {record.type:<5} {record.name}{optional}: {record.detail}")
+    return 0 if domain.is_verified else 1

@@ -1,19 +1,39 @@
-"""Writes for domains: create with a DKIM key and the records to publish."""
+"""Writes for domains: create with a DKIM key and the records to publish; verify them."""
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from mailplane.core.errors import Conflict, NotFound, ValidationFailed
+from mailplane.dns import Resolver, cname_lookup, mx_lookup, resolver_from_settings, txt_lookup
 from mailplane.domains.dkim import dkim_key_generate
-from mailplane.domains.models import DnsRecord, Domain, RecordPurpose
+from mailplane.domains.models import (
+    DnsRecord,
+    Domain,
+    RecordPurpose,
+    RecordStatus,
+    VerificationState,
+)
+from mailplane.domains.verification import (
+    Check,
+    dkim_evaluate,
+    dmarc_evaluate,
+    mx_evaluate,
+    return_path_evaluate,
+    spf_evaluate,
+)
 from mailplane.projects.models import Project
 from mailplane.relays.models import RelayServer
 from mailplane.relays.schemas import is_hostname
 from mailplane.tenancy.models import Organization
+
+log = logging.getLogger(__name__)
 
 RETURN_PATH_LABEL = "bounces"
 
@@ -144,3 +164,65 @@ def domain_delete(*, domain: Domain) -> None:
             "domain still has mailboxes: delete them first", details={"domain": ["has mailboxes"]}
         )
     domain.delete()
+
+
+def dns_record_check(*, record: DnsRecord, resolver: Resolver) -> Check:
+    """Look up one published record and judge it (no database access: runs in threads)."""
+    hosts = platform_hosts()
+    domain = record.domain
+    match record.purpose:
+        case RecordPurpose.MX:
+            return mx_evaluate(mx_lookup(record.name, resolver=resolver), expected_host=hosts["mx"])
+        case RecordPurpose.SPF:
+            return spf_evaluate(
+                txt_lookup(record.name, resolver=resolver), include_host=hosts["spf_include"]
+            )
+        case RecordPurpose.DKIM:
+            return dkim_evaluate(
+                txt_lookup(record.name, resolver=resolver), public_key=domain.dkim_public_key
+            )
+        case RecordPurpose.DMARC:
+            return dmarc_evaluate(txt_lookup(record.name, resolver=resolver))
+        case RecordPurpose.RETURN_PATH:
+            return return_path_evaluate(
+                cname_lookup(record.name, resolver=resolver),
+                expected_target=hosts["return_path"],
+            )
+    raise ValueError(f"no check for DNS record purpose {record.purpose!r}")
+
+
+def domain_verify(*, domain: Domain, resolver: Resolver | None = None) -> Domain:
+    """Check every record of `domain` in the DNS and record what was found.
+
+    The lookups run in parallel and outside any transaction (each may take up to
+    DNS_TIMEOUT); the results are then written in one short transaction. The domain becomes
+    verified when every required record is ok, and falls back to dns_pending when a required
+    record is definitely missing or wrong. A failed lookup (timeout, SERVFAIL) proves
+    nothing, so it leaves the state as it was. Existing mailboxes are never touched.
+    """
+    resolver = resolver or resolver_from_settings()
+    records = list(domain.dns_records.select_related("domain"))
+    with ThreadPoolExecutor(max_workers=max(len(records), 1)) as pool:
+        checks = list(
+            pool.map(lambda record: dns_record_check(record=record, resolver=resolver), records)
+        )
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
+        if locked is None:
+            raise NotFound("domain not found")
+        for record, check in zip(records, checks, strict=True):
+            record.status, record.detail, record.checked_at = check.status, check.detail, now
+        DnsRecord.objects.bulk_update(records, ["status", "detail", "checked_at"])
+        required = [r.status for r in records if r.required]
+        before = locked.verification_state
+        if all(status == RecordStatus.OK for status in required):
+            if before != VerificationState.VERIFIED:
+                locked.verification_state, locked.verified_at = VerificationState.VERIFIED, now
+        elif any(status in (RecordStatus.MISSING, RecordStatus.INVALID) for status in required):
+            locked.verification_state, locked.verified_at = VerificationState.DNS_PENDING, None
+        locked.last_checked_at = now
+        locked.save(update_fields=["verification_state", "verified_at", "last_checked_at"])
+    if locked.verification_state != before:
+        log.info("domain %s: %s -> %s", locked.name, before, locked.verification_state)
+    return locked

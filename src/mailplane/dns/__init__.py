@@ -1,0 +1,76 @@
+"""DNS lookups for the whole platform: domain verification now, MX routing and SPF/DKIM later.
+
+A pure library (not a Django app). Plug-in point: `Resolver` / `AsyncResolver`, a one-method
+contract (`resolve(name, rdtype)`) so tests and other transports can stand in for dnspython.
+The lookup functions turn every answer into a typed `Lookup` whose `outcome` keeps the two
+kinds of failure apart, because callers must treat them differently:
+
+    Outcome.FOUND     records came back
+    Outcome.MISSING   a definite "no": NXDOMAIN or NODATA (RFC 2308 §§2.1-2.2)
+    Outcome.ERROR     no answer at all (timeout, SERVFAIL, REFUSED): ask again later
+
+Resolvers raise, lookups do not:
+
+    DnsError
+    ├── RecordMissing   NXDOMAIN / NODATA
+    └── LookupFailed    timeout, SERVFAIL, REFUSED, no usable resolver
+
+Configuration: settings.MAILPLANE["DNS_RESOLVER"] ("host:port[,host:port]", empty = the
+system resolver from /etc/resolv.conf) and MAILPLANE["DNS_TIMEOUT"] (seconds, whole lookup).
+"""
+
+from __future__ import annotations
+
+from mailplane.dns.records import (
+    Lookup,
+    MxRecord,
+    Outcome,
+    a_lookup,
+    a_lookup_async,
+    aaaa_lookup,
+    aaaa_lookup_async,
+    cname_lookup,
+    cname_lookup_async,
+    mx_lookup,
+    mx_lookup_async,
+    txt_lookup,
+    txt_lookup_async,
+)
+from mailplane.dns.resolver import (
+    AsyncDnsPythonResolver,
+    AsyncResolver,
+    DnsError,
+    DnsPythonResolver,
+    LookupFailed,
+    RecordMissing,
+    Resolver,
+    async_resolver_from_settings,
+    nameservers_parse,
+    resolver_from_settings,
+)
+
+__all__ = [
+    "AsyncDnsPythonResolver",
+    "AsyncResolver",
+    "DnsError",
+    "DnsPythonResolver",
+    "Lookup",
+    "LookupFailed",
+    "MxRecord",
+    "Outcome",
+    "RecordMissing",
+    "Resolver",
+    "a_lookup",
+    "a_lookup_async",
+    "aaaa_lookup",
+    "aaaa_lookup_async",
+    "async_resolver_from_settings",
+    "cname_lookup",
+    "cname_lookup_async",
+    "mx_lookup",
+    "mx_lookup_async",
+    "nameservers_parse",
+    "resolver_from_settings",
+    "txt_lookup",
+    "txt_lookup_async",
+]

@@ -1,0 +1,35 @@
+"""Reads for domains."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from mailplane.domains.models import Domain, VerificationState
+
+# A new domain is re-checked while its owner is likely still editing DNS; after that, only
+# on request (API, CLI), so abandoned domains do not cost a lookup every few minutes.
+RECHECK_WINDOW = timedelta(hours=48)
+RECHECK_AFTER = timedelta(minutes=10)
+
+
+def domain_list_due_for_check(
+    *,
+    now: datetime | None = None,
+    window: timedelta = RECHECK_WINDOW,
+    stale_after: timedelta = RECHECK_AFTER,
+    limit: int = 500,
+) -> list[int]:
+    """Ids of pending domains created within `window` and not checked for `stale_after`."""
+    now = now or timezone.now()
+    due = (
+        Domain.objects.filter(
+            verification_state=VerificationState.DNS_PENDING, created_at__gte=now - window
+        )
+        .filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lt=now - stale_after))
+        .order_by(F("last_checked_at").asc(nulls_first=True), "id")  # never checked first
+        .values_list("id", flat=True)[:limit]
+    )
+    return list(due)
