@@ -3,12 +3,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-# Isolated data directory and an in-process broker unless the environment chose a real one.
-os.environ.setdefault("MAILPLANE_DATA_DIR", tempfile.mkdtemp(prefix="mailplane-test-"))
-os.environ.setdefault("CELERY_BROKER_URL", "memory://")
-os.environ.setdefault("MAILPLANE_SECRET_KEY", "test-secret-key-for-encryption-at-rest")
+# Settings are imported by pytest-django before this file runs: the isolated data
+# directory and the in-process broker for test runs are chosen in mailplane.config.
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.dns_server"]

@@ -8,15 +8,37 @@ MAILPLANE_SECRET_KEY.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 
+def under_pytest() -> bool:
+    """pytest (>= 8.2) sets PYTEST_VERSION before any plugin imports our settings."""
+    return "PYTEST_VERSION" in os.environ
+
+
+@functools.cache
 def data_dir() -> Path:
-    path = Path(os.environ.get("MAILPLANE_DATA_DIR", "var")).resolve()
+    """The state directory. Test runs that chose none get a fresh one each, so concurrent
+    runs never share a database file or a queue directory."""
+    configured = os.environ.get("MAILPLANE_DATA_DIR")
+    if configured:
+        path = Path(configured).resolve()
+    elif under_pytest():
+        path = Path(tempfile.mkdtemp(prefix="mailplane-test-"))
+        os.environ["MAILPLANE_DATA_DIR"] = str(path)  # subprocesses of the run share it
+    else:
+        path = Path("var").resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def default_broker_url() -> str:
+    """No broker server in embedded mode; tests use kombu's in-process transport."""
+    return "memory://" if under_pytest() else "filesystem://"
 
 
 def secret_keys() -> list[str]:

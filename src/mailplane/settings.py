@@ -125,7 +125,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery. Embedded mode uses kombu's file-system transport: no broker server to run.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", config.default_broker_url())
 _QUEUE_DIR = DATA_DIR / "queue"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("in", "processed"):
@@ -160,7 +160,12 @@ MAILPLANE: dict[str, Any] = {
     "MX_PORT": config.env_int("MAILPLANE_MX_PORT", 25 if os.geteuid() == 0 else 2525),
     "SMTP_MAX_MESSAGE_BYTES": config.env_int("MAILPLANE_SMTP_MAX_MESSAGE_BYTES", 25 * 1024 * 1024),
     "SMTP_MAX_RECIPIENTS": config.env_int("MAILPLANE_SMTP_MAX_RECIPIENTS", 100),
-    "IMAP_PORT": config.env_int("MAILPLANE_IMAP_PORT", 993),
+    # IMAP: implicit TLS (993) and STARTTLS (143); unprivileged defaults when not root.
+    "IMAP_PORT": config.env_int("MAILPLANE_IMAP_PORT", 993 if os.geteuid() == 0 else 9993),
+    "IMAP_STARTTLS_PORT": config.env_int(
+        "MAILPLANE_IMAP_STARTTLS_PORT", 143 if os.geteuid() == 0 else 1143
+    ),
+    "IMAP_BIND": os.environ.get("MAILPLANE_IMAP_BIND", "127.0.0.1"),
     # The platform's own DNS names, used in the records customers publish.
     "PLATFORM_DOMAIN": os.environ.get("MAILPLANE_PLATFORM_DOMAIN", "mailplane.localhost"),
     "MX_HOST": os.environ.get("MAILPLANE_MX_HOST", ""),
