@@ -69,8 +69,18 @@ def _beat(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "mailplane", "beat", "--loglevel", "INFO"]
 
 
+def _imap(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "mailplane.imap"]
+
+
 SERVICES: dict[str, Service] = {
-    s.name: s for s in (Service("web", _web), Service("worker", _worker), Service("beat", _beat))
+    s.name: s
+    for s in (
+        Service("web", _web),
+        Service("worker", _worker),
+        Service("beat", _beat),
+        Service("imap", _imap),
+    )
 }
 
 

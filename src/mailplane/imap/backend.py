@@ -1,0 +1,345 @@
+"""The Mailplane pymap backend: pymap's Maildir storage, Mailplane's logins.
+
+Storage is pymap's own maildir backend (Maildir++ layout, `dovecot-uidlist` for UIDs) pointed
+at the storage contract's tree, STORAGE_ROOT/org-<id>/<address>/, so a tenant's mail stays
+under its own directory. What we replace is everything about users: pymap's maildir backend
+reads users and passwords from files; ours asks the database (see `auth`).
+
+Two behaviours are added on top of pymap's maildir classes:
+- RFC 6154 special-use attributes on LIST for Sent, Drafts, Trash and Junk.
+- IDLE that notices external deliveries: `maildir_deliver` (another process) renames files
+  into new/. pymap assigns them UIDs in `MailboxData.reset()` (a full scan) but IDLE only
+  re-scans once per loop, after a fixed 1 s wait. Here the wait polls the new/ and cur/
+  directory mtimes (two stat calls) and re-scans only when they change, so a delivery is
+  announced within one poll interval and a quiet mailbox costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from argparse import Namespace
+from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from pymap.backend.maildir import Config as MaildirConfig
+from pymap.backend.maildir import FilterSet, Session
+from pymap.backend.maildir.layout import MaildirLayout
+from pymap.backend.maildir.mailbox import MailboxData, MailboxSet, Maildir
+from pymap.backend.maildir.subscriptions import Subscriptions
+from pymap.backend.maildir.uidlist import UidList
+from pymap.concurrent import Event, Subsystem
+from pymap.config import BackendCapability
+from pymap.exceptions import AuthorizationFailure, InvalidAuth, NotAllowedError
+from pymap.health import HealthStatus
+from pymap.interfaces.backend import BackendInterface
+from pymap.interfaces.login import IdentityInterface, LoginInterface
+from pymap.interfaces.token import TokenCredentials
+from pymap.parsing.specials import ObjectId
+from pymap.selected import SelectedMailbox
+from pymap.token import AllTokens
+from pymap.user import UserMetadata
+from pysasl import SASLAuth
+from pysasl.creds.server import ServerCredentials
+from pysasl.hashing import BuiltinHash
+
+from mailplane.imap.auth import MailboxLogin, mailbox_authenticate
+from mailplane.storage.maildir import SPECIAL_FOLDERS, maildir_ensure
+
+__all__ = ["MailplaneBackend", "MailplaneConfig"]
+
+# RFC 9051 §5.4: an authenticated client may stay silent for 30 minutes before autologout;
+# IDLE clients re-issue IDLE at least every 29 minutes (RFC 2177).
+AUTHENTICATED_TIMEOUT = 30 * 60.0
+# Before login nothing justifies a long silence: it only holds a socket open.
+UNAUTHENTICATED_TIMEOUT = 60.0
+IDLE_POLL_INTERVAL = 0.25
+MAX_APPEND_LEN = 50 * 1024 * 1024
+
+
+class MailplaneConfig(MaildirConfig):
+    """pymap settings plus the timeouts and polling interval pymap does not have."""
+
+    def __init__(
+        self,
+        args: Namespace,
+        *,
+        authenticated_timeout: float = AUTHENTICATED_TIMEOUT,
+        unauthenticated_timeout: float = UNAUTHENTICATED_TIMEOUT,
+        idle_poll_interval: float = IDLE_POLL_INTERVAL,
+        auth_workers: int = 4,
+        **extra: Any,
+    ) -> None:
+        super().__init__(args, **extra)
+        self.authenticated_timeout = authenticated_timeout
+        self.unauthenticated_timeout = unauthenticated_timeout
+        self.idle_poll_interval = idle_poll_interval
+        # scrypt and the ORM are blocking: logins run on this pool, never on the loop.
+        self.auth_executor = ThreadPoolExecutor(auth_workers, thread_name_prefix="imap-auth")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        storage_root: str,
+        host: str | None = None,
+        port: int = 143,
+        ssl_context: Any = None,
+        **overrides: Any,
+    ) -> MailplaneConfig:
+        """A config without pymap's command line (pymap's `from_args` needs argparse)."""
+        args = Namespace(passlib_cfg=None, proxy_protocol=None, debug=False, inherited_sockets=None)
+        options: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "base_dir": storage_root,
+            "layout": "++",
+            "colon": None,
+            # Blocking maildir I/O runs on the loop: per-call costs are small (a few syscalls),
+            # and pymap's thread subsystem would hold one thread per IDLE connection.
+            "subsystem": Subsystem.for_asyncio(),
+            "ssl_context": ssl_context,
+            "hash_context": BuiltinHash(),
+            "max_append_len": MAX_APPEND_LEN,
+            "bad_command_limit": 5,
+            "invalid_user_sleep": 0.3,
+            "reject_dnsbl": False,
+        }
+        options.update(overrides)
+        return cls(args, **options)
+
+    @property
+    def backend_capability(self) -> BackendCapability:
+        return BackendCapability(
+            idle=True, object_id=True, multi_append=True, custom=[b"SPECIAL-USE"]
+        )
+
+    @property
+    def tls_auth(self) -> SASLAuth:
+        # PLAIN and LOGIN only: the challenge-response mechanisms need the clear password stored.
+        return SASLAuth.named([b"PLAIN", b"LOGIN"])
+
+
+class _SecretCapture:
+    """A pysasl identity that records the secret offered, so that we check it ourselves."""
+
+    def __init__(self) -> None:
+        self.secret: str | None = None
+
+    def compare_authcid(self, authcid: str) -> bool:
+        return True
+
+    def compare_secret(self, secret: str) -> bool:
+        self.secret = secret
+        return True
+
+
+class Login(LoginInterface):
+    """Authenticates against the Mailbox table; the identity is the lower-case address."""
+
+    def __init__(self, config: MailplaneConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._tokens = AllTokens(config)
+
+    @property
+    def tokens(self) -> AllTokens:
+        return self._tokens
+
+    async def authenticate(self, credentials: ServerCredentials) -> Identity:
+        if isinstance(credentials, TokenCredentials):
+            raise InvalidAuth()  # pymap login tokens are not issued by Mailplane
+        capture = _SecretCapture()
+        credentials.verify(capture)  # type: ignore[arg-type]
+        if capture.secret is None:
+            raise InvalidAuth()
+        loop = asyncio.get_running_loop()
+        login = await loop.run_in_executor(
+            self.config.auth_executor,
+            lambda: mailbox_authenticate(address=credentials.authcid, password=capture.secret),
+        )
+        if login is None:
+            # Slow down guessing a little; the connection's other clients are unaffected.
+            await asyncio.sleep(self.config.invalid_user_sleep)
+            raise InvalidAuth()
+        return Identity(self.config, login)
+
+    async def authorize(self, authenticated: IdentityInterface, authzid: str) -> Identity:
+        assert isinstance(authenticated, Identity)
+        # No proxy logins: the authorization identity, if given, must be the mailbox itself.
+        if authzid and authzid.lower() != authenticated.name:
+            raise AuthorizationFailure()
+        return authenticated
+
+
+class Identity(IdentityInterface):
+    """A logged-in mailbox; its session opens the mailbox's Maildir++ tree."""
+
+    def __init__(self, config: MailplaneConfig, login: MailboxLogin) -> None:
+        super().__init__()
+        self.config = config
+        self.login = login
+
+    @property
+    def name(self) -> str:
+        return self.login.address
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset()
+
+    async def new_token(self, *, expiration: datetime | None = None) -> str | None:
+        return None
+
+    @asynccontextmanager
+    async def new_session(self) -> AsyncIterator[MailplaneSession]:
+        root = await asyncio.to_thread(
+            maildir_ensure,
+            organization_id=self.login.organization_id,
+            address=self.login.address,
+        )
+        path = str(root)
+        layout = MaildirLayout.get(path, self.config.layout, Maildir)
+        await _subscribe_defaults(path)
+        mailbox_set = MailplaneMailboxSet(Maildir(path, create=False), layout, self.config)
+        yield MailplaneSession(self.name, self.config, mailbox_set, FilterSet(path))
+
+    async def get(self) -> UserMetadata:
+        return UserMetadata(self.config, self.name)
+
+    async def set(self, metadata: UserMetadata) -> int | None:
+        raise NotAllowedError("Mailboxes are managed through the Mailplane API.")
+
+    async def delete(self) -> None:
+        raise NotAllowedError("Mailboxes are managed through the Mailplane API.")
+
+
+async def _subscribe_defaults(path: str) -> None:
+    """Subscribe the special folders once, so LSUB-driven clients show them."""
+    if os.path.exists(Subscriptions.get_file(path)):
+        return
+    async with Subscriptions.with_write(path) as subs:
+        for folder in ("INBOX", *SPECIAL_FOLDERS):
+            subs.set(folder, True)
+
+
+class MailplaneSession(Session):
+    """pymap's maildir session with RFC 6154 special-use attributes on LIST."""
+
+    async def list_mailboxes(
+        self,
+        ref_name: str,
+        filter_: str,
+        subscribed: bool = False,
+        selected: SelectedMailbox | None = None,
+    ) -> tuple[Iterable[tuple[str, str | None, Sequence[bytes]]], SelectedMailbox | None]:
+        entries, updates = await super().list_mailboxes(ref_name, filter_, subscribed, selected)
+        # RFC 6154 §2: the attribute goes with the mailbox in LIST responses; pymap writes
+        # the backslash itself, so names are given without it.
+        marked = [
+            (name, delim, [*attrs, SPECIAL_FOLDERS[name].lstrip("\\").encode()])
+            if name in SPECIAL_FOLDERS
+            else (name, delim, attrs)
+            for name, delim, attrs in entries
+        ]
+        return marked, updates
+
+
+class MailplaneMailboxSet(MailboxSet):
+    """pymap's set of folders, handing out `WatchedMailboxData` instead of `MailboxData`."""
+
+    def __init__(
+        self, maildir: Maildir, layout: MaildirLayout[Any], config: MailplaneConfig
+    ) -> None:
+        super().__init__(maildir, layout)
+        self._config = config
+
+    async def get_mailbox(self, name: str) -> MailboxData:
+        # Same as pymap's, with our MailboxData subclass.
+        if name == "INBOX":
+            maildir = self._inbox_maildir
+        else:
+            try:
+                maildir = self._layout.get_folder(name, self.delimiter)
+            except FileNotFoundError as exc:
+                raise KeyError(name) from exc
+        mbx = self._cache.get(name)
+        if mbx is None:
+            path = self._layout.get_path(name, self.delimiter)
+            async with UidList.with_init(path) as uidl:
+                mailbox_id = ObjectId(uidl.global_uid)
+            mbx = WatchedMailboxData(mailbox_id, maildir, path, self._config.idle_poll_interval)
+            self._cache[name] = mbx
+        return await mbx.reset()
+
+
+class WatchedMailboxData(MailboxData):
+    """IDLE waits until the folder's new/ or cur/ changes (or DONE), then re-scans."""
+
+    def __init__(self, mailbox_id: ObjectId, maildir: Maildir, path: str, poll: float) -> None:
+        super().__init__(mailbox_id, maildir, path)
+        self._poll = poll
+        self._folder = path
+
+    def _stamp(self) -> tuple[int, int]:
+        try:
+            new = os.stat(os.path.join(self._folder, "new")).st_mtime_ns
+            cur = os.stat(os.path.join(self._folder, "cur")).st_mtime_ns
+        except FileNotFoundError:
+            return (0, 0)
+        return (new, cur)
+
+    async def update_selected(
+        self, selected: SelectedMailbox, *, wait_on: Event | None = None
+    ) -> SelectedMailbox:
+        if wait_on is not None:
+            stamp = self._stamp()
+            while not wait_on.is_set():
+                await wait_on.wait(timeout=self._poll)
+                if self._stamp() != stamp:
+                    await self.reset()  # assigns UIDs to files delivered into new/
+                    break
+        return await super().update_selected(selected)
+
+
+class MailplaneBackend(BackendInterface):
+    """Registered with pymap's backend plugin registry as "mailplane"."""
+
+    def __init__(self, login: Login, config: MailplaneConfig) -> None:
+        super().__init__()
+        self._login = login
+        self._config = config
+        self._status = HealthStatus(True)
+
+    @property
+    def login(self) -> Login:
+        return self._login
+
+    @property
+    def config(self) -> MailplaneConfig:
+        return self._config
+
+    @property
+    def status(self) -> HealthStatus:
+        return self._status
+
+    @classmethod
+    def add_subparser(cls, name: str, subparsers: Any) -> Any:
+        parser = subparsers.add_parser(name, help="Mailplane database logins, Maildir storage")
+        return parser
+
+    @classmethod
+    async def init(cls, args: Namespace, **overrides: Any) -> tuple[MailplaneBackend, Any]:
+        from django.conf import settings
+
+        config = MailplaneConfig.build(
+            storage_root=settings.MAILPLANE["STORAGE_ROOT"],
+            **overrides,
+        )
+        return cls(Login(config), config), config
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        stack.callback(self._config.auth_executor.shutdown, wait=False)
