@@ -13,7 +13,12 @@ from mailplane.tenancy.models import Organization
 def mailbox_list(
     *, organization: Organization, project: int | None = None, domain: int | None = None
 ) -> QuerySet[Mailbox]:
-    qs = Mailbox.objects.filter(organization=organization).select_related("domain")
+    # Only the domain's name is wanted: its DKIM key columns would cost a decryption per row.
+    qs = (
+        Mailbox.objects.filter(organization=organization)
+        .select_related("domain")
+        .defer("domain__dkim_private_key", "domain__dkim_public_key")
+    )
     if project is not None:
         qs = qs.filter(project_id=project)
     if domain is not None:
