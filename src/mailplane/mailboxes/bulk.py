@@ -94,6 +94,11 @@ def mailbox_bulk_parse(*, content: bytes) -> list[BulkRow]:
             f"is not UTF-8 text (invalid byte at offset {exc.start}): "
             "save it as 'CSV UTF-8' and upload it again"
         ) from exc
+    if "\x00" in text:
+        # UTF-16 without a BOM decodes as "UTF-8" full of NULs; so do binary spreadsheets.
+        raise _file_error(
+            "contains NUL characters (UTF-16 or a spreadsheet file?): save it as 'CSV UTF-8'"
+        )
     if not text.strip():
         raise _file_error("is empty: expected a header row and at least one mailbox row")
 
