@@ -17,12 +17,15 @@ Two behaviours are added on top of pymap's maildir classes:
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import re
 from argparse import Namespace
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
+from mailbox import MaildirMessage
 from typing import Any
 
 from pymap.backend.maildir import Config as MaildirConfig
@@ -30,7 +33,7 @@ from pymap.backend.maildir import FilterSet, Session
 from pymap.backend.maildir.layout import MaildirLayout
 from pymap.backend.maildir.mailbox import MailboxData, MailboxSet, Maildir
 from pymap.backend.maildir.subscriptions import Subscriptions
-from pymap.backend.maildir.uidlist import UidList
+from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.concurrent import Event, Subsystem
 from pymap.config import BackendCapability
 from pymap.exceptions import AuthorizationFailure, InvalidAuth, NotAllowedError
@@ -123,6 +126,40 @@ class MailplaneConfig(MaildirConfig):
         return SASLAuth.named([b"PLAIN", b"LOGIN"])
 
 
+_LINE_END = re.compile(rb"\r?\n")
+
+
+class _RawMessage(MaildirMessage):
+    """The file's bytes as stored: pymap only calls bytes() on what `get_message` returns."""
+
+    raw = b""
+
+    def __bytes__(self) -> bytes:
+        return self.raw
+
+
+class CrlfMaildir(Maildir):
+    """Keeps messages byte-exact with CRLF line ends, as `maildir_deliver` stores them.
+
+    The stdlib's email generator rewrites every line end to LF, both when `add` writes and
+    when `get_message` is turned back into bytes, so pymap would serve LF-only messages.
+    RFC 5322 §2.1 lines end in CRLF and IMAP clients check RFC822.SIZE against the bytes.
+    """
+
+    def get_message(self, key: str) -> MaildirMessage:
+        message = _RawMessage()
+        message.raw = _LINE_END.sub(b"\r\n", self.get_bytes(key))
+        return message
+
+    def _dump_message(self, message: Any, target: Any, mangle_from_: bool = False) -> None:
+        if isinstance(message, _RawMessage):
+            target.write(message.raw)
+            return
+        buffer = io.BytesIO()
+        super()._dump_message(message, buffer, mangle_from_)  # type: ignore[misc]
+        target.write(_LINE_END.sub(b"\r\n", buffer.getvalue()))
+
+
 class _SecretCapture:
     """A pysasl identity that records the secret offered, so that we check it ourselves."""
 
@@ -202,9 +239,9 @@ class Identity(IdentityInterface):
             address=self.login.address,
         )
         path = str(root)
-        layout = MaildirLayout.get(path, self.config.layout, Maildir)
+        layout = MaildirLayout.get(path, self.config.layout, CrlfMaildir)
         await _subscribe_defaults(path)
-        mailbox_set = MailplaneMailboxSet(Maildir(path, create=False), layout, self.config)
+        mailbox_set = MailplaneMailboxSet(CrlfMaildir(path, create=False), layout, self.config)
         yield MailplaneSession(self.name, self.config, mailbox_set, FilterSet(path))
 
     async def get(self) -> UserMetadata:
@@ -291,6 +328,26 @@ class WatchedMailboxData(MailboxData):
         except FileNotFoundError:
             return (0, 0)
         return (new, cur)
+
+    async def copy(self, uid: int, destination: MailboxData, *, recent: bool = False) -> int | None:
+        # pymap 0.36.7 copies only the metadata-only message (flags, date): the copy's body
+        # is empty. Same steps as pymap's, with the stored bytes carried over.
+        try:
+            record, metadata = await self._get_maildir_msg(uid)
+            raw = self._maildir.get_bytes(record.key)
+        except (KeyError, FileNotFoundError):
+            return None
+        copy_msg = _RawMessage(metadata)
+        copy_msg.raw = raw
+        copy_msg.set_subdir("new" if recent else "cur")
+        async with destination.messages_lock.write_lock():
+            dest_key = destination._maildir.add(copy_msg)
+            dest_filename = dest_key + ":" + copy_msg.get_info()
+        async with UidList.with_write(destination._path) as uidl:
+            new_rec = Record(uidl.next_uid, record.fields, dest_filename)
+            uidl.next_uid += 1
+            uidl.set(new_rec)
+        return new_rec.uid
 
     async def update_selected(
         self, selected: SelectedMailbox, *, wait_on: Event | None = None
