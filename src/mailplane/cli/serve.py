@@ -88,6 +88,18 @@ def register(service: Service) -> None:
     SERVICES[service.name] = service
 
 
+def _smtp(kind: str) -> Command:
+    def command(args: argparse.Namespace) -> list[str]:
+        return [sys.executable, "-m", "mailplane.smtp", kind]
+
+    return command
+
+
+# SMTP listeners (submission 465/587, inbound MX 25): started by a plain `mailplane serve`.
+register(Service("submission", _smtp("submission")))
+register(Service("mx", _smtp("mx")))
+
+
 def add_commands(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run Mailplane (all services, or --only some)")
     serve.add_argument(
@@ -150,8 +162,10 @@ def run_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     print(
-        f"mailplane: mail clients use SMTP {conf['SHARED_SMTP_HOST']}:{conf['SMTP_PORT']}, "
-        f"IMAP {conf['SHARED_IMAP_HOST']}:{conf['IMAP_PORT']}",
+        f"mailplane: mail clients use SMTP {conf['SHARED_SMTP_HOST']}:{conf['SMTP_PORT']} "
+        f"(implicit TLS) or :{conf['SUBMISSION_PORT']} (STARTTLS), "
+        f"IMAP {conf['SHARED_IMAP_HOST']}:{conf['IMAP_PORT']}; "
+        f"inbound MX on {conf['SMTP_BIND']}:{conf['MX_PORT']}",
         flush=True,
     )
     children = [_Child(SERVICES[n], SERVICES[n].command(args)) for n in names]

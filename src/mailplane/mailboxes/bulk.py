@@ -180,10 +180,15 @@ def _lookup(
     organization: Organization,
     value: str,
     name: str,
+    errors: dict[str, list[str]],
     *,
     by: str = "name",
 ) -> int | None:
-    """An id, or the id of the caller's object with that name; None when the cell is blank."""
+    """An id, or the id of the caller's object with that name; None when blank or unknown.
+
+    Unknown names go to `errors` rather than stopping the row, so that one answer names
+    every bad cell (mailbox_validate's findings are added to them).
+    """
     value = value.strip()
     if not value:
         return None
@@ -195,14 +200,18 @@ def _lookup(
             organization=organization, **{f"{by}__iexact": value}
         ).values_list("pk", flat=True)[:2]
     )
-    if not matches:
-        raise _RowRejected({name: [f"{label} {value!r} not found"]})
-    if len(matches) > 1:
-        raise _RowRejected({name: [f"several {label}s are named {value!r}: give the id"]})
-    return int(matches[0])
+    if len(matches) == 1:
+        return int(matches[0])
+    if matches:
+        errors[name] = [f"several {label}s are named {value!r}: give the id"]
+    else:
+        errors[name] = [f"{label} {value!r} not found"]
+    return None
 
 
-def _row_data(organization: Organization, cells: dict[str, str]) -> dict[str, Any]:
+def _row_data(
+    organization: Organization, cells: dict[str, str], errors: dict[str, list[str]]
+) -> dict[str, Any]:
     """Turn a row's cells into the body mailbox_validate takes (ids, local part)."""
     email = cells.get("email", "").strip()
     domain_cell = cells.get("domain", "").strip()
@@ -222,11 +231,11 @@ def _row_data(organization: Organization, cells: dict[str, str]) -> dict[str, An
         email = local_part
     return {
         "email": email,
-        "domain": _lookup(Domain, organization, domain_cell, "domain"),
+        "domain": _lookup(Domain, organization, domain_cell, "domain", errors),
         "relay_server": _lookup(
-            RelayServer, organization, cells.get("relay_server", ""), "relay_server"
+            RelayServer, organization, cells.get("relay_server", ""), "relay_server", errors
         ),
-        "project": _lookup(Project, organization, cells.get("project", ""), "project"),
+        "project": _lookup(Project, organization, cells.get("project", ""), "project", errors),
         "password": cells.get("password", ""),
         "reply_to": cells.get("reply_to", ""),
         "first_name": cells.get("first_name", ""),
@@ -265,7 +274,8 @@ def mailbox_bulk_create_job(job: Job) -> dict[str, Any]:
         try:
             if limit_message:
                 raise _RowRejected({"non_field_errors": [limit_message]})
-            data = _row_data(organization, cells)
+            lookup_errors: dict[str, list[str]] = {}
+            data = _row_data(organization, cells, lookup_errors)
             if data["domain"] is not None:
                 name = Domain.objects.filter(organization=organization, pk=data["domain"])
                 domain_name = name.values_list("name", flat=True).first()
@@ -284,7 +294,16 @@ def mailbox_bulk_create_job(job: Job) -> dict[str, Any]:
                 seen[address] = line
             mailbox = _made_by_this_job(job, address, data["password"]) if "@" in address else None
             if mailbox is None:
-                spec = mailbox_validate(organization=organization, data=data)
+                try:
+                    spec = mailbox_validate(organization=organization, data=data)
+                except ValidationFailed as exc:
+                    raise _RowRejected({**exc.details, **lookup_errors}) from exc
+                except LimitReached:
+                    if lookup_errors:  # the row is wrong whatever the limit
+                        raise _RowRejected(lookup_errors) from None
+                    raise
+                if lookup_errors:
+                    raise _RowRejected(lookup_errors)
                 # mailbox_create writes in its own transaction (a savepoint when nested):
                 # a row that fails there leaves nothing behind.
                 mailbox = mailbox_create(organization=organization, spec=spec)
