@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from mailplane.api import account, bulk, domains, exports, mailboxes, projects, relays, tasks
+from mailplane.api import (
+    account,
+    bulk,
+    domains,
+    exports,
+    mailboxes,
+    messages,
+    projects,
+    relays,
+    tasks,
+)
 
 urlpatterns = [
     path("api/userinfo/", account.UserInfoView.as_view(), name="userinfo"),
@@ -32,5 +42,7 @@ urlpatterns = [
         exports.MailboxExportView.as_view(),
         name="mailbox-export",
     ),
+    path("api/messages/", messages.MessageListView.as_view(), name="message-list"),
+    path("api/messages/<int:pk>/", messages.MessageDetailView.as_view(), name="message-detail"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
 ]

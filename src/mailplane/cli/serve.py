@@ -73,6 +73,10 @@ def _imap(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "mailplane.imap"]
 
 
+def _delivery(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "mailplane.delivery"]
+
+
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
@@ -80,6 +84,7 @@ SERVICES: dict[str, Service] = {
         Service("worker", _worker),
         Service("beat", _beat),
         Service("imap", _imap),
+        Service("delivery", _delivery),
     )
 }
 

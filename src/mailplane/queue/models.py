@@ -116,3 +116,35 @@ class DeliveryEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} for message {self.message_id}"
+
+
+class SuppressionReason(models.TextChoices):
+    HARD_BOUNCE = "hard_bounce"  # a 5xx reply or an inbound DSN with Action: failed
+    COMPLAINT = "complaint"
+    MANUAL = "manual"
+
+
+class Suppression(models.Model):
+    """An address this organization no longer sends to (RFC 3463 5.x.x bounces and the like).
+
+    Per organization: one tenant's hard bounce says nothing about another's list hygiene.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="suppressions"
+    )
+    address = models.CharField(max_length=320)  # lower-case
+    reason = models.CharField(max_length=20, choices=SuppressionReason.choices)
+    detail = models.TextField(blank=True)  # the remote reply that caused it
+    message = models.ForeignKey(
+        OutboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "address"], name="one_suppression")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} suppressed ({self.reason})"

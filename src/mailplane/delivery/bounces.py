@@ -1,0 +1,140 @@
+"""VERP return paths and matching inbound DSNs back to the recipient they report on.
+
+The envelope sender of every outbound attempt is bounces+<recipient id>-<tag>@<return
+path host>, where tag is an HMAC of the id: a bounce for it names exactly one queue row,
+and a forged one fails the HMAC. (VERP: https://cr.yp.to/proto/verp.txt.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import Message
+
+from django.conf import settings
+
+VERP_LOCAL = "bounces"
+_VERP = re.compile(r"^bounces\+(\d+)-([0-9a-f]{10})@", re.I)
+
+
+def _tag(recipient_id: int) -> str:
+    key = ("mailplane-verp:" + settings.SECRET_KEY).encode()
+    return hmac.new(key, str(recipient_id).encode(), hashlib.sha256).hexdigest()[:10]
+
+
+def verp_address(*, recipient_id: int, return_path_host: str) -> str:
+    return f"{VERP_LOCAL}+{recipient_id}-{_tag(recipient_id)}@{return_path_host}"
+
+
+def verp_recipient_id(address: str) -> int | None:
+    """The queue row id a VERP address stands for, or None if it is not one of ours."""
+    match = _VERP.match(address.strip().strip("<>"))
+    if not match:
+        return None
+    recipient_id = int(match.group(1))
+    if not hmac.compare_digest(match.group(2).lower(), _tag(recipient_id)):
+        return None
+    return recipient_id
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedFailure:
+    action: str  # RFC 3464 §2.3.3: failed, delayed, delivered, relayed, expanded
+    status: str  # RFC 3463 code, e.g. 5.1.1
+    diagnostic: str
+    remote_mta: str
+
+
+def dsn_parse(raw: bytes) -> list[ReportedFailure]:
+    """Per-recipient blocks of a message/delivery-status part (empty if not a DSN)."""
+    message = message_from_bytes(raw)
+    found: list[ReportedFailure] = []
+    for part in message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        payload = part.get_payload()
+        # The stdlib parses message/delivery-status into a list of header blocks: the
+        # per-message block first, then one per recipient (RFC 3464 §2.1).
+        blocks: list[Message] = payload if isinstance(payload, list) else []
+        for block in blocks[1:]:
+            if block.get("Action") is None:
+                continue
+            found.append(
+                ReportedFailure(
+                    action=str(block.get("Action", "")).strip().lower(),
+                    status=str(block.get("Status", "")).strip(),
+                    diagnostic=" ".join(str(block.get("Diagnostic-Code", "")).split()),
+                    remote_mta=str(block.get("Remote-MTA", "")).partition(";")[2].strip(),
+                )
+            )
+    return found
+
+
+def bounce_match(rcpt: str, raw: bytes) -> int | None:
+    """For the MX: mail to a VERP address is a bounce report about one queue row.
+
+    Returns the QueuedRecipient id it was matched to (the MX then accepts and consumes the
+    message) or None (not one of our VERP addresses, or a forged tag: treat as ordinary
+    mail / reject). A report with Action: failed (or a 5.x.x Status) marks the row
+    bounced, records a "bounced" event, suppresses the address and tells the sender.
+    """
+    from django.db import transaction
+    from django.utils import timezone
+
+    from mailplane.delivery.dsn import FailedRecipient
+    from mailplane.delivery.processor import dsn_send
+    from mailplane.delivery.results import SendResult
+    from mailplane.queue.models import (
+        DeliveryEvent,
+        EventType,
+        QueuedRecipient,
+        RecipientStatus,
+        Suppression,
+        SuppressionReason,
+    )
+
+    recipient_id = verp_recipient_id(rcpt)
+    if recipient_id is None:
+        return None
+    row = QueuedRecipient.objects.select_related("message").filter(pk=recipient_id).first()
+    if row is None:
+        return None
+    failures = [f for f in dsn_parse(raw) if f.action == "failed" or f.status.startswith("5.")]
+    if not failures:
+        return row.pk  # delayed/relayed reports: nothing to change
+    report = failures[0]
+    reply = report.diagnostic or f"{report.status} reported failed by {report.remote_mta}"
+    with transaction.atomic():
+        QueuedRecipient.objects.filter(pk=row.pk).update(
+            status=RecipientStatus.BOUNCED,
+            last_reply=reply[:2000],
+            claimed_by="",
+            claimed_until=None,
+        )
+        DeliveryEvent.objects.create(
+            organization_id=row.message.organization_id,
+            message_id=row.message_id,
+            recipient_id=row.pk,
+            type=EventType.BOUNCED,
+            remote_reply=reply,
+            remote_host=report.remote_mta,
+            detail="asynchronous bounce (inbound DSN to the VERP return path)",
+        )
+        Suppression.objects.get_or_create(
+            organization_id=row.message.organization_id,
+            address=row.rcpt_to.lower(),
+            defaults={
+                "reason": SuppressionReason.HARD_BOUNCE,
+                "detail": reply[:2000],
+                "message_id": row.message_id,
+            },
+        )
+    dsn_send(
+        message=row.message,
+        failed=[FailedRecipient(row.rcpt_to, SendResult.permanent(reply, report.remote_mta))],
+        now=timezone.now(),
+    )
+    return row.pk

@@ -1,0 +1,54 @@
+"""The queue manager's claim: take a batch of due recipients under a lease.
+
+PostgreSQL: SELECT … FOR UPDATE SKIP LOCKED, so any number of workers on any number of
+hosts take disjoint batches without waiting on each other. SQLite (one worker): the same
+query, then a conditional UPDATE that only takes rows still unclaimed. Either way a row
+is someone's until `claimed_until`; a worker that dies simply lets the lease run out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+
+from mailplane.queue.models import QueuedRecipient, RecipientStatus
+
+DUE_STATUSES = (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
+
+
+def _unclaimed(now: datetime) -> Q:
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def recipients_claim(
+    *, worker_id: str, limit: int, lease: timedelta, now: datetime
+) -> list[QueuedRecipient]:
+    """Claim up to `limit` due rows for `worker_id` until now + lease, grouped by domain."""
+    due = (
+        QueuedRecipient.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+        .filter(_unclaimed(now))
+        .order_by("next_attempt_at", "id")
+    )
+    until = now + lease
+    if connection.features.has_select_for_update_skip_locked:
+        with transaction.atomic():
+            ids = list(due.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+            if ids:
+                QueuedRecipient.objects.filter(pk__in=ids).update(
+                    claimed_by=worker_id, claimed_until=until
+                )
+    else:
+        ids = list(due.values_list("id", flat=True)[:limit])
+        if ids:
+            QueuedRecipient.objects.filter(pk__in=ids).filter(_unclaimed(now)).filter(
+                status__in=DUE_STATUSES
+            ).update(claimed_by=worker_id, claimed_until=until)
+    if not ids:
+        return []
+    rows = QueuedRecipient.objects.filter(
+        pk__in=ids, claimed_by=worker_id, claimed_until=until
+    ).select_related("message", "message__domain", "message__relay_server", "message__mailbox")
+    # Grouped by destination so one connection carries a domain's messages.
+    return sorted(rows, key=lambda r: (r.rcpt_domain, r.pk))

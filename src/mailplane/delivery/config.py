@@ -1,0 +1,27 @@
+"""Delivery settings, read from settings.MAILPLANE with defaults (all overridable in tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # RFC 5321 §4.5.3.2 suggests minutes per command; one minute keeps hung MXs from
+    # pinning connection slots while still being generous to slow receivers.
+    "DELIVERY_SMTP_TIMEOUT": 60.0,
+    "DELIVERY_MX_PORT": 25,  # tests point this at local sinks
+    "DELIVERY_HELO_NAME": "",  # default: the relay's helo_name, else the platform domain
+    "DELIVERY_BATCH_SIZE": 200,
+    "DELIVERY_CONCURRENCY": 100,  # connections/requests in flight per worker
+    "DELIVERY_LEASE_SECONDS": 600,
+    "DELIVERY_POLL_INTERVAL": 0.2,
+    "DELIVERY_RETRY_MIN_SECONDS": 60,
+    "DELIVERY_RETRY_MAX_SECONDS": 3600,
+    "DELIVERY_MAX_CONNECTIONS_PER_DOMAIN": 5,
+    "DELIVERY_HTTP_TIMEOUT": 30.0,
+}
+
+
+def conf(name: str) -> Any:
+    return settings.MAILPLANE.get(name, DEFAULTS[name])

@@ -1,0 +1,322 @@
+"""The checklist each claimed recipient goes through (Postal's outgoing processor shape).
+
+prepare():  hold_if_suppressed → fail_if_no_relay → deliver_locally_if_hosted → sign
+send():     the relay server's provider (worker.py)
+record():   one terminal or retry decision per recipient, an event for every attempt, and
+            for bounces a DSN to the sender and a suppression entry.
+Each step either returns an Outcome (stop) or None (continue).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+
+from mailplane.delivery.bounces import verp_address
+from mailplane.delivery.dsn import FailedRecipient, dsn_build
+from mailplane.delivery.providers.base import Envelope
+from mailplane.delivery.results import SendResult, Status
+from mailplane.delivery.retry import retry_delay
+from mailplane.delivery.signing import dkim_sign
+from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.queue.models import (
+    DeliveryEvent,
+    EventType,
+    MessageBody,
+    MessageSource,
+    OutboundMessage,
+    QueuedRecipient,
+    RecipientStatus,
+    Suppression,
+    SuppressionReason,
+)
+from mailplane.relays.models import RelayStatus
+from mailplane.storage.maildir import maildir_deliver
+
+log = logging.getLogger("mailplane.delivery")
+
+
+@dataclass(slots=True)
+class Outcome:
+    row: QueuedRecipient
+    result: SendResult
+    kind: EventType | None = None  # SUPPRESSED / FAILED override; else from result.status
+
+
+@dataclass(slots=True)
+class Job:
+    row: QueuedRecipient
+    envelope: Envelope
+
+
+@dataclass(slots=True)
+class BatchContext:
+    """What the steps need, loaded once per batch (no query per recipient)."""
+
+    bodies: dict[int, bytes]
+    suppressed: set[tuple[int, str]]
+    local: dict[str, Mailbox]
+    signed: dict[int, bytes] = field(default_factory=dict)
+
+
+def reporting_mta() -> str:
+    conf = settings.MAILPLANE
+    return str(conf.get("MX_HOST") or conf["PLATFORM_DOMAIN"])
+
+
+def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
+    message_ids = {r.message_id for r in rows}
+    bodies = {
+        b.message_id: bytes(b.raw) for b in MessageBody.objects.filter(message_id__in=message_ids)
+    }
+    addresses = {r.rcpt_to.lower() for r in rows}
+    suppressed = set(
+        Suppression.objects.filter(
+            organization_id__in={r.message.organization_id for r in rows}, address__in=addresses
+        ).values_list("organization_id", "address")
+    )
+    local = {
+        m.address: m
+        for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
+    }
+    return BatchContext(bodies=bodies, suppressed=suppressed, local=local)
+
+
+# --- the checklist -------------------------------------------------------------------
+
+
+def hold_if_suppressed(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
+    if (row.message.organization_id, row.rcpt_to.lower()) in ctx.suppressed:
+        return Outcome(
+            row,
+            SendResult.permanent("550 5.7.1 recipient is on the suppression list"),
+            EventType.SUPPRESSED,
+        )
+    return None
+
+
+def deliver_locally_if_hosted(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
+    """A hosted mailbox gets the message straight into its Maildir: no DNS, no SMTP hop."""
+    mailbox = ctx.local.get(row.rcpt_to.lower())
+    if mailbox is None:
+        return None
+    # RFC 5321 §4.4: the final delivery adds Return-Path with the envelope sender.
+    trace = f"Return-Path: <{row.message.mail_from}>\r\nDelivered-To: {mailbox.address}\r\n"
+    maildir_deliver(
+        organization_id=mailbox.organization_id,
+        address=mailbox.address,
+        raw=trace.encode() + ctx.bodies[row.message_id],
+    )
+    return Outcome(row, SendResult.delivered("250 2.0.0 delivered to local mailbox", "local"))
+
+
+def fail_if_no_relay(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
+    relay = row.message.relay_server
+    if row.rcpt_to.lower() in ctx.local:
+        return None  # local delivery needs no relay
+    if relay is None or relay.status != RelayStatus.ACTIVE:
+        return Outcome(
+            row,
+            SendResult.permanent("550 5.3.5 no active relay server for this message"),
+            EventType.FAILED,
+        )
+    return None
+
+
+def signed_body(message: OutboundMessage, ctx: BatchContext) -> bytes:
+    """DKIM-sign once per message, whatever the number of recipients."""
+    if message.pk not in ctx.signed:
+        raw = ctx.bodies[message.pk]
+        domain = message.domain
+        if domain is not None and domain.dkim_private_key and domain.dkim_selector:
+            raw = dkim_sign(
+                raw=raw,
+                domain=domain.name,
+                selector=domain.dkim_selector,
+                private_pem=domain.dkim_private_key,
+            )
+        ctx.signed[message.pk] = raw
+    return ctx.signed[message.pk]
+
+
+def return_path(row: QueuedRecipient) -> str:
+    """VERP on the domain's bounce host; the null sender stays null (RFC 5321 §4.5.5)."""
+    message = row.message
+    if not message.mail_from or message.domain is None:
+        return message.mail_from
+    return verp_address(recipient_id=row.pk, return_path_host=message.domain.return_path_host)
+
+
+STEPS: tuple[Callable[[QueuedRecipient, BatchContext], Outcome | None], ...] = (
+    hold_if_suppressed,
+    fail_if_no_relay,
+    deliver_locally_if_hosted,
+)
+
+
+def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
+    """Run the checklist up to sending: outcomes decided here, and envelopes to send."""
+    if not rows:
+        return [], []
+    ctx = batch_context_load(rows)
+    done: list[Outcome] = []
+    jobs: list[Job] = []
+    for row in rows:
+        if row.message_id not in ctx.bodies:
+            done.append(
+                Outcome(
+                    row, SendResult.permanent("550 5.3.0 message body missing"), EventType.FAILED
+                )
+            )
+            continue
+        for step in STEPS:
+            outcome = step(row, ctx)
+            if outcome is not None:
+                done.append(outcome)
+                break
+        else:
+            envelope = Envelope(
+                recipient_id=row.pk,
+                mail_from=return_path(row),
+                rcpt_to=row.rcpt_to,
+                rcpt_domain=row.rcpt_domain,
+                data=signed_body(row.message, ctx),
+            )
+            jobs.append(Job(row, envelope))
+    return done, jobs
+
+
+# --- recording ------------------------------------------------------------------------
+
+
+def _event_kind(outcome: Outcome, *, expired: bool) -> EventType:
+    if outcome.kind is not None:
+        return outcome.kind
+    if outcome.result.status is Status.DELIVERED:
+        return EventType.DELIVERED
+    if outcome.result.status is Status.PERMANENT or expired:
+        return EventType.BOUNCED
+    return EventType.DEFERRED
+
+
+def outcomes_record(
+    outcomes: Sequence[Outcome], *, worker_id: str, now: datetime, rng: Callable[[], float]
+) -> None:
+    """Write every outcome: row status, event, suppression; then DSNs for the failures."""
+    failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)
+    events: list[DeliveryEvent] = []
+    suppressions: list[Suppression] = []
+    with transaction.atomic():
+        for outcome in outcomes:
+            row, result = outcome.row, outcome.result
+            attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
+            attempts = row.attempts + (1 if attempted else 0)
+            expired = False
+            next_attempt = row.next_attempt_at
+            if result.status is Status.TEMPORARY:
+                next_attempt = now + retry_delay(attempts=attempts, rng=rng)
+                expired = next_attempt >= row.expires_at
+                if expired:
+                    result = SendResult(
+                        Status.TEMPORARY,
+                        f"{result.reply} (gave up: retry deadline reached)".strip(),
+                        result.remote_host,
+                        result.code,
+                    )
+            kind = _event_kind(outcome, expired=expired)
+            status = {
+                EventType.DELIVERED: RecipientStatus.DELIVERED,
+                EventType.DEFERRED: RecipientStatus.DEFERRED,
+                EventType.BOUNCED: RecipientStatus.BOUNCED,
+                EventType.FAILED: RecipientStatus.FAILED,
+                EventType.SUPPRESSED: RecipientStatus.SUPPRESSED,
+            }[kind]
+            updated = QueuedRecipient.objects.filter(pk=row.pk, claimed_by=worker_id).update(
+                status=status,
+                attempts=attempts,
+                next_attempt_at=next_attempt,
+                last_reply=result.reply[:2000],
+                claimed_by="",
+                claimed_until=None,
+                updated_at=now,
+            )
+            if not updated:
+                # Our lease ran out and another worker owns the row now: its record wins.
+                log.warning("lost claim on recipient %s; outcome %s dropped", row.pk, kind)
+                continue
+            events.append(
+                DeliveryEvent(
+                    organization_id=row.message.organization_id,
+                    message_id=row.message_id,
+                    recipient_id=row.pk,
+                    type=kind,
+                    remote_reply=result.reply,
+                    remote_host=result.remote_host,
+                    detail=f"attempt {attempts}" if attempted else "",
+                )
+            )
+            if kind is EventType.BOUNCED and result.status is Status.PERMANENT:
+                suppressions.append(
+                    Suppression(
+                        organization_id=row.message.organization_id,
+                        address=row.rcpt_to.lower(),
+                        reason=SuppressionReason.HARD_BOUNCE,
+                        detail=result.reply[:2000],
+                        message_id=row.message_id,
+                    )
+                )
+            if kind in (EventType.BOUNCED, EventType.FAILED):
+                failures[row.message_id].append((row, result))
+        DeliveryEvent.objects.bulk_create(events)
+        Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
+    for rows_results in failures.values():
+        dsn_send(
+            message=rows_results[0][0].message,
+            failed=[FailedRecipient(r.rcpt_to, res) for r, res in rows_results],
+            now=now,
+        )
+
+
+def dsn_send(*, message: OutboundMessage, failed: Sequence[FailedRecipient], now: datetime) -> None:
+    """Return a failure report to the sender: into its INBOX if it is a hosted mailbox,
+    else through the queue with the null sender. Never for null-sender mail (RFC 5321
+    §4.5.5: no DSN about a DSN)."""
+    if not message.mail_from or message.source == MessageSource.SYSTEM:
+        return
+    body = MessageBody.objects.filter(message_id=message.pk).values_list("raw", flat=True).first()
+    report = dsn_build(
+        reporting_mta=reporting_mta(),
+        to=message.mail_from,
+        original=bytes(body or b""),
+        arrival=message.created_at,
+        now=now,
+        failed=failed,
+    )
+    sender = (
+        message.mailbox
+        or Mailbox.objects.filter(
+            address=message.mail_from.lower(), status=MailboxStatus.ACTIVE
+        ).first()
+    )
+    if sender is not None:
+        trace = f"Return-Path: <>\r\nDelivered-To: {sender.address}\r\n".encode()
+        maildir_deliver(
+            organization_id=sender.organization_id, address=sender.address, raw=trace + report
+        )
+        return
+    from mailplane.queue.services import message_enqueue
+
+    message_enqueue(
+        organization=message.organization,
+        mail_from="",
+        recipients=[message.mail_from],
+        raw=report,
+        source=MessageSource.SYSTEM,
+        relay_server=message.relay_server,
+    )

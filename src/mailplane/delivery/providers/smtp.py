@@ -1,0 +1,228 @@
+"""SMTP providers: native direct-to-MX ("missioninbox") and a generic smarthost.
+
+Both open one connection per chunk of envelopes and run one transaction per envelope on
+it (RFC 5321 §3.3; aiosmtplib sends RSET after a refused transaction), so several messages
+to the same destination share a connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosmtplib
+from django.conf import settings
+
+from mailplane.delivery.config import conf
+from mailplane.delivery.mx import RouteError, host_addresses, make_resolver, mx_hosts
+from mailplane.delivery.providers.base import Envelope
+from mailplane.delivery.results import SendResult
+
+
+@dataclass(slots=True)
+class SmtpOptions:
+    port: int
+    helo_name: str
+    timeout: float
+    source_address: str | None = None
+    tls_mode: str = "opportunistic"  # opportunistic | none | starttls | implicit
+    validate_certs: bool = False
+    username: str = ""
+    password: str = ""
+
+
+def _default_helo(configuration: dict[str, Any]) -> str:
+    return str(
+        configuration.get("helo_name")
+        or conf("DELIVERY_HELO_NAME")
+        or settings.MAILPLANE.get("MX_HOST")
+        or settings.MAILPLANE["PLATFORM_DOMAIN"]
+    )
+
+
+def _client(address: str, options: SmtpOptions, *, start_tls: bool | None) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(
+        hostname=address,
+        port=options.port,
+        local_hostname=options.helo_name,
+        source_address=(options.source_address, 0) if options.source_address else None,
+        timeout=options.timeout,
+        use_tls=options.tls_mode == "implicit",
+        start_tls=start_tls,
+        validate_certs=options.validate_certs,
+    )
+
+
+async def _connect(address: str, remote_host: str, options: SmtpOptions) -> aiosmtplib.SMTP:
+    if options.tls_mode == "opportunistic":
+        # RFC 3207 + RFC 7435: use STARTTLS when offered, without certificate checks (MX
+        # certificates are rarely valid for the MX name); if the handshake itself fails,
+        # deliver in clear rather than not at all, as Postfix's "may" level does.
+        client = _client(address, options, start_tls=None)
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, OSError):
+            raise  # unreachable or refused greeting: not a TLS problem
+        except (ssl.SSLError, aiosmtplib.SMTPException):
+            client.close()
+            client = _client(address, options, start_tls=False)
+            await client.connect()
+    else:
+        client = _client(address, options, start_tls=options.tls_mode == "starttls")
+        await client.connect()
+    if options.username:
+        await client.login(options.username, options.password)
+    return client
+
+
+async def deliver_over_one_connection(
+    *, address: str, remote_host: str, options: SmtpOptions, envelopes: Sequence[Envelope]
+) -> tuple[list[SendResult | None], SendResult | None]:
+    """Send what this host will take. Returns per-envelope results (None: try another host)
+    and, when the connection failed, the failure to report if no other host does better."""
+    results: list[SendResult | None] = [None] * len(envelopes)
+    try:
+        client = await _connect(address, remote_host, options)
+    except aiosmtplib.SMTPResponseException as exc:
+        # A 4xx/5xx greeting or AUTH refusal: RFC 5321 §5.1 says try the next MX; only
+        # an AUTH 5xx at a smarthost (535) is final for the whole batch.
+        reply = SendResult.from_smtp(exc.code, exc.message, remote_host)
+        if exc.code >= 500 and options.username:
+            return [reply] * len(envelopes), reply
+        return results, SendResult.temporary(reply.reply, remote_host, exc.code)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return results, SendResult.temporary(
+            f"451 4.4.1 connection to {remote_host} [{address}] failed: {exc}", remote_host
+        )
+    try:
+        for i, envelope in enumerate(envelopes):
+            try:
+                _, reply = await client.sendmail(
+                    envelope.mail_from, [envelope.rcpt_to], envelope.data
+                )
+                results[i] = SendResult.delivered(f"250 {reply}".strip(), remote_host)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = exc.recipients[0]
+                results[i] = SendResult.from_smtp(refused.code, refused.message, remote_host)
+            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+                # The rest go to the next host (or are deferred): RFC 5321 §6.1 prefers a
+                # possible duplicate to a lost message if the drop came after the final dot.
+                return results, SendResult.temporary(
+                    f"451 4.4.2 lost connection with {remote_host} [{address}]: {exc}",
+                    remote_host,
+                )
+            except aiosmtplib.SMTPResponseException as exc:
+                results[i] = SendResult.from_smtp(exc.code, exc.message, remote_host)
+    finally:
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+    return results, None
+
+
+@dataclass(slots=True)
+class NativeMxProvider:
+    """Direct to the recipient domain's MX hosts, in preference order (RFC 5321 §5.1)."""
+
+    options: SmtpOptions
+    max_connections_per_domain: int
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> NativeMxProvider:
+        return cls(
+            options=SmtpOptions(
+                port=int(conf("DELIVERY_MX_PORT")),
+                helo_name=_default_helo(configuration),
+                timeout=float(conf("DELIVERY_SMTP_TIMEOUT")),
+                source_address=configuration.get("source_address") or None,
+            ),
+            max_connections_per_domain=int(
+                configuration.get("max_connections_per_domain")
+                or conf("DELIVERY_MAX_CONNECTIONS_PER_DOMAIN")
+            ),
+        )
+
+    async def send(self, envelopes: Sequence[Envelope]) -> list[SendResult]:
+        if not envelopes:
+            return []
+        domain = envelopes[0].rcpt_domain
+        resolver = make_resolver()
+        try:
+            hosts = await mx_hosts(resolver, domain)
+        except RouteError as exc:
+            return [exc.result] * len(envelopes)
+        results: list[SendResult | None] = [None] * len(envelopes)
+        pending = list(range(len(envelopes)))
+        last: SendResult | None = None
+        for mx in hosts:
+            try:
+                addresses = await host_addresses(resolver, mx.name)
+            except RouteError as exc:
+                last = exc.result
+                continue
+            if not addresses:
+                if hosts == [mx] and mx.name == domain:
+                    # Implicit MX (no MX records) and no address either: nowhere to go.
+                    return [
+                        SendResult.permanent(f"550 5.1.2 {domain} has no MX and no address")
+                    ] * len(envelopes)
+                last = SendResult.temporary(f"451 4.4.3 MX {mx.name} has no address", mx.name)
+                continue
+            for address in addresses:
+                got, error = await deliver_over_one_connection(
+                    address=address,
+                    remote_host=mx.name,
+                    options=self.options,
+                    envelopes=[envelopes[i] for i in pending],
+                )
+                for i, result in zip(pending, got, strict=True):
+                    results[i] = result
+                pending = [i for i in pending if results[i] is None]
+                if not pending:
+                    return [r for r in results if r is not None]
+                last = error or last
+        fallback = last or SendResult.temporary(f"451 4.4.4 no reachable MX for {domain}")
+        return [r if r is not None else fallback for r in results]
+
+
+@dataclass(slots=True)
+class SmarthostProvider:
+    """A fixed next hop (host, port, TLS mode, optional AUTH): the ISP relay case."""
+
+    host: str
+    options: SmtpOptions
+    max_connections_per_domain: int
+
+    @classmethod
+    def from_config(
+        cls, configuration: dict[str, Any], credentials: dict[str, Any]
+    ) -> SmarthostProvider:
+        tls = str(configuration.get("tls_mode") or "starttls")
+        return cls(
+            host=str(configuration["host"]),
+            options=SmtpOptions(
+                port=int(configuration.get("port") or 587),
+                helo_name=_default_helo(configuration),
+                timeout=float(conf("DELIVERY_SMTP_TIMEOUT")),
+                tls_mode=tls,
+                validate_certs=bool(configuration.get("tls_verify", True)),
+                username=str(credentials.get("username") or ""),
+                password=str(credentials.get("password") or ""),
+            ),
+            max_connections_per_domain=int(
+                configuration.get("max_connections_per_domain")
+                or conf("DELIVERY_MAX_CONNECTIONS_PER_DOMAIN")
+            ),
+        )
+
+    async def send(self, envelopes: Sequence[Envelope]) -> list[SendResult]:
+        if not envelopes:
+            return []
+        got, error = await deliver_over_one_connection(
+            address=self.host, remote_host=self.host, options=self.options, envelopes=envelopes
+        )
+        fallback = error or SendResult.temporary(f"451 4.4.1 {self.host} did not answer")
+        return [r if r is not None else fallback for r in got]

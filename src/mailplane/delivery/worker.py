@@ -1,0 +1,200 @@
+"""The delivery worker: claim → checklist → send concurrently (bounded) → record.
+
+Database work (claims, checklist, records) runs on one dedicated thread, since the ORM is
+synchronous; network work runs on the event loop. `run_once` does one pass synchronously
+(tests, benchmarks); `run_forever` is the service, keeping a bounded window of recipients
+in flight and claiming more as slots free up (Postfix qmgr's "active queue").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import socket
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from django.db import connections
+from django.utils import timezone
+
+from mailplane.delivery.claims import recipients_claim
+from mailplane.delivery.config import conf
+from mailplane.delivery.processor import Job, Outcome, batch_prepare, outcomes_record
+from mailplane.delivery.providers import Provider, provider_for
+from mailplane.delivery.results import SendResult
+from mailplane.queue.models import QueuedRecipient
+
+log = logging.getLogger("mailplane.delivery")
+T = TypeVar("T")
+
+
+def _chunks(jobs: list[Job], parts: int) -> list[list[Job]]:
+    """Split a destination's jobs over at most `parts` connections, in order."""
+    parts = max(1, min(parts, len(jobs)))
+    size = -(-len(jobs) // parts)
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        worker_id: str | None = None,
+        batch_size: int | None = None,
+        lease: timedelta | None = None,
+        concurrency: int | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.batch_size = batch_size or int(conf("DELIVERY_BATCH_SIZE"))
+        self.lease = lease or timedelta(seconds=float(conf("DELIVERY_LEASE_SECONDS")))
+        self.concurrency = concurrency or int(conf("DELIVERY_CONCURRENCY"))
+        self.rng = rng
+        self._providers: dict[tuple[int, Any], Provider] = {}
+
+    # -- synchronous steps (database thread) ----------------------------------------------
+
+    def claim(
+        self, *, now: datetime | None = None, limit: int | None = None
+    ) -> list[QueuedRecipient]:
+        return recipients_claim(
+            worker_id=self.worker_id,
+            limit=limit or self.batch_size,
+            lease=self.lease,
+            now=now or timezone.now(),
+        )
+
+    def prepare(self, rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
+        return batch_prepare(rows)
+
+    def record(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
+        if outcomes:
+            outcomes_record(
+                outcomes, worker_id=self.worker_id, now=now or timezone.now(), rng=self.rng
+            )
+
+    # -- sending (event loop) ---------------------------------------------------------------
+
+    def _provider(self, job: Job) -> Provider:
+        relay = job.row.message.relay_server
+        assert relay is not None  # fail_if_no_relay ran
+        key = (relay.pk, relay.updated_at)
+        if key not in self._providers:
+            self._providers[key] = provider_for(
+                provider=relay.provider,
+                configuration=dict(relay.configuration or {}),
+                credentials=relay.credentials,
+            )
+        return self._providers[key]
+
+    def _groups(self, jobs: Sequence[Job]) -> list[tuple[Provider, list[Job]]]:
+        """(provider, chunk) pairs: per relay and destination domain, at most
+        max_connections_per_domain chunks, each carried over one connection."""
+        by_destination: dict[tuple[int, str], list[Job]] = defaultdict(list)
+        for job in jobs:
+            relay_id = job.row.message.relay_server_id or 0
+            by_destination[(relay_id, job.row.rcpt_domain)].append(job)
+        pairs = []
+        for group in by_destination.values():
+            provider = self._provider(group[0])
+            for chunk in _chunks(group, provider.max_connections_per_domain):
+                pairs.append((provider, chunk))
+        return pairs
+
+    async def _send_chunk(
+        self, provider: Provider, chunk: list[Job], slots: asyncio.Semaphore
+    ) -> list[Outcome]:
+        async with slots:
+            try:
+                results = await provider.send([j.envelope for j in chunk])
+            except Exception as exc:  # a provider bug must not lose the claim's outcome
+                log.exception("provider failed")
+                results = [SendResult.temporary(f"451 4.3.0 internal error: {exc}")] * len(chunk)
+        return [Outcome(job.row, result) for job, result in zip(chunk, results, strict=True)]
+
+    async def send(self, jobs: Sequence[Job]) -> list[Outcome]:
+        slots = asyncio.Semaphore(self.concurrency)
+        tasks = [self._send_chunk(p, chunk, slots) for p, chunk in self._groups(jobs)]
+        return [o for outcomes in await asyncio.gather(*tasks) for o in outcomes]
+
+    # -- one pass, synchronously ----------------------------------------------------------------
+
+    def run_once(self, *, now: datetime | None = None) -> int:
+        """Claim one batch, deliver it and record it; return how many recipients it held."""
+        rows = self.claim(now=now)
+        done, jobs = self.prepare(rows)
+        if jobs:
+            done += asyncio.run(self.send(jobs))
+        self.record(done, now=now)
+        return len(rows)
+
+    # -- the service ----------------------------------------------------------------------------
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
+
+        async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+            return await loop.run_in_executor(db, functools.partial(fn, *args, **kwargs))
+
+        window = max(self.batch_size, self.concurrency * 4)
+        slots = asyncio.Semaphore(self.concurrency)
+        domain_slots: dict[tuple[int, str], asyncio.Semaphore] = {}
+        finished: list[Outcome] = []
+        in_flight = 0
+        tasks: set[asyncio.Task[None]] = set()
+        wake = asyncio.Event()
+        poll = float(conf("DELIVERY_POLL_INTERVAL"))
+
+        async def deliver(provider: Provider, chunk: list[Job], key: tuple[int, str]) -> None:
+            nonlocal in_flight
+            # Per-destination politeness across batches: at most N connections per
+            # (relay, domain) from this worker, however many batches are in flight.
+            if key not in domain_slots:
+                domain_slots[key] = asyncio.Semaphore(provider.max_connections_per_domain)
+            try:
+                async with domain_slots[key]:
+                    finished.extend(await self._send_chunk(provider, chunk, slots))
+            finally:
+                in_flight -= len(chunk)
+                wake.set()
+
+        log.info("delivery worker %s started", self.worker_id)
+        try:
+            while not stop.is_set():
+                if finished:
+                    batch, finished = finished, []
+                    await call(self.record, batch)
+                room = window - in_flight
+                rows = await call(self.claim, limit=min(self.batch_size, room)) if room > 0 else []
+                if rows:
+                    done, jobs = await call(self.prepare, rows)
+                    finished.extend(done)
+                    for provider, chunk in self._groups(jobs):
+                        in_flight += len(chunk)
+                        key = (chunk[0].row.message.relay_server_id or 0, chunk[0].row.rcpt_domain)
+                        task = asyncio.create_task(deliver(provider, chunk, key))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    if len(rows) == min(self.batch_size, room):
+                        continue  # probably more due: claim again at once
+                # Idle (or window full): sleep until a send finishes, stop, or the poll tick.
+                wake.clear()
+                waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if finished:
+                await call(self.record, finished)
+            await call(connections.close_all)
+            db.shutdown(wait=True)
+            log.info("delivery worker %s stopped", self.worker_id)

@@ -1,0 +1,240 @@
+"""Native (direct-to-MX) delivery against local DNS and aiosmtpd sinks, real sockets."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dkim
+import pytest
+from django.utils import timezone
+
+from mailplane.delivery.bounces import verp_recipient_id
+from mailplane.delivery.worker import DeliveryWorker
+from mailplane.queue.models import DeliveryEvent, QueuedRecipient, Suppression
+from mailplane.storage.maildir import mailbox_storage_path
+
+pytestmark = pytest.mark.timeout(60) if hasattr(pytest.mark, "timeout") else []
+
+
+def worker(**kwargs):
+    return DeliveryWorker(rng=lambda: 0.5, **kwargs)
+
+
+def events(message):
+    return [(e.type, e.remote_host) for e in DeliveryEvent.objects.filter(message=message)]
+
+
+def inbox(mailbox):
+    new = mailbox_storage_path(organization_id=mailbox.organization_id, address=mailbox.address)
+    return sorted((new / "new").glob("*")) if (new / "new").exists() else []
+
+
+def test_mx_delivery_is_dkim_signed_verp_addressed_and_recorded(sender, dns_server, mx_sinks):
+    sink = mx_sinks("accept")
+    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("Carol@dest.test", subject="Signed hello")
+
+    assert worker().run_once() == 1
+
+    [got] = sink.received
+    row = QueuedRecipient.objects.get(message=message)
+    assert got.rcpt_tos == ["Carol@dest.test"]
+    # VERP return path on the domain's bounce host, naming this very queue row.
+    assert got.mail_from.endswith("@" + sender.domain.return_path_host)
+    assert verp_recipient_id(got.mail_from) == row.pk
+    # The DKIM signature verifies against the domain's published key.
+    asked = []
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        asked.append(name)
+        return f"v=DKIM1; k=rsa; p={sender.domain.dkim_public_key}".encode()
+
+    assert got.data.startswith(b"DKIM-Signature:")
+    assert dkim.verify(got.data, dnsfunc=dnsfunc)
+    assert asked == [f"{sender.domain.dkim_selector}._domainkey.acme.test.".encode()]
+    assert b"c=relaxed/relaxed" in got.data.replace(b"\r\n ", b" ")
+    # Tampering breaks it (the test is not vacuous).
+    assert not dkim.verify(got.data.replace(b"Signed hello", b"Signed hellO"), dnsfunc=dnsfunc)
+    assert (row.status, row.attempts) == ("delivered", 1)
+    assert events(message) == [("queued", ""), ("delivered", "mx1.dest.test")]
+    assert "250" in DeliveryEvent.objects.get(message=message, type="delivered").remote_reply
+
+
+def test_falls_back_to_next_mx_in_preference_order(sender, dns_server, mx_sinks):
+    dead = mx_sinks("accept")
+    dead.stop()  # nothing listens there any more: connection refused
+    dropper = mx_sinks("drop")
+    good = mx_sinks("accept")
+    dns_server.mx("dest.test", "mx3.dest.test", preference=30)
+    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
+    dns_server.mx("dest.test", "mx2.dest.test", preference=20)
+    dns_server.a("mx1.dest.test", dead.address)
+    dns_server.a("mx2.dest.test", dropper.address)
+    dns_server.a("mx3.dest.test", good.address)
+    message = sender.send("carol@dest.test")
+
+    worker().run_once()
+
+    assert len(good.received) == 1 and dropper.received == []
+    assert events(message)[-1] == ("delivered", "mx3.dest.test")
+
+
+def test_implicit_mx_is_the_domain_address(sender, dns_server, mx_sinks):
+    sink = mx_sinks("accept")
+    dns_server.a("nomx.test", sink.address)  # RFC 5321 §5.1: no MX → the A record
+    message = sender.send("dave@nomx.test")
+    worker().run_once()
+    assert len(sink.received) == 1
+    assert events(message)[-1] == ("delivered", "nomx.test")
+
+
+def test_nxdomain_bounces(sender, dns_server):
+    message = sender.send("x@missing.test")
+    worker().run_once()
+    row = QueuedRecipient.objects.get(message=message)
+    assert row.status == "bounced" and "5.1.2" in row.last_reply
+
+
+def test_temporary_failure_retries_on_a_bounded_backoff(sender, dns_server, mx_sinks):
+    sink = mx_sinks("tempfail")
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("carol@dest.test")
+    t0 = timezone.now()
+    w = worker()
+
+    w.run_once(now=t0)
+    row = QueuedRecipient.objects.get(message=message)
+    assert (row.status, row.attempts) == ("deferred", 1)
+    assert row.next_attempt_at == t0 + timedelta(seconds=60)  # minimum, jitter centred
+    deferred = DeliveryEvent.objects.get(message=message, type="deferred")
+    assert deferred.remote_reply.startswith("451 4.7.1 greylisted")
+    assert deferred.remote_host == "mx1.dest.test"
+
+    assert w.run_once(now=t0 + timedelta(seconds=30)) == 0  # not due yet
+    w.run_once(now=t0 + timedelta(seconds=61))
+    row.refresh_from_db()
+    assert row.attempts == 2
+    assert row.next_attempt_at == t0 + timedelta(seconds=61 + 120)  # doubled
+
+    delays = []
+    for _ in range(3, 12):  # 240, 480, ... then capped at the maximum (1 h)
+        now = row.next_attempt_at
+        w.run_once(now=now)
+        row.refresh_from_db()
+        delays.append((row.next_attempt_at - now).total_seconds())
+    assert delays == [240, 480, 960, 1920, 3600, 3600, 3600, 3600, 3600]
+    assert row.attempts == 11
+    assert DeliveryEvent.objects.filter(message=message, type="deferred").count() == 11
+    sink.set_mode("accept")
+    w.run_once(now=row.next_attempt_at)
+    row.refresh_from_db()
+    assert row.status == "delivered" and len(sink.received) == 1
+
+
+def test_expired_retries_bounce_to_the_senders_inbox(sender, dns_server, mx_sinks):
+    sink = mx_sinks("tempfail")
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("carol@dest.test")
+    QueuedRecipient.objects.filter(message=message).update(
+        expires_at=timezone.now() + timedelta(seconds=30)
+    )
+    worker().run_once()
+    row = QueuedRecipient.objects.get(message=message)
+    assert row.status == "bounced" and "deadline" in row.last_reply
+    [dsn] = inbox(sender.alice)
+    assert b"Status: 5.4.7" in dsn.read_bytes()
+    assert not Suppression.objects.exists()  # expiry is not a hard bounce
+
+
+def test_5xx_bounces_with_a_dsn_and_suppresses_the_recipient(sender, dns_server, mx_sinks):
+    sink = mx_sinks("reject")
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("ghost@dest.test", subject="To a ghost")
+
+    worker().run_once()
+
+    row = QueuedRecipient.objects.get(message=message)
+    assert row.status == "bounced" and row.last_reply.startswith("550 5.1.1")
+    assert events(message)[-1] == ("bounced", "mx1.dest.test")
+    [dsn_path] = inbox(sender.alice)
+    dsn = dsn_path.read_bytes()
+    assert b"multipart/report; report-type=delivery-status" in dsn
+    assert b"Final-Recipient: rfc822; ghost@dest.test" in dsn
+    assert b"Action: failed" in dsn and b"Status: 5.1.1" in dsn
+    assert b"Remote-MTA: dns; mx1.dest.test" in dsn
+    assert b"Subject: To a ghost" in dsn  # original headers returned
+    from mailplane.delivery.bounces import dsn_parse
+
+    [reported] = dsn_parse(dsn)
+    assert (reported.action, reported.status) == ("failed", "5.1.1")
+    supp = Suppression.objects.get()
+    assert (supp.organization_id, supp.address) == (sender.account.org.pk, "ghost@dest.test")
+
+    # The next message to that address is held, not sent.
+    sink.set_mode("accept")
+    again = sender.send("Ghost@dest.test", subject="Again")
+    worker().run_once()
+    assert sink.received == []
+    assert QueuedRecipient.objects.get(message=again).status == "suppressed"
+    assert events(again)[-1] == ("suppressed", "")
+
+
+def test_local_mailbox_to_local_mailbox_needs_no_dns(sender, settings):
+    settings.MAILPLANE = {**settings.MAILPLANE, "DNS_RESOLVER": "127.0.0.1:9"}  # nobody
+    message = sender.send(sender.bob.address, subject="Local hop")
+    worker().run_once()
+    [path] = inbox(sender.bob)
+    data = path.read_bytes()
+    assert data.startswith(b"Return-Path: <alice@acme.test>\r\nDelivered-To: bob@acme.test\r\n")
+    assert b"Subject: Local hop" in data
+    assert inbox(sender.alice) == []
+    assert events(message)[-1] == ("delivered", "local")
+
+
+def test_a_dead_workers_claim_is_finished_by_another_after_the_lease(sender, dns_server, mx_sinks):
+    sink = mx_sinks("accept")
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("carol@dest.test", "dan@dest.test")
+    t0 = timezone.now()
+    crashed = worker(worker_id="crashed", lease=timedelta(seconds=60))
+    assert len(crashed.claim(now=t0)) == 2  # ...and then it dies without recording
+
+    survivor = worker(worker_id="survivor", lease=timedelta(seconds=60))
+    assert survivor.run_once(now=t0 + timedelta(seconds=59)) == 0  # lease still held
+    assert survivor.run_once(now=t0 + timedelta(seconds=61)) == 2
+    assert sorted(r.rcpt_tos[0] for r in sink.received) == ["carol@dest.test", "dan@dest.test"]
+    assert set(
+        QueuedRecipient.objects.filter(message=message).values_list("status", flat=True)
+    ) == {"delivered"}
+    # A late record from the crashed worker changes nothing (its claim was taken over).
+    assert QueuedRecipient.objects.filter(claimed_by="crashed").count() == 0
+
+
+def test_hung_mx_times_out_and_defers(sender, dns_server, mx_sinks, settings):
+    settings.MAILPLANE = {**settings.MAILPLANE, "DELIVERY_SMTP_TIMEOUT": 0.5}
+    sink = mx_sinks("hang")
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("carol@dest.test")
+    worker().run_once()
+    row = QueuedRecipient.objects.get(message=message)
+    assert row.status == "deferred" and "4.4.2" in row.last_reply
+
+
+def test_connections_per_destination_are_bounded_and_reused(sender, dns_server, mx_sinks):
+    relay = sender.relay
+    relay.configuration = {"max_connections_per_domain": 2}
+    relay.save()
+    sink = mx_sinks("accept")
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    for n in range(10):
+        sender.send(f"user{n}@dest.test", subject=f"n{n}")
+    worker().run_once()
+    assert len(sink.received) == 10
+    assert len({r.peer for r in sink.received}) == 2  # two connections, five messages each
