@@ -1,0 +1,44 @@
+"""Reading and amending RFC 5322 headers without re-serialising the message.
+
+New fields are prepended as bytes: the body and every existing field stay byte-for-byte
+what the client sent (re-serialising with the `email` package would rewrap and re-encode,
+which breaks DKIM signatures made by the client and changes MIME boundaries).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import uuid
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+
+def headers_of(raw: bytes) -> Message:
+    # compat32 never raises on malformed fields; we only read a few of them.
+    return BytesHeaderParser(policy=compat32).parsebytes(raw, headersonly=True)
+
+
+def from_addresses(headers: Message) -> list[str]:
+    """Lower-cased addresses of every From field (RFC 5322 §3.6.2 allows a list)."""
+    values = headers.get_all("From") or []
+    pairs = email.utils.getaddresses([str(v) for v in values])
+    return [addr.lower() for _, addr in pairs if addr]
+
+
+def prepend(raw: bytes, fields: list[tuple[str, str]]) -> bytes:
+    """Put `fields` on top, in the given order (trace fields must come first, §3.6.7)."""
+    block = b"".join(f"{name}: {value}\r\n".encode() for name, value in fields)
+    return block + raw
+
+
+def new_message_id(domain: str) -> str:
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def rfc5322_date() -> str:
+    return email.utils.format_datetime(email.utils.localtime(), usegmt=False)
+
+
+def address_domain(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")

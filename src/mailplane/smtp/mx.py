@@ -1,0 +1,170 @@
+"""Inbound MX: mail for hosted mailboxes, and nothing else (never an open relay).
+
+RCPT decides routing against the database (active mailbox → accept; hosted domain without
+that mailbox → 550 5.1.1; any other domain → 550 5.7.1 relay denied). DATA authenticates
+the message (SPF, DKIM, DMARC), records the outcome in Authentication-Results, files it
+into each recipient's Maildir and answers 250 only once every copy is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiosmtpd.smtp import Envelope
+
+from mailplane.domains.models import Domain
+from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.smtp.authres import AuthOutcome, message_authenticate
+from mailplane.smtp.db import blocking
+from mailplane.smtp.messages import address_domain, prepend, rfc5322_date
+from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
+from mailplane.storage.maildir import maildir_deliver
+
+log = logging.getLogger("mailplane.smtp.mx")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRecipient:
+    organization_id: int
+    address: str
+
+
+def recipient_route(address: str) -> LocalRecipient | str:
+    """Blocking: the hosted mailbox for `address`, or the SMTP refusal."""
+    address = address.strip().lower()
+    row = Mailbox.objects.filter(address=address).values("organization_id", "status").first()
+    if row is not None:
+        if row["status"] != MailboxStatus.ACTIVE:
+            return "550 5.2.1 Mailbox disabled"
+        return LocalRecipient(row["organization_id"], address)
+    if Domain.objects.filter(name=address_domain(address)).exists():
+        return "550 5.1.1 No such mailbox here"
+    # RFC 5321 §3.6.2 / §7.1: relaying for foreign domains is refused.
+    return "550 5.7.1 Relay access denied"
+
+
+def mx_deliver(*, recipients: list[LocalRecipient], raw: bytes, folder: str) -> list[Path]:
+    """Blocking: one durable copy per recipient; on any failure remove the copies made."""
+    done: list[Path] = []
+    try:
+        for rcpt in recipients:
+            done.append(
+                maildir_deliver(
+                    organization_id=rcpt.organization_id,
+                    address=rcpt.address,
+                    raw=raw,
+                    folder=folder,
+                )
+            )
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+    return done
+
+
+def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
+    """Drop Authentication-Results claiming to be ours (RFC 8601 §5: forgeries)."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return raw
+    head, body = raw[: end + 2], raw[end + 2 :]
+    fields = re.split(rb"\r\n(?![ \t])", head)
+    pattern = re.compile(
+        rb"authentication-results:\s*" + re.escape(authserv_id.encode()) + rb"\s*(;|$)",
+        re.IGNORECASE,
+    )
+    kept = [f for f in fields if f and not pattern.match(f)]
+    return b"\r\n".join(kept) + b"\r\n" + body
+
+
+class MXHandler:
+    def __init__(self, *, hostname: str, max_recipients: int = 100) -> None:
+        self.hostname = hostname
+        self.max_recipients = max_recipients
+
+    async def handle_EHLO(
+        self,
+        server: MailplaneSMTP,
+        session: MailplaneSession,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # An MX takes no logins: do not advertise AUTH at all.
+        return [r for r in responses if not r[4:].upper().startswith("AUTH")]
+
+    async def handle_RCPT(
+        self,
+        server: MailplaneSMTP,
+        session: MailplaneSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        route = await blocking(recipient_route, address)
+        if isinstance(route, str):
+            log.info("%s rcpt refused %s: %s", session.id, address, route)
+            return route
+        if route.address not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(route.address)
+        routes: list[LocalRecipient] = getattr(envelope, "routes", [])
+        if route not in routes:
+            routes.append(route)
+        envelope.routes = routes  # type: ignore[attr-defined]
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(
+        self, server: MailplaneSMTP, session: MailplaneSession, envelope: Envelope
+    ) -> str:
+        raw = strip_our_results(envelope.original_content or b"", self.hostname)
+        mail_from = envelope.mail_from or ""
+        helo = session.host_name or ""
+        outcome: AuthOutcome = await blocking(
+            message_authenticate, ip=session.client_ip, helo=helo, mail_from=mail_from, raw=raw
+        )
+        if outcome.dmarc == "fail" and outcome.dmarc_policy == "reject":
+            # RFC 7489 §6.7 / §10.3: honour p=reject with a 5.7.1 naming DMARC.
+            log.info("%s rejected by DMARC policy of %s", session.id, outcome.from_domain)
+            return "550 5.7.1 Rejected by the DMARC policy of " + outcome.from_domain
+        folder = (
+            "Junk" if outcome.dmarc == "fail" and outcome.dmarc_policy == "quarantine" else "INBOX"
+        )
+        tls = " with ESMTPS" if server.tls_active else " with ESMTP"
+        received = (
+            f"from {helo} ([{session.client_ip}])\r\n\tby {self.hostname}{tls}"
+            f" for <{envelope.rcpt_tos[0]}>; {rfc5322_date()}"
+            if len(envelope.rcpt_tos) == 1
+            else f"from {helo} ([{session.client_ip}])\r\n\tby {self.hostname}{tls};"
+            f" {rfc5322_date()}"
+        )
+        raw = prepend(
+            raw,
+            [
+                ("Authentication-Results", outcome.header_value(self.hostname)),
+                ("Received", received),
+            ],
+        )
+        routes: list[LocalRecipient] = getattr(envelope, "routes", [])
+        await blocking(mx_deliver, recipients=routes, raw=raw, folder=folder)
+        log.info(
+            "%s delivered from=%s rcpts=%d size=%d spf=%s dmarc=%s folder=%s",
+            session.id,
+            mail_from or "<>",
+            len(routes),
+            len(raw),
+            outcome.spf,
+            outcome.dmarc,
+            folder,
+        )
+        return "250 2.0.0 OK delivered"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("mx transaction failed: %s", type(error).__name__)
+        return "451 4.3.0 Internal error; try again later"

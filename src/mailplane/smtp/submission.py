@@ -1,0 +1,226 @@
+"""Message submission (RFC 6409) for hosted mailboxes: ports 465 (implicit TLS) and 587.
+
+The transaction reads as a checklist: authenticated? sender is the mailbox? recipients
+within limits? From header is the mailbox? then complete the headers, file the Sent copy,
+queue the message, and only then answer 250. Local recipients go through the queue too:
+the delivery engine routes them, so every message has one path and one record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
+
+from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.queue.models import MessageSource
+from mailplane.queue.services import message_enqueue
+from mailplane.smtp.db import blocking
+from mailplane.smtp.logins import CredentialCache, LoginGuard, Principal, login_check, mask
+from mailplane.smtp.messages import (
+    address_domain,
+    from_addresses,
+    headers_of,
+    new_message_id,
+    prepend,
+    rfc5322_date,
+)
+from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
+from mailplane.storage.maildir import maildir_deliver
+
+log = logging.getLogger("mailplane.smtp.submission")
+
+
+class Refused(Exception):
+    """A reply that ends the transaction; carries its own SMTP rendering."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+@dataclass(slots=True)
+class Accepted:
+    message_id: int
+    sent_copy: Path
+
+
+def submission_accept(
+    *, principal: Principal, mail_from: str, recipients: list[str], raw: bytes, hostname: str
+) -> Accepted:
+    """Blocking: complete the headers, file the Sent copy, queue. All or nothing."""
+    mailbox = Mailbox.objects.select_related("organization", "domain", "relay_server").get(
+        pk=principal.mailbox_id
+    )
+    if mailbox.status != MailboxStatus.ACTIVE:
+        raise Refused("550 5.7.1 Mailbox is suspended")
+    headers = headers_of(raw)
+    added: list[tuple[str, str]] = [
+        # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + TLS + AUTH (RFC 3848 §3).
+        ("Received", f"by {hostname} with ESMTPSA; {rfc5322_date()}"),
+    ]
+    if mailbox.reply_to and "Reply-To" not in headers:
+        added.append(("Reply-To", mailbox.reply_to))
+    # RFC 6409 §8.2 / §8.3: an MSA may add the Date and Message-ID a client left out
+    # (RFC 5322 §3.6 requires the first and says every message should have the second).
+    if "Date" not in headers:
+        added.append(("Date", rfc5322_date()))
+    if "Message-ID" not in headers:
+        added.append(("Message-ID", new_message_id(address_domain(mailbox.address))))
+    raw = prepend(raw, added)
+    sent = maildir_deliver(
+        organization_id=mailbox.organization_id, address=mailbox.address, raw=raw, folder="Sent"
+    )
+    try:
+        message = message_enqueue(
+            organization=mailbox.organization,
+            mailbox=mailbox,
+            mail_from=mail_from,
+            recipients=recipients,
+            raw=raw,
+            source=MessageSource.SMTP,
+        )
+    except BaseException:
+        sent.unlink(missing_ok=True)  # no 250, so no Sent copy either: nothing half-stored
+        raise
+    return Accepted(message.pk, sent)
+
+
+class SubmissionHandler:
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        max_recipients: int = 100,
+        guard: LoginGuard | None = None,
+        cache: CredentialCache | None = None,
+        failure_delay: float = 1.0,
+    ) -> None:
+        self.hostname = hostname
+        self.max_recipients = max_recipients
+        self.guard = guard or LoginGuard()
+        self.cache = cache or CredentialCache()
+        self.failure_delay = failure_delay  # slows guessing; costs the attacker, not us
+
+    async def authenticate(
+        self,
+        server: MailplaneSMTP,
+        session: MailplaneSession,
+        mechanism: str,
+        credentials: LoginPassword,
+    ) -> AuthResult:
+        address = credentials.login.decode("utf-8", "replace").strip().lower()
+        ip = session.client_ip
+        if self.guard.blocked(address=address, ip=ip):
+            log.warning("%s auth refused (rate limit) ip=%s user=%s", session.id, ip, address)
+            await asyncio.sleep(self.failure_delay)
+            # RFC 4954 §6: 454 4.7.0 temporary authentication failure.
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="454 4.7.0 Too many failed logins; try again later",
+            )
+        try:
+            password = credentials.password.decode("utf-8")
+        except UnicodeDecodeError:
+            password = None
+        principal = None
+        if password is not None:
+            principal = await blocking(
+                login_check, address=address, password=password, cache=self.cache
+            )
+        if principal is None:
+            self.guard.failed(address=address, ip=ip)
+            log.info(
+                "%s auth failed mech=%s ip=%s user=%s password=%s",
+                session.id,
+                mechanism,
+                ip,
+                address,
+                mask(credentials.password),
+            )
+            await asyncio.sleep(self.failure_delay)
+            return AuthResult(
+                success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
+            )
+        log.info("%s auth ok mech=%s ip=%s user=%s", session.id, mechanism, ip, address)
+        return AuthResult(success=True, auth_data=principal)
+
+    async def handle_MAIL(
+        self,
+        server: MailplaneSMTP,
+        session: MailplaneSession,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        principal = session.auth_data
+        if not session.authenticated or not isinstance(principal, Principal):
+            return "530 5.7.0 Authentication required"
+        if address.lower() != principal.address:
+            # RFC 6409 §6.1: the MSA checks the submitter is authorised to use this sender.
+            log.info("%s sender refused %s for %s", session.id, address, principal.address)
+            return f"553 5.7.1 Sender <{address}> is not the authenticated mailbox"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self,
+        server: MailplaneSMTP,
+        session: MailplaneSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest
+            # in another transaction.
+            return "452 4.5.3 Too many recipients"
+        local, at, domain = address.rpartition("@")
+        if not at or not local or "." not in domain:
+            return "553 5.1.3 Recipient address must be a full address (user@domain)"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(
+        self, server: MailplaneSMTP, session: MailplaneSession, envelope: Envelope
+    ) -> str:
+        principal = session.auth_data
+        assert isinstance(principal, Principal) and envelope.mail_from
+        raw = envelope.original_content or b""
+        froms = from_addresses(headers_of(raw))
+        if not froms:
+            return "550 5.6.0 Message has no From header field (RFC 5322 section 3.6)"
+        if any(a != principal.address for a in froms):
+            # 550 rather than 553: RFC 5321 §4.3.2 lists 550, not 553, after DATA.
+            return f"550 5.7.1 From header {', '.join(froms)} is not the authenticated mailbox"
+        try:
+            accepted = await blocking(
+                submission_accept,
+                principal=principal,
+                mail_from=envelope.mail_from,
+                recipients=list(dict.fromkeys(envelope.rcpt_tos)),
+                raw=raw,
+                hostname=self.hostname,
+            )
+        except Refused as refused:
+            return refused.reply
+        log.info(
+            "%s queued id=%s from=%s rcpts=%d size=%d",
+            session.id,
+            accepted.message_id,
+            principal.address,
+            len(envelope.rcpt_tos),
+            len(raw),
+        )
+        return f"250 2.0.0 OK queued as {accepted.message_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("submission failed: %s", type(error).__name__)
+        # Temporary: the client keeps the message and retries; nothing was half-stored.
+        return "451 4.3.0 Internal error; try again later"
