@@ -68,6 +68,12 @@ def imap_server(transactional_db: Any, settings: Any, tmp_path: Path) -> Iterato
                 ready["listening"] = listening
                 started.set()
                 await stop.wait()
+            # Connections still open (IDLE, hostile clients) end with the server.
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException as exc:  # surface start-up errors in the test thread
             ready["error"] = exc
             started.set()
