@@ -182,7 +182,8 @@ def sendgrid_payload(*, raw: bytes, rcpt_to: str) -> dict[str, Any]:
         disposition = part.get_content_disposition()
         ctype = part.get_content_type()
         if disposition is None and ctype in ("text/plain", "text/html"):
-            content.append({"type": ctype, "value": str(part.get_content())})
+            value = str(part.get_content()).replace("\r\n", "\n")  # JSON text, not wire form
+            content.append({"type": ctype, "value": value})
         else:
             data = part.get_payload(decode=True) or b""
             item = {

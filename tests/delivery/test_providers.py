@@ -1,0 +1,126 @@
+"""Mailgun, SendGrid and SMTP smarthost providers against local servers speaking their protocols."""
+
+from __future__ import annotations
+
+import json
+
+import dkim
+import pytest
+
+from mailplane.delivery.worker import DeliveryWorker
+from mailplane.queue.models import DeliveryEvent, QueuedRecipient
+from mailplane.relays.models import RelayServer
+
+
+def relay(sender, provider, configuration, credentials=None):
+    return RelayServer.objects.create(
+        organization=sender.account.org,
+        name=provider,
+        provider=provider,
+        configuration=configuration,
+        credentials=credentials or {},
+    )
+
+
+def deliver_one(sender, relay_server, to="carol@dest.test"):
+    message = sender.send(to, relay=relay_server)
+    DeliveryWorker(rng=lambda: 0.5).run_once()
+    return QueuedRecipient.objects.get(message=message)
+
+
+def test_mailgun_raw_mime_send(sender, fake_mailgun):
+    mg = relay(
+        sender,
+        "mailgun",
+        {"domain": fake_mailgun.domain, "base_url": fake_mailgun.base_url},
+        {"api_key": fake_mailgun.api_key},
+    )
+    row = deliver_one(sender, mg)
+    assert row.status == "delivered" and "Queued. Thank you." in row.last_reply
+    [request] = fake_mailgun.requests
+    assert request.fields["to"] == b"carol@dest.test"
+    signed = request.fields["message"]
+    pub = f"v=DKIM1; k=rsa; p={sender.domain.dkim_public_key}".encode()
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: pub)
+    event = DeliveryEvent.objects.get(recipient=row, type="delivered")
+    assert event.remote_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(400, "bounced"), (401, "bounced"), (429, "deferred"), (500, "deferred")],
+)
+def test_mailgun_error_replies(sender, fake_mailgun, status, expected):
+    mg = relay(
+        sender,
+        "mailgun",
+        {"domain": fake_mailgun.domain, "base_url": fake_mailgun.base_url},
+        {"api_key": fake_mailgun.api_key},
+    )
+    fake_mailgun.script.append(status)
+    row = deliver_one(sender, mg)
+    assert row.status == expected and f"HTTP {status}" in row.last_reply
+
+
+def test_mailgun_wrong_key_is_permanent(sender, fake_mailgun):
+    mg = relay(
+        sender,
+        "mailgun",
+        {"domain": fake_mailgun.domain, "base_url": fake_mailgun.base_url},
+        {"api_key": "wrong"},
+    )
+    row = deliver_one(sender, mg)
+    assert row.status == "bounced" and "Forbidden" in row.last_reply
+
+
+def test_sendgrid_v3_send(sender, fake_sendgrid):
+    sg = relay(
+        sender, "sendgrid", {"base_url": fake_sendgrid.base_url}, {"api_key": fake_sendgrid.api_key}
+    )
+    row = deliver_one(sender, sg)
+    assert row.status == "delivered" and row.last_reply.startswith("HTTP 202")
+    [request] = fake_sendgrid.requests
+    body = request.json
+    assert body["personalizations"] == [{"to": [{"email": "carol@dest.test"}]}]
+    assert body["from"] == {"email": "alice@acme.test", "name": "Alice"}
+    assert body["subject"] == "Hello"
+    assert body["content"] == [{"type": "text/plain", "value": "Hi there.\n"}]
+    assert body["headers"]["Message-ID"] == "<Hello@acme.test>"
+    assert "DKIM-Signature" not in json.dumps(body["headers"])
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(400, "bounced"), (403, "bounced"), (413, "bounced"), (429, "deferred"), (503, "deferred")],
+)
+def test_sendgrid_error_replies(sender, fake_sendgrid, status, expected):
+    sg = relay(
+        sender, "sendgrid", {"base_url": fake_sendgrid.base_url}, {"api_key": fake_sendgrid.api_key}
+    )
+    fake_sendgrid.script.append(status)
+    row = deliver_one(sender, sg)
+    assert row.status == expected and f"forced {status}" in row.last_reply
+
+
+def test_sendgrid_bad_key(sender, fake_sendgrid):
+    sg = relay(sender, "sendgrid", {"base_url": fake_sendgrid.base_url}, {"api_key": "nope"})
+    row = deliver_one(sender, sg)
+    assert row.status == "bounced" and "authorization grant is invalid" in row.last_reply
+
+
+def test_smtp_smarthost(sender, mx_sinks, mx_port):
+    hub = mx_sinks("accept")
+    smart = relay(sender, "smtp", {"host": hub.address, "port": mx_port, "tls_mode": "none"})
+    row = deliver_one(sender, smart, to="erin@elsewhere.test")  # no DNS needed at all
+    assert row.status == "delivered"
+    [got] = hub.received
+    assert got.rcpt_tos == ["erin@elsewhere.test"]
+    assert DeliveryEvent.objects.get(recipient=row, type="delivered").remote_host == hub.address
+
+
+def test_unreachable_smarthost_defers(sender, mx_sinks, mx_port):
+    hub = mx_sinks("accept")
+    hub.stop()
+    smart = relay(sender, "smtp", {"host": hub.address, "port": mx_port, "tls_mode": "none"})
+    row = deliver_one(sender, smart)
+    assert row.status == "deferred" and "4.4.1" in row.last_reply
