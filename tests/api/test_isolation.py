@@ -1,0 +1,217 @@
+"""A second account's key walks every endpoint and sees or touches nothing of the first's.
+
+The walk is driven by the URL table: a route added without an isolation case here fails
+`test_every_route_is_walked`, so new endpoints cannot skip this check.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.urls import URLPattern
+
+from mailplane.api import urls as api_urls
+from mailplane.jobs.models import Job
+from mailplane.jobs.services import job_run
+from mailplane.mailboxes.models import Mailbox
+from mailplane.mailboxes.services import mailbox_create, mailbox_validate
+from mailplane.projects.models import Project
+from mailplane.queue.services import message_enqueue
+from mailplane.relays.services import relay_server_create
+from mailplane.tenancy.models import ApiKey
+from tests.support.fixtures import verified_domain
+
+
+@pytest.fixture
+def victim(account):
+    """Account A with one of everything."""
+    project = Project.objects.create(organization=account.org, name="secret-project")
+    domain = verified_domain(account, "victim.test")
+    relay = relay_server_create(
+        organization=account.org,
+        name="mg",
+        provider="mailgun",
+        configuration={"domain": "mg.victim.test"},
+        credentials={"api_key": "key-victim-secret-0001"},
+    )
+    spec = mailbox_validate(
+        organization=account.org,
+        data={
+            "email": "ceo",
+            "domain": domain.pk,
+            "relay_server": relay.pk,
+            "project": project.pk,
+            "password": "Victim-Password-42",
+        },
+    )
+    mailbox = mailbox_create(organization=account.org, spec=spec)
+    job = Job.objects.create(organization=account.org, kind="mailbox.create", payload={})
+    key = ApiKey.objects.get(organization=account.org)
+    message = message_enqueue(
+        organization=account.org,
+        mail_from="ceo@victim.test",
+        recipients=["x@elsewhere.test"],
+        mailbox=mailbox,
+        raw=b"Subject: Victim secret subject\r\n\r\nhello\r\n",
+    )
+    return {
+        "message": message,
+        "project": project,
+        "domain": domain,
+        "relay": relay,
+        "mailbox": mailbox,
+        "job": job,
+        "key": key,
+        "account": account,
+    }
+
+
+# route name -> list of (method, path template, body) the intruder tries.
+WALK = {
+    "userinfo": [("get", "/api/userinfo/", None)],
+    "api-key-list": [("get", "/api/api-keys/", None)],
+    "api-key-detail": [("delete", "/api/api-keys/{key}/", None)],
+    "relay-server-list": [("get", "/api/relay-servers/", None)],
+    "relay-server-detail": [
+        ("get", "/api/relay-servers/{relay}/", None),
+        ("patch", "/api/relay-servers/{relay}/", {"name": "pwned"}),
+        ("put", "/api/relay-servers/{relay}/", {"credentials": {"api_key": "mine-000000000"}}),
+    ],
+    "project-list": [("get", "/api/projects/", None)],
+    "project-detail": [
+        ("get", "/api/projects/{project}/", None),
+        ("patch", "/api/projects/{project}/", {"name": "pwned"}),
+        ("delete", "/api/projects/{project}/", None),
+    ],
+    "domain-list": [
+        ("get", "/api/domains/", None),
+        ("post", "/api/domains/", {"name": "steal.test", "relay_server": "{relay}"}),
+    ],
+    "domain-verify": [("post", "/api/domains/{domain}/verify/", None)],
+    "domain-detail": [
+        ("get", "/api/domains/{domain}/", None),
+        ("patch", "/api/domains/{domain}/", {"redirect": "https://evil.test/"}),
+        ("delete", "/api/domains/{domain}/", None),
+    ],
+    "mailbox-list": [
+        ("get", "/api/mailboxes/", None),
+        ("get", "/api/mailboxes/?project={project}", None),
+        ("get", "/api/mailboxes/?domain={domain}", None),
+        (
+            "post",
+            "/api/mailboxes/",
+            {"email": "x", "domain": "{domain}", "relay_server": "{relay}", "project": "{project}"},
+        ),
+    ],
+    "mailbox-bulk-create": [
+        ("post", "/api/mailboxes/bulk/", "email,domain,project\nx,{domain},{project}\n"),
+        ("post", "/api/mailboxes/bulk/", "email,domain\nx2,victim.test\n"),
+    ],
+    "mailbox-export": [
+        ("get", "/mailbox/download/smartlead/", None),
+        ("get", "/mailbox/download/custom/", None),
+        ("get", "/mailbox/download/woodpecker/?project={project}", None),
+    ],
+    "message-list": [
+        ("get", "/api/messages/", None),
+        ("get", "/api/messages/?mailbox={mailbox}", None),
+    ],
+    "message-detail": [("get", "/api/messages/{message}/", None)],
+    "mailbox-create-alias": [
+        ("post", "/mailbox/", {"email": "x", "domain": "{domain}", "relay_server": "{relay}"}),
+    ],
+    "mailbox-detail": [
+        ("get", "/api/mailboxes/{mailbox}/", None),
+        ("patch", "/api/mailboxes/{mailbox}/", {"password": "Intruder-Pass-99"}),
+        ("delete", "/api/mailboxes/{mailbox}/", None),
+    ],
+    "task-detail": [("get", "/api/tasks/{job}/", None)],
+}
+
+
+def _ids(victim):
+    ids = {k: v.pk for k, v in victim.items() if k != "account"}
+    ids["domain_name"] = victim["domain"].name
+    return ids
+
+
+def _fill(template, victim):
+    return template.format(**_ids(victim))
+
+
+def _fill_body(body, victim):
+    """Replace "{name}" values in a body with the victim's ids (as JSON numbers)."""
+    if body is None:
+        return None
+    ids = _ids(victim)
+    filled = {}
+    for key, value in body.items():
+        if isinstance(value, str) and value.startswith("{") and value.strip("{}") in ids:
+            filled[key] = ids[value.strip("{}")]
+        else:
+            filled[key] = value
+    return filled
+
+
+def test_every_route_is_walked():
+    names = {p.name for p in api_urls.urlpatterns if isinstance(p, URLPattern)}
+    assert names - set(WALK) == set(), "add isolation cases for these routes"
+
+
+@pytest.mark.parametrize("route", sorted(WALK))
+def test_intruder_sees_and_changes_nothing(victim, other_account, route):
+    secrets = [
+        "victim.test",
+        "secret-project",
+        "key-victim-secret",
+        "Victim-Password-42",
+        "ceo@",
+        str(victim["job"].pk),
+        "Victim secret subject",
+    ]
+    for method, template, body in WALK[route]:
+        path = _fill(template, victim)
+        if isinstance(body, str):  # a CSV upload
+            response = other_account.client.generic(
+                method.upper(), path, _fill(body, victim), content_type="text/csv"
+            )
+        else:
+            response = getattr(other_account.client, method)(
+                path, _fill_body(body, victim), format="json"
+            )
+        text = response.content.decode()
+        assert response.status_code in {200, 201, 202, 400, 404}, (method, path, text)
+        for secret in secrets:
+            assert secret not in text, (method, path, secret, text)
+        if "{" in template.partition("?")[0]:
+            # Another account's id in the path: as if it did not exist.
+            assert response.status_code == 404, (method, path, text)
+        elif method == "post" and response.status_code != 202:
+            assert response.status_code == 400, (method, path, text)
+
+    # Jobs the intruder started (bulk uploads) run to completion and make nothing of A's.
+    for job in Job.objects.filter(organization=other_account.org):
+        job_run(job_id=str(job.pk))
+        job.refresh_from_db()
+        rows = (job.result or {}).get("rows", [])
+        assert "created" not in {row.get("status") for row in rows}, job.result
+
+    # Nothing of A's changed.
+    victim["project"].refresh_from_db()
+    victim["relay"].refresh_from_db()
+    victim["domain"].refresh_from_db()
+    victim["key"].refresh_from_db()
+    assert victim["project"].name == "secret-project"
+    assert victim["relay"].name == "mg"
+    assert victim["relay"].credentials == {"api_key": "key-victim-secret-0001"}
+    assert victim["domain"].redirect == ""
+    assert victim["key"].revoked_at is None
+    mailbox = Mailbox.objects.get(pk=victim["mailbox"].pk)
+    assert mailbox.password == "Victim-Password-42"
+    assert not Mailbox.objects.filter(organization=other_account.org).exists()
+
+
+def test_unknown_task_id_shapes_are_404(other_account):
+    for task_id in ("not-a-uuid", str(uuid.uuid4()), "' OR 1=1 --"):
+        assert other_account.client.get(f"/api/tasks/{task_id}/").status_code == 404
