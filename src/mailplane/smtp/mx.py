@@ -106,7 +106,10 @@ class MXHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
+        # Counted per RCPT command, duplicates included: the limit bounds the work done.
+        count = getattr(envelope, "rcpt_count", 0) + 1
+        envelope.rcpt_count = count  # type: ignore[attr-defined]
+        if count > self.max_recipients:
             return "452 4.5.3 Too many recipients"
         route = await blocking(recipient_route, address)
         if isinstance(route, str):
