@@ -97,11 +97,13 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 class _UDPServer(socketserver.ThreadingUDPServer):
+    owner: DnsServer
     daemon_threads = True
     allow_reuse_address = False
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
+    owner: DnsServer
     daemon_threads = True
     allow_reuse_address = True
 
@@ -142,7 +144,7 @@ class DnsServer:
             raise RuntimeError("no free port with both UDP and TCP available")
         self.port = port
         for server in (udp, tcp):
-            server.owner = self  # type: ignore[attr-defined]
+            server.owner = self
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},

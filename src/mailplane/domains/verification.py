@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from mailplane.dns import Lookup, MxRecord, Outcome
 from mailplane.domains.models import RecordStatus
@@ -28,7 +29,7 @@ def _quote(text: str) -> str:
     return f'"{_short(text)}"'
 
 
-def _unanswered(lookup: Lookup[object], what: str) -> Check | None:
+def _unanswered(lookup: Lookup[Any], what: str) -> Check | None:
     """The common cases before any record is judged: lookup failed, or nothing there."""
     if lookup.outcome is Outcome.ERROR:
         return Check(
