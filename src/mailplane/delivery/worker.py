@@ -160,7 +160,12 @@ class DeliveryWorker:
                 domain_slots[key] = asyncio.Semaphore(provider.max_connections_per_domain)
             try:
                 async with domain_slots[key]:
-                    finished.extend(await self._send_chunk(provider, chunk, slots))
+                    outcomes = await self._send_chunk(provider, chunk, slots)
+                # Look `finished` up only now: the loop swaps in a fresh list while we wait.
+                finished.extend(outcomes)
+            except Exception:
+                log.exception("delivery task failed; its rows wait for the lease to expire")
+                raise
             finally:
                 in_flight -= len(chunk)
                 wake.set()

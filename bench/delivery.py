@@ -1,0 +1,160 @@
+"""Delivery benchmark: messages/s from a pre-filled queue to local MX sinks.
+
+10 KB messages, 100 destination domains (MX records on a local dnslib server pointing at
+4 aiosmtpd sinks on their own 127.x addresses, in a separate process), delivered by one
+`DeliveryWorker.run_forever()` (the service loop), with and without DKIM. Throw-away
+SQLite data directory unless DATABASE_URL is set.
+
+    .venv/bin/python bench/delivery.py [--messages 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+SINKS = [f"127.66.0.{n}" for n in range(2, 6)]
+DOMAINS = 100
+
+
+def _sink_process(port: int, counter: multiprocessing.Value, ready: multiprocessing.Event) -> None:  # type: ignore[valid-type]
+    """aiosmtpd sinks that count messages and drop them (the far end's cost, not ours)."""
+    from aiosmtpd.smtp import SMTP
+
+    class Count:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            with counter.get_lock():
+                counter.value += 1
+            return "250 2.0.0 OK"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for address in SINKS:
+            await loop.create_server(
+                lambda: SMTP(Count(), decode_data=False, hostname="sink"), address, port
+            )
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _body(n: int, domain: str) -> bytes:
+    head = (
+        f"From: Bench <bench@bench-sender.test>\r\nTo: <user{n}@{domain}>\r\n"
+        f"Subject: bench {n}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+        f"Message-ID: <{n}.bench@bench-sender.test>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    return head + line * ((10 * 1024 - len(head)) // len(line) + 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=3000)
+    args = parser.parse_args()
+    os.environ.setdefault("MAILPLANE_DATA_DIR", tempfile.mkdtemp(prefix="mailplane-bench-"))
+    os.environ.setdefault("MAILPLANE_SECRET_KEY", "bench-secret")
+    os.environ.setdefault("CELERY_BROKER_URL", "memory://")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailplane.settings")
+    os.environ.setdefault("MAILPLANE_LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from tests.support.dns_server import DnsServer
+    from tests.support.smtp_sink import free_port
+
+    from mailplane.delivery.worker import DeliveryWorker
+    from mailplane.domains.models import Domain
+    from mailplane.domains.services import domain_create
+    from mailplane.queue.models import QueuedRecipient
+    from mailplane.queue.services import message_enqueue
+    from mailplane.tenancy.services import organization_create
+
+    call_command("migrate", interactive=False, verbosity=0)
+    port = free_port()
+    counter = multiprocessing.Value("q", 0)
+    ready = multiprocessing.Event()
+    sinks = multiprocessing.Process(target=_sink_process, args=(port, counter, ready), daemon=True)
+    sinks.start()
+    ready.wait(10)
+    dns = DnsServer().start()
+    for i in range(DOMAINS):
+        dns.mx(f"d{i}.bench", f"mx{i % len(SINKS)}.sinks.bench", preference=10)
+    for i, address in enumerate(SINKS):
+        dns.a(f"mx{i}.sinks.bench", address)
+    settings.MAILPLANE = {
+        **settings.MAILPLANE,
+        "DNS_RESOLVER": dns.address,
+        "DELIVERY_MX_PORT": port,
+        "DELIVERY_SMTP_TIMEOUT": 30.0,
+    }
+    org = organization_create(name="Bench", owner_email="b@bench.test", plan="enterprise")
+    relay = org.relay_servers.first()
+    domain = domain_create(organization=org, name="bench-sender.test", relay_server=relay)
+    results: list[tuple[str, int, float]] = []
+    for label, dkim_on in (("with DKIM", True), ("without DKIM", False)):
+        if not dkim_on:
+            Domain.objects.filter(pk=domain.pk).update(dkim_selector="")
+            domain.refresh_from_db()
+        fill = time.perf_counter()
+        for n in range(args.messages):
+            d = f"d{n % DOMAINS}.bench"
+            message_enqueue(
+                organization=org,
+                mail_from="bench@bench-sender.test",
+                recipients=[f"user{n}@{d}"],
+                raw=_body(n, d),
+                relay_server=relay,
+                domain=domain,
+            )
+        fill = time.perf_counter() - fill
+        connection.close()
+        start_count = counter.value
+        worker = DeliveryWorker()
+
+        async def run() -> float:
+            stop = asyncio.Event()
+            began = time.perf_counter()
+            task = asyncio.create_task(worker.run_forever(stop))  # noqa: B023
+            while counter.value - start_count < args.messages:  # noqa: B023
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - began
+            stop.set()
+            await task
+            return elapsed
+
+        elapsed = asyncio.run(run())
+        left = QueuedRecipient.objects.exclude(status="delivered").count()
+        rate = args.messages / elapsed
+        print(
+            f"{label}: {args.messages} msgs in {elapsed:.2f}s = {rate:.0f} msg/s "
+            f"(queue fill {fill:.1f}s; not delivered afterwards: {left})",
+            flush=True,
+        )
+        results.append((label, args.messages, rate))
+    db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, database {db}"
+    )
+    dns.stop()
+    sinks.terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
