@@ -233,8 +233,8 @@ def test_connections_per_destination_are_bounded_and_reused(sender, dns_server, 
     sink = mx_sinks("accept")
     dns_server.mx("dest.test", "mx1.dest.test")
     dns_server.a("mx1.dest.test", sink.address)
-    for n in range(10):
+    for n in range(20):
         sender.send(f"user{n}@dest.test", subject=f"n{n}")
     worker().run_once()
-    assert len(sink.received) == 10
-    assert len({r.peer for r in sink.received}) == 2  # two connections, five messages each
+    assert len(sink.received) == 20
+    assert len({r.peer for r in sink.received}) == 2  # two connections, ten messages each

@@ -12,7 +12,7 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_SMTP_TIMEOUT": 60.0,
     "DELIVERY_MX_PORT": 25,  # tests point this at local sinks
     "DELIVERY_HELO_NAME": "",  # default: the relay's helo_name, else the platform domain
-    "DELIVERY_BATCH_SIZE": 200,
+    "DELIVERY_BATCH_SIZE": 1000,  # rows per claim: enough to batch per destination
     "DELIVERY_CONCURRENCY": 100,  # connections/requests in flight per worker
     "DELIVERY_LEASE_SECONDS": 600,
     "DELIVERY_POLL_INTERVAL": 0.2,

@@ -34,9 +34,14 @@ log = logging.getLogger("mailplane.delivery")
 T = TypeVar("T")
 
 
+# Opening a connection (TCP, EHLO, STARTTLS) costs more than a transaction on an open
+# one: only spread a destination's mail over several connections when each gets this many.
+MESSAGES_PER_CONNECTION = 10
+
+
 def _chunks(jobs: list[Job], parts: int) -> list[list[Job]]:
     """Split a destination's jobs over at most `parts` connections, in order."""
-    parts = max(1, min(parts, len(jobs)))
+    parts = max(1, min(parts, -(-len(jobs) // MESSAGES_PER_CONNECTION)))
     size = -(-len(jobs) // parts)
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiosmtplib
+import dns.asyncresolver
 from django.conf import settings
 
 from mailplane.delivery.config import conf
@@ -129,6 +130,9 @@ class NativeMxProvider:
 
     options: SmtpOptions
     max_connections_per_domain: int
+    # One resolver (and its TTL-respecting cache) per provider: a batch's MX and address
+    # lookups for a destination are asked once, not once per connection.
+    resolver: dns.asyncresolver.Resolver = field(default_factory=make_resolver)
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> NativeMxProvider:
@@ -149,7 +153,7 @@ class NativeMxProvider:
         if not envelopes:
             return []
         domain = envelopes[0].rcpt_domain
-        resolver = make_resolver()
+        resolver = self.resolver
         try:
             hosts = await mx_hosts(resolver, domain)
         except RouteError as exc:
