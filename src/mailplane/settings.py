@@ -151,20 +151,17 @@ MAILPLANE: dict[str, Any] = {
     # Host names mail clients use on shared infrastructure (userinfo ibx_smtp / ibx_imap).
     "SHARED_SMTP_HOST": os.environ.get("MAILPLANE_SMTP_HOST", "localhost"),
     "SHARED_IMAP_HOST": os.environ.get("MAILPLANE_IMAP_HOST", "localhost"),
-    # Mail listeners: standard ports as root, unprivileged ones otherwise (embedded mode).
+    # Mail listeners. Embedded defaults are unprivileged (and clear of a local Postfix);
+    # production sets 465/587/25/993/143 through the environment.
     "SMTP_BIND": os.environ.get("MAILPLANE_SMTP_BIND", "127.0.0.1"),
-    "SMTP_PORT": config.env_int("MAILPLANE_SMTP_PORT", 465 if os.geteuid() == 0 else 4465),
-    "SUBMISSION_PORT": config.env_int(
-        "MAILPLANE_SUBMISSION_PORT", 587 if os.geteuid() == 0 else 4587
-    ),
-    "MX_PORT": config.env_int("MAILPLANE_MX_PORT", 25 if os.geteuid() == 0 else 2525),
+    "SMTP_PORT": config.env_int("MAILPLANE_SMTP_PORT", 4465),
+    "SUBMISSION_PORT": config.env_int("MAILPLANE_SUBMISSION_PORT", 4587),
+    "MX_PORT": config.env_int("MAILPLANE_MX_PORT", 2525),
     "SMTP_MAX_MESSAGE_BYTES": config.env_int("MAILPLANE_SMTP_MAX_MESSAGE_BYTES", 25 * 1024 * 1024),
     "SMTP_MAX_RECIPIENTS": config.env_int("MAILPLANE_SMTP_MAX_RECIPIENTS", 100),
-    # IMAP: implicit TLS (993) and STARTTLS (143); unprivileged defaults when not root.
-    "IMAP_PORT": config.env_int("MAILPLANE_IMAP_PORT", 993 if os.geteuid() == 0 else 9993),
-    "IMAP_STARTTLS_PORT": config.env_int(
-        "MAILPLANE_IMAP_STARTTLS_PORT", 143 if os.geteuid() == 0 else 1143
-    ),
+    # IMAP: implicit TLS (993 in production) and STARTTLS (143 in production).
+    "IMAP_PORT": config.env_int("MAILPLANE_IMAP_PORT", 9993),
+    "IMAP_STARTTLS_PORT": config.env_int("MAILPLANE_IMAP_STARTTLS_PORT", 1143),
     "IMAP_BIND": os.environ.get("MAILPLANE_IMAP_BIND", "127.0.0.1"),
     # The platform's own DNS names, used in the records customers publish.
     "PLATFORM_DOMAIN": os.environ.get("MAILPLANE_PLATFORM_DOMAIN", "mailplane.localhost"),
