@@ -80,13 +80,14 @@ def test_exact_header_and_attachment(account, mailbox, layout):
     assert len(_rows(response)) == 1
 
 
-def test_smartlead_values(account, mailbox):
+def test_smartlead_values(account, mailbox, settings):
     (row,) = _rows(account.client.get("/mailbox/download/smartlead/"))
     assert row["from_name"] == f"{TRICKY_FIRST} {TRICKY_LAST}"
     assert row["from_email"] == row["user_name"] == "jean0000@acme.test"
     assert row["password"] == PASSWORD
-    assert (row["smtp_host"], row["smtp_port"]) == ("smtp.tenant.test", "465")
-    assert (row["imap_host"], row["imap_port"]) == ("imap.tenant.test", "993")
+    conf = settings.MAILPLANE
+    assert (row["smtp_host"], row["smtp_port"]) == ("smtp.tenant.test", str(conf["SMTP_PORT"]))
+    assert (row["imap_host"], row["imap_port"]) == ("imap.tenant.test", str(conf["IMAP_PORT"]))
     assert row["max_email_per_day"] == "40"
     assert row["warmup_enabled"] == "TRUE"
     assert (row["total_warmup_per_day"], row["daily_rampup"]) == ("15", "3")
@@ -105,13 +106,14 @@ def test_instantly_values(account, mailbox):
     assert (row["Warmup Limit"], row["Warmup Increment"]) == ("15", "3")
 
 
-def test_reply_io_emailbison_woodpecker_salesforge_values(account, mailbox):
+def test_reply_io_emailbison_woodpecker_salesforge_values(account, mailbox, settings):
     (reply,) = _rows(account.client.get("/mailbox/download/reply.io/"))
     assert reply["SMTP SSL (Optional)"] == "TRUE"
     assert reply["Sender Name"] == f"{TRICKY_FIRST} {TRICKY_LAST}"
     (bison,) = _rows(account.client.get("/mailbox/download/emailbison/"))
     assert (bison["SMTP Secure"], bison["IMAP Secure"]) == ("TRUE", "TRUE")
-    assert (bison["SMTP Server"], bison["IMAP Port"]) == ("smtp.tenant.test", "993")
+    imap_port = str(settings.MAILPLANE["IMAP_PORT"])
+    assert (bison["SMTP Server"], bison["IMAP Port"]) == ("smtp.tenant.test", imap_port)
     (wood,) = _rows(account.client.get("/mailbox/download/woodpecker/"))
     assert wood["SMTP login"] == wood["IMAP email"] == "jean0000@acme.test"
     assert wood["Footer"].startswith("'=")

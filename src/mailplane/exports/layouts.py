@@ -39,11 +39,12 @@ SOURCES: dict[str, Source] = {
     "password": lambda r: r.mailbox.password,
     "smtp_host": lambda r: r.smtp_host,
     "smtp_port": lambda r: r.smtp_port,
-    # Implicit TLS on 465 (RFC 8314 §3.3); 587 would be STARTTLS, which the flag calls FALSE.
-    "smtp_ssl": lambda r: r.smtp_port == 465,
+    # The exported ports are always our implicit-TLS listeners (RFC 8314 §3.3: 465 and 993
+    # in production, unprivileged ones in embedded mode), never the STARTTLS ones.
+    "smtp_ssl": lambda r: True,
     "imap_host": lambda r: r.imap_host,
     "imap_port": lambda r: r.imap_port,
-    "imap_ssl": lambda r: r.imap_port == 993,
+    "imap_ssl": lambda r: True,
     "reply_to": lambda r: r.mailbox.reply_to,
     "signature": lambda r: r.mailbox.signature,
     "daily_limit": lambda r: r.mailbox.daily_limit,
