@@ -4,6 +4,11 @@ RCPT decides routing against the database (active mailbox → accept; hosted dom
 that mailbox → 550 5.1.1; any other domain → 550 5.7.1 relay denied). DATA authenticates
 the message (SPF, DKIM, DMARC), records the outcome in Authentication-Results, files it
 into each recipient's Maildir and answers 250 only once every copy is on disk.
+
+Bounces: bounces+<row>-<tag>@<return path host of a hosted domain> is one of our VERP
+return paths (mailplane.delivery.bounces). RCPT accepts it only when the tag is genuine and
+names a queue row of that domain (else 550 5.1.1); DATA hands such a report to
+bounce_match instead of a Maildir.
 """
 
 from __future__ import annotations
@@ -32,14 +37,44 @@ class LocalRecipient:
     address: str
 
 
-def recipient_route(address: str) -> LocalRecipient | str:
-    """Blocking: the hosted mailbox for `address`, or the SMTP refusal."""
+@dataclass(frozen=True, slots=True)
+class BounceRecipient:
+    """A VERP return path: the message is a report about queue row `recipient_id`."""
+
+    recipient_id: int
+    address: str
+
+
+def bounce_route(address: str) -> BounceRecipient | str | None:
+    """Blocking: None if `address` is not at a hosted domain's return path host; else the
+    bounce route, or 550 5.1.1 for a local part that is not a genuine VERP tag of ours."""
+    from mailplane.delivery.bounces import verp_recipient_id
+    from mailplane.queue.models import QueuedRecipient
+
+    host = address_domain(address)
+    if not Domain.objects.filter(return_path_host=host).exists():
+        return None
+    recipient_id = verp_recipient_id(address)
+    if recipient_id is not None and (
+        QueuedRecipient.objects.filter(
+            pk=recipient_id, message__domain__return_path_host=host
+        ).exists()
+    ):
+        return BounceRecipient(recipient_id, address)
+    return "550 5.1.1 No such bounce address here"
+
+
+def recipient_route(address: str) -> LocalRecipient | BounceRecipient | str:
+    """Blocking: the hosted mailbox or VERP route for `address`, or the SMTP refusal."""
     address = address.strip().lower()
     row = Mailbox.objects.filter(address=address).values("organization_id", "status").first()
     if row is not None:
         if row["status"] != MailboxStatus.ACTIVE:
             return "550 5.2.1 Mailbox disabled"
         return LocalRecipient(row["organization_id"], address)
+    bounce = bounce_route(address)
+    if bounce is not None:
+        return bounce
     if Domain.objects.filter(name=address_domain(address)).exists():
         return "550 5.1.1 No such mailbox here"
     # RFC 5321 §3.6.2 / §7.1: relaying for foreign domains is refused.
@@ -64,6 +99,16 @@ def mx_deliver(*, recipients: list[LocalRecipient], raw: bytes, folder: str) -> 
             path.unlink(missing_ok=True)
         raise
     return done
+
+
+def bounces_consume(*, bounces: list[BounceRecipient], raw: bytes) -> None:
+    """Blocking: match each report to its queue row (bounced, suppressed, sender told)."""
+    from mailplane.delivery.bounces import bounce_match
+
+    for bounce in bounces:
+        if bounce_match(bounce.address, raw) is None:
+            # The row went away between RCPT and DATA; the report has nothing to update.
+            log.info("bounce report for %s matched no queue row", bounce.address)
 
 
 def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
@@ -115,6 +160,13 @@ class MXHandler:
         if isinstance(route, str):
             log.info("%s rcpt refused %s: %s", session.id, address, route)
             return route
+        if isinstance(route, BounceRecipient):
+            bounces: list[BounceRecipient] = getattr(envelope, "bounces", [])
+            if route not in bounces:
+                bounces.append(route)
+                envelope.rcpt_tos.append(route.address)
+            envelope.bounces = bounces  # type: ignore[attr-defined]
+            return "250 2.1.5 Recipient OK"
         if route.address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(route.address)
         routes: list[LocalRecipient] = getattr(envelope, "routes", [])
@@ -128,6 +180,15 @@ class MXHandler:
     ) -> str:
         raw = strip_our_results(envelope.original_content or b"", self.hostname)
         mail_from = envelope.mail_from or ""
+        bounces: list[BounceRecipient] = getattr(envelope, "bounces", [])
+        routes: list[LocalRecipient] = getattr(envelope, "routes", [])
+        if not routes:
+            # Only VERP recipients: a report for the delivery engine, not for a person.
+            # DSNs come from the null sender (RFC 3464 §2) of arbitrary MTAs, so no DMARC
+            # verdict applies; the HMAC tag checked at RCPT is what authenticates them.
+            await blocking(bounces_consume, bounces=bounces, raw=raw)
+            log.info("%s bounce reports consumed: %d", session.id, len(bounces))
+            return "250 2.0.0 OK bounce report processed"
         helo = session.host_name or ""
         outcome: AuthOutcome = await blocking(
             message_authenticate, ip=session.client_ip, helo=helo, mail_from=mail_from, raw=raw
@@ -154,8 +215,9 @@ class MXHandler:
                 ("Received", received),
             ],
         )
-        routes: list[LocalRecipient] = getattr(envelope, "routes", [])
         await blocking(mx_deliver, recipients=routes, raw=raw, folder=folder)
+        if bounces:
+            await blocking(bounces_consume, bounces=bounces, raw=raw)
         log.info(
             "%s delivered from=%s rcpts=%d size=%d spf=%s dmarc=%s folder=%s",
             session.id,
