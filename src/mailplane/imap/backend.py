@@ -20,6 +20,7 @@ import asyncio
 import io
 import os
 import re
+import time
 from argparse import Namespace
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -119,6 +120,11 @@ class MailplaneConfig(MaildirConfig):
         return BackendCapability(
             idle=True, object_id=True, multi_append=True, custom=[b"SPECIAL-USE"]
         )
+
+    @property
+    def greeting(self) -> bytes:
+        # pymap calls socket.getfqdn() per connection: a blocking resolver call on the loop.
+        return b"Mailplane IMAP ready."
 
     @property
     def tls_auth(self) -> SASLAuth:
@@ -314,12 +320,26 @@ class MailplaneMailboxSet(MailboxSet):
 
 
 class WatchedMailboxData(MailboxData):
-    """IDLE waits until the folder's new/ or cur/ changes (or DONE), then re-scans."""
+    """pymap's folder state, with change detection by directory mtimes.
+
+    - IDLE waits until new/ or cur/ changes (or DONE), then re-scans.
+    - `reset()` (a full scan plus a rewrite of dovecot-uidlist, which pymap runs before
+      every command) is skipped when neither directory changed since the last scan.
+    - UID records are parsed once per uidlist change instead of once per message
+      (pymap re-reads the whole file for each message a FETCH touches: O(n²)).
+    A stamp younger than `_SETTLE` seconds is not trusted: two changes within one
+    file-system timestamp tick would look like one.
+    """
+
+    _SETTLE = 1_000_000_000  # ns
 
     def __init__(self, mailbox_id: ObjectId, maildir: Maildir, path: str, poll: float) -> None:
         super().__init__(mailbox_id, maildir, path)
         self._poll = poll
         self._folder = path
+        self._scanned: tuple[int, int] | None = None
+        self._records: dict[int, Record] = {}
+        self._records_stamp: tuple[int, int, int] | None = None
 
     def _stamp(self) -> tuple[int, int]:
         try:
@@ -328,6 +348,33 @@ class WatchedMailboxData(MailboxData):
         except FileNotFoundError:
             return (0, 0)
         return (new, cur)
+
+    def _settled(self, stamp: tuple[int, int]) -> bool:
+        return time.time_ns() - max(stamp) > self._SETTLE
+
+    async def reset(self) -> MailboxData:
+        stamp = self._stamp()
+        if stamp == self._scanned and self._settled(stamp):
+            return self
+        result = await super().reset()
+        self._scanned = stamp
+        return result
+
+    async def _get_maildir_msg(self, uid: int) -> tuple[Record, MaildirMessage]:
+        path = UidList.get_file(self._path)
+        try:
+            st = os.stat(path)
+            file_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            file_stamp = None
+        if file_stamp is None or file_stamp != self._records_stamp:
+            async with UidList.with_read(self._path) as uidl:
+                self._records = {rec.uid: rec for rec in uidl.records}
+            self._records_stamp = file_stamp
+        record = self._records[uid]  # KeyError: expunged, as in pymap
+        async with self.messages_lock.read_lock():
+            maildir_msg = self._maildir.get_message_metadata(record.key)
+        return record, maildir_msg
 
     async def copy(self, uid: int, destination: MailboxData, *, recent: bool = False) -> int | None:
         # pymap 0.36.7 copies only the metadata-only message (flags, date): the copy's body
@@ -356,9 +403,12 @@ class WatchedMailboxData(MailboxData):
             stamp = self._stamp()
             while not wait_on.is_set():
                 await wait_on.wait(timeout=self._poll)
-                if self._stamp() != stamp:
+                if self._stamp() != stamp or not self._settled(stamp):
+                    before = self._next_uid
                     await self.reset()  # assigns UIDs to files delivered into new/
-                    break
+                    if self._stamp() != stamp or self._next_uid != before:
+                        break
+                    stamp = self._stamp()
         return await super().update_selected(selected)
 
 
