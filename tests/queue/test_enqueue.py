@@ -1,5 +1,9 @@
+import pytest
+from django.db import DatabaseError
+
 from mailplane.queue.models import DeliveryEvent, MessageBody, OutboundMessage, QueuedRecipient
-from mailplane.queue.services import message_enqueue
+from mailplane.queue.services import EnqueueRequest, message_enqueue, message_enqueue_many
+from tests.queue.dbfail import POISON_DOMAIN, recipients_refused_by_database
 from tests.support.fixtures import verified_domain
 
 RAW = (
@@ -32,3 +36,55 @@ def test_enqueue_writes_message_body_recipients_and_events(account):
     ]
     assert all(r.expires_at > r.next_attempt_at for r in rows)
     assert DeliveryEvent.objects.filter(message=stored, type="queued").count() == 2
+
+
+def _request(account, subject: str, recipients: list[str]) -> EnqueueRequest:
+    raw = RAW.replace(b"Hello there", subject.encode())
+    return EnqueueRequest(
+        organization=account.org,
+        mail_from="john@acme.test",
+        recipients=recipients,
+        raw=raw,
+        relay_server=account.relay,
+    )
+
+
+def test_enqueue_many_stores_every_message_once_in_one_call(account):
+    requests = [
+        _request(account, "first", ["a@one.test"]),
+        _request(account, "second", ["b@two.test", "c@three.test", "d@two.test"]),
+        _request(account, "third", []),
+    ]
+    messages = message_enqueue_many(requests)
+    assert [m.subject for m in messages] == ["first", "second", "third"]
+    assert len({m.pk for m in messages}) == 3 and all(m.pk for m in messages)
+    assert OutboundMessage.objects.count() == 3
+    for message, request in zip(messages, requests, strict=True):
+        assert bytes(MessageBody.objects.get(message=message).raw) == request.raw
+        rows = QueuedRecipient.objects.filter(message=message)
+        assert sorted(r.rcpt_to for r in rows) == sorted(request.recipients)
+        events = DeliveryEvent.objects.filter(message=message, type="queued")
+        assert sorted(e.recipient_id for e in events) == sorted(r.pk for r in rows)
+        assert all(e.organization_id == account.org.pk for e in events)
+
+
+def test_enqueue_many_of_nothing_stores_nothing(account):
+    assert message_enqueue_many([]) == []
+    assert OutboundMessage.objects.count() == 0
+
+
+def test_enqueue_many_is_all_or_nothing_when_the_database_refuses_a_row(account):
+    requests = [
+        _request(account, "good", ["a@one.test"]),
+        _request(account, "bad", ["b@two.test", f"x@{POISON_DOMAIN}"]),
+        _request(account, "also good", ["c@three.test"]),
+    ]
+    with recipients_refused_by_database(), pytest.raises(DatabaseError):
+        message_enqueue_many(requests)
+    assert OutboundMessage.objects.count() == 0
+    assert MessageBody.objects.count() == 0
+    assert QueuedRecipient.objects.count() == 0
+    assert DeliveryEvent.objects.count() == 0
+    # The same batch without the refused recipient goes through afterwards.
+    requests[1] = _request(account, "bad", ["b@two.test"])
+    assert len(message_enqueue_many(requests)) == 3

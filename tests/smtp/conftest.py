@@ -98,6 +98,7 @@ def listeners(
                 s.close()
             for s in servers:
                 await s.wait_closed()
+            await sub.aclose()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)

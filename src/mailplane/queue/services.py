@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from email.parser import BytesHeaderParser
 from email.policy import SMTP
@@ -28,9 +29,88 @@ from mailplane.tenancy.models import Organization
 DEFAULT_EXPIRY = timedelta(hours=72)
 
 
-def _header(raw: bytes, name: str) -> str:
-    value = BytesHeaderParser(policy=SMTP).parsebytes(raw, headersonly=True).get(name, "")
-    return str(value)[:998]
+def _header_section(raw: bytes) -> bytes:
+    # Only the fields up to the first empty line: the body need not go through the parser.
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
+    return raw[: min(ends)] if ends else raw
+
+
+def _headers(raw: bytes) -> tuple[str, str]:
+    """(Message-ID, Subject), decoded, each cut to RFC 5322's 998-character line limit."""
+    parsed = BytesHeaderParser(policy=SMTP).parsebytes(_header_section(raw), headersonly=True)
+    return str(parsed.get("Message-ID", ""))[:998], str(parsed.get("Subject", ""))[:998]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    """One message for `message_enqueue_many`; the fields are message_enqueue's arguments."""
+
+    organization: Organization
+    mail_from: str
+    recipients: Sequence[str]
+    raw: bytes
+    source: str = MessageSource.SMTP
+    mailbox: Mailbox | None = None
+    relay_server: RelayServer | None = None
+    domain: Domain | None = None
+    expiry: timedelta = DEFAULT_EXPIRY
+
+
+def message_enqueue_many(requests: Sequence[EnqueueRequest]) -> list[OutboundMessage]:
+    """Persist several messages, their bodies, queue rows and events in ONE transaction.
+
+    All or nothing: either every message is committed when this returns, or it raises and
+    none is (group commit: one commit, one fsync, for many SMTP sessions). The result is in
+    the order of `requests`, each with its primary key set.
+    """
+    if not requests:
+        return []
+    now = timezone.now()
+    prepared = []
+    for req in requests:
+        message_id, subject = _headers(req.raw)
+        mailbox = req.mailbox
+        prepared.append(
+            OutboundMessage(
+                organization=req.organization,
+                mailbox=mailbox,
+                relay_server=req.relay_server or (mailbox.relay_server if mailbox else None),
+                domain=req.domain or (mailbox.domain if mailbox else None),
+                source=req.source,
+                mail_from=req.mail_from,
+                message_id=message_id,
+                subject=subject,
+                size=len(req.raw),
+            )
+        )
+    with transaction.atomic():
+        # PostgreSQL and SQLite >= 3.35 return the new keys from a bulk INSERT.
+        messages = OutboundMessage.objects.bulk_create(prepared)
+        if any(m.pk is None for m in messages):
+            raise RuntimeError("the database did not return primary keys from bulk_create")
+        MessageBody.objects.bulk_create(
+            MessageBody(message=m, raw=req.raw) for m, req in zip(messages, requests, strict=True)
+        )
+        owners: list[tuple[OutboundMessage, Organization]] = []
+        recipients: list[QueuedRecipient] = []
+        for m, req in zip(messages, requests, strict=True):
+            for rcpt in req.recipients:
+                owners.append((m, req.organization))
+                recipients.append(
+                    QueuedRecipient(
+                        message=m,
+                        rcpt_to=rcpt,
+                        rcpt_domain=rcpt.rpartition("@")[2].lower(),
+                        next_attempt_at=now,
+                        expires_at=now + req.expiry,
+                    )
+                )
+        rows = QueuedRecipient.objects.bulk_create(recipients)
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(organization=org, message=m, recipient=row, type=EventType.QUEUED)
+            for (m, org), row in zip(owners, rows, strict=True)
+        )
+    return messages
 
 
 def message_enqueue(
@@ -46,34 +126,15 @@ def message_enqueue(
     expiry: timedelta = DEFAULT_EXPIRY,
 ) -> OutboundMessage:
     """Persist a message and one queue row per recipient in a single transaction."""
-    now = timezone.now()
-    with transaction.atomic():
-        message = OutboundMessage.objects.create(
-            organization=organization,
-            mailbox=mailbox,
-            relay_server=relay_server or (mailbox.relay_server if mailbox else None),
-            domain=domain or (mailbox.domain if mailbox else None),
-            source=source,
-            mail_from=mail_from,
-            message_id=_header(raw, "Message-ID"),
-            subject=_header(raw, "Subject"),
-            size=len(raw),
-        )
-        MessageBody.objects.create(message=message, raw=raw)
-        rows = QueuedRecipient.objects.bulk_create(
-            QueuedRecipient(
-                message=message,
-                rcpt_to=rcpt,
-                rcpt_domain=rcpt.rpartition("@")[2].lower(),
-                next_attempt_at=now,
-                expires_at=now + expiry,
-            )
-            for rcpt in recipients
-        )
-        DeliveryEvent.objects.bulk_create(
-            DeliveryEvent(
-                organization=organization, message=message, recipient=row, type=EventType.QUEUED
-            )
-            for row in rows
-        )
-    return message
+    request = EnqueueRequest(
+        organization=organization,
+        mail_from=mail_from,
+        recipients=recipients,
+        raw=raw,
+        source=source,
+        mailbox=mailbox,
+        relay_server=relay_server,
+        domain=domain,
+        expiry=expiry,
+    )
+    return message_enqueue_many([request])[0]

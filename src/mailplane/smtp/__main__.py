@@ -37,6 +37,7 @@ async def serve(kind: str) -> None:
     host = conf["SMTP_BIND"]
     context = tls.server_context()
     limits = server.limits_from_settings()
+    handler: SubmissionHandler | None = None
     if kind == "submission":
         handler = SubmissionHandler(
             hostname=conf["SHARED_SMTP_HOST"], max_recipients=limits.max_recipients
@@ -71,6 +72,8 @@ async def serve(kind: str) -> None:
         s.close()
     for s in servers:
         await s.wait_closed()
+    if handler is not None:
+        await handler.aclose()  # finish the batch in flight, close the writer's connection
 
 
 if __name__ == "__main__":

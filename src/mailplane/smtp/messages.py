@@ -14,9 +14,16 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 
+def header_section(raw: bytes) -> bytes:
+    """The header fields and the empty line that ends them (RFC 5322 §2.1): parsing only
+    these is what headersonly parsing yields, without feeding the body line by line."""
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
+    return raw[: min(ends)] if ends else raw
+
+
 def headers_of(raw: bytes) -> Message:
     # compat32 never raises on malformed fields; we only read a few of them.
-    return BytesHeaderParser(policy=compat32).parsebytes(raw, headersonly=True)
+    return BytesHeaderParser(policy=compat32).parsebytes(header_section(raw), headersonly=True)
 
 
 def from_addresses(headers: Message) -> list[str]:

@@ -17,8 +17,9 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.queue.models import MessageSource
-from mailplane.queue.services import message_enqueue
+from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.smtp.db import blocking
+from mailplane.smtp.ingest import GroupCommitter
 from mailplane.smtp.logins import CredentialCache, LoginGuard, Principal, login_check, mask
 from mailplane.smtp.messages import (
     address_domain,
@@ -29,7 +30,7 @@ from mailplane.smtp.messages import (
     rfc5322_date,
 )
 from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
-from mailplane.storage.maildir import maildir_deliver
+from mailplane.storage.maildir import MaildirItem, maildir_deliver_many
 
 log = logging.getLogger("mailplane.smtp.submission")
 
@@ -48,15 +49,17 @@ class Accepted:
     sent_copy: Path
 
 
-def submission_accept(
-    *, principal: Principal, mail_from: str, recipients: list[str], raw: bytes, hostname: str
-) -> Accepted:
-    """Blocking: complete the headers, file the Sent copy, queue. All or nothing."""
-    mailbox = Mailbox.objects.select_related("organization", "domain", "relay_server").get(
-        pk=principal.mailbox_id
-    )
-    if mailbox.status != MailboxStatus.ACTIVE:
-        raise Refused("550 5.7.1 Mailbox is suspended")
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One message a session has checked and wants stored."""
+
+    principal: Principal
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+
+
+def _complete_headers(mailbox: Mailbox, raw: bytes, hostname: str) -> bytes:
     headers = headers_of(raw)
     added: list[tuple[str, str]] = [
         # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + TLS + AUTH (RFC 3848 §3).
@@ -70,23 +73,73 @@ def submission_accept(
         added.append(("Date", rfc5322_date()))
     if "Message-ID" not in headers:
         added.append(("Message-ID", new_message_id(address_domain(mailbox.address))))
-    raw = prepend(raw, added)
-    sent = maildir_deliver(
-        organization_id=mailbox.organization_id, address=mailbox.address, raw=raw, folder="Sent"
+    return prepend(raw, added)
+
+
+def submission_accept_many(
+    submissions: list[Submission], *, hostname: str
+) -> list[Accepted | Refused]:
+    """Blocking: complete the headers, file the Sent copies, queue; one outcome per message.
+
+    The durable work is shared by the batch: one directory fsync per Sent folder and ONE
+    database transaction for every message. A message may be refused on its own (mailbox
+    suspended since login); any storage failure raises for the whole batch, and then
+    nothing of it is left: no rows (one transaction) and no Sent copies (removed).
+    """
+    ids = {s.principal.mailbox_id for s in submissions}
+    mailboxes = Mailbox.objects.select_related("organization", "domain", "relay_server").in_bulk(
+        ids
+    )
+    outcomes: list[Accepted | Refused] = []
+    storing: list[tuple[int, Mailbox, Submission, bytes]] = []
+    for index, sub in enumerate(submissions):
+        mailbox = mailboxes.get(sub.principal.mailbox_id)
+        if mailbox is None or mailbox.status != MailboxStatus.ACTIVE:
+            outcomes.append(Refused("550 5.7.1 Mailbox is suspended"))
+            continue
+        outcomes.append(Refused("451 4.3.0 Not stored"))  # replaced below once committed
+        storing.append((index, mailbox, sub, _complete_headers(mailbox, sub.raw, hostname)))
+    if not storing:
+        return outcomes
+    sent = maildir_deliver_many(
+        [
+            MaildirItem(mailbox.organization_id, mailbox.address, raw, "Sent")
+            for _, mailbox, _, raw in storing
+        ]
     )
     try:
-        message = message_enqueue(
-            organization=mailbox.organization,
-            mailbox=mailbox,
-            mail_from=mail_from,
-            recipients=recipients,
-            raw=raw,
-            source=MessageSource.SMTP,
+        messages = message_enqueue_many(
+            [
+                EnqueueRequest(
+                    organization=mailbox.organization,
+                    mailbox=mailbox,
+                    mail_from=sub.mail_from,
+                    recipients=sub.recipients,
+                    raw=raw,
+                    source=MessageSource.SMTP,
+                )
+                for _, mailbox, sub, raw in storing
+            ]
         )
     except BaseException:
-        sent.unlink(missing_ok=True)  # no 250, so no Sent copy either: nothing half-stored
+        for path in sent:  # no 250, so no Sent copy either: nothing half-stored
+            path.unlink(missing_ok=True)
         raise
-    return Accepted(message.pk, sent)
+    for (index, *_), message, path in zip(storing, messages, sent, strict=True):
+        outcomes[index] = Accepted(message.pk, path)
+    return outcomes
+
+
+def submission_accept(
+    *, principal: Principal, mail_from: str, recipients: list[str], raw: bytes, hostname: str
+) -> Accepted:
+    """Blocking, one message: the batch path with a batch of one. All or nothing."""
+    (outcome,) = submission_accept_many(
+        [Submission(principal, mail_from, recipients, raw)], hostname=hostname
+    )
+    if isinstance(outcome, Refused):
+        raise outcome
+    return outcome
 
 
 class SubmissionHandler:
@@ -98,12 +151,24 @@ class SubmissionHandler:
         guard: LoginGuard | None = None,
         cache: CredentialCache | None = None,
         failure_delay: float = 1.0,
+        max_batch: int = 200,
     ) -> None:
         self.hostname = hostname
         self.max_recipients = max_recipients
         self.guard = guard or LoginGuard()
         self.cache = cache or CredentialCache()
         self.failure_delay = failure_delay  # slows guessing; costs the attacker, not us
+        # Every accepted message goes through one writer: group commit (see ingest.py).
+        self.committer: GroupCommitter[Submission, Accepted | Refused] = GroupCommitter(
+            self._store_batch, max_batch=max_batch, name="mailplane-submission-writer"
+        )
+
+    def _store_batch(self, batch: list[Submission]) -> list[Accepted | Refused]:
+        outcomes: list[Accepted | Refused] = submission_accept_many(batch, hostname=self.hostname)
+        return outcomes
+
+    async def aclose(self) -> None:
+        await self.committer.aclose()
 
     async def authenticate(
         self,
@@ -199,17 +264,23 @@ class SubmissionHandler:
         if any(a != principal.address for a in froms):
             # 550 rather than 553: RFC 5321 §4.3.2 lists 550, not 553, after DATA.
             return f"550 5.7.1 From header {', '.join(froms)} is not the authenticated mailbox"
+        submission = Submission(
+            principal=principal,
+            mail_from=envelope.mail_from,
+            recipients=list(dict.fromkeys(envelope.rcpt_tos)),
+            raw=raw,
+        )
         try:
-            accepted = await blocking(
-                submission_accept,
-                principal=principal,
-                mail_from=envelope.mail_from,
-                recipients=list(dict.fromkeys(envelope.rcpt_tos)),
-                raw=raw,
-                hostname=self.hostname,
-            )
-        except Refused as refused:
+            outcome = await self.committer.submit(submission)
+        except Refused as refused:  # this message alone (the committer raises outcomes)
             return refused.reply
+        except Exception:
+            # Temporary: the client keeps the message and retries; nothing was stored.
+            log.exception("%s not stored; answering 451", session.id)
+            return "451 4.3.0 Message not stored; try again later"
+        if isinstance(outcome, Refused):
+            return outcome.reply
+        accepted = outcome
         log.info(
             "%s queued id=%s from=%s rcpts=%d size=%d",
             session.id,

@@ -7,11 +7,16 @@ protocol (https://cr.yp.to/proto/maildir.html).
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import socket
+import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 
@@ -47,6 +52,42 @@ def maildir_ensure(*, organization_id: int, address: str) -> Path:
     return root
 
 
+def _syncfs_function() -> Callable[[int], int] | None:
+    """Linux syncfs(2), when available: flushes one file system in a single journal commit."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+_SYNCFS = _syncfs_function()
+
+
+def _sync_files(handles: list[BinaryIO]) -> None:
+    """Make the data of every open file durable: syncfs once per file system, else fsync each.
+
+    syncfs(2) (Linux >= 5.8 reports write-back errors from it) is as durable as one fsync per
+    file and costs one journal commit for the whole batch instead of one per file.
+    """
+    if _SYNCFS is None or len(handles) < 2:
+        for handle in handles:
+            os.fsync(handle.fileno())
+        return
+    seen: set[int] = set()
+    for handle in handles:
+        device = os.fstat(handle.fileno()).st_dev
+        if device in seen:
+            continue
+        seen.add(device)
+        if _SYNCFS(handle.fileno()) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -55,20 +96,71 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class MaildirItem:
+    """One message for `maildir_deliver_many`."""
+
+    organization_id: int
+    address: str
+    raw: bytes
+    folder: str = "INBOX"
+
+
+def _unique_name(size: int) -> str:
+    now = time.time()
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size}"
+
+
+def maildir_deliver_many(items: Sequence[MaildirItem]) -> list[Path]:
+    """Write several messages durably; the paths in `new/`, in the order of `items`.
+
+    Same protocol as one delivery, with the syncs shared: every file is written into tmp/
+    and made durable (one syncfs per file system on Linux, else an fsync per file), then
+    renamed into new/, then each distinct new/ directory is fsynced once.
+    When this returns every file is durable; when it raises, none of them is left behind.
+    """
+    roots: dict[tuple[int, str], Path] = {}
+    written: list[tuple[Path, Path]] = []  # (tmp, final)
+    renamed: list[Path] = []
+    handles: list[BinaryIO] = []
+    try:
+        for item in items:
+            key = (item.organization_id, item.address.lower())
+            if key not in roots:
+                roots[key] = maildir_ensure(
+                    organization_id=item.organization_id, address=item.address
+                )
+            root = roots[key]
+            target = root if item.folder == "INBOX" else root / f".{item.folder}"
+            unique = _unique_name(len(item.raw))
+            tmp_path = target / "tmp" / unique
+            handle = open(tmp_path, "xb")  # noqa: SIM115 - closed below, after the sync
+            handles.append(handle)
+            written.append((tmp_path, target / "new" / unique))
+            handle.write(item.raw)
+            handle.flush()
+        _sync_files(handles)  # data durable before the names appear in new/ (Maildir)
+        for handle in handles:
+            handle.close()
+        for tmp_path, final in written:
+            os.rename(tmp_path, final)
+            renamed.append(final)
+        for directory in dict.fromkeys(final.parent for _, final in written):
+            _fsync_dir(directory)
+    except BaseException:
+        for handle in handles:
+            handle.close()
+        for tmp_path, _ in written:
+            tmp_path.unlink(missing_ok=True)
+        for final in renamed:
+            final.unlink(missing_ok=True)
+        raise
+    return [final for _, final in written]
+
+
 def maildir_deliver(
     *, organization_id: int, address: str, raw: bytes, folder: str = "INBOX"
 ) -> Path:
     """Write one message durably into `folder` ("INBOX" or a special folder name)."""
-    root = maildir_ensure(organization_id=organization_id, address=address)
-    target = root if folder == "INBOX" else root / f".{folder}"
-    now = time.time()
-    unique = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST},S={len(raw)}"
-    tmp_path = target / "tmp" / unique
-    with open(tmp_path, "xb") as handle:
-        handle.write(raw)
-        handle.flush()
-        os.fsync(handle.fileno())
-    final = target / "new" / unique
-    os.rename(tmp_path, final)
-    _fsync_dir(target / "new")
-    return final
+    item = MaildirItem(organization_id=organization_id, address=address, raw=raw, folder=folder)
+    return maildir_deliver_many([item])[0]
