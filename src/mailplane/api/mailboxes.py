@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -14,8 +15,7 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.core.errors import ValidationFailed
-from mailplane.mailboxes.models import Mailbox
-from mailplane.mailboxes.selectors import mailbox_list
+from mailplane.mailboxes.selectors import mailbox_row, mailbox_rows
 from mailplane.mailboxes.services import (
     mailbox_create_start,
     mailbox_delete,
@@ -26,41 +26,41 @@ from mailplane.mailboxes.services import (
 from mailplane.tenancy.selectors import organization_mail_hosts
 
 
-def mailbox_representation(mailbox: Mailbox, hosts: tuple[str, str]) -> dict[str, Any]:
+def mailbox_representation(row: Mapping[str, Any], hosts: tuple[str, str]) -> dict[str, Any]:
     """Field names follow the service's API reference (see shared/reference/api.md)."""
     conf = settings.MAILPLANE
     return {
-        "id": mailbox.pk,
-        "email": mailbox.address,
-        "local_part": mailbox.local_part,
-        "password": mailbox.password,
-        "first_name": mailbox.first_name,
-        "last_name": mailbox.last_name,
-        "domain": mailbox.domain_id,
-        "domain_name": mailbox.domain.name,
-        "relay_server": mailbox.relay_server_id,
-        "email_server": mailbox.relay_server_id,
-        "project": mailbox.project_id,
-        "reply_to": mailbox.reply_to or None,
-        "status": mailbox.status,
-        "daily_limit": mailbox.daily_limit,
-        "sent_this_cycle": mailbox.sent_this_cycle,
-        "warmup_active": mailbox.warmup_enabled,
-        "warmup_per_day": mailbox.warmup_per_day,
-        "warmup_daily_rampup": mailbox.warmup_daily_rampup,
+        "id": row["id"],
+        "email": row["address"],
+        "local_part": row["local_part"],
+        "password": row["password"],
+        "first_name": row["first_name"],
+        "last_name": row["last_name"],
+        "domain": row["domain_id"],
+        "domain_name": row["domain_name"],
+        "relay_server": row["relay_server_id"],
+        "email_server": row["relay_server_id"],
+        "project": row["project_id"],
+        "reply_to": row["reply_to"] or None,
+        "status": row["status"],
+        "daily_limit": row["daily_limit"],
+        "sent_this_cycle": row["sent_this_cycle"],
+        "warmup_active": row["warmup_enabled"],
+        "warmup_per_day": row["warmup_per_day"],
+        "warmup_daily_rampup": row["warmup_daily_rampup"],
         # Rates stay null until the delivery engine has measured something.
         "open_rate": None,
         "reply_rate": None,
         "bounce_rate": None,
         "spam_complaints": 0,
-        "health": "active" if mailbox.status == "active" else mailbox.status,
+        "health": "active" if row["status"] == "active" else row["status"],
         "glock_test_reports": [],
-        "signature": mailbox.signature,
+        "signature": row["signature"],
         "smtp_host": hosts[0],
         "smtp_port": conf["SMTP_PORT"],
         "imap_host": hosts[1],
         "imap_port": conf["IMAP_PORT"],
-        "created_at": mailbox.created_at,
+        "created_at": row["created_at"],
     }
 
 
@@ -73,7 +73,7 @@ def _body(request: Request) -> dict[str, Any]:
 class MailboxListView(APIView):
     def get(self, request: Request) -> Response:
         org = organization_of(request)
-        qs = mailbox_list(
+        qs = mailbox_rows(
             organization=org,
             project=optional_int_param(request, "project"),
             domain=optional_int_param(request, "domain"),
@@ -96,14 +96,18 @@ class MailboxDetailView(APIView):
     def get(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         mailbox = mailbox_get(organization=org, mailbox_id=pk)
-        return Response(mailbox_representation(mailbox, organization_mail_hosts(organization=org)))
+        return Response(
+            mailbox_representation(mailbox_row(mailbox), organization_mail_hosts(organization=org))
+        )
 
     def patch(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         mailbox = mailbox_update(
             mailbox=mailbox_get(organization=org, mailbox_id=pk), data=_body(request)
         )
-        return Response(mailbox_representation(mailbox, organization_mail_hosts(organization=org)))
+        return Response(
+            mailbox_representation(mailbox_row(mailbox), organization_mail_hosts(organization=org))
+        )
 
     put = patch
 
