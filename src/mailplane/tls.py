@@ -112,7 +112,7 @@ def server_context(
             if chosen is not None:
                 obj.context = chosen
 
-        context.sni_callback = _select  # type: ignore[assignment]
+        context.sni_callback = _select
     return context
 
 

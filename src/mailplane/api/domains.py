@@ -61,10 +61,10 @@ class DomainSerializer(serializers.ModelSerializer[Domain]):
         ]
 
 
-class _OwnedField(serializers.PrimaryKeyRelatedField):  # type: ignore[type-arg]
+class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
     """A reference to one of the caller's own objects; others' ids read as 'not found'."""
 
-    def __init__(self, model: type, **kwargs: Any) -> None:
+    def __init__(self, model: type[Any], **kwargs: Any) -> None:
         self.model = model
         super().__init__(**kwargs)
 
@@ -97,7 +97,7 @@ class DomainListView(APIView):
         if (project := optional_int_param(request, "project")) is not None:
             qs = qs.filter(project_id=project)
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
+        page: list[Domain] = paginator.paginate_queryset(qs, request, view=self) or []
         return paginator.get_paginated_response(DomainSerializer(page, many=True).data)
 
     def post(self, request: Request) -> Response:
