@@ -1,11 +1,13 @@
 """SMTP submission ingest: messages/s accepted over 50 concurrent TLS connections, 10 KB each.
 
 Runs the real service (`python -m mailplane.smtp submission`) as its own process on a
-fresh embedded data directory (SQLite), creates one mailbox, then drives it with aiosmtplib:
+fresh embedded data directory (SQLite; or PostgreSQL with `--database-url`, which must name
+an empty throw-away database), creates one mailbox, then drives it with aiosmtplib:
 each connection logs in once (implicit TLS, port-465 style) and sends messages back to back.
 Every accepted message is on the outbound queue and in the Sent folder before its 250.
 
     .venv/bin/python bench/smtp.py [--messages 5000] [--connections 50] [--size 10240]
+                                   [--database-url postgres://postgres@127.0.0.1/bench_smtp]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--size", type=int, default=10 * 1024)
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="mailplane-bench-smtp-"))
@@ -44,7 +47,10 @@ def main() -> int:
         DJANGO_SETTINGS_MODULE="mailplane.settings",
         MAILPLANE_LOG_LEVEL="WARNING",
     )
-    os.environ.pop("DATABASE_URL", None)
+    if args.database_url:
+        os.environ["DATABASE_URL"] = args.database_url
+    else:
+        os.environ.pop("DATABASE_URL", None)
     import django
 
     django.setup()
@@ -94,6 +100,9 @@ def main() -> int:
     stored = OutboundMessage.objects.count()
     lat = sorted(latencies)
     print(f"machine: {os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}")
+    from django.db import connection
+
+    print(f"database: {connection.vendor}")
     print(
         f"submission ingest: {len(lat)} messages x {args.size} B over {args.connections} "
         f"TLS connections in {elapsed:.2f} s = {len(lat) / elapsed:.0f} msg/s"
