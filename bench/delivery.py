@@ -62,6 +62,7 @@ def _body(n: int, domain: str) -> bytes:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--mode", choices=("both", "dkim", "plain"), default="both")
     args = parser.parse_args()
     os.environ.setdefault("MAILPLANE_DATA_DIR", tempfile.mkdtemp(prefix="mailplane-bench-"))
     os.environ.setdefault("MAILPLANE_SECRET_KEY", "bench-secret")
@@ -106,7 +107,9 @@ def main() -> int:
     relay = org.relay_servers.first()
     domain = domain_create(organization=org, name="bench-sender.test", relay_server=relay)
     results: list[tuple[str, int, float]] = []
-    for label, dkim_on in (("with DKIM", True), ("without DKIM", False)):
+    modes = [("with DKIM", True), ("without DKIM", False)]
+    modes = [m for m in modes if args.mode == "both" or (args.mode == "dkim") == m[1]]
+    for label, dkim_on in modes:
         if not dkim_on:
             Domain.objects.filter(pk=domain.pk).update(dkim_selector="")
             domain.refresh_from_db()

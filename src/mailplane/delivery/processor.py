@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -49,10 +49,21 @@ class Outcome:
     kind: EventType | None = None  # SUPPRESSED / FAILED override; else from result.status
 
 
+@dataclass(frozen=True, slots=True)
+class SignSpec:
+    """What signing a message needs, detached from the ORM (signing runs on other threads)."""
+
+    domain: str
+    selector: str
+    private_pem: str
+
+
 @dataclass(slots=True)
 class Job:
     row: QueuedRecipient
     envelope: Envelope
+    # Set when batch_prepare(sign=False) left the DKIM signature to the caller (jobs_sign).
+    sign: SignSpec | None = None
 
 
 @dataclass(slots=True)
@@ -129,20 +140,44 @@ def fail_if_no_relay(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
     return None
 
 
+def sign_spec(message: OutboundMessage) -> SignSpec | None:
+    domain = message.domain
+    if domain is None or not domain.dkim_private_key or not domain.dkim_selector:
+        return None
+    return SignSpec(domain.name, domain.dkim_selector, domain.dkim_private_key)
+
+
 def signed_body(message: OutboundMessage, ctx: BatchContext) -> bytes:
     """DKIM-sign once per message, whatever the number of recipients."""
     if message.pk not in ctx.signed:
         raw = ctx.bodies[message.pk]
-        domain = message.domain
-        if domain is not None and domain.dkim_private_key and domain.dkim_selector:
+        spec = sign_spec(message)
+        if spec is not None:
             raw = dkim_sign(
-                raw=raw,
-                domain=domain.name,
-                selector=domain.dkim_selector,
-                private_pem=domain.dkim_private_key,
+                raw=raw, domain=spec.domain, selector=spec.selector, private_pem=spec.private_pem
             )
         ctx.signed[message.pk] = raw
     return ctx.signed[message.pk]
+
+
+def jobs_sign(jobs: Sequence[Job]) -> None:
+    """Sign the jobs batch_prepare(sign=False) left unsigned, once per message (no ORM access:
+    safe on any thread; RSA releases the GIL, so several threads sign in parallel)."""
+    done: dict[int, bytes] = {}
+    for job in jobs:
+        spec = job.sign
+        if spec is None:
+            continue
+        key = job.row.message_id
+        if key not in done:
+            done[key] = dkim_sign(
+                raw=job.envelope.data,
+                domain=spec.domain,
+                selector=spec.selector,
+                private_pem=spec.private_pem,
+            )
+        job.envelope = replace(job.envelope, data=done[key])
+        job.sign = None
 
 
 def return_path(row: QueuedRecipient) -> str:
@@ -160,8 +195,13 @@ STEPS: tuple[Callable[[QueuedRecipient, BatchContext], Outcome | None], ...] = (
 )
 
 
-def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
-    """Run the checklist up to sending: outcomes decided here, and envelopes to send."""
+def batch_prepare(
+    rows: Sequence[QueuedRecipient], *, sign: bool = True
+) -> tuple[list[Outcome], list[Job]]:
+    """Run the checklist up to sending: outcomes decided here, and envelopes to send.
+
+    sign=False leaves DKIM to the caller (jobs_sign), so that the service loop signs off its
+    single database thread."""
     if not rows:
         return [], []
     ctx = batch_context_load(rows)
@@ -186,9 +226,9 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
                 mail_from=return_path(row),
                 rcpt_to=row.rcpt_to,
                 rcpt_domain=row.rcpt_domain,
-                data=signed_body(row.message, ctx),
+                data=signed_body(row.message, ctx) if sign else ctx.bodies[row.message_id],
             )
-            jobs.append(Job(row, envelope))
+            jobs.append(Job(row, envelope, None if sign else sign_spec(row.message)))
     return done, jobs
 
 

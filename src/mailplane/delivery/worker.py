@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from mailplane.delivery.claims import recipients_claim
 from mailplane.delivery.config import conf
-from mailplane.delivery.processor import Job, Outcome, batch_prepare, outcomes_record
+from mailplane.delivery.processor import Job, Outcome, batch_prepare, jobs_sign, outcomes_record
 from mailplane.delivery.providers import Provider, provider_for
 from mailplane.delivery.results import SendResult
 from mailplane.queue.models import QueuedRecipient
@@ -75,8 +75,10 @@ class DeliveryWorker:
             now=now or timezone.now(),
         )
 
-    def prepare(self, rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
-        return batch_prepare(rows)
+    def prepare(
+        self, rows: Sequence[QueuedRecipient], *, sign: bool = True
+    ) -> tuple[list[Outcome], list[Job]]:
+        return batch_prepare(rows, sign=sign)
 
     def record(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
         if outcomes:
@@ -156,6 +158,11 @@ class DeliveryWorker:
         tasks: set[asyncio.Task[None]] = set()
         wake = asyncio.Event()
         poll = float(conf("DELIVERY_POLL_INTERVAL"))
+        # DKIM signing off the database thread: RSA (OpenSSL) releases the GIL, so these
+        # threads sign in parallel with the DB thread and the event loop.
+        signers = ThreadPoolExecutor(
+            max_workers=int(conf("DELIVERY_SIGNING_THREADS")), thread_name_prefix="delivery-sign"
+        )
 
         async def deliver(provider: Provider, chunk: list[Job], key: tuple[int, str]) -> None:
             nonlocal in_flight
@@ -164,6 +171,8 @@ class DeliveryWorker:
             if key not in domain_slots:
                 domain_slots[key] = asyncio.Semaphore(provider.max_connections_per_domain)
             try:
+                if any(job.sign is not None for job in chunk):
+                    await loop.run_in_executor(signers, jobs_sign, chunk)
                 async with domain_slots[key]:
                     outcomes = await self._send_chunk(provider, chunk, slots)
                 # Look `finished` up only now: the loop swaps in a fresh list while we wait.
@@ -184,7 +193,7 @@ class DeliveryWorker:
                 room = window - in_flight
                 rows = await call(self.claim, limit=min(self.batch_size, room)) if room > 0 else []
                 if rows:
-                    done, jobs = await call(self.prepare, rows)
+                    done, jobs = await call(self.prepare, rows, sign=False)
                     finished.extend(done)
                     for provider, chunk in self._groups(jobs):
                         in_flight += len(chunk)
@@ -207,4 +216,5 @@ class DeliveryWorker:
                 await call(self.record, finished)
             await call(connections.close_all)
             db.shutdown(wait=True)
+            signers.shutdown(wait=True)
             log.info("delivery worker %s stopped", self.worker_id)
