@@ -140,16 +140,16 @@ def maildir_deliver_many(items: Sequence[MaildirItem]) -> list[Path]:
             handle.write(item.raw)
             handle.flush()
         _sync_files(handles)  # data durable before the names appear in new/ (Maildir)
-        for handle in handles:
-            handle.close()
+        for synced in handles:
+            synced.close()
         for tmp_path, final in written:
             os.rename(tmp_path, final)
             renamed.append(final)
         for directory in dict.fromkeys(final.parent for _, final in written):
             _fsync_dir(directory)
     except BaseException:
-        for handle in handles:
-            handle.close()
+        for unfinished in handles:
+            unfinished.close()
         for tmp_path, _ in written:
             tmp_path.unlink(missing_ok=True)
         for final in renamed:
