@@ -38,6 +38,12 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _client_ctx() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -196,10 +202,12 @@ def main() -> int:
             f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}"
         )
+        cpu_before = _cpu_s(server.pid)
         rate = bench_logins(port, address, args.logins, args.threads)
+        cpu_ms = (_cpu_s(server.pid) - cpu_before) * 1000 / (args.logins + 1)
         print(
             f"logins/s (TLS connect + LOGIN + LOGOUT, {args.threads} threads, cached "
-            f"verification): {rate:.0f}"
+            f"verification): {rate:.0f}; server CPU {cpu_ms:.1f} ms per login"
         )
         elapsed, got = bench_fetch(port, address)
         print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from mailplane.imap.auth import cache_clear
 from mailplane.imap.server import imap_listen
+from mailplane.mailboxes.logins import LoginGuard
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.passwords import password_hash
 from mailplane.tls import client_context_insecure, self_signed_ensure, server_context
@@ -28,14 +29,26 @@ class LiveImap:
     tls_port: int
     starttls_port: int
     storage_root: Path
+    guard: LoginGuard
 
-    def client(self) -> imaplib.IMAP4_SSL:
-        return imaplib.IMAP4_SSL(
-            self.host, self.tls_port, ssl_context=client_context_insecure(), timeout=10
-        )
+    def client(self, source_ip: str | None = None) -> imaplib.IMAP4_SSL:
+        """An implicit-TLS client; `source_ip` (e.g. 127.0.0.2) poses as another host."""
+        cls = imaplib.IMAP4_SSL if source_ip is None else _from_source(source_ip)
+        return cls(self.host, self.tls_port, ssl_context=client_context_insecure(), timeout=10)
 
     def starttls_client(self) -> imaplib.IMAP4:
         return imaplib.IMAP4(self.host, self.starttls_port, timeout=10)
+
+
+def _from_source(source_ip: str) -> type[imaplib.IMAP4_SSL]:
+    class SourcedIMAP4SSL(imaplib.IMAP4_SSL):
+        def _create_socket(self, timeout: float | None) -> socket.socket:
+            sock = socket.create_connection(
+                (self.host, self.port), timeout, source_address=(source_ip, 0)
+            )
+            return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+    return SourcedIMAP4SSL
 
 
 @pytest.fixture
@@ -44,7 +57,6 @@ def imap_server(transactional_db: Any, settings: Any, tmp_path: Path) -> Iterato
     settings.MAILPLANE = {**settings.MAILPLANE, "STORAGE_ROOT": str(storage)}
     cert, key = self_signed_ensure(directory=tmp_path / "tls")
     ctx = server_context(cert=cert, key=key)
-    cache_clear()
     loop = asyncio.new_event_loop()
     ready: dict[str, Any] = {}
     started = threading.Event()
@@ -85,7 +97,13 @@ def imap_server(transactional_db: Any, settings: Any, tmp_path: Path) -> Iterato
     if "error" in ready:
         raise ready["error"]
     listening = ready["listening"]
-    yield LiveImap("127.0.0.1", listening.tls_address[1], listening.starttls_address[1], storage)
+    yield LiveImap(
+        "127.0.0.1",
+        listening.tls_address[1],
+        listening.starttls_address[1],
+        storage,
+        listening.backend.config.login_guard,
+    )
     assert stop is not None
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)

@@ -37,11 +37,13 @@ from pymap.backend.maildir.subscriptions import Subscriptions
 from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.concurrent import Event, Subsystem
 from pymap.config import BackendCapability
+from pymap.context import socket_info
 from pymap.exceptions import AuthorizationFailure, InvalidAuth, NotAllowedError
 from pymap.health import HealthStatus
 from pymap.interfaces.backend import BackendInterface
 from pymap.interfaces.login import IdentityInterface, LoginInterface
 from pymap.interfaces.token import TokenCredentials
+from pymap.parsing.response import ResponseCode, ResponseNo
 from pymap.parsing.specials import ObjectId
 from pymap.selected import SelectedMailbox
 from pymap.token import AllTokens
@@ -50,7 +52,7 @@ from pysasl import SASLAuth
 from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import BuiltinHash
 
-from mailplane.imap.auth import MailboxLogin, mailbox_authenticate
+from mailplane.imap.auth import CredentialCache, LoginGuard, MailboxLogin, mailbox_authenticate
 from mailplane.storage.maildir import SPECIAL_FOLDERS, maildir_ensure
 
 __all__ = ["MailplaneBackend", "MailplaneConfig"]
@@ -75,12 +77,21 @@ class MailplaneConfig(MaildirConfig):
         unauthenticated_timeout: float = UNAUTHENTICATED_TIMEOUT,
         idle_poll_interval: float = IDLE_POLL_INTERVAL,
         auth_workers: int = 4,
+        login_guard: LoginGuard | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(args, **extra)
         self.authenticated_timeout = authenticated_timeout
         self.unauthenticated_timeout = unauthenticated_timeout
         self.idle_poll_interval = idle_poll_interval
+        # Brute-force limits (per address, per client IP) and the verification cache: the
+        # same classes as SMTP AUTH, one instance per server process.
+        self.login_guard = login_guard or LoginGuard()
+        self.credential_cache = CredentialCache()
+        # pysasl looks its mechanisms up in the package entry points on every call (a scan
+        # of every installed distribution's metadata, ~4 ms): build the set once, not per
+        # connection. SASLAuth holds no per-connection state.
+        self._tls_auth = SASLAuth.named([b"PLAIN", b"LOGIN"])
         # scrypt and the ORM are blocking: logins run on this pool, never on the loop.
         self.auth_executor = ThreadPoolExecutor(auth_workers, thread_name_prefix="imap-auth")
 
@@ -129,7 +140,7 @@ class MailplaneConfig(MaildirConfig):
     @property
     def tls_auth(self) -> SASLAuth:
         # PLAIN and LOGIN only: the challenge-response mechanisms need the clear password stored.
-        return SASLAuth.named([b"PLAIN", b"LOGIN"])
+        return self._tls_auth
 
 
 _LINE_END = re.compile(rb"\r?\n")
@@ -162,7 +173,7 @@ class CrlfMaildir(Maildir):
             target.write(message.raw)
             return
         buffer = io.BytesIO()
-        super()._dump_message(message, buffer, mangle_from_)  # type: ignore[misc]
+        super()._dump_message(message, buffer, mangle_from_)
         target.write(_LINE_END.sub(b"\r\n", buffer.getvalue()))
 
 
@@ -178,6 +189,25 @@ class _SecretCapture:
     def compare_secret(self, secret: str) -> bool:
         self.secret = secret
         return True
+
+
+class LoginsUnavailable(InvalidAuth):
+    """Too many failed logins for this address or client IP: NO [UNAVAILABLE] (RFC 5530)."""
+
+    def __init__(self) -> None:
+        super().__init__("Too many failed logins; try again later.")
+
+    def get_response(self, tag: bytes) -> ResponseNo:
+        return ResponseNo(tag, self._raw, ResponseCode.of(b"UNAVAILABLE"))
+
+
+def _client_ip() -> str:
+    """The peer's IP as pymap saw it (after a PROXY header, if configured)."""
+    try:
+        ip = socket_info.get().peername_ip
+    except LookupError:
+        return "unknown"
+    return str(ip) if ip is not None else "unknown"
 
 
 class Login(LoginInterface):
@@ -199,12 +229,22 @@ class Login(LoginInterface):
         credentials.verify(capture)  # type: ignore[arg-type]
         if capture.secret is None:
             raise InvalidAuth()
+        address = credentials.authcid.strip().lower()
+        password = capture.secret
+        ip = _client_ip()
+        guard = self.config.login_guard
+        if guard.blocked(address=address, ip=ip):
+            # RFC 5530 UNAVAILABLE: refused before any password check; try again later.
+            raise LoginsUnavailable()
         loop = asyncio.get_running_loop()
         login = await loop.run_in_executor(
             self.config.auth_executor,
-            lambda: mailbox_authenticate(address=credentials.authcid, password=capture.secret),
+            lambda: mailbox_authenticate(
+                address=address, password=password, cache=self.config.credential_cache
+            ),
         )
         if login is None:
+            guard.failed(address=address, ip=ip)
             # Slow down guessing a little; the connection's other clients are unaffected.
             await asyncio.sleep(self.config.invalid_user_sleep)
             raise InvalidAuth()

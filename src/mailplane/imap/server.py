@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from asyncio import AbstractServer, StreamReader, StreamWriter
+from asyncio import StreamReader, StreamWriter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, closing
 from dataclasses import dataclass
+from typing import Any, cast
 
 from proxyprotocol.reader import ProxyProtocolReader
 from proxyprotocol.sock import SocketInfo
@@ -114,7 +115,7 @@ class MailplaneConnection(IMAPConnection):
                 self._literal_plus.search(buf) if buf.endswith((b"+}\n", b"+}\r\n")) else None
             )
             if lit_plus is None:
-                self._print("%s -->| %s", buf)
+                self._print("%s -->| %s", cast(bytes, buf))  # logged only in debug
                 return memoryview(buf)
             length = int(lit_plus.group(1))
             if length > self._literal_max():
@@ -181,7 +182,7 @@ async def imap_listen(
     starttls_port: int | None,
     ssl_context: ssl.SSLContext,
     storage_root: str,
-    **config_overrides: object,
+    **config_overrides: Any,
 ) -> AsyncIterator[Listening]:
     """Start the IMAP listeners on the running loop; stop them on exit."""
     config = MailplaneConfig.build(
@@ -189,7 +190,7 @@ async def imap_listen(
     )
     config.apply_context()  # pymap's subsystem context variable, inherited by connections
     backend = MailplaneBackend(Login(config), config)
-    servers: list[AbstractServer] = []
+    servers: list[asyncio.Server] = []
     tls_address = starttls_address = None
     async with AsyncExitStack() as stack:
         await backend.start(stack)
@@ -198,7 +199,7 @@ async def imap_listen(
             callback = pp_reader.get_callback(
                 MailplaneIMAPServer(backend.login, config, implicit_tls=True)
             )
-            server = await asyncio.start_server(
+            server: asyncio.Server = await asyncio.start_server(
                 callback,
                 host=host,
                 port=tls_port,
