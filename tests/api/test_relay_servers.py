@@ -110,3 +110,66 @@ def test_sendgrid_and_smtp_schemas():
     with pytest.raises(ValidationFailed) as err:
         validate_provider_config("pigeon", {}, {})
     assert "provider" in err.value.details
+
+
+@pytest.mark.parametrize(
+    ("provider", "configuration", "credentials"),
+    [
+        ("missioninbox", {"max_connections_per_domain": 3}, {}),
+        ("mailgun", {"domain": "mg.acme.test", "max_connections_per_domain": 8}, {"api_key": "k"}),
+        ("sendgrid", {"max_connections_per_domain": 2}, {"api_key": "SG.x"}),
+        (
+            "smtp",
+            {
+                "host": "relay.isp.test",
+                "port": 587,
+                "tls_mode": "starttls",
+                "tls_verify": False,
+                "helo_name": "mta.acme.test",
+                "max_connections_per_domain": 10,
+            },
+            {"username": "u", "password": "p"},
+        ),
+    ],
+)
+def test_every_setting_the_delivery_code_reads_is_accepted(provider, configuration, credentials):
+    from mailplane.delivery.providers import provider_for
+    from mailplane.relays.schemas import validate_provider_config
+
+    config, creds = validate_provider_config(provider, configuration, credentials)
+    assert config == configuration
+    built = provider_for(provider=provider, configuration=config, credentials=creds)
+    assert built.max_connections_per_domain == configuration["max_connections_per_domain"]
+    if provider == "smtp":
+        assert built.options.validate_certs is False  # type: ignore[attr-defined]
+        assert built.options.helo_name == "mta.acme.test"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("provider", "configuration", "credentials", "field"),
+    [
+        ("missioninbox", {"max_connections_per_domain": 0}, {}, "max_connections_per_domain"),
+        ("mailgun", {"domain": "mg.x.test", "max_connections_per_domain": 500}, {"api_key": "k"},
+         "max_connections_per_domain"),
+        ("sendgrid", {"max_connections_per_domain": True}, {"api_key": "k"},
+         "max_connections_per_domain"),
+        ("smtp", {"host": "r.test", "port": 25, "tls_verify": "no"}, {}, "tls_verify"),
+        ("smtp", {"host": "r.test", "port": 25, "helo_name": "not a host"}, {}, "helo_name"),
+    ],
+)  # fmt: skip
+def test_delivery_settings_are_validated(provider, configuration, credentials, field):
+    from mailplane.core.errors import ValidationFailed
+    from mailplane.relays.schemas import validate_provider_config
+
+    with pytest.raises(ValidationFailed) as err:
+        validate_provider_config(provider, configuration, credentials)
+    assert list(err.value.details) == [f"configuration.{field}"]
+
+
+def test_smarthost_auth_needs_username_and_password(account):
+    from mailplane.core.errors import ValidationFailed
+    from mailplane.relays.schemas import validate_provider_config
+
+    with pytest.raises(ValidationFailed) as err:
+        validate_provider_config("smtp", {"host": "r.test", "port": 587}, {"username": "u"})
+    assert list(err.value.details) == ["credentials.password"]

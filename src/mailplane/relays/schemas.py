@@ -51,6 +51,23 @@ def is_positive_int(value: Any) -> str | None:
     return None if ok else "must be a positive integer"
 
 
+def is_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def int_between(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return None if ok else f"must be an integer from {low} to {high}"
+
+    return check
+
+
+# Per-destination politeness (delivery/worker.py): connections, or concurrent API requests,
+# per destination domain from one worker. Past a few dozen a receiver sees a flood.
+max_connections = int_between(1, 100)
+
+
 def one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -75,17 +92,22 @@ SCHEMAS: dict[str, ProviderSchema] = {
         settings={
             "helo_name": is_hostname,
             "source_address": is_ip,
-            "max_connections_per_domain": is_positive_int,
+            "max_connections_per_domain": max_connections,
         },
     ),
     "mailgun": ProviderSchema(
-        settings={"domain": is_hostname, "region": one_of("us", "eu"), "base_url": is_https_url},
+        settings={
+            "domain": is_hostname,
+            "region": one_of("us", "eu"),
+            "base_url": is_https_url,
+            "max_connections_per_domain": max_connections,
+        },
         required_settings=frozenset({"domain"}),
         credentials={"api_key": non_empty_string},
         required_credentials=frozenset({"api_key"}),
     ),
     "sendgrid": ProviderSchema(
-        settings={"base_url": is_https_url},
+        settings={"base_url": is_https_url, "max_connections_per_domain": max_connections},
         credentials={"api_key": non_empty_string},
         required_credentials=frozenset({"api_key"}),
     ),
@@ -94,6 +116,9 @@ SCHEMAS: dict[str, ProviderSchema] = {
             "host": is_hostname,
             "port": is_port,
             "tls_mode": one_of("none", "starttls", "implicit"),
+            "tls_verify": is_bool,  # check the smarthost's certificate (default true)
+            "helo_name": is_hostname,
+            "max_connections_per_domain": max_connections,
         },
         required_settings=frozenset({"host", "port"}),
         credentials={"username": non_empty_string, "password": non_empty_string},
@@ -127,7 +152,7 @@ def validate_provider_config(
     schema = SCHEMAS.get(provider)
     if schema is None:
         raise ValidationFailed.on("provider", f"must be one of {', '.join(SCHEMAS)}")
-    return (
+    cleaned = (
         _validate_section(
             "configuration", configuration, schema.settings, schema.required_settings
         ),
@@ -135,6 +160,16 @@ def validate_provider_config(
             "credentials", credentials, schema.credentials, schema.required_credentials
         ),
     )
+    if provider == "smtp":
+        # AUTH needs both halves (the smarthost provider logs in when a username is set).
+        creds = cleaned[1]
+        missing = [k for k in ("username", "password") if k not in creds]
+        if len(missing) == 1:
+            raise ValidationFailed(
+                "invalid relay server credentials",
+                details={f"credentials.{missing[0]}": ["required with the other AUTH field"]},
+            )
+    return cleaned
 
 
 def mask_credentials(credentials: dict[str, Any]) -> dict[str, str]:
