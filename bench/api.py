@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import bench_account, bench_django
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH_SECRET = "bench-secret-key-for-encryption-at-rest-not-for-production"
 PASSWORD = "Bench-Password-123!"
@@ -78,31 +81,15 @@ def _prepare_environment(args: argparse.Namespace, data_dir: Path) -> dict[str, 
 
 def _seed(env: dict[str, str], mailboxes: int) -> tuple[str, int, int]:
     """Migrate and create the account; returns (api key, domain id, relay server id)."""
-    os.environ.update(env)
-    if "DATABASE_URL" not in env:
-        os.environ.pop("DATABASE_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailplane.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    bench_django(env=env)
     from django.db import connections
 
-    from mailplane.domains.models import Domain, VerificationState
-    from mailplane.domains.services import domain_create
     from mailplane.mailboxes.models import Mailbox
     from mailplane.mailboxes.passwords import password_hash
-    from mailplane.tenancy.services import api_key_create, organization_create
+    from mailplane.tenancy.services import api_key_create
 
-    call_command("migrate", interactive=False, verbosity=0)
-    org = organization_create(
-        name="Bench Corp", owner_email="bench@example.test", plan="enterprise"
-    )
+    org, relay, domain = bench_account(plan="enterprise")
     key = api_key_create(organization=org, name="bench").secret
-    relay = org.relay_servers.order_by("id").first()
-    assert relay is not None
-    domain = domain_create(organization=org, name="bench.test", relay_server=relay)
-    Domain.objects.filter(pk=domain.pk).update(verification_state=VerificationState.VERIFIED)
     hashed = password_hash(PASSWORD)  # one hash for every row: scrypt is slow by design
     started = time.monotonic()
     batch: list[Mailbox] = []
@@ -192,8 +179,12 @@ class Client:
 
 
 def _run(
-    threads: int, jobs: list[Any], do: Callable[[Client, Any], tuple[int, float, bytes]],
-    port: int, key: str, expect: int,
+    threads: int,
+    jobs: list[Any],
+    do: Callable[[Client, Any], tuple[int, float, bytes]],
+    port: int,
+    key: str,
+    expect: int,
 ) -> list[float]:
     timings: list[float] = []
     errors: list[str] = []

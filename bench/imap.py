@@ -22,6 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import bench_account, bench_django
+
 PASSWORD = "Bench-Password-42!"
 
 
@@ -52,28 +55,12 @@ def _client_ctx() -> ssl.SSLContext:
 
 
 def setup(data_dir: Path, messages: int) -> tuple[str, int]:
-    os.environ["MAILPLANE_DATA_DIR"] = str(data_dir)
-    os.environ.setdefault("MAILPLANE_SECRET_KEY", "bench-secret-key")
-    os.environ.setdefault("CELERY_BROKER_URL", "memory://")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailplane.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from mailplane.domains.models import Domain, VerificationState
-    from mailplane.domains.services import domain_create
+    bench_django(env={"MAILPLANE_DATA_DIR": str(data_dir), "CELERY_BROKER_URL": "memory://"})
     from mailplane.mailboxes.models import Mailbox
     from mailplane.mailboxes.passwords import password_hash
     from mailplane.storage import maildir_deliver
-    from mailplane.tenancy.services import organization_create
 
-    call_command("migrate", interactive=False, verbosity=0)
-    org = organization_create(name="Bench", owner_email="bench@bench.test", plan="pro")
-    relay = org.relay_servers.order_by("id").first()
-    domain = domain_create(organization=org, name="bench.test", relay_server=relay)
-    Domain.objects.filter(pk=domain.pk).update(verification_state=VerificationState.VERIFIED)
+    org, relay, domain = bench_account(plan="pro")
     hashed = password_hash(PASSWORD)
     mailbox, _idle = (
         Mailbox.objects.create(

@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import bench_account, bench_django
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -40,33 +43,18 @@ def main() -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="mailplane-bench-smtp-"))
     ports = {"MAILPLANE_SMTP_PORT": _free_port(), "MAILPLANE_SUBMISSION_PORT": _free_port()}
-    os.environ.update({k: str(v) for k, v in ports.items()})
-    os.environ.update(
-        MAILPLANE_DATA_DIR=str(data_dir),
-        MAILPLANE_SECRET_KEY="bench-secret-key",
-        DJANGO_SETTINGS_MODULE="mailplane.settings",
-        MAILPLANE_LOG_LEVEL="WARNING",
+    bench_django(
+        env={
+            **{k: str(v) for k, v in ports.items()},
+            "MAILPLANE_DATA_DIR": str(data_dir),
+            "MAILPLANE_LOG_LEVEL": "WARNING",
+        },
+        database_url=args.database_url or None,
     )
-    if args.database_url:
-        os.environ["DATABASE_URL"] = args.database_url
-    else:
-        os.environ.pop("DATABASE_URL", None)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from mailplane.domains.models import Domain, VerificationState
-    from mailplane.domains.services import domain_create
     from mailplane.mailboxes.services import mailbox_create, mailbox_validate
     from mailplane.queue.models import OutboundMessage
-    from mailplane.tenancy.services import organization_create
 
-    call_command("migrate", interactive=False, verbosity=0)
-    org = organization_create(name="Bench", owner_email="bench@example.test", plan="enterprise")
-    relay = org.relay_servers.order_by("id").first()
-    domain = domain_create(organization=org, name="bench.test", relay_server=relay)
-    Domain.objects.filter(pk=domain.pk).update(verification_state=VerificationState.VERIFIED)
+    org, _relay, domain = bench_account(plan="enterprise")
     password = "Bench-passw0rd!"
     spec = mailbox_validate(
         organization=org, data={"email": "sender", "domain": domain.pk, "password": password}
