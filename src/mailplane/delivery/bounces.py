@@ -58,7 +58,7 @@ def dsn_parse(raw: bytes) -> list[ReportedFailure]:
         payload = part.get_payload()
         # The stdlib parses message/delivery-status into a list of header blocks: the
         # per-message block first, then one per recipient (RFC 3464 §2.1).
-        blocks: list[Message] = payload if isinstance(payload, list) else []
+        blocks = [b for b in payload if isinstance(b, Message)] if isinstance(payload, list) else []
         for block in blocks[1:]:
             if block.get("Action") is None:
                 continue

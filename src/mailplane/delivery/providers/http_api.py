@@ -185,7 +185,8 @@ def sendgrid_payload(*, raw: bytes, rcpt_to: str) -> dict[str, Any]:
             value = str(part.get_content()).replace("\r\n", "\n")  # JSON text, not wire form
             content.append({"type": ctype, "value": value})
         else:
-            data = part.get_payload(decode=True) or b""
+            decoded = part.get_payload(decode=True)
+            data = decoded if isinstance(decoded, bytes) else b""
             item = {
                 "content": base64.b64encode(data).decode(),
                 "type": ctype,

@@ -111,10 +111,10 @@ async def deliver_over_one_connection(
     except aiosmtplib.SMTPResponseException as exc:
         # A 4xx/5xx greeting or AUTH refusal: RFC 5321 §5.1 says try the next MX; only
         # an AUTH 5xx at a smarthost (535) is final for the whole batch.
-        reply = SendResult.from_smtp(exc.code, exc.message, remote_host)
+        refusal = SendResult.from_smtp(exc.code, exc.message, remote_host)
         if exc.code >= 500 and options.username:
-            return [reply] * len(envelopes), reply
-        return results, SendResult.temporary(reply.reply, remote_host, exc.code)
+            return [refusal] * len(envelopes), refusal
+        return results, SendResult.temporary(refusal.reply, remote_host, exc.code)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         return results, SendResult.temporary(
             f"451 4.4.1 connection to {remote_host} [{address}] failed: {exc}", remote_host
