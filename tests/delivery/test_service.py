@@ -38,3 +38,36 @@ def test_run_forever_delivers_everything_and_records_every_outcome(
     assert statuses == ["delivered"] * 30 + ["bounced"]
     assert DeliveryEvent.objects.filter(type="delivered").count() == 30
     assert len(good.received) == 30  # nothing sent twice
+
+
+def test_record_writes_batches_and_drops_outcomes_for_rows_lost_to_another_worker(sender):
+    from mailplane.delivery.processor import Outcome
+    from mailplane.delivery.results import SendResult
+
+    messages = [sender.send(f"user{n}@far.test", subject=f"m{n}") for n in range(4)]
+    worker = DeliveryWorker(rng=lambda: 0.5)
+    rows = worker.claim()
+    assert len(rows) == 4
+    # Row 0's lease ran out and another worker took it while we were sending.
+    QueuedRecipient.objects.filter(pk=rows[0].pk).update(claimed_by="other-worker")
+    ok = SendResult.delivered("250 2.0.0 OK", "mx.far.test")
+    later = SendResult.temporary("451 4.7.1 later", "mx.far.test")
+    worker.record([Outcome(rows[0], ok), Outcome(rows[1], ok), Outcome(rows[2], ok)])
+    worker.record([Outcome(rows[3], later)])
+    by_pk = {r.pk: r for r in QueuedRecipient.objects.all()}
+    assert (by_pk[rows[0].pk].status, by_pk[rows[0].pk].claimed_by) == ("queued", "other-worker")
+    for row in rows[1:3]:
+        got = by_pk[row.pk]
+        assert (got.status, got.attempts, got.claimed_by, got.last_reply) == (
+            "delivered",
+            1,
+            "",
+            "250 2.0.0 OK",
+        )
+        assert got.next_attempt_at == row.next_attempt_at  # unchanged
+    deferred = by_pk[rows[3].pk]
+    assert (deferred.status, deferred.attempts) == ("deferred", 1)
+    assert deferred.next_attempt_at > rows[3].next_attempt_at
+    kinds = sorted(DeliveryEvent.objects.exclude(type="queued").values_list("type", flat=True))
+    assert kinds == ["deferred", "delivered", "delivered"]
+    assert not DeliveryEvent.objects.filter(message=messages[0]).exclude(type="queued").exists()
