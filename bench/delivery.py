@@ -5,7 +5,8 @@
 `DeliveryWorker.run_forever()` (the service loop), with and without DKIM. Throw-away
 SQLite data directory unless DATABASE_URL is set.
 
-    .venv/bin/python bench/delivery.py [--messages 3000]
+    .venv/bin/python bench/delivery.py [--messages 3000] [--mode both|dkim|plain]
+                                       [--sink aiosmtpd|smtp-sink]
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import asyncio
 import multiprocessing
 import os
 import platform
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +66,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--mode", choices=("both", "dkim", "plain"), default="both")
+    parser.add_argument(
+        "--sink",
+        choices=("aiosmtpd", "smtp-sink"),
+        default="aiosmtpd",
+        help="aiosmtpd: Python sinks in one process (counting); smtp-sink: Postfix's C sink, "
+        "the one postfix-reference.sh relays to (completion read from the queue instead)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MAILPLANE_DATA_DIR", tempfile.mkdtemp(prefix="mailplane-bench-"))
     os.environ.setdefault("MAILPLANE_SECRET_KEY", "bench-secret")
@@ -90,8 +100,30 @@ def main() -> int:
     counter = multiprocessing.Value("q", 0)
     ready = multiprocessing.Event()
     sinks = multiprocessing.Process(target=_sink_process, args=(port, counter, ready), daemon=True)
-    sinks.start()
-    ready.wait(10)
+    c_sinks: list[subprocess.Popen[bytes]] = []
+    if args.sink == "aiosmtpd":
+        sinks.start()
+        ready.wait(10)
+    else:
+        user = ["-u", "postfix"] if os.geteuid() == 0 else []
+        for address in SINKS:
+            c_sinks.append(
+                subprocess.Popen(
+                    ["smtp-sink", *user, f"{address}:{port}", "500"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for address in SINKS:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection((address, port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
     dns = DnsServer().start()
     for i in range(DOMAINS):
         dns.mx(f"d{i}.bench", f"mx{i % len(SINKS)}.sinks.bench", preference=10)
@@ -127,14 +159,22 @@ def main() -> int:
         fill = time.perf_counter() - fill
         connection.close()
         start_count = counter.value
+        start_delivered = QueuedRecipient.objects.filter(status="delivered").count()
+        connection.close()
         worker = DeliveryWorker()
+
+        def delivered() -> int:
+            if args.sink == "aiosmtpd":
+                return int(counter.value - start_count)  # noqa: B023
+            return QueuedRecipient.objects.filter(status="delivered").count() - start_delivered  # noqa: B023
 
         async def run() -> float:
             stop = asyncio.Event()
             began = time.perf_counter()
             task = asyncio.create_task(worker.run_forever(stop))  # noqa: B023
-            while counter.value - start_count < args.messages:  # noqa: B023
-                await asyncio.sleep(0.01)
+            poll = 0.01 if args.sink == "aiosmtpd" else 0.05
+            while await asyncio.to_thread(delivered) < args.messages:
+                await asyncio.sleep(poll)
             elapsed = time.perf_counter() - began
             stop.set()
             await task
@@ -154,8 +194,13 @@ def main() -> int:
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, database {db}"
     )
+    print(f"sinks: {args.sink} on {', '.join(SINKS)}")
     dns.stop()
-    sinks.terminate()
+    if sinks.is_alive():
+        sinks.terminate()
+    for proc in c_sinks:
+        proc.terminate()
+        proc.wait(10)
     return 0
 
 

@@ -13,7 +13,10 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Q
 
+from mailplane.domains.models import Domain
+from mailplane.mailboxes.models import Mailbox
 from mailplane.queue.models import QueuedRecipient, RecipientStatus
+from mailplane.relays.models import RelayServer
 
 DUE_STATUSES = (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
 
@@ -47,8 +50,25 @@ def recipients_claim(
             ).update(claimed_by=worker_id, claimed_until=until)
     if not ids:
         return []
-    rows = QueuedRecipient.objects.filter(
-        pk__in=ids, claimed_by=worker_id, claimed_until=until
-    ).select_related("message", "message__domain", "message__relay_server", "message__mailbox")
+    rows = list(
+        QueuedRecipient.objects.filter(
+            pk__in=ids, claimed_by=worker_id, claimed_until=until
+        ).select_related("message")
+    )
+    _attach_shared(rows)
     # Grouped by destination so one connection carries a domain's messages.
     return sorted(rows, key=lambda r: (r.rcpt_domain, r.pk))
+
+
+def _attach_shared(rows: list[QueuedRecipient]) -> None:
+    """Load each distinct domain, relay server and mailbox once and share the objects:
+    select_related would build (and decrypt the DKIM key, relay credentials and mailbox
+    password of) one copy per row, thousands per batch for the same few senders."""
+    messages = [r.message for r in rows]
+    domains = Domain.objects.in_bulk({m.domain_id for m in messages if m.domain_id})
+    relays = RelayServer.objects.in_bulk({m.relay_server_id for m in messages if m.relay_server_id})
+    mailboxes = Mailbox.objects.in_bulk({m.mailbox_id for m in messages if m.mailbox_id})
+    for m in messages:
+        m.domain = domains.get(m.domain_id) if m.domain_id else None
+        m.relay_server = relays.get(m.relay_server_id) if m.relay_server_id else None
+        m.mailbox = mailboxes.get(m.mailbox_id) if m.mailbox_id else None

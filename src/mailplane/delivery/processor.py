@@ -23,7 +23,7 @@ from mailplane.delivery.dsn import FailedRecipient, dsn_build
 from mailplane.delivery.providers.base import Envelope
 from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.retry import retry_delay
-from mailplane.delivery.signing import dkim_sign
+from mailplane.delivery.signing import SignRequest, sign_many
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.queue.models import (
     DeliveryEvent,
@@ -153,31 +153,38 @@ def signed_body(message: OutboundMessage, ctx: BatchContext) -> bytes:
         raw = ctx.bodies[message.pk]
         spec = sign_spec(message)
         if spec is not None:
-            raw = dkim_sign(
-                raw=raw, domain=spec.domain, selector=spec.selector, private_pem=spec.private_pem
-            )
+            [raw] = sign_many([(raw, spec.domain, spec.selector, spec.private_pem)])
         ctx.signed[message.pk] = raw
     return ctx.signed[message.pk]
 
 
-def jobs_sign(jobs: Sequence[Job]) -> None:
-    """Sign the jobs batch_prepare(sign=False) left unsigned, once per message (no ORM access:
-    safe on any thread; RSA releases the GIL, so several threads sign in parallel)."""
-    done: dict[int, bytes] = {}
+def sign_requests(jobs: Sequence[Job]) -> dict[int, SignRequest]:
+    """What still needs signing in `jobs`, once per message (no ORM access)."""
+    todo: dict[int, SignRequest] = {}
     for job in jobs:
         spec = job.sign
-        if spec is None:
-            continue
-        key = job.row.message_id
-        if key not in done:
-            done[key] = dkim_sign(
-                raw=job.envelope.data,
-                domain=spec.domain,
-                selector=spec.selector,
-                private_pem=spec.private_pem,
+        if spec is not None and job.row.message_id not in todo:
+            todo[job.row.message_id] = (
+                job.envelope.data,
+                spec.domain,
+                spec.selector,
+                spec.private_pem,
             )
-        job.envelope = replace(job.envelope, data=done[key])
-        job.sign = None
+    return todo
+
+
+def jobs_signed(jobs: Sequence[Job], signed: dict[int, bytes]) -> None:
+    """Put the signed bytes (by message id) into the jobs' envelopes."""
+    for job in jobs:
+        if job.sign is not None:
+            job.envelope = replace(job.envelope, data=signed[job.row.message_id])
+            job.sign = None
+
+
+def jobs_sign(jobs: Sequence[Job]) -> None:
+    """Sign in this thread what batch_prepare(sign=False) left unsigned."""
+    todo = sign_requests(jobs)
+    jobs_signed(jobs, dict(zip(todo, sign_many(list(todo.values())), strict=True)))
 
 
 def return_path(row: QueuedRecipient) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import logging
 import re
 import time
 
@@ -55,6 +56,8 @@ SIGNED_HEADERS = [
     b"content-type",
     b"content-transfer-encoding",
 ]
+
+log = logging.getLogger("mailplane.delivery")
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 # Runs of WSP other than a lone SP (which would be replaced by itself: most words).
@@ -176,3 +179,20 @@ def dkim_sign(
     b64 = base64.b64encode(signature).decode()
     folded = "\r\n ".join(b64[i : i + 72] for i in range(0, len(b64), 72))
     return (unsigned + folded + "\r\n").encode() + raw
+
+
+SignRequest = tuple[bytes, str, str, str]  # raw, domain, selector, private PEM
+
+
+def sign_many(requests: list[SignRequest]) -> list[bytes]:
+    """Sign several messages; run in the delivery worker's signing process (picklable in
+    and out, no Django). A message that cannot be signed (SigningError) goes out as it is:
+    unsigned mail may still be delivered, a lost one cannot."""
+    out = []
+    for raw, domain, selector, pem in requests:
+        try:
+            out.append(dkim_sign(raw=raw, domain=domain, selector=selector, private_pem=pem))
+        except SigningError as exc:
+            log.error("DKIM signing for %s failed, sending unsigned: %s", domain, exc)
+            out.append(raw)
+    return out
