@@ -35,7 +35,7 @@ class MailplaneSession(Session):
 
 
 class MailplaneSMTP(SMTP):
-    session: MailplaneSession | None  # type: ignore[assignment]
+    session: MailplaneSession | None
 
     def _create_session(self) -> Session:
         return MailplaneSession(self.loop)
