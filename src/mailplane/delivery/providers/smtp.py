@@ -56,6 +56,14 @@ class SmtpOptions:
     password: str = ""
 
 
+def _max_connections(configuration: dict[str, Any]) -> int:
+    """The relay's per-destination connection cap, else the deployment default."""
+    return int(
+        configuration.get("max_connections_per_domain")
+        or conf("DELIVERY_MAX_CONNECTIONS_PER_DOMAIN")
+    )
+
+
 def _default_helo(configuration: dict[str, Any]) -> str:
     return str(
         configuration.get("helo_name")
@@ -165,10 +173,7 @@ class NativeMxProvider:
                 timeout=float(conf("DELIVERY_SMTP_TIMEOUT")),
                 source_address=configuration.get("source_address") or None,
             ),
-            max_connections_per_domain=int(
-                configuration.get("max_connections_per_domain")
-                or conf("DELIVERY_MAX_CONNECTIONS_PER_DOMAIN")
-            ),
+            max_connections_per_domain=_max_connections(configuration),
         )
 
     async def send(self, envelopes: Sequence[Envelope]) -> list[SendResult]:
@@ -238,10 +243,7 @@ class SmarthostProvider:
                 username=str(credentials.get("username") or ""),
                 password=str(credentials.get("password") or ""),
             ),
-            max_connections_per_domain=int(
-                configuration.get("max_connections_per_domain")
-                or conf("DELIVERY_MAX_CONNECTIONS_PER_DOMAIN")
-            ),
+            max_connections_per_domain=_max_connections(configuration),
         )
 
     async def send(self, envelopes: Sequence[Envelope]) -> list[SendResult]:
