@@ -50,7 +50,11 @@ def _claim(job_id: str) -> Job | None:
 
 
 def job_set_progress(*, job: Job, progress: int) -> None:
-    Job.objects.filter(pk=job.pk).update(progress=max(0, min(100, progress)))
+    """Record progress; a job that reports progress is alive, so this also renews its claim
+    (a long job would otherwise outlive CLAIM_LEASE and be handed to a second worker)."""
+    Job.objects.filter(pk=job.pk).update(
+        progress=max(0, min(100, progress)), started_at=timezone.now()
+    )
 
 
 def job_run(*, job_id: str) -> None:
