@@ -68,6 +68,31 @@ def _owned(model: Any, organization: Organization, value: Any, name: str, errors
     return obj
 
 
+NAME_LIMIT = 100
+SIGNATURE_LIMIT = 10_000
+
+
+def _clean_reply_to(value: Any, errors: _Errors) -> str | None:
+    """The stripped address ("" clears it), or None with the error recorded."""
+    reply_to = str(value or "").strip()
+    if reply_to:
+        try:
+            validate_email(reply_to)
+        except DjangoValidationError:
+            errors.add("reply_to", "must be an email address")
+            return None
+    return reply_to
+
+
+def _clean_text(name: str, value: Any, limit: int, errors: _Errors) -> str | None:
+    """Stripped text of at most `limit` characters, or None with the error recorded."""
+    value = value or ""
+    if not isinstance(value, str) or len(value) > limit:
+        errors.add(name, f"must be text of at most {limit} characters")
+        return None
+    return value.strip()
+
+
 def local_part_problem(local_part: str) -> str | None:
     if "@" in local_part:
         return "give the part before the @ only (e.g. john.doe)"
@@ -105,19 +130,11 @@ def mailbox_validate(*, organization: Organization, data: dict[str, Any]) -> Mai
 
     project = _owned(Project, organization, data.get("project"), "project", errors)
 
-    reply_to = str(data.get("reply_to") or "").strip()
-    if reply_to:
-        try:
-            validate_email(reply_to)
-        except DjangoValidationError:
-            errors.add("reply_to", "must be an email address")
-
-    names = {}
-    for name in ("first_name", "last_name"):
-        value = data.get(name) or ""
-        if not isinstance(value, str) or len(value) > 100:
-            errors.add(name, "must be text of at most 100 characters")
-        names[name] = str(value).strip()
+    reply_to = _clean_reply_to(data.get("reply_to"), errors) or ""
+    names = {
+        name: _clean_text(name, data.get(name), NAME_LIMIT, errors) or ""
+        for name in ("first_name", "last_name")
+    }
 
     address = f"{local_part}@{domain.name}" if domain is not None else ""
     password = data.get("password")
@@ -261,22 +278,15 @@ def mailbox_update(*, mailbox: Mailbox, data: dict[str, Any]) -> Mailbox:
             errors.add("relay_server", "must not be null")
         elif relay is not None:
             mailbox.relay_server = relay
-    if "reply_to" in data:
-        reply_to = str(data["reply_to"] or "").strip()
-        try:
-            if reply_to:
-                validate_email(reply_to)
-            mailbox.reply_to = reply_to
-        except DjangoValidationError:
-            errors.add("reply_to", "must be an email address")
-    for name in ("first_name", "last_name", "signature"):
-        if name in data:
-            value = data[name] or ""
-            limit = 10_000 if name == "signature" else 100
-            if not isinstance(value, str) or len(value) > limit:
-                errors.add(name, f"must be text of at most {limit} characters")
-            else:
-                setattr(mailbox, name, value.strip())
+    if "reply_to" in data and (reply_to := _clean_reply_to(data["reply_to"], errors)) is not None:
+        mailbox.reply_to = reply_to
+    for name, limit in (
+        ("first_name", NAME_LIMIT),
+        ("last_name", NAME_LIMIT),
+        ("signature", SIGNATURE_LIMIT),
+    ):
+        if name in data and (text := _clean_text(name, data[name], limit, errors)) is not None:
+            setattr(mailbox, name, text)
     if "status" in data:
         if data["status"] not in MailboxStatus.values:
             errors.add("status", f"must be one of {', '.join(MailboxStatus.values)}")
