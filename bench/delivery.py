@@ -1,12 +1,14 @@
 """Delivery benchmark: messages/s from a pre-filled queue to local MX sinks.
 
 10 KB messages, 100 destination domains (MX records on a local dnslib server pointing at
-4 aiosmtpd sinks on their own 127.x addresses, in a separate process), delivered by one
-`DeliveryWorker.run_forever()` (the service loop), with and without DKIM. Throw-away
-SQLite data directory unless DATABASE_URL is set.
+4 sinks on their own 127.x addresses, in separate processes), delivered by worker processes
+each running `DeliveryWorker().run_forever()` (the service loop), with and without DKIM.
+Throw-away SQLite data directory unless DATABASE_URL is set (PostgreSQL also allows several
+workers). Prints msg/s and the workers' CPU time per message (user + system), which is
+steadier than msg/s on a shared machine.
 
     .venv/bin/python bench/delivery.py [--messages 3000] [--mode both|dkim|plain]
-                                       [--sink aiosmtpd|smtp-sink]
+                                       [--sink aiosmtpd|smtp-sink] [--workers N]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import multiprocessing
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +54,25 @@ def _sink_process(port: int, counter: multiprocessing.Value, ready: multiprocess
     asyncio.run(main())
 
 
+def _worker_process() -> None:
+    """One delivery service, as `python -m mailplane.delivery` runs it (forked after the
+    settings were pointed at the local DNS server and sinks); SIGTERM stops it."""
+    from mailplane.delivery.worker import DeliveryWorker
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await DeliveryWorker().run_forever(stop)
+
+    asyncio.run(run())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _body(n: int, domain: str) -> bytes:
     head = (
         f"From: Bench <bench@bench-sender.test>\r\nTo: <user{n}@{domain}>\r\n"
@@ -65,6 +87,12 @@ def _body(n: int, domain: str) -> bytes:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="delivery worker processes (more than one needs PostgreSQL: SKIP LOCKED claims)",
+    )
     parser.add_argument("--mode", choices=("both", "dkim", "plain"), default="both")
     parser.add_argument(
         "--sink",
@@ -74,6 +102,8 @@ def main() -> int:
         "the one postfix-reference.sh relays to (completion read from the queue instead)",
     )
     args = parser.parse_args()
+    if args.workers > 1 and not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        parser.error("--workers > 1 needs DATABASE_URL=postgres://... (SQLite: one worker)")
     os.environ.setdefault("MAILPLANE_DATA_DIR", tempfile.mkdtemp(prefix="mailplane-bench-"))
     os.environ.setdefault("MAILPLANE_SECRET_KEY", "bench-secret")
     os.environ.setdefault("CELERY_BROKER_URL", "memory://")
@@ -88,7 +118,6 @@ def main() -> int:
     from tests.support.dns_server import DnsServer
     from tests.support.smtp_sink import free_port
 
-    from mailplane.delivery.worker import DeliveryWorker
     from mailplane.domains.models import Domain
     from mailplane.domains.services import domain_create
     from mailplane.queue.models import QueuedRecipient
@@ -161,31 +190,36 @@ def main() -> int:
         start_count = counter.value
         start_delivered = QueuedRecipient.objects.filter(status="delivered").count()
         connection.close()
-        worker = DeliveryWorker()
 
         def delivered() -> int:
             if args.sink == "aiosmtpd":
                 return int(counter.value - start_count)  # noqa: B023
             return QueuedRecipient.objects.filter(status="delivered").count() - start_delivered  # noqa: B023
 
-        async def run() -> float:
-            stop = asyncio.Event()
-            began = time.perf_counter()
-            task = asyncio.create_task(worker.run_forever(stop))  # noqa: B023
-            poll = 0.01 if args.sink == "aiosmtpd" else 0.05
-            while await asyncio.to_thread(delivered) < args.messages:
-                await asyncio.sleep(poll)
-            elapsed = time.perf_counter() - began
-            stop.set()
-            await task
-            return elapsed
-
-        elapsed = asyncio.run(run())
+        workers = [
+            multiprocessing.Process(target=_worker_process, daemon=True)
+            for _ in range(args.workers)
+        ]
+        began = time.perf_counter()
+        for proc in workers:
+            proc.start()
+        poll = 0.01 if args.sink == "aiosmtpd" else 0.05
+        while delivered() < args.messages:
+            time.sleep(poll)
+        elapsed = time.perf_counter() - began
+        connection.close()
+        cpu = sum(_cpu_seconds(proc.pid) for proc in workers if proc.pid)
+        for proc in workers:
+            if proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in workers:
+            proc.join(30)
         left = QueuedRecipient.objects.exclude(status="delivered").count()
         rate = args.messages / elapsed
         print(
             f"{label}: {args.messages} msgs in {elapsed:.2f}s = {rate:.0f} msg/s "
-            f"(queue fill {fill:.1f}s; not delivered afterwards: {left})",
+            f"(queue fill {fill:.1f}s; not delivered afterwards: {left}; "
+            f"worker CPU {1000 * cpu / args.messages:.2f} ms/msg)",
             flush=True,
         )
         results.append((label, args.messages, rate))

@@ -20,7 +20,6 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_RETRY_MAX_SECONDS": 3600,
     "DELIVERY_MAX_CONNECTIONS_PER_DOMAIN": 5,
     "DELIVERY_HTTP_TIMEOUT": 30.0,
-    "DELIVERY_SIGNING_THREADS": 2,  # DKIM signers beside the DB thread (RSA frees the GIL)
 }
 
 

@@ -51,7 +51,8 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class SignSpec:
-    """What signing a message needs, detached from the ORM (signing runs on other threads)."""
+    """What signing a message needs, detached from the ORM (signing runs on the event loop,
+    off the database thread)."""
 
     domain: str
     selector: str
@@ -62,7 +63,7 @@ class SignSpec:
 class Job:
     row: QueuedRecipient
     envelope: Envelope
-    # Set when batch_prepare(sign=False) left the DKIM signature to the caller (jobs_sign).
+    # Set when batch_prepare(sign=False) left the DKIM signature to the caller (the worker).
     sign: SignSpec | None = None
 
 
@@ -179,12 +180,6 @@ def jobs_signed(jobs: Sequence[Job], signed: dict[int, bytes]) -> None:
         if job.sign is not None:
             job.envelope = replace(job.envelope, data=signed[job.row.message_id])
             job.sign = None
-
-
-def jobs_sign(jobs: Sequence[Job]) -> None:
-    """Sign in this thread what batch_prepare(sign=False) left unsigned."""
-    todo = sign_requests(jobs)
-    jobs_signed(jobs, dict(zip(todo, sign_many(list(todo.values())), strict=True)))
 
 
 def return_path(row: QueuedRecipient) -> str:

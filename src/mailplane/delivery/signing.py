@@ -5,8 +5,7 @@ and dkimpy's signing path is pure Python (line-by-line canonicalisation, header 
 its own ASN.1 key parser and RSA), ~2 ms per 10 KB message even with OpenSSL patched in for
 the RSA step; that alone held `bench/delivery.py` near 300 msg/s. What signing needs is
 small and fully specified, so it is written here with byte-level regular expressions
-(C speed) and `cryptography`'s RSA (OpenSSL, and it releases the GIL, so signatures are
-computed in parallel threads):
+(C speed) and `cryptography`'s RSA (OpenSSL):
 
 - header canonicalisation "relaxed", RFC 6376 §3.4.2: lower-case the field name, unfold
   (drop CRLF before WSP), collapse WSP runs to one SP, drop WSP at the value's end and
@@ -185,9 +184,9 @@ SignRequest = tuple[bytes, str, str, str]  # raw, domain, selector, private PEM
 
 
 def sign_many(requests: list[SignRequest]) -> list[bytes]:
-    """Sign several messages; run in the delivery worker's signing process (picklable in
-    and out, no Django). A message that cannot be signed (SigningError) goes out as it is:
-    unsigned mail may still be delivered, a lost one cannot."""
+    """Sign several messages (plain data in and out, no ORM). A message that cannot be
+    signed (SigningError) goes out as it is: unsigned mail may still be delivered, a lost
+    one cannot."""
     out = []
     for raw, domain, selector, pem in requests:
         try:

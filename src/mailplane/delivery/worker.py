@@ -25,9 +25,17 @@ from django.utils import timezone
 
 from mailplane.delivery.claims import recipients_claim
 from mailplane.delivery.config import conf
-from mailplane.delivery.processor import Job, Outcome, batch_prepare, jobs_sign, outcomes_record
+from mailplane.delivery.processor import (
+    Job,
+    Outcome,
+    batch_prepare,
+    jobs_signed,
+    outcomes_record,
+    sign_requests,
+)
 from mailplane.delivery.providers import Provider, provider_for
 from mailplane.delivery.results import SendResult
+from mailplane.delivery.signing import sign_many
 from mailplane.queue.models import QueuedRecipient
 
 log = logging.getLogger("mailplane.delivery")
@@ -37,6 +45,22 @@ T = TypeVar("T")
 # Opening a connection (TCP, EHLO, STARTTLS) costs more than a transaction on an open
 # one: only spread a destination's mail over several connections when each gets this many.
 MESSAGES_PER_CONNECTION = 10
+
+
+async def _sign_on_loop(chunk: list[Job]) -> None:
+    """DKIM-sign on the event loop, yielding between messages.
+
+    Not in a thread pool, although OpenSSL releases the GIL for the RSA step: a signing
+    thread must win the GIL back from the busy event loop after every signature, and that
+    hand-off cost more than the signature (bench/delivery.py: 687-767 msg/s with two
+    signing threads, 887-988 signing here; bench/RESULTS.md).
+    """
+    todo = sign_requests(chunk)
+    signed: dict[int, bytes] = {}
+    for message_id, request in todo.items():
+        [signed[message_id]] = sign_many([request])
+        await asyncio.sleep(0)  # let other connections move between signatures
+    jobs_signed(chunk, signed)
 
 
 def _chunks(jobs: list[Job], parts: int) -> list[list[Job]]:
@@ -158,11 +182,6 @@ class DeliveryWorker:
         tasks: set[asyncio.Task[None]] = set()
         wake = asyncio.Event()
         poll = float(conf("DELIVERY_POLL_INTERVAL"))
-        # DKIM signing off the database thread: RSA (OpenSSL) releases the GIL, so these
-        # threads sign in parallel with the DB thread and the event loop.
-        signers = ThreadPoolExecutor(
-            max_workers=int(conf("DELIVERY_SIGNING_THREADS")), thread_name_prefix="delivery-sign"
-        )
 
         async def deliver(provider: Provider, chunk: list[Job], key: tuple[int, str]) -> None:
             nonlocal in_flight
@@ -171,8 +190,7 @@ class DeliveryWorker:
             if key not in domain_slots:
                 domain_slots[key] = asyncio.Semaphore(provider.max_connections_per_domain)
             try:
-                if any(job.sign is not None for job in chunk):
-                    await loop.run_in_executor(signers, jobs_sign, chunk)
+                await _sign_on_loop(chunk)
                 async with domain_slots[key]:
                     outcomes = await self._send_chunk(provider, chunk, slots)
                 # Look `finished` up only now: the loop swaps in a fresh list while we wait.
@@ -216,5 +234,4 @@ class DeliveryWorker:
                 await call(self.record, finished)
             await call(connections.close_all)
             db.shutdown(wait=True)
-            signers.shutdown(wait=True)
             log.info("delivery worker %s stopped", self.worker_id)
