@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import dkim
@@ -9,7 +10,10 @@ import pytest
 from django.utils import timezone
 
 from mailplane.delivery.bounces import verp_recipient_id
+from mailplane.delivery.mx import RouteError, host_addresses, mx_hosts
+from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.worker import DeliveryWorker
+from mailplane.dns import caching_async_resolver_from_settings
 from mailplane.queue.models import DeliveryEvent, QueuedRecipient, Suppression
 from mailplane.storage.maildir import mailbox_storage_path
 
@@ -238,3 +242,98 @@ def test_connections_per_destination_are_bounded_and_reused(sender, dns_server, 
     worker().run_once()
     assert len(sink.received) == 20
     assert len({r.peer for r in sink.received}) == 2  # two connections, ten messages each
+
+
+# -- MX resolution through mailplane.dns (RFC 5321 §5.1, RFC 7505, RFC 2308) -------------
+
+
+def _route(domain: str):
+    """mx_hosts + host_addresses as the provider runs them, with a caching resolver."""
+    resolver = caching_async_resolver_from_settings()
+
+    async def run():
+        hosts = await mx_hosts(resolver, domain)
+        return [
+            (h.preference, h.name, h.implicit, await host_addresses(resolver, h.name))
+            for h in hosts
+        ]
+
+    return asyncio.run(run())
+
+
+def _route_error(domain: str) -> SendResult:
+    with pytest.raises(RouteError) as caught:
+        _route(domain)
+    return caught.value.result
+
+
+def test_mx_route_outcomes_by_dns_answer(dns_server, settings):
+    settings.MAILPLANE = {**settings.MAILPLANE, "DNS_TIMEOUT": 0.3}
+    dns_server.mx("dest.test", "mx2.dest.test", preference=20)
+    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
+    dns_server.a("mx1.dest.test", "192.0.2.1")
+    dns_server.aaaa("mx1.dest.test", "2001:db8::1")
+    dns_server.a("mx2.dest.test", "192.0.2.2")
+    assert _route("dest.test") == [
+        (10, "mx1.dest.test", False, ["192.0.2.1", "2001:db8::1"]),  # IPv4 first
+        (20, "mx2.dest.test", False, ["192.0.2.2"]),
+    ]
+    # NODATA for MX with an address: the implicit MX (RFC 5321 §5.1).
+    dns_server.a("nomx.test", "192.0.2.3")
+    assert _route("nomx.test") == [(0, "nomx.test", True, ["192.0.2.3"])]
+    # NODATA and no address either: an implicit MX with nowhere to go (the provider bounces).
+    dns_server.txt("bare.test", "v=spf1 -all")
+    assert _route("bare.test") == [(0, "bare.test", True, [])]
+    # NXDOMAIN: the domain does not exist, permanently.
+    missing = _route_error("missing.test")
+    assert missing.status is Status.PERMANENT and missing.reply.startswith("550 5.1.2")
+    # RFC 7505: null MX.
+    dns_server.mx("nomail.test", ".", preference=0)
+    null = _route_error("nomail.test")
+    assert null.status is Status.PERMANENT and null.reply.startswith("556 5.1.10")
+    # No answer (timeout) or SERVFAIL for the MX or for the host's addresses: try later.
+    dns_server.fail("slow.test", "timeout", rdtype="MX")
+    dns_server.fail("broken.test", "servfail")
+    dns_server.mx("hostfail.test", "mx.hostfail.test")
+    dns_server.fail("mx.hostfail.test", "servfail")
+    for domain, why in [
+        ("slow.test", "timeout"),
+        ("broken.test", "SERVFAIL"),
+        ("hostfail.test", "SERVFAIL"),
+    ]:
+        failed = _route_error(domain)
+        assert failed.status is Status.TEMPORARY, domain
+        assert failed.reply.startswith("451 4.4.3") and why in failed.reply, failed.reply
+
+
+def test_equal_preferences_are_shuffled_lower_first(dns_server):
+    for name, preference in [("a", 10), ("b", 10), ("c", 20)]:
+        dns_server.mx("dest.test", f"{name}.dest.test", preference=preference)
+    resolver = caching_async_resolver_from_settings()
+
+    async def run():
+        return [tuple(h.name for h in await mx_hosts(resolver, "dest.test")) for _ in range(40)]
+
+    orders = set(asyncio.run(run()))
+    assert orders == {
+        ("a.dest.test", "b.dest.test", "c.dest.test"),
+        ("b.dest.test", "a.dest.test", "c.dest.test"),
+    }
+    assert len(dns_server.queried("dest.test", "MX")) == 1  # cached for its TTL
+
+
+def test_null_mx_bounces_and_mx_without_address_defers(sender, dns_server):
+    dns_server.mx("nomail.test", ".", preference=0)
+    dns_server.txt("bare.test", "v=spf1 -all")  # exists, no MX, no address
+    dns_server.mx("dest.test", "mx1.dest.test")  # ...which has no address
+    nomail = sender.send("x@nomail.test")
+    bare = sender.send("x@bare.test")
+    dest = sender.send("x@dest.test")
+    worker().run_once()
+    by_message = {r.message_id: r for r in QueuedRecipient.objects.all()}
+    assert by_message[nomail.pk].status == "bounced"
+    assert by_message[nomail.pk].last_reply.startswith("556 5.1.10")
+    assert by_message[bare.pk].status == "bounced"
+    assert by_message[bare.pk].last_reply == "550 5.1.2 bare.test has no MX and no address"
+    assert by_message[dest.pk].status == "deferred"
+    assert "4.4.3 MX mx1.dest.test has no address" in by_message[dest.pk].last_reply

@@ -13,6 +13,7 @@ an ephemeral port), empties it before each test, and points settings.MAILPLANE a
         dns_server.mx("acme.test", "mx.mailplane.localhost", preference=10)
         dns_server.cname("bounces.acme.test", "rp.mailplane.localhost")
         dns_server.a("mx.acme.test", "127.0.0.1")
+        dns_server.soa("acme.test", minimum=30)        # negative answers below carry it
         dns_server.add("acme.test", "AAAA", "::1")     # any type, zone-file rdata syntax
         dns_server.remove("acme.test", "TXT")          # all TXT at the name (or all types)
         dns_server.fail("acme.test", "servfail")       # or "refused", or "timeout" (silence)
@@ -26,7 +27,9 @@ What it answers (authoritatively, AA=1, for every name):
 - records of the asked type at the name, following CNAMEs it holds (RFC 1034 §4.3.2);
 - NOERROR with an empty answer (NODATA, RFC 2308 §2.2) when the name exists (has records,
   or names below it do: an empty non-terminal such as `_domainkey.acme.test`) but not with
-  that type; NXDOMAIN (RFC 2308 §2.1) otherwise;
+  that type; NXDOMAIN (RFC 2308 §2.1) otherwise; either with the SOA of the closest
+  enclosing zone in the authority section when `soa()` gave one (RFC 2308 §3), so
+  resolvers may cache the negative answer for min(SOA TTL, MINIMUM) (§5), else none;
 - over UDP, replies larger than 512 bytes, or the client's EDNS payload (RFC 6891 §6.2.5),
   come back empty with TC=1 so the client retries over TCP (RFC 7766 §5), as real servers do;
 - names are case-insensitive (RFC 4343); a single TXT value longer than 255 bytes is split
@@ -209,6 +212,15 @@ class DnsServer:
     def aaaa(self, name: str, address: str, *, ttl: int = DEFAULT_TTL) -> None:
         self.add_rr(RR(f"{_key(name)}.", QTYPE.AAAA, ttl=ttl, rdata=AAAA(address)))
 
+    def soa(self, zone: str, *, minimum: int = DEFAULT_TTL, ttl: int = DEFAULT_TTL) -> None:
+        """Make `zone` a zone apex: its SOA goes with negative answers for names in it."""
+        self.add(
+            zone,
+            "SOA",
+            f"ns.{_key(zone)}. hostmaster.{_key(zone)}. 1 3600 600 86400 {minimum}",
+            ttl=ttl,
+        )
+
     def remove(self, name: str, rdtype: str | None = None) -> int:
         """Drop the records of `rdtype` (all types if None) at `name`; returns how many."""
         key = _key(name)
@@ -284,6 +296,17 @@ class DnsServer:
             name = _key(str(cnames[0].rdata.label))
         if not self._exists(name):
             reply.header.rcode = RCODE.NXDOMAIN
+        soa = self._zone_soa(name)
+        if soa is not None:
+            reply.add_auth(soa)
+
+    def _zone_soa(self, name: str) -> RR | None:
+        labels = name.split(".")
+        for i in range(len(labels)):
+            for rr in self._records.get(".".join(labels[i:]), []):
+                if rr.rtype == QTYPE.SOA:
+                    return rr
+        return None
 
     def _exists(self, name: str) -> bool:
         suffix = "." + name

@@ -1,21 +1,26 @@
-"""Where mail for a domain goes: RFC 5321 §5.1 MX resolution over dnspython.
+"""Where mail for a domain goes: RFC 5321 §5.1 MX resolution through `mailplane.dns`.
 
-The resolver is the one configured by settings.MAILPLANE["DNS_RESOLVER"] ("host:port"),
-so tests (and operators with a local unbound) choose who answers.
+The resolver is the caller's (`mailplane.dns.AsyncResolver`): the delivery provider keeps
+one from `caching_async_resolver_from_settings()`, so settings.MAILPLANE["DNS_RESOLVER"]
+chooses who answers (tests point it at their local server) and each answer is reused for
+its TTL across the chunks of a batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
 from dataclasses import dataclass
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
-from django.conf import settings
-
 from mailplane.delivery.results import SendResult
+from mailplane.dns import (
+    AsyncResolver,
+    Outcome,
+    a_lookup_async,
+    aaaa_lookup_async,
+    mx_lookup_async,
+)
 
 
 class RouteError(Exception):
@@ -26,76 +31,53 @@ class RouteError(Exception):
         self.result = result
 
 
-def make_resolver() -> dns.asyncresolver.Resolver:
-    conf = settings.MAILPLANE
-    spec = conf.get("DNS_RESOLVER", "")
-    if spec:
-        # Same "host:port[,host:port]" syntax as mailplane.dns (domain verification).
-        from mailplane.dns import nameservers_parse
-
-        servers = nameservers_parse(spec)
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [host for host, _ in servers]
-        resolver.nameserver_ports = {host: port for host, port in servers}
-        resolver.port = servers[0][1]
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = float(conf.get("DNS_TIMEOUT", 3))
-    resolver.timeout = resolver.lifetime
-    resolver.cache = dns.resolver.LRUCache()  # TTL-respecting; MX answers repeat per batch
-    return resolver
-
-
 @dataclass(frozen=True, slots=True)
 class MxHost:
     preference: int
     name: str
+    implicit: bool = False  # no MX records: the domain itself (RFC 5321 §5.1)
 
 
-async def mx_hosts(resolver: dns.asyncresolver.Resolver, domain: str) -> list[MxHost]:
+async def mx_hosts(resolver: AsyncResolver, domain: str) -> list[MxHost]:
     """MX hosts in the order to try them, or RouteError."""
-    try:
-        answer = await resolver.resolve(domain, "MX")
-    except dns.resolver.NXDOMAIN as exc:
+    lookup = await mx_lookup_async(domain, resolver=resolver)
+    if lookup.outcome is Outcome.ERROR:
         raise RouteError(
-            SendResult.permanent(f"550 5.1.2 domain {domain} does not exist (NXDOMAIN)")
-        ) from exc
-    except dns.resolver.NoAnswer:
-        # RFC 5321 §5.1: no MX records → the domain itself is the implicit MX (pref 0),
-        # provided it has an address record; host_addresses() checks that.
-        return [MxHost(0, domain)]
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-        raise RouteError(
-            SendResult.temporary(f"451 4.4.3 DNS lookup for {domain} failed: {exc}")
-        ) from exc
-    records = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer]
-    # RFC 7505: a single "MX 0 ." is a null MX: the domain accepts no mail.
-    if len(records) == 1 and records[0][1] in ("", "."):
+            SendResult.temporary(f"451 4.4.3 DNS lookup for {domain} failed: {lookup.reason}")
+        )
+    if lookup.outcome is Outcome.MISSING:
+        if lookup.nxdomain:
+            raise RouteError(
+                SendResult.permanent(f"550 5.1.2 domain {domain} does not exist (NXDOMAIN)")
+            )
+        # NODATA. RFC 5321 §5.1: no MX records → the domain itself is the implicit MX
+        # (preference 0), provided it has an address record; host_addresses() checks that.
+        return [MxHost(0, lookup.name, implicit=True)]
+    records = lookup.records
+    # RFC 7505 §3: a single "MX 0 ." is a null MX: the domain accepts no mail.
+    if len(records) == 1 and records[0].is_null:
         raise RouteError(SendResult.permanent(f"556 5.1.10 {domain} publishes a null MX"))
     # RFC 5321 §5.1: lowest preference first; equal preferences in random order.
     shuffled = random.sample(records, len(records))
-    shuffled.sort(key=lambda r: r[0])
-    return [MxHost(pref, name) for pref, name in shuffled if name not in ("", ".")]
+    shuffled.sort(key=lambda r: r.preference)
+    return [MxHost(r.preference, r.host) for r in shuffled if not r.is_null]
 
 
-async def host_addresses(resolver: dns.asyncresolver.Resolver, host: str) -> list[str]:
-    """IPv4 then IPv6 addresses of an MX host (empty if it has none)."""
+async def host_addresses(resolver: AsyncResolver, host: str) -> list[str]:
+    """IPv4 then IPv6 addresses of an MX host (empty if it has none), or RouteError when
+    it has none we know of and a lookup failed (it may have some: try again later)."""
     try:
         ipaddress.ip_address(host)
         return [host]
     except ValueError:
         pass
-    addresses: list[str] = []
-    for rdtype in ("A", "AAAA"):
-        try:
-            answer = await resolver.resolve(host, rdtype)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            continue
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            if not addresses:
-                raise RouteError(
-                    SendResult.temporary(f"451 4.4.3 DNS lookup for {host} failed: {exc}")
-                ) from exc
-            continue
-        addresses.extend(r.address for r in answer)
+    lookups = await asyncio.gather(
+        a_lookup_async(host, resolver=resolver), aaaa_lookup_async(host, resolver=resolver)
+    )
+    addresses = [address for lookup in lookups for address in lookup.records]
+    failed = [lookup for lookup in lookups if lookup.outcome is Outcome.ERROR]
+    if not addresses and failed:
+        raise RouteError(
+            SendResult.temporary(f"451 4.4.3 DNS lookup for {host} failed: {failed[0].reason}")
+        )
     return addresses

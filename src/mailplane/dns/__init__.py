@@ -1,4 +1,4 @@
-"""DNS lookups for the whole platform: domain verification now, MX routing and SPF/DKIM later.
+"""DNS lookups for the whole platform: domain verification, MX routing, SPF/DKIM checks.
 
 A pure library (not a Django app). Plug-in point: `Resolver` / `AsyncResolver`, a one-method
 contract (`resolve(name, rdtype)`) so tests and other transports can stand in for dnspython.
@@ -6,17 +6,23 @@ The lookup functions turn every answer into a typed `Lookup` whose `outcome` kee
 kinds of failure apart, because callers must treat them differently:
 
     Outcome.FOUND     records came back
-    Outcome.MISSING   a definite "no": NXDOMAIN or NODATA (RFC 2308 §§2.1-2.2)
+    Outcome.MISSING   a definite "no": NXDOMAIN or NODATA (RFC 2308 §§2.1-2.2);
+                      `Lookup.nxdomain` says which
     Outcome.ERROR     no answer at all (timeout, SERVFAIL, REFUSED): ask again later
 
 Resolvers raise, lookups do not:
 
     DnsError
-    ├── RecordMissing   NXDOMAIN / NODATA
+    ├── RecordMissing   a definite "no"
+    │   ├── NxDomain    the name does not exist (RFC 2308 §2.1)
+    │   └── NoData      the name exists, not with this type (RFC 2308 §2.2)
     └── LookupFailed    timeout, SERVFAIL, REFUSED, no usable resolver
 
 Configuration: settings.MAILPLANE["DNS_RESOLVER"] ("host:port[,host:port]", empty = the
 system resolver from /etc/resolv.conf) and MAILPLANE["DNS_TIMEOUT"] (seconds, whole lookup).
+`resolver_from_settings()` / `async_resolver_from_settings()` are shared and uncached, so
+an edited record is seen at once (domain verification); `caching_async_resolver_from_settings()`
+builds one with its own TTL-respecting answer cache (`TtlCache`) for the delivery path.
 """
 
 from __future__ import annotations
@@ -42,9 +48,13 @@ from mailplane.dns.resolver import (
     DnsError,
     DnsPythonResolver,
     LookupFailed,
+    NoData,
+    NxDomain,
     RecordMissing,
     Resolver,
+    TtlCache,
     async_resolver_from_settings,
+    caching_async_resolver_from_settings,
     nameservers_parse,
     resolver_from_settings,
 )
@@ -57,14 +67,18 @@ __all__ = [
     "Lookup",
     "LookupFailed",
     "MxRecord",
+    "NoData",
+    "NxDomain",
     "Outcome",
     "RecordMissing",
     "Resolver",
+    "TtlCache",
     "a_lookup",
     "a_lookup_async",
     "aaaa_lookup",
     "aaaa_lookup_async",
     "async_resolver_from_settings",
+    "caching_async_resolver_from_settings",
     "cname_lookup",
     "cname_lookup_async",
     "mx_lookup",

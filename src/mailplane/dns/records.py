@@ -18,6 +18,7 @@ import dns.rdata
 from mailplane.dns.resolver import (
     AsyncResolver,
     LookupFailed,
+    NxDomain,
     RecordMissing,
     Resolver,
     async_resolver_from_settings,
@@ -40,6 +41,9 @@ class Lookup(Generic[T]):
     outcome: Outcome
     records: tuple[T, ...] = ()
     reason: str = ""  # why MISSING or ERROR, for people
+    # MISSING because the name does not exist at all (NXDOMAIN, RFC 2308 §2.1), not only
+    # this type (NODATA, §2.2): mail routing bounces the first and falls back on the second.
+    nxdomain: bool = False
 
     @property
     def found(self) -> bool:
@@ -104,7 +108,7 @@ def _lookup(resolver: Resolver | None, name: str, rdtype: str, parse: Parser[T])
     try:
         rdatas = (resolver or resolver_from_settings()).resolve(name, rdtype)
     except RecordMissing as exc:
-        return Lookup(name, rdtype, Outcome.MISSING, reason=str(exc))
+        return _missing(name, rdtype, exc)
     except LookupFailed as exc:
         return Lookup(name, rdtype, Outcome.ERROR, reason=str(exc))
     return _result(name, rdtype, parse(rdatas))
@@ -117,10 +121,16 @@ async def _lookup_async(
     try:
         rdatas = await (resolver or async_resolver_from_settings()).resolve(name, rdtype)
     except RecordMissing as exc:
-        return Lookup(name, rdtype, Outcome.MISSING, reason=str(exc))
+        return _missing(name, rdtype, exc)
     except LookupFailed as exc:
         return Lookup(name, rdtype, Outcome.ERROR, reason=str(exc))
     return _result(name, rdtype, parse(rdatas))
+
+
+def _missing(name: str, rdtype: str, exc: RecordMissing) -> Lookup[T]:
+    return Lookup(
+        name, rdtype, Outcome.MISSING, reason=str(exc), nxdomain=isinstance(exc, NxDomain)
+    )
 
 
 def _result(name: str, rdtype: str, records: tuple[T, ...]) -> Lookup[T]:

@@ -17,6 +17,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.nameserver
 import dns.rdata
+import dns.rdatatype
 import dns.resolver
 from django.conf import settings
 
@@ -33,6 +34,18 @@ class DnsError(Exception):
 
 class RecordMissing(DnsError):
     """A definite negative answer: NXDOMAIN or NODATA (RFC 2308 §§2.1-2.2)."""
+
+
+class NxDomain(RecordMissing):
+    """The name does not exist, with no record of any type (RFC 2308 §2.1).
+
+    Mail routing tells it apart from NoData: a domain that does not exist bounces
+    (5.1.2), one without MX records may still take mail at its address (RFC 5321 §5.1).
+    """
+
+
+class NoData(RecordMissing):
+    """The name exists but has no record of the asked type (RFC 2308 §2.2)."""
 
 
 class LookupFailed(DnsError):
@@ -95,12 +108,31 @@ def _configure(resolver: dns.resolver.BaseResolver, spec: str, timeout: float) -
     resolver.use_edns(0, 0, EDNS_PAYLOAD)
 
 
-def _new_resolver(cls: Any, spec: str, timeout: float) -> Any:
+class TtlCache(dns.resolver.LRUCache):
+    """dnspython's bounded LRU answer cache (each answer expires at its lowest TTL), minus
+    negative answers without an SOA record.
+
+    RFC 2308 §5: a negative answer carries its TTL in the SOA of the authority section,
+    and one without an SOA should not be cached (dnspython would keep it 300 s).
+    """
+
+    def put(self, key: dns.resolver.CacheKey, value: dns.resolver.Answer) -> None:
+        if value.rrset is None and not any(
+            rrset.rdtype == dns.rdatatype.SOA and value.canonical_name.is_subdomain(rrset.name)
+            for rrset in value.response.authority
+        ):
+            return
+        super().put(key, value)
+
+
+def _new_resolver(cls: Any, spec: str, timeout: float, cache_size: int) -> Any:
     try:
         resolver = cls(configure=not spec.strip())
     except dns.resolver.NoResolverConfiguration as exc:
         raise LookupFailed("no DNS resolver configured (set MAILPLANE_DNS_RESOLVER)") from exc
     _configure(resolver, spec, timeout)
+    if cache_size > 0:
+        resolver.cache = TtlCache(cache_size)
     return resolver
 
 
@@ -112,9 +144,9 @@ def _absolute(name: str) -> str:
 def _translate(exc: Exception, name: str, rdtype: str, timeout: float) -> DnsError:
     """Map dnspython's exceptions onto missing/failed, with a short reason."""
     if isinstance(exc, dns.resolver.NXDOMAIN):
-        return RecordMissing(f"{name} does not exist (NXDOMAIN)")
+        return NxDomain(f"{name} does not exist (NXDOMAIN)")
     if isinstance(exc, dns.resolver.NoAnswer):
-        return RecordMissing(f"{name} has no {rdtype} records")
+        return NoData(f"{name} has no {rdtype} records")
     if isinstance(exc, dns.exception.Timeout):
         return LookupFailed(f"no answer within {timeout:g}s (timeout)")
     if isinstance(exc, dns.resolver.NoNameservers):
@@ -135,11 +167,17 @@ _EXPECTED = (dns.exception.DNSException, OSError)
 
 
 class DnsPythonResolver:
-    """`Resolver` over dnspython's stub resolver (UDP with EDNS, TCP on truncation)."""
+    """`Resolver` over dnspython's stub resolver (UDP with EDNS, TCP on truncation).
 
-    def __init__(self, spec: str = "", timeout: float = 3.0) -> None:
+    `cache_size` > 0 keeps up to that many answers for their TTL (`TtlCache`); the cache
+    lives as long as the resolver, so its owner decides how stale "now" may be.
+    """
+
+    def __init__(self, spec: str = "", timeout: float = 3.0, *, cache_size: int = 0) -> None:
         self.spec, self.timeout = spec, timeout
-        self._resolver: dns.resolver.Resolver = _new_resolver(dns.resolver.Resolver, spec, timeout)
+        self._resolver: dns.resolver.Resolver = _new_resolver(
+            dns.resolver.Resolver, spec, timeout, cache_size
+        )
 
     def resolve(self, name: str, rdtype: str) -> Sequence[dns.rdata.Rdata]:
         try:
@@ -150,12 +188,13 @@ class DnsPythonResolver:
 
 
 class AsyncDnsPythonResolver:
-    """`AsyncResolver` over dns.asyncresolver, configured exactly like DnsPythonResolver."""
+    """`AsyncResolver` over dns.asyncresolver, configured exactly like DnsPythonResolver
+    (the same optional `cache_size`)."""
 
-    def __init__(self, spec: str = "", timeout: float = 3.0) -> None:
+    def __init__(self, spec: str = "", timeout: float = 3.0, *, cache_size: int = 0) -> None:
         self.spec, self.timeout = spec, timeout
         self._resolver: dns.asyncresolver.Resolver = _new_resolver(
-            dns.asyncresolver.Resolver, spec, timeout
+            dns.asyncresolver.Resolver, spec, timeout, cache_size
         )
 
     async def resolve(self, name: str, rdtype: str) -> Sequence[dns.rdata.Rdata]:
@@ -199,15 +238,19 @@ def _cached(spec: str, timeout: float) -> Resolver:
         return _Unconfigured(f"invalid MAILPLANE_DNS_RESOLVER: {exc}")
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_async(spec: str, timeout: float) -> AsyncResolver:
+def _async_resolver(spec: str, timeout: float, cache_size: int) -> AsyncResolver:
     try:
-        return AsyncDnsPythonResolver(spec, timeout)
+        return AsyncDnsPythonResolver(spec, timeout, cache_size=cache_size)
     except LookupFailed as exc:
         return _AsyncUnconfigured(str(exc))
     except ValueError as exc:
         log.error("MAILPLANE_DNS_RESOLVER is invalid: %s", exc)
         return _AsyncUnconfigured(f"invalid MAILPLANE_DNS_RESOLVER: {exc}")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_async(spec: str, timeout: float) -> AsyncResolver:
+    return _async_resolver(spec, timeout, cache_size=0)
 
 
 def resolver_from_settings() -> Resolver:
@@ -217,3 +260,18 @@ def resolver_from_settings() -> Resolver:
 
 def async_resolver_from_settings() -> AsyncResolver:
     return _cached_async(*_settings())
+
+
+# Enough for the MX, A and AAAA answers of every destination a busy worker sees within
+# their TTLs; least recently used answers go first beyond that.
+ANSWER_CACHE_SIZE = 10_000
+
+
+def caching_async_resolver_from_settings(*, cache_size: int = ANSWER_CACHE_SIZE) -> AsyncResolver:
+    """A new asyncio resolver as settings.MAILPLANE names it, with its own `TtlCache`.
+
+    Not shared (unlike `async_resolver_from_settings`): the caller owns the cache's
+    lifetime, e.g. one per delivery provider, whose batches ask the same MX and address
+    questions for every chunk.
+    """
+    return _async_resolver(*_settings(), cache_size=cache_size)

@@ -15,13 +15,13 @@ from typing import Any
 import aiosmtplib
 import aiosmtplib.protocol
 import aiosmtplib.smtp
-import dns.asyncresolver
 from django.conf import settings
 
 from mailplane.delivery.config import conf
-from mailplane.delivery.mx import RouteError, host_addresses, make_resolver, mx_hosts
+from mailplane.delivery.mx import RouteError, host_addresses, mx_hosts
 from mailplane.delivery.providers.base import Envelope
 from mailplane.delivery.results import SendResult
+from mailplane.dns import AsyncResolver, caching_async_resolver_from_settings
 
 _normalize = aiosmtplib.protocol.normalize_message_line_endings
 
@@ -162,7 +162,7 @@ class NativeMxProvider:
     max_connections_per_domain: int
     # One resolver (and its TTL-respecting cache) per provider: a batch's MX and address
     # lookups for a destination are asked once, not once per connection.
-    resolver: dns.asyncresolver.Resolver = field(default_factory=make_resolver)
+    resolver: AsyncResolver = field(default_factory=caching_async_resolver_from_settings)
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> NativeMxProvider:
@@ -195,7 +195,7 @@ class NativeMxProvider:
                 last = exc.result
                 continue
             if not addresses:
-                if hosts == [mx] and mx.name == domain:
+                if mx.implicit:
                     # Implicit MX (no MX records) and no address either: nowhere to go.
                     return [
                         SendResult.permanent(f"550 5.1.2 {domain} has no MX and no address")
