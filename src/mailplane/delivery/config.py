@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_RETRY_MIN_SECONDS": 60,
     "DELIVERY_RETRY_MAX_SECONDS": 3600,
     "DELIVERY_MAX_CONNECTIONS_PER_DOMAIN": 5,
+    # Lease on a shared per-destination slot (Redis), renewed while held: how long a
+    # crashed worker's connections still count against the destination's cap.
+    "DELIVERY_SLOT_LEASE_SECONDS": 30.0,
     "DELIVERY_HTTP_TIMEOUT": 30.0,
 }
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from mailplane.delivery.claims import recipients_claim
 from mailplane.delivery.config import conf
+from mailplane.delivery.limits import destination_slots
 from mailplane.delivery.processor import (
     Job,
     Outcome,
@@ -176,7 +177,7 @@ class DeliveryWorker:
 
         window = max(self.batch_size, self.concurrency * 4)
         slots = asyncio.Semaphore(self.concurrency)
-        domain_slots: dict[tuple[int, str], asyncio.Semaphore] = {}
+        destinations = destination_slots(owner=self.worker_id)
         finished: list[Outcome] = []
         in_flight = 0
         tasks: set[asyncio.Task[None]] = set()
@@ -185,13 +186,11 @@ class DeliveryWorker:
 
         async def deliver(provider: Provider, chunk: list[Job], key: tuple[int, str]) -> None:
             nonlocal in_flight
-            # Per-destination politeness across batches: at most N connections per
-            # (relay, domain) from this worker, however many batches are in flight.
-            if key not in domain_slots:
-                domain_slots[key] = asyncio.Semaphore(provider.max_connections_per_domain)
+            # Per-destination politeness across batches and workers: at most N connections
+            # per (relay, domain), however many batches and workers are in flight.
             try:
                 await _sign_on_loop(chunk)
-                async with domain_slots[key]:
+                async with destinations.slot(key, provider.max_connections_per_domain):
                     outcomes = await self._send_chunk(provider, chunk, slots)
                 # Look `finished` up only now: the loop swaps in a fresh list while we wait.
                 finished.extend(outcomes)
@@ -232,6 +231,7 @@ class DeliveryWorker:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if finished:
                 await call(self.record, finished)
+            await destinations.close()
             await call(connections.close_all)
             db.shutdown(wait=True)
             log.info("delivery worker %s stopped", self.worker_id)
