@@ -69,3 +69,49 @@ def test_org_create_prints_a_working_key_last(tmp_path):
         '{"api_key": "key-abc"}',
     )
     assert good_relay.returncode == 0, good_relay.stderr
+
+
+def test_several_delivery_processes_need_postgresql(tmp_path):
+    refused = _mailplane(tmp_path, "serve", "--only", "delivery", "--delivery-processes", "2")
+    assert refused.returncode == 2
+    assert "--delivery-processes must be 1 on SQLite" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.timeout(120)
+def test_serve_runs_the_asked_number_of_delivery_processes_on_postgresql(transactional_db):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("several delivery workers need PostgreSQL (SKIP LOCKED claims)")
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {**os.environ, "DATABASE_URL": url}
+    env.pop("PYTEST_VERSION", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mailplane.cli",
+            "serve",
+            "--only",
+            "delivery",
+            "--no-migrate",
+            "--delivery-processes",
+            "3",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    started = []
+    for line in proc.stdout:
+        if line.startswith("mailplane: started delivery"):
+            started.append(line)
+            if len(started) == 3:
+                break
+    proc.terminate()
+    assert proc.wait(60) == 0
+    assert len({line.split("pid ")[1] for line in started}) == 3

@@ -27,6 +27,7 @@ class Service:
     name: str
     command: Command
     default: bool = True  # started by a plain `mailplane serve`
+    copies: Callable[[argparse.Namespace], int] = lambda args: 1  # processes to run
 
 
 def _web(args: argparse.Namespace) -> list[str]:
@@ -84,7 +85,7 @@ SERVICES: dict[str, Service] = {
         Service("worker", _worker),
         Service("beat", _beat),
         Service("imap", _imap),
-        Service("delivery", _delivery),
+        Service("delivery", _delivery, copies=lambda args: args.delivery_processes),
     )
 }
 
@@ -116,6 +117,12 @@ def add_commands(sub: Any) -> None:
     )
     serve.add_argument("--web-workers", type=int, default=2)
     serve.add_argument("--worker-concurrency", type=int, default=4)
+    serve.add_argument(
+        "--delivery-processes",
+        type=int,
+        default=int(os.environ.get("MAILPLANE_DELIVERY_PROCESSES", "1")),
+        help="delivery workers on this host (more than one needs PostgreSQL)",
+    )
     serve.add_argument("--no-migrate", action="store_true")
     serve.set_defaults(func=run_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations")
@@ -152,12 +159,20 @@ def run_serve(args: argparse.Namespace) -> int:
     if unknown:
         print(f"mailplane: unknown service(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    if args.delivery_processes < 1 or (args.delivery_processes > 1 and engine == "sqlite3"):
+        print(
+            "mailplane: --delivery-processes must be 1 on SQLite (one writer) and at least 1 "
+            "on PostgreSQL",
+            file=sys.stderr,
+        )
+        return 2
     if not args.no_migrate:
         run_migrate()
     conf = settings.MAILPLANE
     print(f"mailplane: data directory {settings.DATA_DIR}", flush=True)
     print(
-        f"mailplane: database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+        f"mailplane: database {engine}, "
         f"broker {settings.CELERY_BROKER_URL.split('://')[0]}",
         flush=True,
     )
@@ -173,7 +188,11 @@ def run_serve(args: argparse.Namespace) -> int:
         f"inbound MX on {conf['SMTP_BIND']}:{conf['MX_PORT']}",
         flush=True,
     )
-    children = [_Child(SERVICES[n], SERVICES[n].command(args)) for n in names]
+    children = [
+        _Child(SERVICES[n], SERVICES[n].command(args))
+        for n in names
+        for _ in range(SERVICES[n].copies(args))
+    ]
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
