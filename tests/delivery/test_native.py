@@ -337,3 +337,88 @@ def test_null_mx_bounces_and_mx_without_address_defers(sender, dns_server):
     assert by_message[bare.pk].last_reply == "550 5.1.2 bare.test has no MX and no address"
     assert by_message[dest.pk].status == "deferred"
     assert "4.4.3 MX mx1.dest.test has no address" in by_message[dest.pk].last_reply
+
+
+# -- a 4xx tries the next MX host in the same attempt (Postfix's soft-error fallback) -------
+
+
+def _two_mx(dns_server, primary, backup) -> None:
+    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
+    dns_server.mx("dest.test", "mx2.dest.test", preference=20)
+    dns_server.a("mx1.dest.test", primary.address)
+    dns_server.a("mx2.dest.test", backup.address)
+
+
+def test_greylisting_primary_hands_over_to_an_accepting_backup(sender, dns_server, mx_sinks):
+    primary, backup = mx_sinks("tempfail"), mx_sinks("accept")
+    _two_mx(dns_server, primary, backup)
+    message = sender.send("carol@dest.test")
+
+    worker().run_once()
+
+    row = QueuedRecipient.objects.get(message=message)
+    assert (row.status, row.attempts) == ("delivered", 1)
+    assert primary.received == [] and len(backup.received) == 1
+    assert events(message) == [("queued", ""), ("delivered", "mx2.dest.test")]
+
+
+def test_only_the_refused_envelopes_go_to_the_backup(sender, dns_server, mx_sinks):
+    primary, backup = mx_sinks("accept"), mx_sinks("accept")
+    primary.handler.rcpt_replies["bob@dest.test"] = "450 4.2.1 mailbox busy"
+    primary.handler.rcpt_replies["dan@dest.test"] = "550 5.1.1 no such user"
+    _two_mx(dns_server, primary, backup)
+    for to in ("carol@dest.test", "bob@dest.test", "dan@dest.test", "erin@dest.test"):
+        sender.send(to, subject=to)
+
+    worker().run_once()
+
+    status = dict(QueuedRecipient.objects.values_list("rcpt_to", "status"))
+    assert status == {
+        "carol@dest.test": "delivered",
+        "bob@dest.test": "delivered",
+        "dan@dest.test": "bounced",  # 5xx is final: the backup never hears of dan
+        "erin@dest.test": "delivered",
+    }
+    assert sorted(r.rcpt_tos[0] for r in primary.received) == ["carol@dest.test", "erin@dest.test"]
+    assert [r.rcpt_tos[0] for r in backup.received] == ["bob@dest.test"]
+
+
+def test_4xx_everywhere_defers_with_the_last_servers_reply(sender, dns_server, mx_sinks):
+    primary, backup = mx_sinks("tempfail"), mx_sinks("tempfail")
+    backup.handler.tempfail_reply = "452 4.3.1 insufficient system storage"
+    _two_mx(dns_server, primary, backup)
+    message = sender.send("carol@dest.test")
+
+    worker().run_once()
+
+    row = QueuedRecipient.objects.get(message=message)
+    assert (row.status, row.attempts) == ("deferred", 1)
+    assert row.last_reply == "452 4.3.1 insufficient system storage"
+    assert events(message)[-1] == ("deferred", "mx2.dest.test")
+    assert primary.connections == 1 and backup.connections == 1
+
+
+def test_a_servers_4xx_outranks_a_later_connection_failure(sender, dns_server, mx_sinks):
+    primary, backup = mx_sinks("tempfail"), mx_sinks("accept")
+    backup.stop()  # connection refused
+    _two_mx(dns_server, primary, backup)
+    message = sender.send("carol@dest.test")
+
+    worker().run_once()
+
+    row = QueuedRecipient.objects.get(message=message)
+    assert row.status == "deferred"
+    assert row.last_reply == "451 4.7.1 greylisted, try again later"
+    assert events(message)[-1] == ("deferred", "mx1.dest.test")
+
+
+def test_5xx_at_the_primary_bounces_without_trying_the_backup(sender, dns_server, mx_sinks):
+    primary, backup = mx_sinks("reject"), mx_sinks("accept")
+    _two_mx(dns_server, primary, backup)
+    message = sender.send("ghost@dest.test")
+
+    worker().run_once()
+
+    row = QueuedRecipient.objects.get(message=message)
+    assert row.status == "bounced" and row.last_reply.startswith("550 5.1.1")
+    assert backup.connections == 0 and backup.received == []

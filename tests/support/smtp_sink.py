@@ -2,8 +2,13 @@
 
 Modes: "accept" (250), "tempfail" (451 at RCPT), "reject" (550 5.1.1 at RCPT),
 "hang" (never answers DATA until stopped), "drop" (closes the connection at RCPT).
+`sink.handler.rcpt_replies[address] = "452 4.2.2 full"` answers one recipient so, whatever
+the mode; `sink.handler.tempfail_reply` is the "tempfail" mode's reply.
 Every sink listens on the same port (the one settings.MAILPLANE["DELIVERY_MX_PORT"] names),
 so DNS alone decides which sink a domain's mail reaches, as with port 25 in production.
+`sink.connections` counts the sessions it served (EHLOs) and `sink.quits` the QUITs it got;
+`sink.drop_connections()` closes every open one without a word, as a server whose idle
+timer fires (or a NAT that forgets the flow) does.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import itertools
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +45,10 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     release: asyncio.Event | None = None
+    quits: int = 0
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # address → reply
+    tempfail_reply: str = "451 4.7.1 greylisted, try again later"
+    open: set[SMTP] = field(default_factory=set)  # sessions connected now
 
     async def handle_EHLO(
         self,
@@ -49,13 +59,18 @@ class SinkHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        # One EHLO per connection here (no STARTTLS): counting them counts connections
+        # without the controller's own readiness probe, which says nothing.
+        self.connections += 1
         return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
         if self.mode == "tempfail":
-            return "451 4.7.1 greylisted, try again later"
+            return self.tempfail_reply
         if self.mode == "reject":
             return "550 5.1.1 no such user here"
         if self.mode == "drop":
@@ -75,19 +90,71 @@ class SinkHandler:
         )
         return "250 2.0.0 queued as sink"
 
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.quits += 1
+        return "221 Bye"
+
+
+class _SinkSMTP(SMTP):
+    """Keeps the open connections, so tests can drop them."""
+
+    event_handler: SinkHandler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.event_handler.open.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.event_handler.open.discard(self)
+        super().connection_lost(error)
+
+
+class _SinkController(Controller):
+    def factory(self) -> SMTP:
+        return _SinkSMTP(self.handler, **self.SMTP_kwargs)
+
 
 class Sink:
     def __init__(self, address: str, port: int, mode: str = "accept") -> None:
         self.address = address
         self.port = port
         self.handler = SinkHandler(mode=mode)
-        self.controller = Controller(
+        self.controller = _SinkController(
             self.handler, hostname=address, port=port, ready_timeout=5, decode_data=False
         )
 
     @property
     def received(self) -> list[Received]:
         return self.handler.received
+
+    @property
+    def connections(self) -> int:
+        return self.handler.connections
+
+    @property
+    def quits(self) -> int:
+        return self.handler.quits
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.handler.open)
+
+    def drop_connections(self) -> int:
+        """Close every open connection (no 421, no FIN wait); returns how many."""
+        done = threading.Event()
+        dropped: list[int] = []
+
+        def drop() -> None:
+            sessions = list(self.handler.open)
+            for session in sessions:
+                if session.transport is not None:
+                    session.transport.abort()
+            dropped.append(len(sessions))
+            done.set()
+
+        self.controller.loop.call_soon_threadsafe(drop)
+        assert done.wait(5)
+        return dropped[0]
 
     def set_mode(self, mode: str) -> None:
         self.handler.mode = mode

@@ -20,7 +20,7 @@ from django.conf import settings
 from mailplane.delivery.config import conf
 from mailplane.delivery.mx import RouteError, host_addresses, mx_hosts
 from mailplane.delivery.providers.base import Envelope
-from mailplane.delivery.results import SendResult
+from mailplane.delivery.results import SendResult, Status
 from mailplane.dns import AsyncResolver, caching_async_resolver_from_settings
 
 _normalize = aiosmtplib.protocol.normalize_message_line_endings
@@ -111,8 +111,10 @@ async def _connect(address: str, remote_host: str, options: SmtpOptions) -> aios
 async def deliver_over_one_connection(
     *, address: str, remote_host: str, options: SmtpOptions, envelopes: Sequence[Envelope]
 ) -> tuple[list[SendResult | None], SendResult | None]:
-    """Send what this host will take. Returns per-envelope results (None: try another host)
-    and, when the connection failed, the failure to report if no other host does better."""
+    """Send what this host will take. Returns per-envelope results (None: not tried, so
+    another host may) and, when the connection failed, the failure to report if no other
+    host does better. Replies come back as given, 4xx included: whether a 4xx is final
+    (one smarthost) or sends the envelope on to the next MX is the caller's choice."""
     results: list[SendResult | None] = [None] * len(envelopes)
     try:
         client = await _connect(address, remote_host, options)
@@ -156,7 +158,11 @@ async def deliver_over_one_connection(
 
 @dataclass(slots=True)
 class NativeMxProvider:
-    """Direct to the recipient domain's MX hosts, in preference order (RFC 5321 §5.1)."""
+    """Direct to the recipient domain's MX hosts, in preference order (RFC 5321 §5.1).
+
+    Each envelope moves on to the next address or host until one gives a final answer
+    (2xx or 5xx); a 4xx only stands if no later host does better.
+    """
 
     options: SmtpOptions
     max_connections_per_domain: int
@@ -185,9 +191,11 @@ class NativeMxProvider:
             hosts = await mx_hosts(resolver, domain)
         except RouteError as exc:
             return [exc.result] * len(envelopes)
-        results: list[SendResult | None] = [None] * len(envelopes)
-        pending = list(range(len(envelopes)))
-        last: SendResult | None = None
+        count = len(envelopes)
+        final: list[SendResult | None] = [None] * count  # 2xx or 5xx: the answer
+        tentative: list[SendResult | None] = [None] * count  # latest 4xx a server gave it
+        pending = list(range(count))  # no final answer yet: the next address/host tries
+        last: SendResult | None = None  # latest failure of a whole host (DNS, connection)
         for mx in hosts:
             try:
                 addresses = await host_addresses(resolver, mx.name)
@@ -199,7 +207,7 @@ class NativeMxProvider:
                     # Implicit MX (no MX records) and no address either: nowhere to go.
                     return [
                         SendResult.permanent(f"550 5.1.2 {domain} has no MX and no address")
-                    ] * len(envelopes)
+                    ] * count
                 last = SendResult.temporary(f"451 4.4.3 MX {mx.name} has no address", mx.name)
                 continue
             for address in addresses:
@@ -210,13 +218,23 @@ class NativeMxProvider:
                     envelopes=[envelopes[i] for i in pending],
                 )
                 for i, result in zip(pending, got, strict=True):
-                    results[i] = result
-                pending = [i for i in pending if results[i] is None]
+                    if result is None:
+                        continue
+                    if result.status is Status.TEMPORARY:
+                        # A 4xx is this host's answer for now (greylisting, a full queue),
+                        # not the domain's: the next MX may take it, as Postfix does with
+                        # soft errors. 2xx and 5xx (RFC 5321 §4.2.1: permanent) are final.
+                        tentative[i] = result
+                    else:
+                        final[i] = result
+                pending = [i for i in pending if final[i] is None]
                 if not pending:
-                    return [r for r in results if r is not None]
+                    return [r for r in final if r is not None]
                 last = error or last
+        # No host did better: a server's own 4xx for the envelope says more than a
+        # connection failure elsewhere.
         fallback = last or SendResult.temporary(f"451 4.4.4 no reachable MX for {domain}")
-        return [r if r is not None else fallback for r in results]
+        return [final[i] or tentative[i] or fallback for i in range(count)]
 
 
 @dataclass(slots=True)
