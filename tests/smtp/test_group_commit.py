@@ -74,7 +74,7 @@ def test_sessions_arriving_together_are_one_batch_and_all_get_250(alice):
     assert len(maildir_files(alice, "Sent")) == 8
 
 
-def test_failed_batch_commit_answers_451_to_every_session_and_stores_nothing(alice):
+def test_a_failed_batch_is_retried_one_by_one_so_only_the_poison_message_gets_451(alice):
     handler = _handler()
     with recipients_refused_by_database():
         replies = _together(
@@ -85,14 +85,19 @@ def test_failed_batch_commit_answers_451_to_every_session_and_stores_nothing(ali
                 *[_data(handler, alice, f"c{i}", ["w@example.org"]) for i in range(4)],
             ],
         )
-    assert handler.committer.stats.sizes == [6]
-    assert handler.committer.stats.failed_batches == 1
-    assert all(r.startswith("451 4.3.0 ") for r in replies), replies
-    # Nothing half-stored: no rows of any kind, no Sent copy, nothing left in tmp/.
-    assert OutboundMessage.objects.count() == 0
-    assert MessageBody.objects.count() == QueuedRecipient.objects.count() == 0
-    assert DeliveryEvent.objects.count() == 0
-    assert maildir_files(alice, "Sent") == []
+    stats = handler.committer.stats
+    # One batch of 6 failed as a whole, then each message was committed on its own.
+    assert stats.sizes == [6]
+    assert (stats.failed_batches, stats.retried_alone) == (1, 6)
+    assert replies[1].startswith("451 4.3.0 "), replies
+    assert all(r.startswith("250 2.0.0 OK queued as ") for i, r in enumerate(replies) if i != 1)
+    stored = sorted(OutboundMessage.objects.values_list("subject", flat=True))
+    assert stored == ["a", "c0", "c1", "c2", "c3"]
+    # Nothing of the refused message half-stored: no rows, no Sent copy, nothing in tmp/.
+    assert MessageBody.objects.count() == 5
+    assert QueuedRecipient.objects.count() == DeliveryEvent.objects.count() == 5
+    assert not QueuedRecipient.objects.filter(rcpt_to__endswith=POISON_DOMAIN).exists()
+    assert len(maildir_files(alice, "Sent")) == 5
     root = mailbox_storage_path(organization_id=alice.organization_id, address=alice.address)
     assert list((root / ".Sent" / "tmp").iterdir()) == []
     # The writer goes on: the next batch (the trigger gone) is stored.

@@ -7,8 +7,11 @@ and then resolves every waiting session at once. While a batch commits, the next
 fills up, so batches grow with load and cost no added wait when the server is idle.
 
 The batch function returns one outcome per item (a result, or an exception for that item
-alone, such as a refusal); if it raises, the whole batch failed and every session in it
-gets that exception: nothing in it was stored, and no session may answer 250.
+alone, such as a refusal); if it raises, the whole batch failed: nothing in it was stored,
+and no session may answer 250 yet. The items are then committed again one at a time, so
+one message the database refuses (a poison item) fails alone instead of failing every
+batch it lands in; each of those sessions gets its own outcome. A database that is down
+fails them all, as it should.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class BatchStats:
     batches: int = 0
     items: int = 0
     failed_batches: int = 0
+    retried_alone: int = 0  # items of failed batches committed again one at a time
     sizes: list[int] = field(default_factory=list)  # the last 1,000 batch sizes
 
     def record(self, size: int, *, failed: bool) -> None:
@@ -92,31 +96,52 @@ class GroupCommitter(Generic[T, R]):
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
             try:
-                outcomes = await loop.run_in_executor(
-                    self._executor, self._call, [p.item for p in batch]
-                )
-                if len(outcomes) != len(batch):
-                    raise RuntimeError("batch function returned the wrong number of outcomes")
+                outcomes = await self._commit(loop, [p.item for p in batch])
             except asyncio.CancelledError:
                 for p in batch:
                     if not p.future.done():
                         p.future.cancel()
                 raise
-            except Exception as error:
-                log.exception("batch of %d failed; nothing in it was stored", len(batch))
-                self.stats.record(len(batch), failed=True)
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(error)
+            self._resolve(batch, outcomes)
+
+    async def _commit(
+        self, loop: asyncio.AbstractEventLoop, items: list[T]
+    ) -> Sequence[R | BaseException]:
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._call, items)
+        except Exception as error:
+            log.exception("batch of %d failed; nothing in it was stored", len(items))
+            self.stats.record(len(items), failed=True)
+            if len(items) == 1:
+                return [error]
+            return [await self._alone(loop, item) for item in items]
+        self.stats.record(len(items), failed=len(outcomes) != len(items))
+        if len(outcomes) != len(items):
+            # Committed, but the outcomes cannot be matched to sessions (a bug): refuse
+            # them all rather than guess; retrying would store everything twice.
+            log.error("batch function returned %d outcomes for %d items", len(outcomes), len(items))
+            return [RuntimeError("batch outcomes do not match the batch")] * len(items)
+        return outcomes
+
+    async def _alone(self, loop: asyncio.AbstractEventLoop, item: T) -> R | BaseException:
+        """Commit one item of a failed batch on its own: its outcome, or why it failed."""
+        self.stats.retried_alone += 1
+        try:
+            [outcome] = await loop.run_in_executor(self._executor, self._call, [item])
+        except Exception as error:  # this item is (one of) what failed the batch
+            log.warning("retried alone, an item failed again: %s", error)
+            return error
+        return outcome
+
+    @staticmethod
+    def _resolve(batch: list[_Pending[T, R]], outcomes: Sequence[R | BaseException]) -> None:
+        for p, outcome in zip(batch, outcomes, strict=True):
+            if p.future.done():  # the session went away; its message stays committed
                 continue
-            self.stats.record(len(batch), failed=False)
-            for p, outcome in zip(batch, outcomes, strict=True):
-                if p.future.done():  # the session went away; its message stays committed
-                    continue
-                if isinstance(outcome, BaseException):
-                    p.future.set_exception(outcome)
-                else:
-                    p.future.set_result(outcome)
+            if isinstance(outcome, BaseException):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)
 
     def _call(self, items: list[T]) -> Sequence[R | BaseException]:
         # The same connection hygiene as a Django request: CONN_MAX_AGE decides reuse.
