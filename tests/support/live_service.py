@@ -98,10 +98,14 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout:
 
 
 @contextmanager
-def live_service(tmp_path: Path, services: str) -> Iterator[tuple[LiveService, DnsServer]]:
-    """Run `mailplane serve --only <services>`; yields once every listener answers."""
+def live_service(
+    tmp_path: Path, services: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[LiveService, DnsServer]]:
+    """Run `mailplane serve --only <services>` (with `env` added to its environment);
+    yields once every listener answers."""
     with DnsServer() as dns:
         svc = LiveService(tmp_path / "data", dns)
+        svc.env.update(env or {})
         svc.cli("migrate")
         log_path = tmp_path / "serve.log"
         with open(log_path, "wb") as log:

@@ -1,10 +1,13 @@
-"""Delivery settings, read from settings.MAILPLANE with defaults (all overridable in tests)."""
+"""Delivery settings: settings.MAILPLANE, then MAILPLANE_<NAME> in the environment, then the
+defaults below (all overridable in tests)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 DEFAULTS: dict[str, Any] = {
     # RFC 5321 §4.5.3.2 suggests minutes per command; one minute keeps hung MXs from
@@ -27,4 +30,17 @@ DEFAULTS: dict[str, Any] = {
 
 
 def conf(name: str) -> Any:
-    return settings.MAILPLANE.get(name, DEFAULTS[name])
+    """settings.MAILPLANE[name], else the environment's MAILPLANE_<name> (read as the
+    default's type), else the default: every delivery knob can be set per process."""
+    if name in settings.MAILPLANE:
+        return settings.MAILPLANE[name]
+    default = DEFAULTS[name]
+    raw = os.environ.get(f"MAILPLANE_{name}")
+    if raw is None:
+        return default
+    try:
+        return type(default)(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"MAILPLANE_{name}={raw!r} is not a valid {type(default).__name__}"
+        ) from None
