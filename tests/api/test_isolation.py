@@ -127,6 +127,17 @@ WALK = {
         ("delete", "/api/mailboxes/{mailbox}/", None),
     ],
     "task-detail": [("get", "/api/tasks/{job}/", None)],
+    # Provider webhooks take no API key: the relay server's webhook secret authenticates
+    # them. The victim's server has none set, so for anyone it has no receiver at all
+    # (signed calls across tenants: tests/delivery/test_provider_webhooks.py).
+    "webhook-mailgun": [
+        (
+            "post",
+            "/webhooks/mailgun/{relay}/",
+            {"event-data": {"event": "failed", "severity": "permanent"}},
+        ),
+    ],
+    "webhook-sendgrid": [("post", "/webhooks/sendgrid/{relay}/", None)],
 }
 
 

@@ -4,14 +4,22 @@ They check what the real services check (path, auth, required fields) and answer
 their documented shapes: Mailgun 200 {"id","message"} / 400 {"message"} / 401 "Forbidden";
 SendGrid 202 (empty body, X-Message-Id) / 400-401 {"errors":[{"message","field","help"}]}.
 `script` queues forced statuses (e.g. 429, 500) for the next requests.
+
+Each also plays the provider's side of its event webhook: `webhook(...)` builds, for a
+request it accepted, the call the provider would make later (Mailgun: JSON signed with an
+HMAC of timestamp + token; SendGrid: a batch of events signed with ECDSA P-256), echoing
+the custom variables that request carried.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -20,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 
 @dataclass
@@ -29,6 +39,16 @@ class Request:
     body: bytes
     fields: dict[str, bytes] = field(default_factory=dict)  # Mailgun form fields
     json: Any = None  # SendGrid body
+    # Custom variables sent with the message (Mailgun `v:<name>` fields, SendGrid
+    # custom_args): what the provider echoes in its webhook events.
+    variables: dict[str, str] = field(default_factory=dict)
+    provider_id: str = ""  # the id the provider answered with (Mailgun id, X-Message-Id)
+
+    @property
+    def recipient(self) -> str:
+        if self.json is not None:
+            return str(self.json["personalizations"][0]["to"][0]["email"])
+        return self.fields["to"].decode()
 
 
 class FakeProvider:
@@ -89,6 +109,66 @@ def _json(status: int, data: Any, **headers: str) -> tuple[int, dict[str, str], 
 class FakeMailgun(FakeProvider):
     """POST /v3/{domain}/messages.mime (https://documentation.mailgun.com, Messages API)."""
 
+    webhook_signing_key = "mg-webhook-signing-key-5f1e2d3c"
+
+    def webhook(
+        self,
+        request: Request,
+        *,
+        event: str,
+        severity: str = "",
+        reason: str = "",
+        code: int | None = None,
+        message: str = "",
+        enhanced: str = "",
+        mx_host: str = "mx1.dest.test",
+        event_id: str | None = None,
+        signed_at: float | None = None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """The JSON Mailgun POSTs to a webhook about `request`'s message (Webhook Payloads),
+        signed as Mailgun signs: hex HMAC-SHA256(key, timestamp + token)."""
+        timestamp = str(int(signed_at if signed_at is not None else time.time()))
+        token = secrets.token_hex(25)  # "randomly generated string with length of 50"
+        digest = hmac.new(
+            (key or self.webhook_signing_key).encode(),
+            (timestamp + token).encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        recipient = request.recipient
+        data: dict[str, Any] = {
+            "id": event_id or secrets.token_urlsafe(16),
+            "timestamp": time.time(),
+            "log-level": {"delivered": "info", "failed": "error"}.get(event, "warn"),
+            "event": event,
+            "recipient": recipient,
+            "recipient-domain": recipient.rpartition("@")[2],
+            "envelope": {"targets": recipient, "transport": "smtp", "sender": "x@" + self.domain},
+            "message": {"headers": {"message-id": request.provider_id.strip("<>")}},
+            "flags": {"is-authenticated": True, "is-test-mode": False},
+            "tags": [],
+            "user-variables": dict(request.variables),
+        }
+        if severity:
+            data["severity"] = severity
+        if reason:
+            data["reason"] = reason
+        if code is not None:
+            data["delivery-status"] = {
+                "code": code,
+                "message": message,
+                "description": "",
+                "enhanced-code": enhanced,
+                "mx-host": mx_host,
+                "attempt-no": 1,
+                "tls": True,
+                "certificate-verified": True,
+            }
+        return {
+            "signature": {"timestamp": timestamp, "token": token, "signature": digest},
+            "event-data": data,
+        }
+
     def answer(self, request: Request) -> tuple[int, dict[str, str], bytes]:
         if request.path != f"/v3/{self.domain}/messages.mime":
             return _json(404, {"message": "Domain not found"})
@@ -100,6 +180,9 @@ class FakeMailgun(FakeProvider):
         for part in form.iter_parts():  # type: ignore[attr-defined]
             name = part.get_param("name", header="content-disposition")
             request.fields[str(name)] = part.get_payload(decode=True) or b""
+        request.variables = {
+            name[2:]: value.decode() for name, value in request.fields.items() if name[:2] == "v:"
+        }
         forced = self.forced()
         if forced:
             return _json(forced, {"message": f"forced {forced}"})
@@ -107,12 +190,59 @@ class FakeMailgun(FakeProvider):
             return _json(400, {"message": "'to' parameter is missing"})
         if not request.fields.get("message"):
             return _json(400, {"message": "'message' parameter is missing"})
-        msg_id = f"<{secrets.token_hex(8)}@{self.domain}>"
-        return _json(200, {"id": msg_id, "message": "Queued. Thank you."})
+        request.provider_id = f"<{secrets.token_hex(8)}@{self.domain}>"
+        return _json(200, {"id": request.provider_id, "message": "Queued. Thank you."})
 
 
 class FakeSendGrid(FakeProvider):
     """POST /v3/mail/send (SendGrid v3 Mail Send)."""
+
+    def __init__(self, *, api_key: str, domain: str = "") -> None:
+        super().__init__(api_key=api_key, domain=domain)
+        # The Signed Event Webhook's key pair: SendGrid keeps the private half.
+        self.signing_key = ec.generate_private_key(ec.SECP256R1())
+
+    @property
+    def verification_key(self) -> str:
+        """The public key as SendGrid's settings page shows it: base64 DER."""
+        der = self.signing_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(der).decode()
+
+    def event(self, request: Request, event: str, **fields: Any) -> dict[str, Any]:
+        """One Event Webhook event about `request`'s message; custom_args become top-level
+        fields, as SendGrid adds them."""
+        return {
+            "email": request.recipient,
+            "timestamp": int(time.time()),
+            "smtp-id": f"<{request.provider_id}@ismtpd-test>",
+            "event": event,
+            "category": [],
+            "sg_event_id": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode(),
+            "sg_message_id": f"{request.provider_id}.filter0001.16648.5515E0B88.0",
+            **request.variables,
+            **fields,
+        }
+
+    def webhook(
+        self,
+        events: list[dict[str, Any]],
+        *,
+        signed_at: float | None = None,
+        key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one Event Webhook POST: a JSON array of events, ECDSA
+        (P-256, SHA-256) signature over timestamp + body, base64 DER in the header."""
+        body = json.dumps(events).encode()
+        timestamp = str(int(signed_at if signed_at is not None else time.time()))
+        signature = (key or self.signing_key).sign(
+            timestamp.encode() + body, ec.ECDSA(hashes.SHA256())
+        )
+        return body, {
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+        }
 
     def answer(self, request: Request) -> tuple[int, dict[str, str], bytes]:
         if request.path != "/v3/mail/send":
@@ -148,11 +278,16 @@ class FakeSendGrid(FakeProvider):
             problems.append(
                 ("content", "Unless a valid template_id is provided, content is required.")
             )
+        custom_args = body.get("custom_args") or {}
+        if not all(isinstance(v, str) for v in custom_args.values()):
+            problems.append(("custom_args", "Custom args values must be strings."))
         if problems:
             return _json(
                 400, {"errors": [{"message": m, "field": f, "help": None} for f, m in problems]}
             )
-        return 202, {"X-Message-Id": secrets.token_hex(11)}, b""
+        request.variables = {str(k): str(v) for k, v in (body.get("custom_args") or {}).items()}
+        request.provider_id = secrets.token_hex(11)
+        return 202, {"X-Message-Id": request.provider_id}, b""
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from mailplane.api import (
     mailboxes,
     messages,
     projects,
+    provider_webhooks,
     relays,
     tasks,
 )
@@ -45,4 +46,15 @@ urlpatterns = [
     path("api/messages/", messages.MessageListView.as_view(), name="message-list"),
     path("api/messages/<int:pk>/", messages.MessageDetailView.as_view(), name="message-detail"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
+    # Provider event webhooks: signed by the provider, not called with an API key.
+    path(
+        "webhooks/mailgun/<int:relay_id>/",
+        provider_webhooks.MailgunWebhookView.as_view(),
+        name="webhook-mailgun",
+    ),
+    path(
+        "webhooks/sendgrid/<int:relay_id>/",
+        provider_webhooks.SendGridWebhookView.as_view(),
+        name="webhook-sendgrid",
+    ),
 ]

@@ -6,12 +6,17 @@ credentials (stored encrypted, returned masked). Validation names the offending 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from mailplane.core.errors import ValidationFailed
 
@@ -79,6 +84,34 @@ def non_empty_string(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
 
+_PEM_ARMOUR = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----|\s")
+
+
+def p256_public_key(text: str) -> ec.EllipticCurvePublicKey:
+    """SendGrid's Signed Event Webhook verification key: an ECDSA P-256 public key, base64
+    DER (SubjectPublicKeyInfo) as its settings page shows it; a PEM copy is taken too.
+    Raises ValueError for anything else."""
+    try:
+        der = base64.b64decode(_PEM_ARMOUR.sub("", text), validate=True)
+        key = load_der_public_key(der)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError("not a base64 DER public key") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an ECDSA P-256 public key")
+    return key
+
+
+def is_p256_public_key(value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            p256_public_key(value)
+        except ValueError:
+            pass
+        else:
+            return None
+    return "must be the ECDSA P-256 public key SendGrid shows (base64)"
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSchema:
     settings: dict[str, Check]
@@ -103,12 +136,22 @@ SCHEMAS: dict[str, ProviderSchema] = {
             "max_connections_per_domain": max_connections,
         },
         required_settings=frozenset({"domain"}),
-        credentials={"api_key": non_empty_string},
+        credentials={
+            "api_key": non_empty_string,
+            # Mailgun's "HTTP webhook signing key": without it the webhook receiver for
+            # this server is off (delivery/provider_webhooks.py).
+            "webhook_signing_key": non_empty_string,
+        },
         required_credentials=frozenset({"api_key"}),
     ),
     "sendgrid": ProviderSchema(
         settings={"base_url": is_https_url, "max_connections_per_domain": max_connections},
-        credentials={"api_key": non_empty_string},
+        credentials={
+            "api_key": non_empty_string,
+            # The Signed Event Webhook's verification key (a public key, kept with the
+            # secrets so that one place holds what authenticates the provider).
+            "webhook_verification_key": is_p256_public_key,
+        },
         required_credentials=frozenset({"api_key"}),
     ),
     "smtp": ProviderSchema(

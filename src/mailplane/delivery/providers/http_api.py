@@ -2,7 +2,10 @@
 
 Requests go through urllib in a worker thread: no HTTP client dependency, and the API
 call is one round trip per envelope, so a thread per in-flight request is cheap enough.
-A 2xx here means "accepted by the provider", which is what the event records.
+A 2xx here means "accepted by the provider", which is what the event records. What happens
+next (delivered, bounced, deferred) the provider reports to its webhook; every send is
+tagged with our queue row id (RECIPIENT_VARIABLE) so that delivery/provider_webhooks.py can
+put the report on the right row.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from mailplane.delivery.results import SendResult
 
 MAILGUN_REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 SENDGRID_BASE = "https://api.sendgrid.com"
+
+# The name under which each send carries its QueuedRecipient id: a Mailgun custom variable
+# (`v:<name>`, echoed in webhooks as event-data["user-variables"][<name>]) and a SendGrid
+# custom arg (echoed as a top-level field of each Event Webhook event).
+RECIPIENT_VARIABLE = "mailplane_recipient_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +104,9 @@ async def _send_sequentially(envelopes: Sequence[Envelope], send_one: Any) -> li
 
 @dataclass(slots=True)
 class MailgunProvider:
-    """POST {base}/v3/{domain}/messages.mime, multipart `to` + `message` (the raw MIME),
-    HTTP basic auth api:<key>. 200 accepted; 4xx except 429 permanent; 429/5xx temporary."""
+    """POST {base}/v3/{domain}/messages.mime, multipart `to` + `v:<RECIPIENT_VARIABLE>` +
+    `message` (the raw MIME), HTTP basic auth api:<key>. 200 accepted; 4xx except 429
+    permanent; 429/5xx temporary."""
 
     base_url: str
     domain: str
@@ -124,6 +133,8 @@ class MailgunProvider:
         head = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="to"\r\n\r\n'
             f"{envelope.rcpt_to}\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="v:{RECIPIENT_VARIABLE}"'
+            f"\r\n\r\n{envelope.recipient_id}\r\n"
             f'--{boundary}\r\nContent-Disposition: form-data; name="message"; '
             f'filename="message.mime"\r\nContent-Type: application/octet-stream\r\n\r\n'
         ).encode()
@@ -220,8 +231,8 @@ def sendgrid_payload(*, raw: bytes, rcpt_to: str) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class SendGridProvider:
-    """POST {base}/v3/mail/send with a Bearer key. 202 accepted; 400/401/403/413 permanent;
-    429 and 5xx temporary."""
+    """POST {base}/v3/mail/send with a Bearer key, custom_args carrying RECIPIENT_VARIABLE.
+    202 accepted; 400/401/403/413 permanent; 429 and 5xx temporary."""
 
     base_url: str
     api_key: str
@@ -241,7 +252,10 @@ class SendGridProvider:
         )
 
     async def _send_one(self, envelope: Envelope) -> SendResult:
-        body = json.dumps(sendgrid_payload(raw=envelope.data, rcpt_to=envelope.rcpt_to))
+        payload = sendgrid_payload(raw=envelope.data, rcpt_to=envelope.rcpt_to)
+        # custom_args values must be strings; SendGrid adds them to every webhook event.
+        payload["custom_args"] = {RECIPIENT_VARIABLE: str(envelope.recipient_id)}
+        body = json.dumps(payload)
         return await _post_classified(
             url=f"{self.base_url}/v3/mail/send",
             body=body.encode(),

@@ -1,0 +1,85 @@
+"""/webhooks/mailgun/<relay>/ and /webhooks/sendgrid/<relay>/: the providers' event webhooks.
+
+Outside /api/ and without API-key auth: the provider authenticates each call with the
+relay server's webhook secret (delivery/provider_webhooks.py checks it). Answers follow
+what providers do with them: 2xx for anything authentic, even events we ignore (they
+disable endpoints that keep failing); 503 + Retry-After when a row's send is still being
+recorded (they retry); 400 for a malformed body; 403 for a bad signature; 404 when the
+relay server has no receiver.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.errors import error_body
+from mailplane.delivery.provider_webhooks import (
+    WebhookReceipt,
+    mailgun_webhook_receive,
+    sendgrid_webhook_receive,
+)
+
+RETRY_AFTER_SECONDS = 60
+
+
+def _answer(receipt: WebhookReceipt) -> Response:
+    if receipt.in_flight:
+        return Response(
+            error_body(
+                "retry_later",
+                "a reported message is still being recorded here; call again",
+                {name: [str(count)] for name, count in receipt.as_dict().items()},
+            ),
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    return Response(receipt.as_dict())
+
+
+class _ProviderWebhookView(APIView):
+    # The signature is the authentication; the raw body is what it covers, so no parser.
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+    parser_classes = ()
+
+
+class MailgunWebhookView(_ProviderWebhookView):
+    @extend_schema(
+        operation_id="webhook_mailgun",
+        auth=[],
+        request=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT},
+        description="Mailgun webhook (JSON) for a Mailgun relay server with "
+        "credentials.webhook_signing_key set; signed by Mailgun.",
+    )
+    def post(self, request: Request, relay_id: int) -> Response:
+        receipt = mailgun_webhook_receive(
+            relay_server_id=relay_id, body=request.body, now=timezone.now()
+        )
+        return _answer(receipt)
+
+
+class SendGridWebhookView(_ProviderWebhookView):
+    @extend_schema(
+        operation_id="webhook_sendgrid",
+        auth=[],
+        request=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT},
+        description="SendGrid Signed Event Webhook for a SendGrid relay server with "
+        "credentials.webhook_verification_key set.",
+    )
+    def post(self, request: Request, relay_id: int) -> Response:
+        receipt = sendgrid_webhook_receive(
+            relay_server_id=relay_id,
+            body=request.body,
+            signature=request.headers.get("X-Twilio-Email-Event-Webhook-Signature", ""),
+            timestamp=request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp", ""),
+            now=timezone.now(),
+        )
+        return _answer(receipt)

@@ -1,0 +1,467 @@
+"""Provider webhooks: what Mailgun and SendGrid report about the mail we relayed through them.
+
+A 2xx from a provider's send API only means "accepted". The provider then delivers, defers
+or bounces from its own envelope sender, so VERP matching (bounces.py) never sees the
+bounce: the provider POSTs an event to its webhook instead. Every send carries our queue
+row id (providers/http_api.py, RECIPIENT_VARIABLE), and a report lands on that row as the
+native outcome would (processor.outcomes_record):
+
+    delivered            -> delivered event; the provider's reply becomes the last reply
+    permanent failure    -> bounced: event, hard-bounce suppression for a 5.x.x, DSN to the
+                            sender (a 4.x.x the provider gave up on bounces like an expired
+                            retry: DSN, no suppression)
+    temporary failure    -> a deferred event only: the provider retries, we do not requeue
+    dropped / suppressed -> suppressed (on the provider's suppression list) or failed (DSN)
+
+Trust: the relay server named in the URL holds what authenticates the call (Mailgun's
+HMAC signing key, SendGrid's ECDSA public key), and only rows relayed through that server
+are touched. Providers retry webhooks: an event is recorded once, its provider id kept as
+the event's detail and looked for under the row's lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.db import transaction
+
+from mailplane.core.errors import DomainError, NotFound, ValidationFailed
+from mailplane.delivery.dsn import FailedRecipient
+from mailplane.delivery.processor import dsn_send
+from mailplane.delivery.providers.http_api import RECIPIENT_VARIABLE
+from mailplane.delivery.results import SendResult, Status
+from mailplane.queue.models import (
+    DeliveryEvent,
+    EventType,
+    QueuedRecipient,
+    RecipientStatus,
+    Suppression,
+    SuppressionReason,
+)
+from mailplane.relays.models import Provider, RelayServer
+from mailplane.relays.schemas import p256_public_key
+
+# Mailgun's advice: a genuine call is recent (each retry is signed anew); older is a replay.
+MAILGUN_MAX_AGE = timedelta(minutes=15)
+# Rows a report may move: the provider holds them (delivered = accepted by it), or our
+# retry of a send the provider did in fact take is still pending. Bounced, failed and
+# suppressed rows keep their status; the report is still logged as an event.
+OPEN_STATUSES = frozenset(
+    {RecipientStatus.DELIVERED, RecipientStatus.QUEUED, RecipientStatus.DEFERRED}
+)
+# SendGrid "dropped" reasons that mean "on SendGrid's suppression list".
+SENDGRID_SUPPRESSION_REASONS = frozenset(
+    {"bounced address", "unsubscribed address", "spam reporting address"}
+)
+
+
+class SignatureRejected(DomainError):
+    """The call did not prove that the relay server's provider sent it."""
+
+    code = "signature_invalid"
+    http_status = 403
+
+
+class SignatureMissing(SignatureRejected):
+    code = "signature_missing"
+
+
+class SignatureExpired(SignatureRejected):
+    code = "signature_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReport:
+    """One provider event about one of our queue rows, in our outcome terms."""
+
+    recipient_id: int
+    recipient: str  # the address the provider reports on: it must be the row's
+    event_key: str  # "<provider> event <id>": the event's detail; it dedupes retries
+    kind: EventType
+    result: SendResult
+
+
+@dataclass(slots=True)
+class WebhookReceipt:
+    """What one webhook call did; the provider gets it back (and shows it in its logs)."""
+
+    received: int = 0  # events in the call
+    recorded: int = 0
+    duplicates: int = 0  # recorded before: the provider retried
+    ignored: int = 0  # not a delivery outcome, or not about a row of this relay server
+    in_flight: int = 0  # the row's send is not recorded yet: the provider should call again
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "recorded": self.recorded,
+            "duplicates": self.duplicates,
+            "ignored": self.ignored,
+            "in_flight": self.in_flight,
+        }
+
+
+# --- shared parsing ---------------------------------------------------------------------------
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValidationFailed.on("body", "must be JSON") from exc
+
+
+def _recipient_id(value: Any) -> int | None:
+    """Our row id as the provider echoes it (a string; Mailgun may turn it into a number)."""
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+def _event_key(provider: str, event_id: Any, event: dict[str, Any]) -> str:
+    """The event's id, or when a provider leaves it out, a digest of the event itself (a
+    retried call repeats the event byte for byte, so the digest dedupes it all the same)."""
+    if not isinstance(event_id, str) or not event_id.strip():
+        canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+        event_id = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return f"{provider} event {event_id.strip()[:200]}"
+
+
+_REPLY_CODE = re.compile(r"^([245])\d\d(?:[ -]|$)")
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+_ENHANCED_IN = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")  # as SendResult reads it
+
+
+def _reply(text: str, *, code: Any = None, enhanced: Any = None) -> str:
+    """A provider's report shaped as an SMTP reply ("550 5.1.1 text"), so that the event,
+    SendResult.enhanced_status and the DSN read it as they read a native one."""
+    text = " ".join(str(text or "").split())
+    code_text = str(code) if isinstance(code, int | str) and str(code).isdigit() else ""
+    found = _REPLY_CODE.match(text)
+    if found and code_text in ("", text[:3]):
+        code_text, text = text[:3], text[found.end() :].strip()
+    if isinstance(enhanced, str) and _ENHANCED.match(enhanced) and enhanced not in text:
+        text = f"{enhanced} {text}".strip()
+    return f"{code_text} {text}".strip()
+
+
+def _failure(reply: str, remote_host: str, code: int | None) -> SendResult:
+    """A final failure: permanent, unless the reply's own status is 4.x.x (or 4xx without
+    one): the provider gave up retrying, which bounces as our expired retries do (a DSN,
+    no suppression). A reply with no status at all is permanent (5.0.0)."""
+    enhanced, leading = _ENHANCED_IN.search(reply), _REPLY_CODE.match(reply)
+    klass = enhanced.group(1) if enhanced else leading.group(1) if leading else "5"
+    if klass == "4":
+        return SendResult.temporary(reply, remote_host, code)
+    return SendResult.permanent(reply, remote_host, code)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# --- Mailgun ---------------------------------------------------------------------------------
+
+
+def mailgun_signature_check(*, signing_key: str, signature: Any, now: datetime) -> None:
+    """Mailgun signs every call: hex HMAC-SHA256 of timestamp + token under the domain's
+    webhook signing key. A genuine call is also recent (MAILGUN_MAX_AGE either way)."""
+    fields = signature if isinstance(signature, dict) else {}
+    timestamp, token, digest = (fields.get(k) for k in ("timestamp", "token", "signature"))
+    if not (
+        isinstance(timestamp, str | int) and isinstance(token, str) and isinstance(digest, str)
+    ):
+        raise SignatureMissing("no Mailgun signature (signature.timestamp, token, signature)")
+    expected = hmac.new(
+        signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256
+    ).hexdigest()
+    if not hmac.compare_digest(expected, digest.strip().lower()):
+        raise SignatureRejected("Mailgun signature does not match this relay server's key")
+    try:
+        signed_at = int(timestamp)
+    except ValueError as exc:
+        raise SignatureRejected("Mailgun signature timestamp is not a number") from exc
+    if abs(now.timestamp() - signed_at) > MAILGUN_MAX_AGE.total_seconds():
+        raise SignatureExpired("Mailgun signature timestamp is too old (or too far ahead)")
+
+
+def mailgun_report(data: dict[str, Any]) -> ProviderReport | None:
+    """event-data of one Mailgun webhook, or None when it is no outcome of ours."""
+    variables = data.get("user-variables")
+    recipient_id = _recipient_id(
+        variables.get(RECIPIENT_VARIABLE) if isinstance(variables, dict) else None
+    )
+    event = data.get("event")
+    if recipient_id is None or event not in ("delivered", "failed", "rejected"):
+        return None  # accepted, opened, clicked, complained...: not a delivery outcome
+    status = data.get("delivery-status")
+    status = status if isinstance(status, dict) else {}
+    code = _int(status.get("code"))
+    host = str(status.get("mx-host") or "")[:253]
+    reply = _reply(
+        str(status.get("message") or status.get("description") or ""),
+        code=code,
+        enhanced=status.get("enhanced-code"),
+    )
+    severity = data.get("severity")
+    reason = str(data.get("reason") or "")
+    kind: EventType
+    if event == "delivered":
+        kind, result = (
+            EventType.DELIVERED,
+            SendResult.delivered(reply or "250 delivered", host, code),
+        )
+    elif event == "rejected":  # Mailgun refused to send it at all
+        reject = data.get("reject")
+        why = reject.get("reason") if isinstance(reject, dict) else ""
+        kind = EventType.FAILED
+        result = SendResult.permanent(f"550 5.0.0 rejected by Mailgun: {why or reason}".strip())
+    elif severity == "temporary":
+        kind, result = EventType.DEFERRED, SendResult.temporary(reply, host, code)
+    elif severity == "permanent" and reason.startswith("suppress-"):
+        # Not attempted: the address is on Mailgun's bounce/unsubscribe/complaint list.
+        kind = EventType.SUPPRESSED
+        result = SendResult.permanent(f"{reply} (Mailgun {reason})".strip(), host, code)
+    elif severity == "permanent":
+        kind, result = EventType.BOUNCED, _failure(reply or "550 5.0.0 failed", host, code)
+    else:
+        return None
+    return ProviderReport(
+        recipient_id=recipient_id,
+        recipient=str(data.get("recipient") or ""),
+        event_key=_event_key(Provider.MAILGUN.value, data.get("id"), data),
+        kind=kind,
+        result=result,
+    )
+
+
+def mailgun_webhook_receive(*, relay_server_id: int, body: bytes, now: datetime) -> WebhookReceipt:
+    """Authenticate one Mailgun webhook call for a relay server and record what it reports.
+
+    Shape: {"signature": {"timestamp", "token", "signature"}, "event-data": {...}}."""
+    relay, key = _relay_and_key(relay_server_id, Provider.MAILGUN, "webhook_signing_key")
+    payload = _json(body)
+    if not isinstance(payload, dict):
+        raise ValidationFailed.on("body", "must be a JSON object")
+    mailgun_signature_check(signing_key=key, signature=payload.get("signature"), now=now)
+    data = payload.get("event-data")
+    if not isinstance(data, dict):
+        raise ValidationFailed.on("event-data", "must be an object")
+    report = mailgun_report(data)
+    return reports_record(relay=relay, reports=[report] if report else [], received=1, now=now)
+
+
+# --- SendGrid --------------------------------------------------------------------------------
+
+
+def sendgrid_signature_check(
+    *, verification_key: str, body: bytes, signature: str, timestamp: str
+) -> None:
+    """Signed Event Webhook: a base64 DER ECDSA (P-256, SHA-256) signature of the timestamp
+    header followed by the raw body. (No freshness check: SendGrid documents none, and a
+    replayed body only repeats events already recorded.)"""
+    if not signature or not timestamp:
+        raise SignatureMissing(
+            "no SendGrid signature (X-Twilio-Email-Event-Webhook-Signature and -Timestamp)"
+        )
+    try:
+        raw_signature = base64.b64decode(signature, validate=True)
+        key: ec.EllipticCurvePublicKey = p256_public_key(verification_key)
+        key.verify(raw_signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except (binascii.Error, ValueError, InvalidSignature) as exc:
+        raise SignatureRejected(
+            "SendGrid signature does not match this relay server's verification key"
+        ) from exc
+
+
+def sendgrid_report(event: dict[str, Any]) -> ProviderReport | None:
+    """One Event Webhook event, or None when it is no outcome of ours."""
+    recipient_id = _recipient_id(event.get(RECIPIENT_VARIABLE))
+    name = event.get("event")
+    if recipient_id is None or name not in ("delivered", "deferred", "bounce", "dropped"):
+        return None  # processed, open, click, spamreport, unsubscribe...
+    response = str(event.get("response") or "")
+    reason = str(event.get("reason") or "")
+    status = event.get("status")
+    kind: EventType
+    if name == "delivered":
+        kind, result = EventType.DELIVERED, SendResult.delivered(_reply(response) or "250 OK", "")
+    elif name == "deferred":
+        kind, result = EventType.DEFERRED, SendResult.temporary(_reply(response or reason), "")
+    elif name == "bounce":
+        # type "bounce" or "blocked": SendGrid gives up on both. status is the 5.x.x / 4.x.x,
+        # missing for some blocks (a domain without MX): final all the same.
+        kind = EventType.BOUNCED
+        result = _failure(_reply(reason, enhanced=status) or "550 5.0.0 bounced", "", None)
+    elif reason.strip().lower() in SENDGRID_SUPPRESSION_REASONS:
+        kind = EventType.SUPPRESSED
+        result = SendResult.permanent(f"550 5.7.1 dropped by SendGrid: {reason}")
+    else:  # dropped for the message itself (invalid address, spam content, quota...)
+        kind = EventType.FAILED
+        code = status if isinstance(status, str) and _ENHANCED.match(status) else "5.0.0"
+        result = SendResult.permanent(f"550 {code} dropped by SendGrid: {reason}".strip())
+    return ProviderReport(
+        recipient_id=recipient_id,
+        recipient=str(event.get("email") or ""),
+        event_key=_event_key(Provider.SENDGRID.value, event.get("sg_event_id"), event),
+        kind=kind,
+        result=result,
+    )
+
+
+def sendgrid_webhook_receive(
+    *, relay_server_id: int, body: bytes, signature: str, timestamp: str, now: datetime
+) -> WebhookReceipt:
+    """Authenticate one SendGrid Event Webhook call (a JSON array of events, batched) for a
+    relay server and record what it reports."""
+    relay, key = _relay_and_key(relay_server_id, Provider.SENDGRID, "webhook_verification_key")
+    sendgrid_signature_check(
+        verification_key=key, body=body, signature=signature, timestamp=timestamp
+    )
+    events = _json(body)
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise ValidationFailed.on("body", "must be a JSON array of event objects")
+    reports = [r for r in map(sendgrid_report, events) if r is not None]
+    return reports_record(relay=relay, reports=reports, received=len(events), now=now)
+
+
+# --- recording ------------------------------------------------------------------------------
+
+
+def _relay_and_key(relay_server_id: int, provider: str, credential: str) -> tuple[RelayServer, str]:
+    """The relay server the URL names and its webhook secret. Without one, there is no
+    receiver for it (a 404 alike for absent servers, other providers and unset keys)."""
+    relay = RelayServer.objects.filter(pk=relay_server_id, provider=provider).first()
+    key = (
+        relay.credentials.get(credential) if relay and isinstance(relay.credentials, dict) else None
+    )
+    if relay is None or not isinstance(key, str) or not key:
+        raise NotFound(
+            f"no {provider} webhook receiver for this relay server "
+            f"(a {provider} server with credentials.{credential} set)"
+        )
+    return relay, key
+
+
+def _in_flight(row: QueuedRecipient, now: datetime) -> bool:
+    """A worker holds the row: the provider answered its send, but the worker has not
+    recorded that yet. Changing the row now would make it drop its record (lost claim)."""
+    return bool(
+        row.status in (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
+        and row.claimed_by
+        and row.claimed_until is not None
+        and row.claimed_until > now
+    )
+
+
+def _rows(relay: RelayServer, ids: set[int]) -> dict[int, QueuedRecipient]:
+    """This relay server's rows among `ids`, locked until the transaction ends (PostgreSQL;
+    SQLite has one writer anyway), in id order so that concurrent calls cannot deadlock.
+    Chunked under SQLite's variable limit."""
+    found: dict[int, QueuedRecipient] = {}
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), 500):
+        rows = (
+            QueuedRecipient.objects.select_for_update(of=("self",))
+            .select_related("message")
+            .filter(pk__in=ordered[i : i + 500], message__relay_server=relay)
+            .order_by("pk")
+        )
+        found.update((row.pk, row) for row in rows)
+    return found
+
+
+def _recorded(row_ids: list[int], *, prefix: str) -> set[tuple[int, str]]:
+    """(row id, event key) of the provider events already recorded on these rows: a row has
+    a handful of events, so reading them all beats a long IN list of event keys."""
+    seen: set[tuple[int, str]] = set()
+    for i in range(0, len(row_ids), 500):
+        seen.update(
+            DeliveryEvent.objects.filter(
+                recipient_id__in=row_ids[i : i + 500], detail__startswith=prefix
+            ).values_list("recipient_id", "detail")
+        )
+    return seen
+
+
+def reports_record(
+    *, relay: RelayServer, reports: Sequence[ProviderReport], received: int, now: datetime
+) -> WebhookReceipt:
+    """Put provider reports on the relay server's rows, as outcomes_record puts a native
+    outcome: row status and last reply, an event, a hard-bounce suppression, then DSNs to
+    the senders. Each report at most once (its event key is the event's detail)."""
+    receipt = WebhookReceipt(received=received, ignored=received - len(reports))
+    failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)
+    with transaction.atomic():
+        rows = _rows(relay, {r.recipient_id for r in reports})
+        seen = _recorded(sorted(rows), prefix=f"{relay.provider} event ")
+        events: list[DeliveryEvent] = []
+        suppressions: list[Suppression] = []
+        for report in reports:
+            row = rows.get(report.recipient_id)
+            if row is None or row.rcpt_to.lower() != report.recipient.strip().lower():
+                receipt.ignored += 1  # not ours: unknown id, another relay server's row
+                continue
+            if _in_flight(row, now):
+                receipt.in_flight += 1
+                continue
+            if (row.pk, report.event_key) in seen:
+                receipt.duplicates += 1
+                continue
+            seen.add((row.pk, report.event_key))
+            receipt.recorded += 1
+            result = report.result
+            events.append(
+                DeliveryEvent(
+                    organization_id=row.message.organization_id,
+                    message_id=row.message_id,
+                    recipient_id=row.pk,
+                    type=report.kind,
+                    remote_reply=result.reply,
+                    remote_host=result.remote_host,
+                    detail=report.event_key,
+                )
+            )
+            if report.kind is EventType.DEFERRED or row.status not in OPEN_STATUSES:
+                continue  # the provider retries; or the row has ended already
+            row.status = RecipientStatus(report.kind.value)
+            QueuedRecipient.objects.filter(pk=row.pk).update(
+                status=row.status,
+                last_reply=result.reply[:2000],
+                claimed_by="",
+                claimed_until=None,
+                updated_at=now,
+            )
+            if report.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
+                suppressions.append(
+                    Suppression(
+                        organization_id=row.message.organization_id,
+                        address=row.rcpt_to.lower(),
+                        reason=SuppressionReason.HARD_BOUNCE,
+                        detail=result.reply[:2000],
+                        message_id=row.message_id,
+                    )
+                )
+            if report.kind in (EventType.BOUNCED, EventType.FAILED):
+                failures[row.message_id].append((row, result))
+        DeliveryEvent.objects.bulk_create(events)
+        Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
+    for rows_results in failures.values():
+        dsn_send(
+            message=rows_results[0][0].message,
+            failed=[FailedRecipient(r.rcpt_to, res) for r, res in rows_results],
+            now=now,
+        )
+    return receipt
