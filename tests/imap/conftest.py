@@ -76,6 +76,9 @@ def imap_server(transactional_db: Any, settings: Any, tmp_path: Path) -> Iterato
                 authenticated_timeout=30.0,
                 invalid_user_sleep=0.0,
                 idle_poll_interval=0.1,
+                # This test's own counters: with REDIS_URL set (the production-mode run) the
+                # default guard is shared, and one test's failures would block the next.
+                login_guard=LoginGuard(),
             ) as listening:
                 ready["listening"] = listening
                 started.set()

@@ -1,16 +1,31 @@
 """Mailbox credential checks for IMAP logins: the shared `mailplane.mailboxes.logins`.
 
 scrypt and the ORM block, so `mailbox_authenticate` runs on the backend's auth pool; the
-verification cache and the brute-force guard are the same classes SMTP AUTH uses.
+verification cache and the brute-force guard are the same classes SMTP AUTH uses, and with
+Redis configured the guard's counters are the ones SMTP AUTH writes.
 """
 
 from __future__ import annotations
 
 from django.db import close_old_connections
 
-from mailplane.mailboxes.logins import CredentialCache, LoginGuard, Principal, login_check
+from mailplane.mailboxes.logins import (
+    CredentialCache,
+    LoginGuard,
+    LoginLimits,
+    Principal,
+    login_check,
+    login_guard,
+)
 
-__all__ = ["CredentialCache", "LoginGuard", "MailboxLogin", "mailbox_authenticate"]
+__all__ = [
+    "CredentialCache",
+    "LoginGuard",
+    "LoginLimits",
+    "MailboxLogin",
+    "login_guard",
+    "mailbox_authenticate",
+]
 
 # Who logged in (mailbox id, organization id, canonical address).
 MailboxLogin = Principal

@@ -52,7 +52,8 @@ from pysasl import SASLAuth
 from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import BuiltinHash
 
-from mailplane.imap.auth import CredentialCache, LoginGuard, MailboxLogin, mailbox_authenticate
+from mailplane.imap.auth import CredentialCache, LoginLimits, MailboxLogin, mailbox_authenticate
+from mailplane.imap.auth import login_guard as default_login_guard
 from mailplane.storage.maildir import SPECIAL_FOLDERS, maildir_ensure
 
 __all__ = ["MailplaneBackend", "MailplaneConfig"]
@@ -77,7 +78,7 @@ class MailplaneConfig(MaildirConfig):
         unauthenticated_timeout: float = UNAUTHENTICATED_TIMEOUT,
         idle_poll_interval: float = IDLE_POLL_INTERVAL,
         auth_workers: int = 4,
-        login_guard: LoginGuard | None = None,
+        login_guard: LoginLimits | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(args, **extra)
@@ -85,8 +86,9 @@ class MailplaneConfig(MaildirConfig):
         self.unauthenticated_timeout = unauthenticated_timeout
         self.idle_poll_interval = idle_poll_interval
         # Brute-force limits (per address, per client IP) and the verification cache: the
-        # same classes as SMTP AUTH, one instance per server process.
-        self.login_guard = login_guard or LoginGuard()
+        # same classes as SMTP AUTH. The limits live in Redis when one is configured, shared
+        # with SMTP AUTH and every other IMAP process; the cache is this process's.
+        self.login_guard = login_guard or default_login_guard()
         self.credential_cache = CredentialCache()
         # pysasl looks its mechanisms up in the package entry points on every call (a scan
         # of every installed distribution's metadata, ~4 ms): build the set once, not per

@@ -1,5 +1,21 @@
 """Mailbox logins for SMTP AUTH: moved to `mailplane.mailboxes.logins` (shared with IMAP)."""
 
-from mailplane.mailboxes.logins import CredentialCache, LoginGuard, Principal, login_check, mask
+from mailplane.mailboxes.logins import (
+    CredentialCache,
+    LoginGuard,
+    LoginLimits,
+    Principal,
+    login_check,
+    login_guard,
+    mask,
+)
 
-__all__ = ["CredentialCache", "LoginGuard", "Principal", "login_check", "mask"]
+__all__ = [
+    "CredentialCache",
+    "LoginGuard",
+    "LoginLimits",
+    "Principal",
+    "login_check",
+    "login_guard",
+    "mask",
+]

@@ -20,7 +20,14 @@ from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.smtp.db import blocking
 from mailplane.smtp.ingest import GroupCommitter
-from mailplane.smtp.logins import CredentialCache, LoginGuard, Principal, login_check, mask
+from mailplane.smtp.logins import (
+    CredentialCache,
+    LoginLimits,
+    Principal,
+    login_check,
+    login_guard,
+    mask,
+)
 from mailplane.smtp.messages import (
     address_domain,
     from_addresses,
@@ -148,14 +155,16 @@ class SubmissionHandler:
         *,
         hostname: str,
         max_recipients: int = 100,
-        guard: LoginGuard | None = None,
+        guard: LoginLimits | None = None,
         cache: CredentialCache | None = None,
         failure_delay: float = 1.0,
         max_batch: int = 200,
     ) -> None:
         self.hostname = hostname
         self.max_recipients = max_recipients
-        self.guard = guard or LoginGuard()
+        # Failed-login limits: in Redis when configured, so every submission and IMAP
+        # process counts against the same windows.
+        self.guard = guard or login_guard()
         self.cache = cache or CredentialCache()
         self.failure_delay = failure_delay  # slows guessing; costs the attacker, not us
         # Every accepted message goes through one writer: group commit (see ingest.py).
