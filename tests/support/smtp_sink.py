@@ -48,7 +48,7 @@ class SinkHandler:
     quits: int = 0
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # address → reply
     tempfail_reply: str = "451 4.7.1 greylisted, try again later"
-    open: set[SMTP] = field(default_factory=set)  # sessions connected now
+    open: set[SMTP] = field(default_factory=set)  # sessions (past EHLO) connected now
 
     async def handle_EHLO(
         self,
@@ -62,6 +62,7 @@ class SinkHandler:
         # One EHLO per connection here (no STARTTLS): counting them counts connections
         # without the controller's own readiness probe, which says nothing.
         self.connections += 1
+        self.open.add(server)
         return responses
 
     async def handle_RCPT(
@@ -96,13 +97,9 @@ class SinkHandler:
 
 
 class _SinkSMTP(SMTP):
-    """Keeps the open connections, so tests can drop them."""
+    """Forgets a session in SinkHandler.open when its connection goes."""
 
     event_handler: SinkHandler
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.event_handler.open.add(self)
-        super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.event_handler.open.discard(self)

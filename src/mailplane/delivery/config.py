@@ -26,6 +26,11 @@ DEFAULTS: dict[str, Any] = {
     # crashed worker's connections still count against the destination's cap.
     "DELIVERY_SLOT_LEASE_SECONDS": 30.0,
     "DELIVERY_HTTP_TIMEOUT": 30.0,
+    # Idle SMTP connections kept for the next chunk to the same MX host (Postfix's
+    # connection cache: smtp_connection_cache_time_limit 2 s and a reuse count limit).
+    "DELIVERY_CONNECTION_IDLE_SECONDS": 5.0,  # QUIT after this long unused; 0: no reuse
+    "DELIVERY_CONNECTION_MAX_MESSAGES": 100,  # transactions, then QUIT instead of reuse
+    "DELIVERY_CONNECTION_POOL_SIZE": 32,  # idle connections per provider, at most
 }
 
 

@@ -35,6 +35,7 @@ from mailplane.delivery.processor import (
     sign_requests,
 )
 from mailplane.delivery.providers import Provider, provider_for
+from mailplane.delivery.providers.smtp import providers_close
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.signing import sign_many
 from mailplane.queue.models import QueuedRecipient
@@ -162,7 +163,14 @@ class DeliveryWorker:
         rows = self.claim(now=now)
         done, jobs = self.prepare(rows)
         if jobs:
-            done += asyncio.run(self.send(jobs))
+
+            async def send() -> list[Outcome]:
+                try:
+                    return await self.send(jobs)
+                finally:  # idle SMTP connections belong to this pass's event loop
+                    await providers_close(self._providers.values())
+
+            done += asyncio.run(send())
         self.record(done, now=now)
         return len(rows)
 
@@ -232,6 +240,7 @@ class DeliveryWorker:
             if finished:
                 await call(self.record, finished)
             await destinations.close()
+            await providers_close(self._providers.values())
             await call(connections.close_all)
             db.shutdown(wait=True)
             log.info("delivery worker %s stopped", self.worker_id)

@@ -1,14 +1,18 @@
 """SMTP providers: native direct-to-MX ("missioninbox") and a generic smarthost.
 
-Both open one connection per chunk of envelopes and run one transaction per envelope on
-it (RFC 5321 §3.3; aiosmtplib sends RSET after a refused transaction), so several messages
-to the same destination share a connection.
+Both carry a chunk of envelopes over one connection, one transaction per envelope (RFC
+5321 §3.3; aiosmtplib sends RSET after a refused transaction), so several messages to the
+same destination share a connection. The native provider also keeps idle connections a
+few seconds (`ConnectionPool`), so the next chunk for the same MX host skips the TCP,
+greeting, EHLO and STARTTLS round trips.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,29 +112,210 @@ async def _connect(address: str, remote_host: str, options: SmtpOptions) -> aios
     return client
 
 
-async def deliver_over_one_connection(
-    *, address: str, remote_host: str, options: SmtpOptions, envelopes: Sequence[Envelope]
-) -> tuple[list[SendResult | None], SendResult | None]:
-    """Send what this host will take. Returns per-envelope results (None: not tried, so
-    another host may) and, when the connection failed, the failure to report if no other
-    host does better. Replies come back as given, 4xx included: whether a 4xx is final
-    (one smarthost) or sends the envelope on to the next MX is the caller's choice."""
-    results: list[SendResult | None] = [None] * len(envelopes)
+# RSET before reuse and QUIT of an idle session: a healthy server answers at once, and a
+# silent one is not worth a message's whole command timeout (a new connection is cheaper).
+IDLE_COMMAND_TIMEOUT = 5.0
+
+
+async def _quit(client: aiosmtplib.SMTP, timeout: float) -> None:
+    """QUIT politely (RFC 5321 §4.1.1.10); a peer that is gone or mute is just closed."""
     try:
-        client = await _connect(address, remote_host, options)
-    except aiosmtplib.SMTPResponseException as exc:
-        # A 4xx/5xx greeting or AUTH refusal: RFC 5321 §5.1 says try the next MX; only
-        # an AUTH 5xx at a smarthost (535) is final for the whole batch.
-        refusal = SendResult.from_smtp(exc.code, exc.message, remote_host)
-        if exc.code >= 500 and options.username:
-            return [refusal] * len(envelopes), refusal
-        return results, SendResult.temporary(refusal.reply, remote_host, exc.code)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        return results, SendResult.temporary(
-            f"451 4.4.1 connection to {remote_host} [{address}] failed: {exc}", remote_host
+        await client.quit(timeout=timeout)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    """What makes two connections interchangeable: the same peer, reached the same way."""
+
+    address: str
+    port: int
+    tls_mode: str
+    source_address: str | None
+    helo_name: str
+
+    @classmethod
+    def of(cls, address: str, options: SmtpOptions) -> PoolKey:
+        return cls(
+            address, options.port, options.tls_mode, options.source_address, options.helo_name
         )
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    """An open SMTP session and how many transactions it has carried."""
+
+    client: aiosmtplib.SMTP
+    key: PoolKey
+    messages: int = 0
+    expiry: asyncio.TimerHandle | None = None  # set while idle in a pool
+
+
+class ConnectionPool:
+    """Idle, healthy SMTP sessions kept between chunks, by `PoolKey` (Postfix's
+    connection cache, smtp_connection_cache_on_demand).
+
+    A session idle for `idle_seconds` is QUIT by a timer, giving the server's slot back;
+    one that has carried `max_messages` transactions is not kept (Postfix's reuse limit);
+    at most `max_idle` sessions wait, and never more for one peer than `max_idle_per_key`
+    (the destination's connection cap: a chunk takes an idle session before opening one,
+    so pooling never holds more connections to a host than were busy at once). Each
+    session is checked with RSET before reuse: one the server closed or stopped answering
+    while idle is dropped and the caller connects afresh, so staleness never costs a
+    message. Sessions belong to the event loop that opened them.
+    """
+
+    def __init__(
+        self, *, idle_seconds: float, max_messages: int, max_idle: int, max_idle_per_key: int
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_messages = max_messages
+        self.max_idle = max_idle
+        self.max_idle_per_key = max_idle_per_key
+        self._idle: dict[PoolKey, list[Connection]] = {}
+        self._count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._quitting: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, *, max_idle_per_key: int) -> ConnectionPool:
+        return cls(
+            idle_seconds=float(conf("DELIVERY_CONNECTION_IDLE_SECONDS")),
+            max_messages=int(conf("DELIVERY_CONNECTION_MAX_MESSAGES")),
+            max_idle=int(conf("DELIVERY_CONNECTION_POOL_SIZE")),
+            max_idle_per_key=max_idle_per_key,
+        )
+
+    def __len__(self) -> int:
+        return self._count
+
+    def has_idle(self, key: PoolKey) -> bool:
+        return bool(self._idle.get(key))
+
+    async def take(self, key: PoolKey) -> Connection | None:
+        """An idle session to `key` that still answers, or None."""
+        self._follow_loop()
+        while (connection := self._pop(key)) is not None:
+            try:
+                # RFC 5321 §4.1.1.5: RSET is harmless, and proves the session is alive.
+                await connection.client.rset(timeout=IDLE_COMMAND_TIMEOUT)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                connection.client.close()
+                continue
+            return connection
+        return None
+
+    def put(self, connection: Connection) -> bool:
+        """Keep `connection` for reuse; False when it should be QUIT instead."""
+        if (
+            self.idle_seconds <= 0
+            or not connection.client.is_connected
+            or connection.messages >= self.max_messages
+            or self._count >= self.max_idle
+            or len(self._idle.get(connection.key, ())) >= self.max_idle_per_key
+        ):
+            return False
+        self._follow_loop()
+        loop = asyncio.get_running_loop()
+        connection.expiry = loop.call_later(self.idle_seconds, self._expire, connection)
+        self._idle.setdefault(connection.key, []).append(connection)
+        self._count += 1
+        return True
+
+    async def aclose(self) -> None:
+        """QUIT every idle session and wait for those already quitting."""
+        self._follow_loop()
+        idle = self._drain()
+        await asyncio.gather(
+            *(_quit(c.client, IDLE_COMMAND_TIMEOUT) for c in idle), *self._quitting
+        )
+
+    def _pop(self, key: PoolKey) -> Connection | None:
+        stack = self._idle.get(key)
+        if not stack:
+            return None
+        connection = stack.pop()  # the most recently used: the least likely to be stale
+        if not stack:
+            del self._idle[key]
+        self._count -= 1
+        if connection.expiry is not None:
+            connection.expiry.cancel()
+            connection.expiry = None
+        return connection
+
+    def _expire(self, connection: Connection) -> None:
+        stack = self._idle.get(connection.key, [])
+        if connection not in stack:
+            return  # taken meanwhile
+        stack.remove(connection)
+        if not stack:
+            del self._idle[connection.key]
+        self._count -= 1
+        task = asyncio.get_running_loop().create_task(
+            _quit(connection.client, IDLE_COMMAND_TIMEOUT)
+        )
+        self._quitting.add(task)
+        task.add_done_callback(self._quitting.discard)
+
+    def _drain(self) -> list[Connection]:
+        idle = [c for stack in self._idle.values() for c in stack]
+        self._idle.clear()
+        self._count = 0
+        for connection in idle:
+            if connection.expiry is not None:
+                connection.expiry.cancel()
+        return idle
+
+    def _follow_loop(self) -> None:
+        """Forget the sessions of a loop that is gone (each run_once pass has its own;
+        it closes the pool before it ends, so this is a safety net)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        for connection in self._drain():
+            with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+                connection.client.close()
+        self._quitting.clear()
+        self._loop = loop
+
+
+async def deliver_over_one_connection(
+    *,
+    address: str,
+    remote_host: str,
+    options: SmtpOptions,
+    envelopes: Sequence[Envelope],
+    pool: ConnectionPool | None = None,
+) -> tuple[list[SendResult | None], SendResult | None]:
+    """Send what this host will take, over an idle session from `pool` when it has one
+    (a new connection otherwise), and give the session back to the pool afterwards.
+
+    Returns per-envelope results (None: not tried, so another host may) and, when the
+    connection failed, the failure to report if no other host does better. Replies come
+    back as given, 4xx included: whether a 4xx is final (one smarthost) or sends the
+    envelope on to the next MX is the caller's choice."""
+    results: list[SendResult | None] = [None] * len(envelopes)
+    key = PoolKey.of(address, options)
+    connection = await pool.take(key) if pool is not None else None
+    if connection is None:
+        try:
+            connection = Connection(await _connect(address, remote_host, options), key)
+        except aiosmtplib.SMTPResponseException as exc:
+            # A 4xx/5xx greeting or AUTH refusal: RFC 5321 §5.1 says try the next MX;
+            # only an AUTH 5xx at a smarthost (535) is final for the whole batch.
+            refusal = SendResult.from_smtp(exc.code, exc.message, remote_host)
+            if exc.code >= 500 and options.username:
+                return [refusal] * len(envelopes), refusal
+            return results, SendResult.temporary(refusal.reply, remote_host, exc.code)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return results, SendResult.temporary(
+                f"451 4.4.1 connection to {remote_host} [{address}] failed: {exc}", remote_host
+            )
+    client = connection.client
     try:
         for i, envelope in enumerate(envelopes):
+            connection.messages += 1
             try:
                 _, reply = await client.sendmail(
                     envelope.mail_from, [envelope.rcpt_to], envelope.data
@@ -142,17 +327,18 @@ async def deliver_over_one_connection(
             except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
                 # The rest go to the next host (or are deferred): RFC 5321 §6.1 prefers a
                 # possible duplicate to a lost message if the drop came after the final dot.
+                client.close()
                 return results, SendResult.temporary(
                     f"451 4.4.2 lost connection with {remote_host} [{address}]: {exc}",
                     remote_host,
                 )
             except aiosmtplib.SMTPResponseException as exc:
                 results[i] = SendResult.from_smtp(exc.code, exc.message, remote_host)
-    finally:
-        try:
-            await client.quit()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            client.close()
+    except BaseException:
+        client.close()  # cancelled mid-command: the session's state is unknown
+        raise
+    if pool is None or not pool.put(connection):
+        await _quit(client, options.timeout)
     return results, None
 
 
@@ -161,7 +347,8 @@ class NativeMxProvider:
     """Direct to the recipient domain's MX hosts, in preference order (RFC 5321 §5.1).
 
     Each envelope moves on to the next address or host until one gives a final answer
-    (2xx or 5xx); a 4xx only stands if no later host does better.
+    (2xx or 5xx); a 4xx only stands if no later host does better. Idle connections wait
+    in `pool` for the next chunk to the same MX host; `aclose()` QUITs them.
     """
 
     options: SmtpOptions
@@ -169,6 +356,10 @@ class NativeMxProvider:
     # One resolver (and its TTL-respecting cache) per provider: a batch's MX and address
     # lookups for a destination are asked once, not once per connection.
     resolver: AsyncResolver = field(default_factory=caching_async_resolver_from_settings)
+    pool: ConnectionPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = ConnectionPool.from_settings(max_idle_per_key=self.max_connections_per_domain)
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> NativeMxProvider:
@@ -210,12 +401,13 @@ class NativeMxProvider:
                     ] * count
                 last = SendResult.temporary(f"451 4.4.3 MX {mx.name} has no address", mx.name)
                 continue
-            for address in addresses:
+            for address in self._warm_first(addresses):
                 got, error = await deliver_over_one_connection(
                     address=address,
                     remote_host=mx.name,
                     options=self.options,
                     envelopes=[envelopes[i] for i in pending],
+                    pool=self.pool,
                 )
                 for i, result in zip(pending, got, strict=True):
                     if result is None:
@@ -235,6 +427,15 @@ class NativeMxProvider:
         # connection failure elsewhere.
         fallback = last or SendResult.temporary(f"451 4.4.4 no reachable MX for {domain}")
         return [final[i] or tentative[i] or fallback for i in range(count)]
+
+    async def aclose(self) -> None:
+        """QUIT the idle connections (the worker calls this when it stops)."""
+        await self.pool.aclose()
+
+    def _warm_first(self, addresses: list[str]) -> list[str]:
+        """A host's addresses with an idle connection first, otherwise in DNS order: a
+        reused session beats a new one to a sibling address."""
+        return sorted(addresses, key=lambda a: not self.pool.has_idle(PoolKey.of(a, self.options)))
 
 
 @dataclass(slots=True)
@@ -272,3 +473,9 @@ class SmarthostProvider:
         )
         fallback = error or SendResult.temporary(f"451 4.4.1 {self.host} did not answer")
         return [r if r is not None else fallback for r in got]
+
+
+async def providers_close(providers: Iterable[object]) -> None:
+    """QUIT the idle connections of every provider that keeps some (worker shutdown, and
+    the end of each run_once pass, whose event loop the connections belong to)."""
+    await asyncio.gather(*(p.aclose() for p in providers if isinstance(p, NativeMxProvider)))
