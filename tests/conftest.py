@@ -6,4 +6,8 @@ from __future__ import annotations
 # Settings are imported by pytest-django before this file runs: the isolated data
 # directory and the in-process broker for test runs are chosen in mailplane.config.
 
-pytest_plugins = ["tests.support.fixtures", "tests.support.dns_server"]
+pytest_plugins = [
+    "tests.support.fixtures",
+    "tests.support.dns_server",
+    "tests.support.redis_server",
+]

@@ -151,9 +151,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # Mailplane's own settings.
 MAILPLANE: dict[str, Any] = {
-    # State shared by every process and host: per-destination connection slots (and
-    # whatever else must hold across workers). Default: the broker, when that is Redis;
-    # embedded mode has none and keeps such state per process.
+    # State shared by every process and host: per-destination connection slots of the
+    # delivery workers, failed-login windows of the SMTP and IMAP servers. Default: the
+    # broker, when that is Redis; embedded mode has none and keeps such state per process.
     "REDIS_URL": os.environ.get(
         "MAILPLANE_REDIS_URL",
         CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",

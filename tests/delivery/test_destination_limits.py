@@ -17,21 +17,6 @@ from mailplane.queue.models import QueuedRecipient
 from tests.support.smtp_sink import free_port
 
 
-def _redis_url() -> str:
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    url = broker if broker.startswith("redis://") else "redis://127.0.0.1:6379/14"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"no Redis at {url} (scripts/test starts one for the production-mode run)")
-    return url
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return _redis_url()
-
-
 class Concurrency:
     """Counts messages being received at the same moment at the sink: each DATA is held
     for a while, so every open delivery connection shows up as one in-flight DATA."""

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import imaplib
 import logging
-import os
 import secrets
 import smtplib
 import socket
@@ -41,21 +40,6 @@ pytestmark = pytest.mark.timeout(60)
 
 PASSWORD = "Correct-Horse-42!"
 WRONG = "Wrong-Horse-42!"
-
-
-def _redis_url() -> str:
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    url = broker if broker.startswith("redis://") else "redis://127.0.0.1:6379/14"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"no Redis at {url} (scripts/test starts one for the production-mode run)")
-    return url
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return _redis_url()
 
 
 @pytest.fixture

@@ -1,0 +1,21 @@
+"""The Redis that tests share with the production-mode run (scripts/test starts it)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The broker's Redis when the run uses one, else db 14 on the local server; the test
+    is skipped, saying why, when no Redis answers."""
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    url = broker if broker.startswith("redis://") else "redis://127.0.0.1:6379/14"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"no Redis at {url} (scripts/test starts one for the production-mode run)")
+    return url
