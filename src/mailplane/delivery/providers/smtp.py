@@ -415,7 +415,7 @@ class NativeMxProvider:
                     if result.status is Status.TEMPORARY:
                         # A 4xx is this host's answer for now (greylisting, a full queue),
                         # not the domain's: the next MX may take it, as Postfix does with
-                        # soft errors. 2xx and 5xx (RFC 5321 §4.2.1: permanent) are final.
+                        # soft errors. A 2xx is done and a 5xx permanent (RFC 5321 §4.2.1).
                         tentative[i] = result
                     else:
                         final[i] = result
@@ -433,8 +433,8 @@ class NativeMxProvider:
         await self.pool.aclose()
 
     def _warm_first(self, addresses: list[str]) -> list[str]:
-        """A host's addresses with an idle connection first, otherwise in DNS order: a
-        reused session beats a new one to a sibling address."""
+        """A host's addresses with an idle connection first, otherwise as given: a reused
+        session beats a new one to a sibling address."""
         return sorted(addresses, key=lambda a: not self.pool.has_idle(PoolKey.of(a, self.options)))
 
 
