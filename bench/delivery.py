@@ -233,6 +233,11 @@ def main() -> int:
         dns.mx(f"d{i}.bench", f"mx{i % len(SINKS)}.sinks.bench", preference=10)
     for i, address in enumerate(SINKS):
         dns.a(f"mx{i}.sinks.bench", address)
+    # Zone apexes, as every real zone has: their SOA rides on negative answers (the sinks'
+    # AAAA "no such record"), which makes those cacheable (RFC 2308 §5).
+    dns.soa("sinks.bench")
+    for i in range(DOMAINS):
+        dns.soa(f"d{i}.bench")
     settings.MAILPLANE = {
         **settings.MAILPLANE,
         "DNS_RESOLVER": dns.address,

@@ -422,3 +422,32 @@ def test_5xx_at_the_primary_bounces_without_trying_the_backup(sender, dns_server
     row = QueuedRecipient.objects.get(message=message)
     assert row.status == "bounced" and row.last_reply.startswith("550 5.1.1")
     assert backup.connections == 0 and backup.received == []
+
+
+def test_an_address_that_needs_smtputf8_bounces_at_a_server_without_it(
+    sender, dns_server, mx_sinks
+):
+    sink = mx_sinks("accept")  # aiosmtpd without enable_SMTPUTF8: no SMTPUTF8 in EHLO
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("josé@dest.test", "carol@dest.test")
+    worker().run_once()
+    rows = {r.rcpt_to: r for r in QueuedRecipient.objects.filter(message=message)}
+    assert rows["josé@dest.test"].status == "bounced"
+    assert "5.6.7" in rows["josé@dest.test"].last_reply
+    assert "SMTPUTF8" in rows["josé@dest.test"].last_reply
+    # The refusal is the client's, before MAIL: the session stays usable for the next one.
+    assert rows["carol@dest.test"].status == "delivered"
+    assert [r.rcpt_tos for r in sink.received] == [["carol@dest.test"]]
+
+
+def test_an_address_that_needs_smtputf8_is_delivered_where_it_is_offered(
+    sender, dns_server, mx_sinks
+):
+    sink = mx_sinks("accept", smtputf8=True)
+    dns_server.mx("dest.test", "mx1.dest.test")
+    dns_server.a("mx1.dest.test", sink.address)
+    message = sender.send("josé@dest.test")
+    worker().run_once()
+    assert QueuedRecipient.objects.get(message=message).status == "delivered"
+    assert [r.rcpt_tos for r in sink.received] == [["josé@dest.test"]]

@@ -112,12 +112,19 @@ class _SinkController(Controller):
 
 
 class Sink:
-    def __init__(self, address: str, port: int, mode: str = "accept") -> None:
+    def __init__(
+        self, address: str, port: int, mode: str = "accept", *, smtputf8: bool = False
+    ) -> None:
         self.address = address
         self.port = port
         self.handler = SinkHandler(mode=mode)
         self.controller = _SinkController(
-            self.handler, hostname=address, port=port, ready_timeout=5, decode_data=False
+            self.handler,
+            hostname=address,
+            port=port,
+            ready_timeout=5,
+            decode_data=False,
+            enable_SMTPUTF8=smtputf8,  # RFC 6531: offered only when asked for
         )
 
     @property
@@ -186,8 +193,8 @@ def mx_sinks(mx_port: int, settings: Any) -> Iterator[Any]:
     settings.MAILPLANE = {**settings.MAILPLANE, "DELIVERY_MX_PORT": mx_port}
     started: list[Sink] = []
 
-    def make(mode: str = "accept") -> Sink:
-        sink = Sink(f"{_NET}.{next(_HOSTS) % 250 + 2}", mx_port, mode).start()
+    def make(mode: str = "accept", *, smtputf8: bool = False) -> Sink:
+        sink = Sink(f"{_NET}.{next(_HOSTS) % 250 + 2}", mx_port, mode, smtputf8=smtputf8).start()
         started.append(sink)
         return sink
 

@@ -22,7 +22,7 @@ import aiosmtplib.smtp
 from django.conf import settings
 
 from mailplane.delivery.config import conf
-from mailplane.delivery.mx import RouteError, host_addresses, mx_hosts
+from mailplane.delivery.mx import RouteError, Routes
 from mailplane.delivery.providers.base import Envelope
 from mailplane.delivery.results import SendResult, Status
 from mailplane.dns import AsyncResolver, caching_async_resolver_from_settings
@@ -316,11 +316,30 @@ async def deliver_over_one_connection(
     try:
         for i, envelope in enumerate(envelopes):
             connection.messages += 1
+            utf8 = not (envelope.mail_from.isascii() and envelope.rcpt_to.isascii())
             try:
                 _, reply = await client.sendmail(
-                    envelope.mail_from, [envelope.rcpt_to], envelope.data
+                    envelope.mail_from,
+                    [envelope.rcpt_to],
+                    envelope.data,
+                    mail_options=["SMTPUTF8"] if utf8 else None,
                 )
                 results[i] = SendResult.delivered(f"250 {reply}".strip(), remote_host)
+            except aiosmtplib.SMTPNotSupported:
+                # RFC 6531 §3.2: an address that needs SMTPUTF8 cannot go to a server
+                # without it, and no downgrade is defined: a permanent failure (X.6.7).
+                needs = envelope.mail_from if envelope.rcpt_to.isascii() else envelope.rcpt_to
+                results[i] = SendResult.permanent(
+                    f"553 5.6.7 {remote_host} does not support SMTPUTF8, which {needs} needs",
+                    remote_host,
+                    553,
+                )
+            except ValueError as exc:
+                # aiosmtplib refused an address before sending it (e.g. a line break in
+                # it): nothing of this transaction reached the server.
+                results[i] = SendResult.permanent(
+                    f"553 5.1.3 address not sendable: {exc}", remote_host, 553
+                )
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refused = exc.recipients[0]
                 results[i] = SendResult.from_smtp(refused.code, refused.message, remote_host)
@@ -357,9 +376,11 @@ class NativeMxProvider:
     # lookups for a destination are asked once, not once per connection.
     resolver: AsyncResolver = field(default_factory=caching_async_resolver_from_settings)
     pool: ConnectionPool = field(init=False)
+    routes: Routes = field(init=False)
 
     def __post_init__(self) -> None:
         self.pool = ConnectionPool.from_settings(max_idle_per_key=self.max_connections_per_domain)
+        self.routes = Routes(self.resolver)
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> NativeMxProvider:
@@ -377,9 +398,8 @@ class NativeMxProvider:
         if not envelopes:
             return []
         domain = envelopes[0].rcpt_domain
-        resolver = self.resolver
         try:
-            hosts = await mx_hosts(resolver, domain)
+            hosts = await self.routes.hosts(domain)
         except RouteError as exc:
             return [exc.result] * len(envelopes)
         count = len(envelopes)
@@ -389,7 +409,7 @@ class NativeMxProvider:
         last: SendResult | None = None  # latest failure of a whole host (DNS, connection)
         for mx in hosts:
             try:
-                addresses = await host_addresses(resolver, mx.name)
+                addresses = await self.routes.addresses(mx.name)
             except RouteError as exc:
                 last = exc.result
                 continue
