@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from mailplane.delivery.bounces import verp_recipient_id
-from mailplane.delivery.mx import RouteError, host_addresses, mx_hosts
+from mailplane.delivery.mx import RouteError, Routes, host_addresses, mx_hosts
 from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.worker import DeliveryWorker
 from mailplane.dns import caching_async_resolver_from_settings
@@ -320,6 +320,47 @@ def test_equal_preferences_are_shuffled_lower_first(dns_server):
         ("b.dest.test", "a.dest.test", "c.dest.test"),
     }
     assert len(dns_server.queried("dest.test", "MX")) == 1  # cached for its TTL
+
+
+def test_routes_ask_each_question_once_however_many_chunks_ask_together(dns_server):
+    """A batch's first pass: every chunk for a domain needs its MX and addresses at the
+    same moment. One query goes out per question; the rest wait for its answer."""
+    dns_server.mx("dest.test", "a.dest.test", preference=10)
+    dns_server.mx("dest.test", "b.dest.test", preference=10)
+    dns_server.a("a.dest.test", "192.0.2.1")
+    routes = Routes(caching_async_resolver_from_settings(), memo_seconds=60)
+
+    async def run():
+        hosts = await asyncio.gather(*(routes.hosts("dest.test") for _ in range(50)))
+        addresses = await asyncio.gather(*(routes.addresses("a.dest.test") for _ in range(50)))
+        return hosts, addresses
+
+    hosts, addresses = asyncio.run(run())
+    assert len(dns_server.queried("dest.test", "MX")) == 1
+    assert len(dns_server.queried("a.dest.test", "A")) == 1
+    assert len(dns_server.queried("a.dest.test", "AAAA")) == 1
+    assert all(a == ["192.0.2.1"] for a in addresses)
+    # Shared answers, still drawn afresh among equal preferences for each caller.
+    assert {tuple(h.name for h in found) for found in hosts} == {
+        ("a.dest.test", "b.dest.test"),
+        ("b.dest.test", "a.dest.test"),
+    }
+
+
+def test_routes_keep_answers_not_failures(dns_server):
+    dns_server.fail("flaky.test", "servfail", rdtype="MX")
+    routes = Routes(caching_async_resolver_from_settings(), memo_seconds=60)
+
+    async def ask():
+        try:
+            return [h.name for h in await routes.hosts("flaky.test")]
+        except RouteError as exc:
+            return exc.result.reply
+
+    assert asyncio.run(ask()).startswith("451 4.4.3")
+    dns_server.heal("flaky.test")
+    dns_server.mx("flaky.test", "mx.flaky.test")
+    assert asyncio.run(ask()) == ["mx.flaky.test"]  # asked again, not the memoised failure
 
 
 def test_null_mx_bounces_and_mx_without_address_defers(sender, dns_server):

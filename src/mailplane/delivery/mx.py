@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import random
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,42 +92,42 @@ async def host_addresses(resolver: AsyncResolver, host: str) -> list[str]:
 
 class Routes:
     """MX hosts and host addresses for one provider, each asked of the resolver at most
-    once per `memo_seconds`.
+    once per `memo_seconds`, and only once at a time.
 
     The resolver's cache already keeps answers for their TTL; this saves asking it: a
     cache hit in dnspython still builds names, a query and an answer (with an exception
     for "no AAAA"), 15% of the delivery worker's CPU in bench/delivery.py, where the
-    chunks of a batch ask the same questions within the same second. Only answers are
-    kept, never failures, and a memo is far shorter than any sane TTL.
+    chunks of a batch ask the same questions within the same second. Chunks that ask
+    while the first question is still out wait for its answer instead of sending their
+    own: a batch's first pass would otherwise send hundreds of identical queries at
+    once. Only answers are kept, never failures, and a memo is far shorter than any TTL.
     """
 
     def __init__(self, resolver: AsyncResolver, *, memo_seconds: float = 1.0) -> None:
         self.resolver = resolver
         self.memo_seconds = memo_seconds
-        self._hosts: dict[str, tuple[float, list[MxHost]]] = {}
-        self._addresses: dict[str, tuple[float, list[str]]] = {}
+        self._memo: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._asking: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     async def hosts(self, domain: str) -> list[MxHost]:
-        now = time.monotonic()
-        memo = self._hosts.get(domain)
-        if memo is not None and memo[0] > now:
-            return preference_order(memo[1])  # a fresh draw among equals, as DNS would
-        hosts = await mx_hosts(self.resolver, domain)
-        self._remember(self._hosts, domain, hosts, now)
-        return hosts
+        hosts = await self._answer(("MX", domain), lambda: mx_hosts(self.resolver, domain))
+        return preference_order(hosts)  # a fresh draw among equals for every caller
 
     async def addresses(self, host: str) -> list[str]:
-        now = time.monotonic()
-        memo = self._addresses.get(host)
-        if memo is not None and memo[0] > now:
-            return memo[1]
-        addresses = await host_addresses(self.resolver, host)
-        self._remember(self._addresses, host, addresses, now)
-        return addresses
+        return list(await self._answer(("A", host), lambda: host_addresses(self.resolver, host)))
 
-    def _remember(
-        self, memo: dict[str, tuple[float, Any]], key: str, value: Any, now: float
-    ) -> None:
-        if len(memo) >= 10_000:
-            memo.clear()  # bounded: a flood of distinct domains costs lookups, not memory
-        memo[key] = (now + self.memo_seconds, value)
+    async def _answer(
+        self, key: tuple[str, str], ask: Callable[[], Coroutine[Any, Any, Any]]
+    ) -> Any:
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] > time.monotonic():
+            return memo[1]
+        question = self._asking.get(key)
+        if question is None:
+            question = self._asking[key] = asyncio.ensure_future(ask())
+            question.add_done_callback(lambda _: self._asking.pop(key, None))
+        answer = await asyncio.shield(question)  # one waiter cancelled: not the others'
+        if len(self._memo) >= 10_000:
+            self._memo.clear()  # bounded: a flood of distinct domains costs lookups, not memory
+        self._memo[key] = (time.monotonic() + self.memo_seconds, answer)
+        return answer

@@ -34,8 +34,7 @@ from mailplane.delivery.processor import (
     outcomes_record,
     sign_requests,
 )
-from mailplane.delivery.providers import Provider, provider_for
-from mailplane.delivery.providers.smtp import providers_close
+from mailplane.delivery.providers import Provider, provider_for, providers_close
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.signing import sign_many
 from mailplane.queue.models import QueuedRecipient

@@ -102,8 +102,9 @@ def _configure(resolver: dns.resolver.BaseResolver, spec: str, timeout: float) -
         resolver.nameservers = [
             dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers_parse(spec)
         ]
-    # One budget for the whole lookup: the caller decides how long "later" is.
-    resolver.timeout = timeout
+    # One budget for the whole lookup (the caller decides how long "later" is), tried up
+    # to three times within it: one lost UDP datagram must not fail the lookup.
+    resolver.timeout = max(timeout / 3, 0.2)
     resolver.lifetime = timeout
     resolver.use_edns(0, 0, EDNS_PAYLOAD)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from mailplane.delivery.providers.base import Envelope, Provider
 from mailplane.delivery.providers.http_api import MailgunProvider, SendGridProvider
 from mailplane.delivery.providers.smtp import NativeMxProvider, SmarthostProvider
 
-__all__ = ["Envelope", "Provider", "provider_for"]
+__all__ = ["Envelope", "Provider", "provider_for", "providers_close"]
 
 
 def provider_for(*, provider: str, configuration: dict[str, Any], credentials: Any) -> Provider:
@@ -23,3 +25,8 @@ def provider_for(*, provider: str, configuration: dict[str, Any], credentials: A
     if provider == "sendgrid":
         return SendGridProvider.from_config(configuration, creds)
     raise ValueError(f"unknown provider {provider!r}")
+
+
+async def providers_close(providers: Iterable[Provider]) -> None:
+    """Close every provider (QUIT idle connections) at once."""
+    await asyncio.gather(*(p.aclose() for p in providers))

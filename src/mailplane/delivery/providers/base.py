@@ -29,3 +29,17 @@ class Provider(Protocol):
         Never raises for delivery problems: every failure is a TEMPORARY or PERMANENT result.
         """
         ...
+
+    async def aclose(self) -> None:
+        """Let go of what is kept between sends (idle connections); the worker calls it
+        when it stops, and at the end of each run_once pass (whose event loop it was)."""
+        ...
+
+
+class KeepsNothingOpen:
+    """For providers whose sends leave nothing open in between: closing is a no-op."""
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:
+        return None

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from mailplane.delivery.config import conf
-from mailplane.delivery.providers.base import Envelope
+from mailplane.delivery.providers.base import Envelope, KeepsNothingOpen
 from mailplane.delivery.results import SendResult
 
 MAILGUN_REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
@@ -103,7 +103,7 @@ async def _send_sequentially(envelopes: Sequence[Envelope], send_one: Any) -> li
 
 
 @dataclass(slots=True)
-class MailgunProvider:
+class MailgunProvider(KeepsNothingOpen):
     """POST {base}/v3/{domain}/messages.mime, multipart `to` + `v:<RECIPIENT_VARIABLE>` +
     `message` (the raw MIME), HTTP basic auth api:<key>. 200 accepted; 4xx except 429
     permanent; 429/5xx temporary."""
@@ -230,7 +230,7 @@ def sendgrid_payload(*, raw: bytes, rcpt_to: str) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
-class SendGridProvider:
+class SendGridProvider(KeepsNothingOpen):
     """POST {base}/v3/mail/send with a Bearer key, custom_args carrying RECIPIENT_VARIABLE.
     202 accepted; 400/401/403/413 permanent; 429 and 5xx temporary."""
 

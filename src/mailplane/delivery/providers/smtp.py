@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from django.conf import settings
 
 from mailplane.delivery.config import conf
 from mailplane.delivery.mx import RouteError, Routes
-from mailplane.delivery.providers.base import Envelope
+from mailplane.delivery.providers.base import Envelope, KeepsNothingOpen
 from mailplane.delivery.results import SendResult, Status
 from mailplane.dns import AsyncResolver, caching_async_resolver_from_settings
 
@@ -459,7 +459,7 @@ class NativeMxProvider:
 
 
 @dataclass(slots=True)
-class SmarthostProvider:
+class SmarthostProvider(KeepsNothingOpen):
     """A fixed next hop (host, port, TLS mode, optional AUTH): the ISP relay case."""
 
     host: str
@@ -494,8 +494,3 @@ class SmarthostProvider:
         fallback = error or SendResult.temporary(f"451 4.4.1 {self.host} did not answer")
         return [r if r is not None else fallback for r in got]
 
-
-async def providers_close(providers: Iterable[object]) -> None:
-    """QUIT the idle connections of every provider that keeps some (worker shutdown, and
-    the end of each run_once pass, whose event loop the connections belong to)."""
-    await asyncio.gather(*(p.aclose() for p in providers if isinstance(p, NativeMxProvider)))
