@@ -78,63 +78,41 @@ def bounce_match(rcpt: str, raw: bytes) -> int | None:
 
     Returns the QueuedRecipient id it was matched to (the MX then accepts and consumes the
     message) or None (not one of our VERP addresses, or a forged tag: treat as ordinary
-    mail / reject). A report with Action: failed (or a 5.x.x Status) marks the row
-    bounced, records a "bounced" event, suppresses the address and tells the sender.
+    mail / reject). A report with Action: failed (or a 5.x.x Status) is a late outcome
+    (late.py): a "bounced" event; a row still open is marked bounced, the address
+    suppressed and the sender told.
     """
     from django.db import transaction
     from django.utils import timezone
 
-    from mailplane.delivery.dsn import FailedRecipient
-    from mailplane.delivery.processor import dsn_send
+    from mailplane.delivery.late import LateOutcome, late_failures_report, late_outcomes_store
     from mailplane.delivery.results import SendResult
-    from mailplane.queue.models import (
-        DeliveryEvent,
-        EventType,
-        QueuedRecipient,
-        RecipientStatus,
-        Suppression,
-        SuppressionReason,
-    )
+    from mailplane.queue.models import EventType, QueuedRecipient
 
     recipient_id = verp_recipient_id(rcpt)
     if recipient_id is None:
         return None
-    row = QueuedRecipient.objects.select_related("message").filter(pk=recipient_id).first()
-    if row is None:
-        return None
     failures = [f for f in dsn_parse(raw) if f.action == "failed" or f.status.startswith("5.")]
-    if not failures:
-        return row.pk  # delayed/relayed reports: nothing to change
-    report = failures[0]
-    reply = report.diagnostic or f"{report.status} reported failed by {report.remote_mta}"
+    now = timezone.now()
     with transaction.atomic():
-        QueuedRecipient.objects.filter(pk=row.pk).update(
-            status=RecipientStatus.BOUNCED,
-            last_reply=reply[:2000],
-            claimed_by="",
-            claimed_until=None,
+        row = (
+            QueuedRecipient.objects.select_for_update(of=("self",))
+            .select_related("message")
+            .filter(pk=recipient_id)
+            .first()
         )
-        DeliveryEvent.objects.create(
-            organization_id=row.message.organization_id,
-            message_id=row.message_id,
-            recipient_id=row.pk,
-            type=EventType.BOUNCED,
-            remote_reply=reply,
-            remote_host=report.remote_mta,
-            detail="asynchronous bounce (inbound DSN to the VERP return path)",
+        if row is None:
+            return None
+        if not failures:
+            return row.pk  # delayed/relayed reports: nothing to change
+        report = failures[0]
+        reply = report.diagnostic or f"{report.status} reported failed by {report.remote_mta}"
+        bounced = LateOutcome(
+            row,
+            EventType.BOUNCED,
+            SendResult.permanent(reply, report.remote_mta),
+            "asynchronous bounce (inbound DSN to the VERP return path)",
         )
-        Suppression.objects.get_or_create(
-            organization_id=row.message.organization_id,
-            address=row.rcpt_to.lower(),
-            defaults={
-                "reason": SuppressionReason.HARD_BOUNCE,
-                "detail": reply[:2000],
-                "message_id": row.message_id,
-            },
-        )
-    dsn_send(
-        message=row.message,
-        failed=[FailedRecipient(row.rcpt_to, SendResult.permanent(reply, report.remote_mta))],
-        now=timezone.now(),
-    )
+        to_report = late_outcomes_store([bounced], now=now)
+    late_failures_report(to_report, now=now)
     return row.pk

@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import json
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,29 +38,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.db import transaction
 
 from mailplane.core.errors import DomainError, NotFound, ValidationFailed
-from mailplane.delivery.dsn import FailedRecipient
-from mailplane.delivery.processor import dsn_send
+from mailplane.delivery.late import LateOutcome, late_failures_report, late_outcomes_store
 from mailplane.delivery.providers.http_api import RECIPIENT_VARIABLE
-from mailplane.delivery.results import SendResult, Status
+from mailplane.delivery.results import SendResult
 from mailplane.queue.models import (
     DeliveryEvent,
     EventType,
     QueuedRecipient,
     RecipientStatus,
-    Suppression,
-    SuppressionReason,
 )
 from mailplane.relays.models import Provider, RelayServer
 from mailplane.relays.schemas import p256_public_key
 
 # Mailgun's advice: a genuine call is recent (each retry is signed anew); older is a replay.
 MAILGUN_MAX_AGE = timedelta(minutes=15)
-# Rows a report may move: the provider holds them (delivered = accepted by it), or our
-# retry of a send the provider did in fact take is still pending. Bounced, failed and
-# suppressed rows keep their status; the report is still logged as an event.
-OPEN_STATUSES = frozenset(
-    {RecipientStatus.DELIVERED, RecipientStatus.QUEUED, RecipientStatus.DEFERRED}
-)
 # SendGrid "dropped" reasons that mean "on SendGrid's suppression list".
 SENDGRID_SUPPRESSION_REASONS = frozenset(
     {"bounced address", "unsubscribed address", "spam reporting address"}
@@ -399,16 +389,14 @@ def _recorded(row_ids: list[int], *, prefix: str) -> set[tuple[int, str]]:
 def reports_record(
     *, relay: RelayServer, reports: Sequence[ProviderReport], received: int, now: datetime
 ) -> WebhookReceipt:
-    """Put provider reports on the relay server's rows, as outcomes_record puts a native
-    outcome: row status and last reply, an event, a hard-bounce suppression, then DSNs to
-    the senders. Each report at most once (its event key is the event's detail)."""
+    """Put provider reports on the relay server's rows (late.py: as a native outcome is
+    recorded), then tell the senders. Each report at most once (its event key is the
+    event's detail)."""
     receipt = WebhookReceipt(received=received, ignored=received - len(reports))
-    failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)
+    outcomes: list[LateOutcome] = []
     with transaction.atomic():
         rows = _rows(relay, {r.recipient_id for r in reports})
         seen = _recorded(sorted(rows), prefix=f"{relay.provider} event ")
-        events: list[DeliveryEvent] = []
-        suppressions: list[Suppression] = []
         for report in reports:
             row = rows.get(report.recipient_id)
             if row is None or row.rcpt_to.lower() != report.recipient.strip().lower():
@@ -421,47 +409,8 @@ def reports_record(
                 receipt.duplicates += 1
                 continue
             seen.add((row.pk, report.event_key))
-            receipt.recorded += 1
-            result = report.result
-            events.append(
-                DeliveryEvent(
-                    organization_id=row.message.organization_id,
-                    message_id=row.message_id,
-                    recipient_id=row.pk,
-                    type=report.kind,
-                    remote_reply=result.reply,
-                    remote_host=result.remote_host,
-                    detail=report.event_key,
-                )
-            )
-            if report.kind is EventType.DEFERRED or row.status not in OPEN_STATUSES:
-                continue  # the provider retries; or the row has ended already
-            row.status = RecipientStatus(report.kind.value)
-            QueuedRecipient.objects.filter(pk=row.pk).update(
-                status=row.status,
-                last_reply=result.reply[:2000],
-                claimed_by="",
-                claimed_until=None,
-                updated_at=now,
-            )
-            if report.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
-                suppressions.append(
-                    Suppression(
-                        organization_id=row.message.organization_id,
-                        address=row.rcpt_to.lower(),
-                        reason=SuppressionReason.HARD_BOUNCE,
-                        detail=result.reply[:2000],
-                        message_id=row.message_id,
-                    )
-                )
-            if report.kind in (EventType.BOUNCED, EventType.FAILED):
-                failures[row.message_id].append((row, result))
-        DeliveryEvent.objects.bulk_create(events)
-        Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
-    for rows_results in failures.values():
-        dsn_send(
-            message=rows_results[0][0].message,
-            failed=[FailedRecipient(r.rcpt_to, res) for r, res in rows_results],
-            now=now,
-        )
+            outcomes.append(LateOutcome(row, report.kind, report.result, report.event_key))
+        failures = late_outcomes_store(outcomes, now=now)
+    receipt.recorded = len(outcomes)
+    late_failures_report(failures, now=now)
     return receipt
