@@ -17,7 +17,7 @@ from datetime import datetime
 from django.db import transaction
 
 from mailplane.delivery.dsn import FailedRecipient
-from mailplane.delivery.processor import dsn_send
+from mailplane.delivery.processor import dsn_send, hard_bounce_suppression
 from mailplane.delivery.results import SendResult, Status
 from mailplane.queue.models import (
     DeliveryEvent,
@@ -25,7 +25,6 @@ from mailplane.queue.models import (
     QueuedRecipient,
     RecipientStatus,
     Suppression,
-    SuppressionReason,
 )
 
 # Rows a late outcome may move: the far end holds them (delivered = accepted there, and a
@@ -77,15 +76,7 @@ def late_outcomes_store(outcomes: Sequence[LateOutcome], *, now: datetime) -> Fa
                 updated_at=now,
             )
             if outcome.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
-                suppressions.append(
-                    Suppression(
-                        organization_id=row.message.organization_id,
-                        address=row.rcpt_to.lower(),
-                        reason=SuppressionReason.HARD_BOUNCE,
-                        detail=result.reply[:2000],
-                        message_id=row.message_id,
-                    )
-                )
+                suppressions.append(hard_bounce_suppression(row, result))
             if outcome.kind in (EventType.BOUNCED, EventType.FAILED):
                 failures[row.message_id].append((row, result))
         DeliveryEvent.objects.bulk_create(events)

@@ -316,15 +316,7 @@ def outcomes_record(
                 )
             )
             if kind is EventType.BOUNCED and result.status is Status.PERMANENT:
-                suppressions.append(
-                    Suppression(
-                        organization_id=row.message.organization_id,
-                        address=row.rcpt_to.lower(),
-                        reason=SuppressionReason.HARD_BOUNCE,
-                        detail=result.reply[:2000],
-                        message_id=row.message_id,
-                    )
-                )
+                suppressions.append(hard_bounce_suppression(row, result))
             if kind in (EventType.BOUNCED, EventType.FAILED):
                 failures[row.message_id].append((row, result))
         for (new_status, attempts, next_attempt, reply), ids in updates.items():
@@ -350,6 +342,17 @@ def outcomes_record(
             failed=[FailedRecipient(r.rcpt_to, res) for r, res in rows_results],
             now=now,
         )
+
+
+def hard_bounce_suppression(row: QueuedRecipient, result: SendResult) -> Suppression:
+    """The suppression a permanent bounce earns (saved by the caller, ignoring conflicts)."""
+    return Suppression(
+        organization_id=row.message.organization_id,
+        address=row.rcpt_to.lower(),
+        reason=SuppressionReason.HARD_BOUNCE,
+        detail=result.reply[:2000],
+        message_id=row.message_id,
+    )
 
 
 def dsn_send(*, message: OutboundMessage, failed: Sequence[FailedRecipient], now: datetime) -> None:
