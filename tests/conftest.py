@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
 # Settings are imported by pytest-django before this file runs: the isolated data
 # directory and the in-process broker for test runs are chosen in mailplane.config.
 
@@ -11,3 +16,22 @@ pytest_plugins = [
     "tests.support.dns_server",
     "tests.support.redis_server",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_other_threads_connections(
+    django_db_setup: None, django_db_blocker: Any
+) -> Iterator[None]:
+    """At the end of the run, end the database sessions that server thread pools (SMTP,
+    IMAP logins, group commit) still keep open for CONN_MAX_AGE, so that PostgreSQL lets
+    pytest-django drop the test database. Torn down before django_db_setup is."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
