@@ -86,6 +86,16 @@ def error_code(response):
     return response.json()["error"]["code"]
 
 
+def later_sends(sender, relay, fake, *to):
+    """A new message to `to` through `relay` after a report: its rows once the worker ran,
+    and how many requests the provider received for it."""
+    before = len(fake.requests)
+    message = sender.send(*to, relay=relay)
+    DeliveryWorker(rng=lambda: 0.5).run_once()
+    rows = list(QueuedRecipient.objects.filter(message=message).order_by("pk"))
+    return rows, len(fake.requests) - before
+
+
 # --- sending tags every message with our row id ------------------------------------------------
 
 
@@ -247,6 +257,72 @@ def test_mailgun_suppression_list_drop_is_suppressed(sender, fake_mailgun):
     assert row.status == "suppressed" and "suppress-bounce" in row.last_reply
     assert events_of(row)[-1] == "suppressed"
     assert maildir_files(sender.alice) == []  # as for our own suppression list: no DSN
+
+
+def test_mailgun_complaint_suppresses_the_address_without_a_dsn(sender, fake_mailgun):
+    relay = mailgun_relay(sender.account, fake_mailgun)
+    [row], requests = relayed(sender, relay, fake_mailgun)
+    payload = fake_mailgun.webhook(requests["carol@dest.test"], event="complained")
+
+    response = post_mailgun(relay.pk, payload)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "received": 1,
+        "recorded": 1,
+        "duplicates": 0,
+        "ignored": 0,
+        "in_flight": 0,
+    }
+    after = QueuedRecipient.objects.get(pk=row.pk)
+    assert (after.status, after.last_reply) == ("delivered", row.last_reply)  # it was
+    complaint = DeliveryEvent.objects.filter(recipient=row).last()
+    assert (complaint.type, complaint.remote_reply) == (
+        "complained",
+        "spam complaint reported by Mailgun",
+    )
+    assert complaint.detail == f"mailgun event {payload['event-data']['id']}"
+    suppression = Suppression.objects.get(organization=sender.account.org)
+    assert (suppression.address, suppression.reason) == ("carol@dest.test", "complaint")
+    assert suppression.message_id == row.message_id
+    assert maildir_files(sender.alice) == []  # nothing failed: no DSN
+    shown = sender.account.client.get(f"/api/messages/{row.message_id}/").json()
+    assert [e["type"] for e in shown["events"]] == ["queued", "delivered", "complained"]
+
+    # A replay and Mailgun's retry signed anew: recorded once.
+    retry = fake_mailgun.webhook(
+        requests["carol@dest.test"], event="complained", event_id=payload["event-data"]["id"]
+    )
+    for again in (payload, retry):
+        response = post_mailgun(relay.pk, again)
+        assert (response.json()["recorded"], response.json()["duplicates"]) == (0, 1)
+    assert events_of(row) == ["queued", "delivered", "complained"]
+    assert Suppression.objects.count() == 1
+
+    # The next message to that address is held by the suppression list, not sent.
+    [held], sent = later_sends(sender, relay, fake_mailgun, "Carol@dest.test")
+    assert (held.status, sent) == ("suppressed", 0)
+    assert events_of(held) == ["queued", "suppressed"]
+    assert maildir_files(sender.alice) == []
+
+
+def test_mailgun_unsubscribe_suppresses_with_its_own_reason(sender, fake_mailgun):
+    relay = mailgun_relay(sender.account, fake_mailgun)
+    [row], requests = relayed(sender, relay, fake_mailgun)
+    payload = fake_mailgun.webhook(requests["carol@dest.test"], event="unsubscribed")
+
+    assert post_mailgun(relay.pk, payload).json()["recorded"] == 1
+    assert post_mailgun(relay.pk, payload).json()["duplicates"] == 1
+
+    row.refresh_from_db()
+    assert row.status == "delivered"
+    assert events_of(row) == ["queued", "delivered", "unsubscribed"]
+    assert list(Suppression.objects.values_list("address", "reason", "detail")) == [
+        ("carol@dest.test", "unsubscribed", "unsubscribe reported by Mailgun")
+    ]
+    assert maildir_files(sender.alice) == []
+    [held], sent = later_sends(sender, relay, fake_mailgun, "carol@dest.test")
+    assert (held.status, sent) == ("suppressed", 0)
 
 
 def test_mailgun_calls_not_signed_with_the_relay_key_are_refused(sender, fake_mailgun):
@@ -465,6 +541,59 @@ def test_sendgrid_dropped_is_suppressed_or_failed_by_reason(sender, fake_sendgri
     text = report.read_bytes()
     assert b"Final-Recipient: rfc822; dave@other.test" in text
     assert b"Final-Recipient: rfc822; carol@dest.test" not in text
+
+
+def test_sendgrid_spam_reports_and_unsubscribes_suppress_without_a_dsn(sender, fake_sendgrid):
+    relay = sendgrid_relay(sender.account, fake_sendgrid)
+    to = ("carol@dest.test", "dave@other.test", "erin@other.test")
+    [carol, dave, erin], requests = relayed(sender, relay, fake_sendgrid, *to)
+    events = [
+        fake_sendgrid.event(requests["carol@dest.test"], "spamreport"),
+        fake_sendgrid.event(requests["dave@other.test"], "unsubscribe"),
+        fake_sendgrid.event(requests["erin@other.test"], "group_unsubscribe", asm_group_id=42),
+        fake_sendgrid.event(requests["erin@other.test"], "group_resubscribe", asm_group_id=42),
+    ]
+    body, headers = fake_sendgrid.webhook(events)
+
+    response = post_sendgrid(relay.pk, body, headers)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "received": 4,
+        "recorded": 3,
+        "duplicates": 0,
+        "ignored": 1,
+        "in_flight": 0,
+    }
+    for row in (carol, dave, erin):
+        after = QueuedRecipient.objects.get(pk=row.pk)
+        assert (after.status, after.last_reply) == ("delivered", row.last_reply)
+    assert events_of(carol) == ["queued", "delivered", "complained"]
+    assert events_of(dave) == ["queued", "delivered", "unsubscribed"]
+    assert events_of(erin) == ["queued", "delivered", "unsubscribed"]
+    spam = DeliveryEvent.objects.filter(recipient=carol).last()
+    assert spam.detail == f"sendgrid event {events[0]['sg_event_id']}"
+    assert sorted(Suppression.objects.values_list("address", "reason", "detail")) == [
+        ("carol@dest.test", "complaint", "spam complaint reported by SendGrid"),
+        ("dave@other.test", "unsubscribed", "unsubscribe reported by SendGrid"),
+        (
+            "erin@other.test",
+            "unsubscribed",
+            "unsubscribe reported by SendGrid (unsubscribe group 42)",
+        ),
+    ]
+    assert maildir_files(sender.alice) == []
+
+    # SendGrid retries the batch: nothing is recorded twice.
+    response = post_sendgrid(relay.pk, body, headers)
+    assert (response.json()["recorded"], response.json()["duplicates"]) == (0, 3)
+    assert events_of(carol) == ["queued", "delivered", "complained"]
+    assert Suppression.objects.count() == 3
+
+    # The next message to them is held by the suppression list, not sent.
+    held, sent = later_sends(sender, relay, fake_sendgrid, *to)
+    assert ([r.status for r in held], sent) == (["suppressed"] * 3, 0)
+    assert maildir_files(sender.alice) == []
 
 
 def test_sendgrid_block_without_a_status_still_bounces(sender, fake_sendgrid):

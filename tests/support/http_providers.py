@@ -106,6 +106,10 @@ def _json(status: int, data: Any, **headers: str) -> tuple[int, dict[str, str], 
     return status, {"Content-Type": "application/json", **headers}, json.dumps(data).encode()
 
 
+# Mailgun's log-level by event (others, "complained" among them, are "warn").
+MAILGUN_LOG_LEVELS = {"delivered": "info", "unsubscribed": "info", "failed": "error"}
+
+
 class FakeMailgun(FakeProvider):
     """POST /v3/{domain}/messages.mime (https://documentation.mailgun.com, Messages API)."""
 
@@ -139,7 +143,7 @@ class FakeMailgun(FakeProvider):
         data: dict[str, Any] = {
             "id": event_id or secrets.token_urlsafe(16),
             "timestamp": time.time(),
-            "log-level": {"delivered": "info", "failed": "error"}.get(event, "warn"),
+            "log-level": MAILGUN_LOG_LEVELS.get(event, "warn"),
             "event": event,
             "recipient": recipient,
             "recipient-domain": recipient.rpartition("@")[2],

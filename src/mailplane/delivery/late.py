@@ -5,6 +5,10 @@ Both land on the queue row as a native outcome does (processor.outcomes_record):
 the row's status and last reply, a hard-bounce suppression, and a DSN to the sender. The
 writes go in the caller's transaction (`late_outcomes_store`); the DSNs go out once it has
 committed (`late_failures_report`), so a rolled-back report tells no one.
+
+A provider may also report what the recipient did with a delivered message: a spam
+complaint or an unsubscribe. That is an event and a suppression only: the row stays as it
+is (the mail was delivered) and the sender gets no DSN (nothing failed).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from mailplane.queue.models import (
     QueuedRecipient,
     RecipientStatus,
     Suppression,
+    SuppressionReason,
 )
 
 # Rows a late outcome may move: the far end holds them (delivered = accepted there, and a
@@ -33,6 +38,12 @@ from mailplane.queue.models import (
 OPEN_STATUSES = frozenset(
     {RecipientStatus.DELIVERED, RecipientStatus.QUEUED, RecipientStatus.DEFERRED}
 )
+
+# Reports about the recipient rather than the delivery, and the suppression each earns.
+RECIPIENT_REPORTS = {
+    EventType.COMPLAINED: SuppressionReason.COMPLAINT,
+    EventType.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
+}
 
 # Failed rows by message: one DSN per message, listing its failed recipients.
 Failures = dict[int, list[tuple[QueuedRecipient, SendResult]]]
@@ -65,6 +76,11 @@ def late_outcomes_store(outcomes: Sequence[LateOutcome], *, now: datetime) -> Fa
                     detail=outcome.detail,
                 )
             )
+            reason = RECIPIENT_REPORTS.get(outcome.kind)
+            if reason is not None:
+                # Whatever the row's status: the address's owner asked for no more mail.
+                suppressions.append(recipient_suppression(row, reason, result))
+                continue
             if outcome.kind is EventType.DEFERRED or row.status not in OPEN_STATUSES:
                 continue  # the far end retries; or the row has ended already
             row.status = RecipientStatus(outcome.kind.value)
@@ -82,6 +98,20 @@ def late_outcomes_store(outcomes: Sequence[LateOutcome], *, now: datetime) -> Fa
         DeliveryEvent.objects.bulk_create(events)
         Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
     return failures
+
+
+def recipient_suppression(
+    row: QueuedRecipient, reason: SuppressionReason, result: SendResult
+) -> Suppression:
+    """The suppression a complaint or an unsubscribe earns (saved ignoring conflicts: an
+    address already listed keeps its first reason)."""
+    return Suppression(
+        organization_id=row.message.organization_id,
+        address=row.rcpt_to.lower(),
+        reason=reason,
+        detail=result.reply[:2000],
+        message_id=row.message_id,
+    )
 
 
 def late_failures_report(failures: Failures, *, now: datetime) -> None:

@@ -12,6 +12,9 @@ native outcome would (processor.outcomes_record):
                             retry: DSN, no suppression)
     temporary failure    -> a deferred event only: the provider retries, we do not requeue
     dropped / suppressed -> suppressed (on the provider's suppression list) or failed (DSN)
+    spam complaint       -> complained event, suppression (reason complaint); the row stays
+                            delivered and the sender gets no DSN: nothing failed
+    unsubscribe          -> unsubscribed event, suppression (reason unsubscribed), likewise
 
 Trust: the relay server named in the URL holds what authenticates the call (Mailgun's
 HMAC signing key, SendGrid's ECDSA public key), and only rows relayed through that server
@@ -56,6 +59,18 @@ MAILGUN_MAX_AGE = timedelta(minutes=15)
 SENDGRID_SUPPRESSION_REASONS = frozenset(
     {"bounced address", "unsubscribed address", "spam reporting address"}
 )
+# What the recipient did with a delivered message (a feedback loop's spam report, the
+# provider's unsubscribe link or List-Unsubscribe): late.py suppresses the address.
+MAILGUN_RECIPIENT_EVENTS = {
+    "complained": EventType.COMPLAINED,
+    "unsubscribed": EventType.UNSUBSCRIBED,
+}
+SENDGRID_RECIPIENT_EVENTS = {
+    "spamreport": EventType.COMPLAINED,
+    "unsubscribe": EventType.UNSUBSCRIBED,  # global: every mail from this SendGrid account
+    # From one unsubscribe group only, but we keep no groups: the address is unsubscribed.
+    "group_unsubscribe": EventType.UNSUBSCRIBED,
+}
 
 
 class SignatureRejected(DomainError):
@@ -162,6 +177,13 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _recipient_result(kind: EventType, provider: str, how: str = "") -> SendResult:
+    """A complaint or an unsubscribe as the event's reply and the suppression's detail.
+    Delivered: it is news about a delivered message, not a failure (no SMTP code)."""
+    what = "spam complaint" if kind is EventType.COMPLAINED else "unsubscribe"
+    return SendResult.delivered(f"{what} reported by {provider}{how}", "", None)
+
+
 # --- Mailgun ---------------------------------------------------------------------------------
 
 
@@ -193,9 +215,11 @@ def mailgun_report(data: dict[str, Any]) -> ProviderReport | None:
     recipient_id = _recipient_id(
         variables.get(RECIPIENT_VARIABLE) if isinstance(variables, dict) else None
     )
-    event = data.get("event")
-    if recipient_id is None or event not in ("delivered", "failed", "rejected"):
-        return None  # accepted, opened, clicked, complained...: not a delivery outcome
+    event = str(data.get("event") or "")  # a string: it is looked up in a dict
+    if recipient_id is None or not (
+        event in ("delivered", "failed", "rejected") or event in MAILGUN_RECIPIENT_EVENTS
+    ):
+        return None  # accepted, opened, clicked...: not an outcome of ours
     status = data.get("delivery-status")
     status = status if isinstance(status, dict) else {}
     code = _int(status.get("code"))
@@ -208,7 +232,10 @@ def mailgun_report(data: dict[str, Any]) -> ProviderReport | None:
     severity = data.get("severity")
     reason = str(data.get("reason") or "")
     kind: EventType
-    if event == "delivered":
+    if event in MAILGUN_RECIPIENT_EVENTS:
+        kind = MAILGUN_RECIPIENT_EVENTS[event]
+        result = _recipient_result(kind, "Mailgun")
+    elif event == "delivered":
         kind, result = (
             EventType.DELIVERED,
             SendResult.delivered(reply or "250 delivered", host, code),
@@ -279,14 +306,21 @@ def sendgrid_signature_check(
 def sendgrid_report(event: dict[str, Any]) -> ProviderReport | None:
     """One Event Webhook event, or None when it is no outcome of ours."""
     recipient_id = _recipient_id(event.get(RECIPIENT_VARIABLE))
-    name = event.get("event")
-    if recipient_id is None or name not in ("delivered", "deferred", "bounce", "dropped"):
-        return None  # processed, open, click, spamreport, unsubscribe...
+    name = str(event.get("event") or "")  # a string: it is looked up in a dict
+    if recipient_id is None or not (
+        name in ("delivered", "deferred", "bounce", "dropped") or name in SENDGRID_RECIPIENT_EVENTS
+    ):
+        return None  # processed, open, click, group_resubscribe...
     response = str(event.get("response") or "")
     reason = str(event.get("reason") or "")
     status = event.get("status")
     kind: EventType
-    if name == "delivered":
+    if name in SENDGRID_RECIPIENT_EVENTS:
+        kind = SENDGRID_RECIPIENT_EVENTS[name]
+        group = _int(event.get("asm_group_id"))
+        how = f" (unsubscribe group {group})" if name == "group_unsubscribe" and group else ""
+        result = _recipient_result(kind, "SendGrid", how)
+    elif name == "delivered":
         kind, result = EventType.DELIVERED, SendResult.delivered(_reply(response) or "250 OK", "")
     elif name == "deferred":
         kind, result = EventType.DEFERRED, SendResult.temporary(_reply(response or reason), "")

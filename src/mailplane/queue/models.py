@@ -97,6 +97,10 @@ class EventType(models.TextChoices):
     BOUNCED = "bounced"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
+    # Reported after delivery by the recipient's mailbox provider (through our relay's
+    # provider): the row stays delivered, the address is suppressed.
+    COMPLAINED = "complained"  # marked as spam
+    UNSUBSCRIBED = "unsubscribed"  # asked for no more mail (not a spam report)
 
 
 class DeliveryEvent(models.Model):
@@ -120,7 +124,8 @@ class DeliveryEvent(models.Model):
 
 class SuppressionReason(models.TextChoices):
     HARD_BOUNCE = "hard_bounce"  # a 5xx reply or an inbound DSN with Action: failed
-    COMPLAINT = "complaint"
+    COMPLAINT = "complaint"  # the recipient marked a message as spam
+    UNSUBSCRIBED = "unsubscribed"  # the recipient unsubscribed (provider's list-unsubscribe)
     MANUAL = "manual"
 
 
