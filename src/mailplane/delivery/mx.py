@@ -4,6 +4,10 @@ The resolver is the caller's (`mailplane.dns.AsyncResolver`): the delivery provi
 one from `caching_async_resolver_from_settings()`, so settings.MAILPLANE["DNS_RESOLVER"]
 chooses who answers (tests point it at their local server) and each answer is reused for
 its TTL across the chunks of a batch.
+
+Internationalised domains (RFC 6531 addresses like josé@exämple.test): the DNS is asked
+for the A-label form (RFC 5890 §2.3.2.1, xn--exmple-cua.test); the U-label the message was
+addressed to stays in replies and events.
 """
 
 from __future__ import annotations
@@ -41,9 +45,27 @@ class MxHost:
     implicit: bool = False  # no MX records: the domain itself (RFC 5321 §5.1)
 
 
+def domain_ascii(domain: str) -> str:
+    """The name to ask the DNS for: ASCII names as they are, others as A-labels.
+
+    The standard library's IDNA codec (IDNA 2003 with nameprep) needs no extra dependency;
+    it differs from IDNA 2008 only for a few characters it maps instead of encoding (ß to
+    ss, final sigma, joiners). Raises UnicodeError for a name without an A-label form.
+    """
+    if domain.isascii():
+        return domain
+    return domain.rstrip(".").encode("idna").decode("ascii")
+
+
 async def mx_hosts(resolver: AsyncResolver, domain: str) -> list[MxHost]:
     """MX hosts in the order to try them, or RouteError."""
-    lookup = await mx_lookup_async(domain, resolver=resolver)
+    try:
+        name = domain_ascii(domain)
+    except UnicodeError:
+        raise RouteError(
+            SendResult.permanent(f"553 5.1.2 {domain} is not a valid domain name (IDNA)")
+        ) from None
+    lookup = await mx_lookup_async(name, resolver=resolver)
     if lookup.outcome is Outcome.ERROR:
         raise RouteError(
             SendResult.temporary(f"451 4.4.3 DNS lookup for {domain} failed: {lookup.reason}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import dkim
 import spf
 
+from mailplane.delivery.mx import domain_ascii
 from mailplane.smtp import dnsquery
 from mailplane.smtp.messages import address_domain, from_addresses, headers_of
 
@@ -53,9 +54,25 @@ class AuthOutcome:
         return ";\r\n\t".join(parts)
 
 
+def _ascii_domain(domain: str) -> str | None:
+    """`domain` as the DNS has it (A-labels), or None if it has no such form. RFC 8616:
+    SPF, DKIM and DMARC work on A-labels, so an SMTPUTF8 sender's U-labels are converted
+    before any lookup or comparison (a DKIM d= is always A-labels)."""
+    try:
+        return domain_ascii(domain.lower())
+    except UnicodeError:
+        return None
+
+
 def spf_check(*, ip: str, mail_from: str, helo: str) -> tuple[str, str]:
     """(result, domain checked). RFC 7208 §2.4: a null sender is checked as postmaster@HELO."""
     sender = mail_from if mail_from and mail_from != "<>" else f"postmaster@{helo}"
+    local, at, domain = sender.rpartition("@")
+    if at and not domain.isascii():
+        ascii_domain = _ascii_domain(domain)
+        if ascii_domain is None:
+            return "none", domain  # RFC 7208 §4.3: a malformed domain yields "none"
+        sender = f"{local}@{ascii_domain}"
     try:
         result, _explanation = spf.check2(i=ip, s=sender, h=helo, querytime=20)
     except Exception:  # the library's own errors map to results; anything else is ours
@@ -127,7 +144,8 @@ def message_authenticate(*, ip: str, helo: str, mail_from: str, raw: bytes) -> A
         # RFC 7489 §6.6.1: no single author domain, no DMARC evaluation.
         outcome.dmarc = "permerror" if froms else "none"
         return outcome
-    outcome.from_domain = address_domain(froms[0])
+    from_domain = address_domain(froms[0])
+    outcome.from_domain = _ascii_domain(from_domain) or from_domain
     try:
         policy = dmarc_record(outcome.from_domain)
     except dnsquery.TemporaryDnsError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import uuid
 from email.message import Message
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.policy import compat32
 
 
@@ -22,8 +22,11 @@ def header_section(raw: bytes) -> bytes:
 
 
 def headers_of(raw: bytes) -> Message:
-    # compat32 never raises on malformed fields; we only read a few of them.
-    return BytesHeaderParser(policy=compat32).parsebytes(header_section(raw), headersonly=True)
+    # compat32 never raises on malformed fields; we only read a few of them. Decoded as
+    # UTF-8 first (RFC 6532 §3: header fields may carry UTF-8): the bytes parser would
+    # read them as ASCII and turn "josé@exämple.test" into replacement characters.
+    text = header_section(raw).decode("utf-8", "surrogateescape")
+    return HeaderParser(policy=compat32).parsestr(text, headersonly=True)
 
 
 def from_addresses(headers: Message) -> list[str]:

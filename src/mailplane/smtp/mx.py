@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import Envelope
 
+from mailplane.delivery.mx import domain_ascii
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.smtp.authres import AuthOutcome, message_authenticate
@@ -67,6 +68,14 @@ def bounce_route(address: str) -> BounceRecipient | str | None:
 def recipient_route(address: str) -> LocalRecipient | BounceRecipient | str:
     """Blocking: the hosted mailbox or VERP route for `address`, or the SMTP refusal."""
     address = address.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if at and not domain.isascii():
+        # Hosted domains are stored as the DNS has them (A-labels); RFC 6531 §3.7 lets an
+        # SMTPUTF8 client name the same domain by its U-label.
+        try:
+            address = f"{local}@{domain_ascii(domain)}"
+        except UnicodeError:
+            return "553 5.1.2 Recipient domain is not a valid internationalised domain name"
     row = Mailbox.objects.filter(address=address).values("organization_id", "status").first()
     if row is not None:
         if row["status"] != MailboxStatus.ACTIVE:
@@ -124,6 +133,12 @@ def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
     )
     kept = [f for f in fields if f and not pattern.match(f)]
     return b"\r\n".join(kept) + b"\r\n" + body
+
+
+def _printable(helo: str) -> str:
+    # RFC 6531 §3.7.1: EHLO names are ASCII (LDH labels or A-labels); whatever else a
+    # client sends goes into our trace field escaped, never as bytes that were not UTF-8.
+    return helo if helo.isascii() else helo.encode("ascii", "backslashreplace").decode()
 
 
 class MXHandler:
@@ -200,12 +215,16 @@ class MXHandler:
         folder = (
             "Junk" if outcome.dmarc == "fail" and outcome.dmarc_policy == "quarantine" else "INBOX"
         )
-        tls = " with ESMTPS" if server.tls_active else " with ESMTP"
+        # RFC 3848 §3 and RFC 6531 §3.7.3 / §4.3: the WITH protocol names the extensions used.
+        protocol = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP") + (
+            "S" if server.tls_active else ""
+        )
+        helo = _printable(helo)
         received = (
-            f"from {helo} ([{session.client_ip}])\r\n\tby {self.hostname}{tls}"
+            f"from {helo} ([{session.client_ip}])\r\n\tby {self.hostname} with {protocol}"
             f" for <{envelope.rcpt_tos[0]}>; {rfc5322_date()}"
             if len(envelope.rcpt_tos) == 1
-            else f"from {helo} ([{session.client_ip}])\r\n\tby {self.hostname}{tls};"
+            else f"from {helo} ([{session.client_ip}])\r\n\tby {self.hostname} with {protocol};"
             f" {rfc5322_date()}"
         )
         raw = prepend(

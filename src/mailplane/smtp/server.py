@@ -3,6 +3,8 @@
 Submission listens twice: implicit TLS (RFC 8314 §3.3, port 465) and plain-then-STARTTLS
 with STARTTLS required before AUTH or mail (RFC 3207 §4, port 587). The MX listens in
 the clear and offers STARTTLS opportunistically (RFC 3207: a public MX must not require it).
+Both offer SMTPUTF8 (RFC 6531), as Postfix with smtputf8_enable does: UTF-8 addresses with
+the MAIL parameter, UTF-8 header fields (RFC 6532) passed on byte for byte.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def _factory(
             auth_require_tls=True,
             auth_exclude_mechanism=None if auth_required else ["PLAIN", "LOGIN"],
             timeout=limits.idle_timeout,
+            enable_SMTPUTF8=True,  # the address checks are MailplaneSMTP's (protocol.py)
             loop=asyncio.get_running_loop(),
         )
 

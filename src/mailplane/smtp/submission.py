@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
+from mailplane.delivery.mx import domain_ascii
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
@@ -64,13 +65,16 @@ class Submission:
     mail_from: str
     recipients: list[str]
     raw: bytes
+    smtputf8: bool = False  # MAIL came with the SMTPUTF8 parameter (RFC 6531)
 
 
-def _complete_headers(mailbox: Mailbox, raw: bytes, hostname: str) -> bytes:
+def _complete_headers(mailbox: Mailbox, raw: bytes, hostname: str, *, smtputf8: bool) -> bytes:
     headers = headers_of(raw)
+    # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + TLS + AUTH (RFC 3848 §3), and
+    # "UTF8SMTPSA" the same with SMTPUTF8 (RFC 6531 §3.7.3 and §4.3).
+    protocol = "UTF8SMTPSA" if smtputf8 else "ESMTPSA"
     added: list[tuple[str, str]] = [
-        # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + TLS + AUTH (RFC 3848 §3).
-        ("Received", f"by {hostname} with ESMTPSA; {rfc5322_date()}"),
+        ("Received", f"by {hostname} with {protocol}; {rfc5322_date()}"),
     ]
     if mailbox.reply_to and "Reply-To" not in headers:
         added.append(("Reply-To", mailbox.reply_to))
@@ -105,7 +109,8 @@ def submission_accept_many(
             outcomes.append(Refused("550 5.7.1 Mailbox is suspended"))
             continue
         outcomes.append(Refused("451 4.3.0 Not stored"))  # replaced below once committed
-        storing.append((index, mailbox, sub, _complete_headers(mailbox, sub.raw, hostname)))
+        raw = _complete_headers(mailbox, sub.raw, hostname, smtputf8=sub.smtputf8)
+        storing.append((index, mailbox, sub, raw))
     if not storing:
         return outcomes
     sent = maildir_deliver_many(
@@ -257,6 +262,11 @@ class SubmissionHandler:
         local, at, domain = address.rpartition("@")
         if not at or not local or "." not in domain:
             return "553 5.1.3 Recipient address must be a full address (user@domain)"
+        try:
+            domain_ascii(domain)  # what delivery will ask the DNS for (RFC 5890 A-label)
+        except UnicodeError:
+            # Refused now rather than bounced later: RFC 6531 §3.3 domains are IDNA names.
+            return "553 5.1.2 Recipient domain is not a valid internationalised domain name"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
@@ -278,6 +288,7 @@ class SubmissionHandler:
             mail_from=envelope.mail_from,
             recipients=list(dict.fromkeys(envelope.rcpt_tos)),
             raw=raw,
+            smtputf8=envelope.smtp_utf8,
         )
         try:
             outcome = await self.committer.submit(submission)
