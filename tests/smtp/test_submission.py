@@ -238,6 +238,13 @@ def test_unknown_and_malformed_commands(listeners, alice):
         assert client.docmd("MAIL", f"FROM:<{alice.address}>")[0] == 530
         client.login(alice.address, PASSWORD)
         assert client.docmd("MAIL", "TO:<x@y>")[0] == 501
+        for path in ("FROM:a@", "FROM:<a@>", "FROM:<@>", 'FROM:<"x"@>'):
+            code, reply = client.docmd("MAIL", path)
+            assert (code, reply[:5]) == (553, b"5.1.3"), (path, reply)  # not 451/traceback
+        client.rset()
+        client.mail(alice.address)
+        assert client.docmd("RCPT", "TO:x@")[0] == 553
+        client.rset()
         assert client.docmd("RCPT", "TO:<x@example.org>")[0] == 503  # no MAIL yet
         assert client.docmd("DATA")[0] == 503
         assert client.docmd("EHLO")[0] == 501

@@ -88,6 +88,14 @@ class MailplaneSMTP(SMTP):
                 return refusal
         return await super()._call_handler_hook(command, *args)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's parser raises on some malformed paths ("a@": IndexError), which
+        # became a 451 and a traceback; now they get its own "553 5.1.3 could not parse".
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError):
+            return None, None
+
     async def push(self, status: AnyStr) -> None:
         # RFC 6531 §3.7.4: no non-ASCII in replies outside VRFY/EXPN with SMTPUTF8, which
         # we do not offer. A reply echoing what the client sent (an address refused for
