@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import dkim
 import pytest
@@ -124,3 +125,29 @@ def test_unreachable_smarthost_defers(sender, mx_sinks, mx_port):
     smart = relay(sender, "smtp", {"host": hub.address, "port": mx_port, "tls_mode": "none"})
     row = deliver_one(sender, smart)
     assert row.status == "deferred" and "4.4.1" in row.last_reply
+
+
+def test_smarthost_chunks_for_different_domains_share_one_session(sender, mx_sinks, mx_port):
+    hub = mx_sinks("accept")
+    smart = relay(sender, "smtp", {"host": hub.address, "port": mx_port, "tls_mode": "none"})
+    for n in range(3):
+        sender.send(f"user{n}@one.test", relay=smart)
+        sender.send(f"user{n}@two.test", relay=smart)
+        sender.send(f"user{n}@three.test", relay=smart)
+
+    # One chunk at a time: each domain's chunk finds the previous chunk's session idle.
+    assert DeliveryWorker(rng=lambda: 0.5, concurrency=1).run_once() == 9
+
+    assert set(QueuedRecipient.objects.values_list("status", flat=True)) == {"delivered"}
+    assert len(hub.received) == 9
+    assert hub.connections == 1
+    # The pass ends by QUITting what it kept.
+    assert settled_quits(hub) == 1
+
+
+def settled_quits(sink) -> int:
+    """QUITs seen once the sink has closed every session."""
+    deadline = time.monotonic() + 5
+    while sink.open_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return int(sink.quits)

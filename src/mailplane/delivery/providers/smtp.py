@@ -23,7 +23,7 @@ from django.conf import settings
 
 from mailplane.delivery.config import conf
 from mailplane.delivery.mx import RouteError, Routes
-from mailplane.delivery.providers.base import Envelope, KeepsNothingOpen
+from mailplane.delivery.providers.base import Envelope
 from mailplane.delivery.results import SendResult, Status
 from mailplane.dns import AsyncResolver, caching_async_resolver_from_settings
 
@@ -459,12 +459,23 @@ class NativeMxProvider:
 
 
 @dataclass(slots=True)
-class SmarthostProvider(KeepsNothingOpen):
-    """A fixed next hop (host, port, TLS mode, optional AUTH): the ISP relay case."""
+class SmarthostProvider:
+    """A fixed next hop (host, port, TLS mode, optional AUTH): the ISP relay case.
+
+    Every destination goes to the same host, so an idle session (TLS and AUTH done) is
+    reused by the next chunk whatever its domain; `aclose()` QUITs them.
+    """
 
     host: str
     options: SmtpOptions
     max_connections_per_domain: int
+    pool: ConnectionPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One host for all domains: keep as many idle sessions as the pool allows.
+        self.pool = ConnectionPool.from_settings(
+            max_idle_per_key=int(conf("DELIVERY_CONNECTION_POOL_SIZE"))
+        )
 
     @classmethod
     def from_config(
@@ -489,8 +500,15 @@ class SmarthostProvider(KeepsNothingOpen):
         if not envelopes:
             return []
         got, error = await deliver_over_one_connection(
-            address=self.host, remote_host=self.host, options=self.options, envelopes=envelopes
+            address=self.host,
+            remote_host=self.host,
+            options=self.options,
+            envelopes=envelopes,
+            pool=self.pool,
         )
         fallback = error or SendResult.temporary(f"451 4.4.1 {self.host} did not answer")
         return [r if r is not None else fallback for r in got]
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
 
