@@ -9,7 +9,7 @@ import asyncio
 import dkim
 import pytest
 
-from mailplane.delivery.mx import RouteError, domain_ascii, mx_hosts
+from mailplane.delivery.mx import RouteError, mx_hosts
 from mailplane.dns import async_resolver_from_settings
 from mailplane.queue.models import DeliveryEvent, QueuedRecipient
 from tests.delivery.test_end_to_end import dns_dkim_key, run_delivery_until
@@ -20,15 +20,6 @@ pytestmark = pytest.mark.timeout(60)
 
 JOSE = "josé@exämple.test"
 A_LABEL = "xn--exmple-cua.test"
-
-
-def test_domain_ascii_converts_only_what_needs_it():
-    assert domain_ascii("example.test") == "example.test"
-    assert domain_ascii("exämple.test") == A_LABEL
-    assert domain_ascii("EXÄMPLE.test") == A_LABEL
-    assert domain_ascii("bücher.example.") == "xn--bcher-kva.example"
-    with pytest.raises(UnicodeError):
-        domain_ascii("x" * 70 + "é.test")
 
 
 def test_mx_lookup_asks_for_the_a_label_and_reports_the_u_label(dns_server):

@@ -16,6 +16,7 @@ from mailplane.dns import (
     aaaa_lookup,
     cname_lookup,
     cname_lookup_async,
+    domain_ascii,
     mx_lookup,
     mx_lookup_async,
     txt_lookup,
@@ -159,3 +160,12 @@ def test_explicit_resolvers_ignore_settings(dns_server, settings):
     async_resolver = AsyncDnsPythonResolver(dns_server.address, 1.0)
     lookup = asyncio.run(txt_lookup_async("acme.test", resolver=async_resolver))
     assert lookup.records == ("direct",)
+
+
+def test_domain_ascii_converts_only_what_needs_it():
+    assert domain_ascii("example.test") == "example.test"
+    assert domain_ascii("exämple.test") == "xn--exmple-cua.test"
+    assert domain_ascii("EXÄMPLE.test") == "xn--exmple-cua.test"
+    assert domain_ascii("bücher.example.") == "xn--bcher-kva.example"
+    with pytest.raises(UnicodeError):
+        domain_ascii("x" * 70 + "é.test")

@@ -26,6 +26,7 @@ from mailplane.dns import (
     Outcome,
     a_lookup_async,
     aaaa_lookup_async,
+    domain_ascii,
     mx_lookup_async,
 )
 
@@ -43,18 +44,6 @@ class MxHost:
     preference: int
     name: str
     implicit: bool = False  # no MX records: the domain itself (RFC 5321 §5.1)
-
-
-def domain_ascii(domain: str) -> str:
-    """The name to ask the DNS for: ASCII names as they are, others as A-labels.
-
-    The standard library's IDNA codec (IDNA 2003 with nameprep) needs no extra dependency;
-    it differs from IDNA 2008 only for a few characters it maps instead of encoding (ß to
-    ss, final sigma, joiners). Raises UnicodeError for a name without an A-label form.
-    """
-    if domain.isascii():
-        return domain
-    return domain.rstrip(".").encode("idna").decode("ascii")
 
 
 async def mx_hosts(resolver: AsyncResolver, domain: str) -> list[MxHost]:

@@ -63,6 +63,18 @@ class MxRecord:
         return f"{self.preference} {self.host or '.'}"
 
 
+def domain_ascii(domain: str) -> str:
+    """The name to ask the DNS for: ASCII names as they are, others as A-labels.
+
+    The standard library's IDNA codec (IDNA 2003 with nameprep) needs no extra dependency;
+    it differs from IDNA 2008 only for a few characters it maps instead of encoding (ß to
+    ss, final sigma, joiners). Raises UnicodeError for a name without an A-label form.
+    """
+    if domain.isascii():
+        return domain
+    return domain.rstrip(".").encode("idna").decode("ascii")
+
+
 def _host(name: dns.name.Name) -> str:
     if name == dns.name.root:
         return ""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import dkim
 import spf
 
-from mailplane.delivery.mx import domain_ascii
+from mailplane.dns import domain_ascii
 from mailplane.smtp import dnsquery
 from mailplane.smtp.messages import address_domain, from_addresses, headers_of
 

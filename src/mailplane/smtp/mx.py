@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import Envelope
 
-from mailplane.delivery.mx import domain_ascii
+from mailplane.dns import domain_ascii
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.smtp.authres import AuthOutcome, message_authenticate

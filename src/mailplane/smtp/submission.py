@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
-from mailplane.delivery.mx import domain_ascii
+from mailplane.dns import domain_ascii
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
