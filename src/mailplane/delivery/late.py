@@ -21,7 +21,7 @@ from datetime import datetime
 from django.db import transaction
 
 from mailplane.delivery.dsn import FailedRecipient
-from mailplane.delivery.processor import dsn_send, hard_bounce_suppression
+from mailplane.delivery.processor import dsn_send, suppression_for
 from mailplane.delivery.results import SendResult, Status
 from mailplane.queue.models import (
     DeliveryEvent,
@@ -79,7 +79,7 @@ def late_outcomes_store(outcomes: Sequence[LateOutcome], *, now: datetime) -> Fa
             reason = RECIPIENT_REPORTS.get(outcome.kind)
             if reason is not None:
                 # Whatever the row's status: the address's owner asked for no more mail.
-                suppressions.append(recipient_suppression(row, reason, result))
+                suppressions.append(suppression_for(row, result, reason))
                 continue
             if outcome.kind is EventType.DEFERRED or row.status not in OPEN_STATUSES:
                 continue  # the far end retries; or the row has ended already
@@ -92,26 +92,12 @@ def late_outcomes_store(outcomes: Sequence[LateOutcome], *, now: datetime) -> Fa
                 updated_at=now,
             )
             if outcome.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
-                suppressions.append(hard_bounce_suppression(row, result))
+                suppressions.append(suppression_for(row, result))
             if outcome.kind in (EventType.BOUNCED, EventType.FAILED):
                 failures[row.message_id].append((row, result))
         DeliveryEvent.objects.bulk_create(events)
         Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
     return failures
-
-
-def recipient_suppression(
-    row: QueuedRecipient, reason: SuppressionReason, result: SendResult
-) -> Suppression:
-    """The suppression a complaint or an unsubscribe earns (saved ignoring conflicts: an
-    address already listed keeps its first reason)."""
-    return Suppression(
-        organization_id=row.message.organization_id,
-        address=row.rcpt_to.lower(),
-        reason=reason,
-        detail=result.reply[:2000],
-        message_id=row.message_id,
-    )
 
 
 def late_failures_report(failures: Failures, *, now: datetime) -> None:

@@ -316,7 +316,7 @@ def outcomes_record(
                 )
             )
             if kind is EventType.BOUNCED and result.status is Status.PERMANENT:
-                suppressions.append(hard_bounce_suppression(row, result))
+                suppressions.append(suppression_for(row, result))
             if kind in (EventType.BOUNCED, EventType.FAILED):
                 failures[row.message_id].append((row, result))
         for (new_status, attempts, next_attempt, reply), ids in updates.items():
@@ -344,12 +344,18 @@ def outcomes_record(
         )
 
 
-def hard_bounce_suppression(row: QueuedRecipient, result: SendResult) -> Suppression:
-    """The suppression a permanent bounce earns (saved by the caller, ignoring conflicts)."""
+def suppression_for(
+    row: QueuedRecipient,
+    result: SendResult,
+    reason: SuppressionReason = SuppressionReason.HARD_BOUNCE,
+) -> Suppression:
+    """The suppression a row's address earns (a permanent bounce, a complaint, an
+    unsubscribe); callers save it ignoring conflicts: a listed address keeps its first
+    reason."""
     return Suppression(
         organization_id=row.message.organization_id,
         address=row.rcpt_to.lower(),
-        reason=SuppressionReason.HARD_BOUNCE,
+        reason=reason,
         detail=result.reply[:2000],
         message_id=row.message_id,
     )
