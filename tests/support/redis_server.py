@@ -10,10 +10,13 @@ import redis
 
 @pytest.fixture
 def redis_url() -> str:
-    """The broker's Redis when the run uses one, else db 14 on the local server; the test
-    is skipped, saying why, when no Redis answers."""
+    """TEST_REDIS_URL when set (so that concurrent runs on one machine keep apart), else the
+    broker's Redis when the run uses one, else db 14 on the local server; the test is
+    skipped, saying why, when no Redis answers."""
     broker = os.environ.get("CELERY_BROKER_URL", "")
-    url = broker if broker.startswith("redis://") else "redis://127.0.0.1:6379/14"
+    url = os.environ.get("TEST_REDIS_URL") or (
+        broker if broker.startswith("redis://") else "redis://127.0.0.1:6379/14"
+    )
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except redis.exceptions.ConnectionError:
