@@ -123,6 +123,7 @@ class JsonApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
+            disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms stall)
 
             def log_message(self, *args: Any) -> None:
                 pass

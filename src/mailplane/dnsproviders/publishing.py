@@ -196,6 +196,18 @@ class ZonePublisher:
                 self.ledger.remove(entry)
                 entry.delete()
 
+    def _forget_vanished(self, purpose: str, spec: RecordSpec, mine: list[ProviderRecord]) -> None:
+        """Ledger rows for records no longer in the zone (deleted, or on GoDaddy edited
+        into someone else's) recognise nothing any more."""
+        live = {id(e) for r in mine for e in self._entries_for(r, purpose)}
+        self._forget(
+            e
+            for e in list(self.ledger)
+            if not e.spf_term
+            and (e.purpose, e.type, e.name) == (purpose, spec.type, spec.name)
+            and id(e) not in live
+        )
+
     # -- writes ----------------------------------------------------------------------
     def _create(self, purpose: str, spec: RecordSpec) -> None:
         entry = self._note(purpose, spec)
@@ -231,6 +243,7 @@ class ZonePublisher:
         )
         mine = [r for r in found if r.type == spec.type and self._is_mine(r, purpose)]
         theirs = [r for r in found if r not in mine]
+        self._forget_vanished(purpose, spec, mine)
         if purpose == RecordPurpose.SPF:
             self._publish_spf(spec, mine, theirs)
             return
@@ -289,6 +302,12 @@ class ZonePublisher:
         keep, *extra = sorted(mine, key=lambda r: not r.matches(spec))
         removed = self._delete(purpose, extra)
         note = f"; {removed} duplicate(s) removed" if removed else ""
+        if not self._entries_for(keep, purpose):  # known by its comment only: adopt it
+            self._note(
+                purpose,
+                RecordSpec(keep.type, keep.name, keep.content, keep.priority),
+                record_id=keep.id,
+            )
         if keep.matches(spec):
             self._outcome(purpose, spec, Action.UNCHANGED, "already published" + note)
         else:
