@@ -81,6 +81,10 @@ def credentials_validate(provider: str, credentials: Any) -> dict[str, str]:
         raise ValidationFailed.on("provider", f"must be one of {', '.join(PROVIDERS)}")
     if not isinstance(credentials, Mapping):
         raise ValidationFailed.on("credentials", "must be an object")
+    if len(credentials) > 2 * len(kind.credentials):
+        raise ValidationFailed.on(
+            "credentials", f"{kind.name} takes {', '.join(kind.credentials)}; got too many fields"
+        )
     errors: dict[str, list[str]] = {}
     for key in credentials:
         if key not in kind.credentials:
