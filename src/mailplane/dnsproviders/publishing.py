@@ -90,7 +90,7 @@ def _short(text: str, limit: int = 80) -> str:
     return '"' + (text if len(text) <= limit else text[: limit - 1] + "…") + '"'
 
 
-def _describe(record: ProviderRecord) -> str:
+def _describe(record: ProviderRecord | RecordSpec) -> str:
     if record.type == "MX":
         return f"MX {record.priority} {record.content}"
     return f"{record.type} {_short(record.content)}"
@@ -297,7 +297,7 @@ class ZonePublisher:
         """Exactly one record of ours, serving `spec`."""
         if not mine:
             self._create(purpose, spec)
-            self._outcome(purpose, spec, Action.CREATED, "created")
+            self._outcome(purpose, spec, Action.CREATED, _describe(spec))
             return
         keep, *extra = sorted(mine, key=lambda r: not r.matches(spec))
         removed = self._delete(purpose, extra)
