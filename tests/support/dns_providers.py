@@ -56,6 +56,14 @@ class Seen:
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
 
+    def json_of(self, kind: type) -> Any:
+        """The JSON body if it parses and is a `kind` (dict, list), else None."""
+        try:
+            body = self.json
+        except ValueError:
+            return None
+        return body if isinstance(body, kind) else None
+
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[0] if values else None
@@ -373,15 +381,8 @@ class FakeCloudflare(JsonApiServer):
             seen, sorted(items, key=lambda r: r["created_on"]), low=5, high=5_000_000, default=100
         )
 
-    def _body(self, seen: Seen) -> dict[str, Any] | None:
-        try:
-            body = seen.json
-        except ValueError:
-            return None
-        return body if isinstance(body, dict) else None
-
     def _create(self, seen: Seen, zone_id: str) -> Reply:
-        body = self._body(seen)
+        body = seen.json_of(dict)
         if body is None:
             return self.error(400, 9207, "Request body is invalid.")
         problem = self._invalid(zone_id, body, replacing=None)
@@ -393,7 +394,7 @@ class FakeCloudflare(JsonApiServer):
         return self.ok(record)
 
     def _change(self, seen: Seen, zone_id: str, record: dict[str, Any]) -> Reply:
-        body = self._body(seen)
+        body = seen.json_of(dict)
         if body is None:
             return self.error(400, 9207, "Request body is invalid.")
         merged = {**record, **body} if seen.method == "PATCH" else {"ttl": 1, **body}
@@ -692,15 +693,8 @@ class FakeGoDaddy(JsonApiServer):
             )
         return problems
 
-    def _json_list(self, seen: Seen) -> list[Any] | None:
-        try:
-            body = seen.json
-        except ValueError:
-            return None
-        return body if isinstance(body, list) else None
-
     def _add(self, seen: Seen, domain: str) -> Reply:
-        body = self._json_list(seen)
+        body = seen.json_of(list)
         if body is None:
             return self.error(
                 422, "INVALID_BODY", "Request body doesn't fulfill schema: expected an array"
@@ -730,7 +724,7 @@ class FakeGoDaddy(JsonApiServer):
         return 200, {}, None
 
     def _replace(self, seen: Seen, domain: str, rtype: str, name: str) -> Reply:
-        body = self._json_list(seen)
+        body = seen.json_of(list)
         if body is None:
             return self.error(
                 422, "INVALID_BODY", "Request body doesn't fulfill schema: expected an array"

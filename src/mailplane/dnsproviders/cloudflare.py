@@ -147,11 +147,7 @@ class CloudflareClient:
         json: Any = None,
         zone: Zone | None = None,
     ) -> tuple[Any, dict[str, Any]]:
-        response = self._http.request(method, path, params=params, json=json)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        response, body = self._http.request_json(method, path, params=params, json=json)
         if response.is_success and isinstance(body, dict) and body.get("success") is True:
             info = body.get("result_info")
             return body.get("result"), info if isinstance(info, dict) else {}

@@ -116,11 +116,7 @@ class GoDaddyClient:
         json: Any = None,
         zone: Zone | None = None,
     ) -> Any:
-        response = self._http.request(method, path, params=params, json=json)
-        try:
-            body = response.json() if response.content else None
-        except ValueError:
-            body = None
+        response, body = self._http.request_json(method, path, params=params, json=json)
         if response.is_success:
             return body
         raise self._error(response, body, zone)
@@ -175,14 +171,10 @@ class GoDaddyClient:
     def find_zone(self, domain: str) -> Zone:
         candidates = zone_candidates(domain)
         for name in candidates:
-            response = self._http.request("GET", f"/v1/domains/{quote(name)}")
+            response, body = self._http.request_json("GET", f"/v1/domains/{quote(name)}")
             if response.status_code == 404:
                 continue
             if not response.is_success:
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = None
                 raise self._error(response, body, None)
             return Zone(id=name, name=name, status="active")
         raise ZoneNotFound(

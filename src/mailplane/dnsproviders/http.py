@@ -142,5 +142,20 @@ class ApiSession:
             self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover (the loop returns or raises)
 
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> tuple[httpx.Response, Any]:
+        """`request`, and the reply's JSON body (None when empty or not JSON)."""
+        response = self.request(method, path, params=params, json=json)
+        try:
+            return response, response.json() if response.content else None
+        except ValueError:
+            return response, None
+
     def close(self) -> None:
         self._client.close()
