@@ -324,3 +324,6 @@ def test_starting_twice_queues_one_task(account, domain, provider):
     assert first.pk == second.pk
     third = domain_dns_publish_start(organization=account.org, domain=domain, merge_spf=True)
     assert third.pk != first.pk
+    Job.objects.filter(pk=first.pk).update(started_at=timezone.now())  # running already
+    fourth = domain_dns_publish_start(organization=account.org, domain=domain)
+    assert fourth.pk not in (first.pk, third.pk)  # runs after, on the domain as it is then

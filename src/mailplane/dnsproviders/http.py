@@ -37,12 +37,13 @@ class RetryPolicy:
     attempts: int = 4
     max_wait: float = 30.0  # longest single wait we sleep through
     backoff: float = 0.5  # first wait without a hint; doubles each attempt
+    timeout: float | None = None  # per request, below the configured one
 
 
 # Background jobs can afford to wait for the provider; an API request answered while the
-# caller waits cannot.
+# caller waits cannot (a credentials test makes two requests: at most about 20 s).
 JOB_POLICY = RetryPolicy()
-INTERACTIVE_POLICY = RetryPolicy(attempts=2, max_wait=3.0)
+INTERACTIVE_POLICY = RetryPolicy(attempts=2, max_wait=3.0, timeout=5.0)
 
 
 def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None) -> float | None:
@@ -82,6 +83,8 @@ class ApiSession:
         self._policy = policy
         self._retry_hint = retry_hint
         self._sleep = sleep
+        if policy.timeout is not None:
+            timeout = min(timeout, policy.timeout)
         self._client = httpx.Client(
             base_url=base_url,
             headers={"Accept": "application/json", "User-Agent": "Mailplane", **headers},

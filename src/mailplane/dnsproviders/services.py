@@ -174,8 +174,11 @@ def domain_dns_publish_start(
             "connection_id": publication.connection_id,
             "merge_spf": bool(merge_spf),
         }
-        queued = Job.objects.filter(
-            organization=organization, kind=PUBLISH_JOB, status=JobStatus.PENDING
+        queued = Job.objects.filter(  # not yet started: it will see the domain as it is now
+            organization=organization,
+            kind=PUBLISH_JOB,
+            status=JobStatus.PENDING,
+            started_at__isnull=True,
         )
         for job in queued:
             if job.payload == payload:
