@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "mailplane.mailboxes",
     "mailplane.jobs",
     "mailplane.queue",
+    "mailplane.dnsproviders",
 ]
 
 MIDDLEWARE = [
@@ -182,6 +183,12 @@ MAILPLANE: dict[str, Any] = {
     "STORAGE_ROOT": os.environ.get("MAILPLANE_STORAGE_ROOT", str(DATA_DIR / "storage")),
     "BULK_CSV_MAX_BYTES": config.env_int("MAILPLANE_BULK_CSV_MAX_BYTES", 5 * 1024 * 1024),
     "BULK_CSV_MAX_ROWS": config.env_int("MAILPLANE_BULK_CSV_MAX_ROWS", 10_000),
+    # DNS-provider APIs (dnsproviders/): base URLs, and seconds per request.
+    "CLOUDFLARE_API_URL": os.environ.get(
+        "MAILPLANE_CLOUDFLARE_API_URL", "https://api.cloudflare.com/client/v4"
+    ),
+    "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
+    "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
 }
 
 LOGGING = {
@@ -190,5 +197,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("MAILPLANE_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # httpx logs every request at INFO; the DNS-provider clients log what matters.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
