@@ -12,6 +12,8 @@ import pytest
 # directory and the in-process broker for test runs are chosen in mailplane.config.
 
 pytest_plugins = [
+    "pytester",
+    "tests.support.tools",  # first: other support modules import it
     "tests.support.fixtures",
     "tests.support.dns_server",
     "tests.support.redis_server",

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.support.tools import skip_for_mode
+
 
 def _mailplane(tmp_path, *args):
     env = {**os.environ, "MAILPLANE_DATA_DIR": str(tmp_path)}
@@ -83,7 +85,7 @@ def test_serve_runs_the_asked_number_of_delivery_processes_on_postgresql(transac
     from django.db import connection
 
     if connection.vendor != "postgresql":
-        pytest.skip("several delivery workers need PostgreSQL (SKIP LOCKED claims)")
+        skip_for_mode("several delivery workers need PostgreSQL (SKIP LOCKED claims)")
     db = connection.settings_dict
     url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env = {**os.environ, "DATABASE_URL": url}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailplane.delivery.signing import SigningError, body_relaxed, dkim_sign, header_relaxed
 from tests.support.dns_server import DnsServer
+from tests.support.tools import environment_missing, require_tool
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PEM = KEY.private_bytes(
@@ -110,13 +110,11 @@ def test_message_without_from_is_refused():
 
 # --- OpenDKIM -----------------------------------------------------------------------------
 
-OPENDKIM = shutil.which("opendkim-testmsg")
-
 
 def _private_namespace_available() -> bool:
     """opendkim-testmsg asks the system resolver (port 53 of /etc/resolv.conf); we give it
     our test DNS server through a private mount namespace, which needs root + unshare."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
+    if os.geteuid() != 0:
         return False
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10)
     return probe.returncode == 0
@@ -124,21 +122,21 @@ def _private_namespace_available() -> bool:
 
 @pytest.fixture(scope="module")
 def opendkim(tmp_path_factory):
-    if OPENDKIM is None:
-        pytest.skip("opendkim-testmsg not installed (apt-get install -y opendkim-tools)")
+    opendkim_testmsg = require_tool("opendkim-testmsg")
+    require_tool("unshare")
     if not _private_namespace_available():
-        pytest.skip("needs root and unshare -m to point opendkim's resolver at the test DNS")
+        environment_missing("needs root and unshare -m to point opendkim at the test DNS")
     host = f"127.53.{os.getpid() % 250}.{os.getpid() // 250 % 250 + 2}"
     try:
         server = DnsServer(host=host, port=53).start()
     except OSError as exc:
-        pytest.skip(f"cannot serve DNS on {host}:53 for opendkim: {exc}")
+        environment_missing(f"cannot serve DNS on {host}:53 for opendkim: {exc}")
     server.txt("sel._domainkey.acme.test", f"v=DKIM1; k=rsa; p={PUBLIC}")
     resolv = tmp_path_factory.mktemp("opendkim") / "resolv.conf"
     resolv.write_text(f"nameserver {host}\noptions timeout:2 attempts:1\n")
 
     def verify(raw: bytes) -> subprocess.CompletedProcess[bytes]:
-        script = f'mount --bind "{resolv}" /etc/resolv.conf && exec "{OPENDKIM}"'
+        script = f'mount --bind "{resolv}" /etc/resolv.conf && exec "{opendkim_testmsg}"'
         return subprocess.run(
             ["unshare", "-m", "sh", "-c", script], input=raw, capture_output=True, timeout=30
         )

@@ -8,7 +8,6 @@ IMAP, delivery) on the embedded defaults; mailboxes are made through the API.
 from __future__ import annotations
 
 import imaplib
-import shutil
 import smtplib
 import subprocess
 import time
@@ -21,6 +20,7 @@ import pytest
 from mailplane.tls import client_context_insecure
 from tests.support.dns_server import DnsServer
 from tests.support.live_service import LiveService, live_service
+from tests.support.tools import requires_tool
 
 pytestmark = pytest.mark.timeout(240)
 PASSWORDS = {"alice": "Lunch-Secret-pass-1", "bob": "Dinner-Secret-pass-22"}
@@ -95,7 +95,7 @@ def _fetch_all(client: imaplib.IMAP4_SSL, folder: str = "INBOX") -> list:
     return messages
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+@requires_tool("swaks")
 def test_alice_writes_bob_sees_it_in_idle_and_his_swaks_reply_reaches_alice(service):
     svc, dns = service
     key, address = _create_mailboxes(svc, dns)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +19,12 @@ import pytest
 
 from tests.support.dns_server import DnsServer
 from tests.support.live_service import LiveService, live_service
+from tests.support.tools import requires_tool
 
 HERE = Path(__file__).parent
 pytestmark = [
     pytest.mark.timeout(240),
-    pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed"),
+    requires_tool("node"),
 ]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from mailplane.storage import maildir_deliver
 from tests.imap.conftest import PASSWORD
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.timeout(120)
 NODE_DIR = Path(__file__).parent / "node"
@@ -18,8 +18,8 @@ NODE_DIR = Path(__file__).parent / "node"
 
 @pytest.fixture(scope="module")
 def imapflow() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node/npm are not installed: cannot run the imapflow client")
+    require_tool("node")
+    require_tool("npm")
     if not (NODE_DIR / "node_modules" / "imapflow").exists():
         subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund"],

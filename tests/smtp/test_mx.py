@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import smtplib
 import subprocess
 
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.smtp.conftest import maildir_files, make_mailbox, message
 from tests.support.fixtures import verified_domain
+from tests.support.tools import requires_tool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,7 +131,7 @@ def test_mx_oversized_data_and_recipient_limit(listeners, carol, dns_server):
     assert maildir_files(carol) == []
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+@requires_tool("swaks")
 def test_swaks_delivers_through_mx_with_starttls(listeners, carol, dns_server):
     result = subprocess.run(
         [

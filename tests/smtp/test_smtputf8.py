@@ -3,7 +3,6 @@ over real sockets: smtplib, raw command lines, and swaks when it is installed.""
 
 from __future__ import annotations
 
-import shutil
 import smtplib
 import subprocess
 
@@ -14,6 +13,7 @@ from mailplane.smtp.protocol import address_refusal
 from tests.smtp.conftest import PASSWORD, maildir_files, make_mailbox, smtps, starttls
 from tests.smtp.test_mx import mx_client
 from tests.support.fixtures import verified_domain
+from tests.support.tools import requires_tool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,7 +117,7 @@ def test_submission_refuses_bytes_that_are_not_utf8_and_bad_idna(listeners, alic
         assert command(client, f"RCPT TO:<{JOSE}>".encode())[0] == 250
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+@requires_tool("swaks")
 def test_swaks_utf8_headers_pass_and_utf8_recipient_needs_smtputf8(listeners, alice):
     # swaks (20201014) has no SMTPUTF8 option: it sends UTF-8 header fields in an ASCII
     # envelope, and a UTF-8 recipient without the parameter, which is refused with 5.6.7.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import smtplib
 import socket
 import ssl
@@ -25,6 +24,7 @@ from tests.smtp.conftest import (
     starttls,
 )
 from tests.support.fixtures import verified_domain
+from tests.support.tools import requires_tool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -322,7 +322,7 @@ def test_cached_logins_are_fast(listeners, alice):
     assert time.monotonic() - start < 3
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+@requires_tool("swaks")
 @pytest.mark.parametrize("mode", ["--tls-on-connect", "--tls"])
 def test_swaks_submits_over_both_ports(listeners, alice, mode):
     port = listeners.smtps if mode == "--tls-on-connect" else listeners.submission
@@ -342,7 +342,7 @@ def test_swaks_submits_over_both_ports(listeners, alice, mode):
     assert PASSWORD not in result.stdout.split("AUTH", 1)[0]
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+@requires_tool("swaks")
 def test_swaks_auth_refused_without_tls(listeners, alice):
     result = subprocess.run(
         [

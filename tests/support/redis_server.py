@@ -7,6 +7,8 @@ import os
 import pytest
 import redis
 
+from tests.support.tools import environment_missing
+
 
 @pytest.fixture
 def redis_url() -> str:
@@ -20,5 +22,5 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except redis.exceptions.ConnectionError:
-        pytest.skip(f"no Redis at {url} (scripts/test starts one for the production-mode run)")
+        environment_missing(f"no Redis at {url} (scripts/test starts one: scripts/services-up)")
     return url
