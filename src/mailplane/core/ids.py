@@ -19,7 +19,9 @@ MAX_ID = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]{1,25}")
 
 
-def int_parse(raw: Any, *, name: str, minimum: int = 1, maximum: int = MAX_ID) -> int:
+def int_parse(
+    raw: Any, *, name: str, minimum: int = 1, maximum: int = MAX_ID, noun: str = "an integer"
+) -> int:
     """`raw` (a JSON integer or a string of ASCII digits) as an int in [minimum, maximum].
 
     Raises ValidationFailed naming `name`, so the client sees which field was wrong.
@@ -33,14 +35,13 @@ def int_parse(raw: Any, *, name: str, minimum: int = 1, maximum: int = MAX_ID) -
     else:
         value = None
     if value is None or not minimum <= value <= maximum:
-        what = "an id" if minimum == 1 and maximum == MAX_ID else "an integer"
-        raise ValidationFailed.on(name, f"must be {what} from {minimum} to {maximum}")
+        raise ValidationFailed.on(name, f"must be {noun} from {minimum} to {maximum}")
     return value
 
 
 def id_parse(raw: Any, *, name: str) -> int:
     """An object id (1 to 2**63-1) from a request; ValidationFailed naming `name` if not."""
-    return int_parse(raw, name=name)
+    return int_parse(raw, name=name, noun="an id")
 
 
 def id_or_none(raw: Any) -> int | None:
