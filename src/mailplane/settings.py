@@ -131,8 +131,8 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", config.default_broker_url())
 _QUEUE_DIR = DATA_DIR / "queue"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("in", "processed"):
-        (_QUEUE_DIR / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    for queue_dir in (_QUEUE_DIR, _QUEUE_DIR / "in", _QUEUE_DIR / "processed"):
+        queue_dir.mkdir(exist_ok=True, mode=0o700)  # task messages carry job ids and data
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_QUEUE_DIR / "in"),
         "data_folder_out": str(_QUEUE_DIR / "in"),
