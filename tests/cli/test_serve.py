@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,23 +44,27 @@ def _wait_for_pid(base: str, timeout: float) -> str:
             time.sleep(0.1)
 
 
+@contextmanager
+def _served_runaway_app(tmp_path: Path, **timeouts: str) -> Iterator[str]:
+    """gunicorn as `serve` runs it (one worker, two threads) serving the runaway app."""
+    port = free_port()
+    env = {**os.environ, **timeouts, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        proc = subprocess.Popen(
+            _web_command(port, threads=2), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=40)
+
+
 @pytest.mark.timeout(90)
 def test_a_runaway_request_cannot_hold_a_worker(tmp_path):
     """Both threads of the only worker spin for ever; without a request timeout the next
     request would wait for ever too. The worker retires and a fresh one answers."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MAILPLANE_HTTP_REQUEST_TIMEOUT": "1",
-        "PYTHONPATH": str(ROOT),
-        "HOME": str(tmp_path),
-    }
-    log = (tmp_path / "gunicorn.log").open("wb")
-    proc = subprocess.Popen(
-        _web_command(port, threads=2), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
+    with _served_runaway_app(tmp_path, MAILPLANE_HTTP_REQUEST_TIMEOUT="1") as base:
         first_pid = _wait_for_pid(base, timeout=30)
         outcomes: list[str] = []
 
@@ -86,11 +93,55 @@ def test_a_runaway_request_cannot_hold_a_worker(tmp_path):
         for thread in spinners:
             thread.join(10)
         assert len(outcomes) == 2 and not any(o.startswith("answered 2") for o in outcomes)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
     assert "retiring worker" in (tmp_path / "gunicorn.log").read_text()
+
+
+def _stall(base: str, head: bytes) -> socket.socket:
+    """A client that sends `head` and then nothing, keeping the connection open."""
+    port = int(base.rsplit(":", 1)[1])
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+    client.sendall(head)
+    return client
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("head", "what"),
+    [
+        (b"GET /pid HTTP/1.1\r\nHost: x\r\n", "a request head that never ends"),
+        (b"GET /p", "a request line that never ends"),
+        (
+            b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc",
+            "a body that never comes",
+        ),
+    ],
+)
+def test_slow_clients_cannot_hold_the_threads(tmp_path, head, what):
+    """Four stalled clients on a worker with two threads: without read timeouts every
+    thread waits for them and nobody else is served (slowloris). Their connections are
+    closed, and the same worker serves the next client."""
+    with _served_runaway_app(
+        tmp_path, MAILPLANE_HTTP_READ_TIMEOUT="1", MAILPLANE_HTTP_REQUEST_TIMEOUT="2"
+    ) as base:
+        first_pid = _wait_for_pid(base, timeout=30)
+        stalled = [_stall(base, head) for _ in range(4)]
+        try:
+            reply = http_call(base, "GET", "/pid", timeout=15)
+            assert reply.status == 200, what
+            assert reply.seconds < 10, (what, reply.seconds)
+            assert reply.body.decode() == first_pid  # freed threads, not a new worker
+            for client in stalled:
+                assert _closed_by_server(client), what
+        finally:
+            for client in stalled:
+                client.close()
+
+
+def _closed_by_server(client: socket.socket) -> bool:
+    try:
+        return client.recv(100) == b""
+    except ConnectionResetError:
+        return True
 
 
 def _mode(path: Path) -> int:

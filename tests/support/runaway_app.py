@@ -1,7 +1,8 @@
-"""A WSGI app with a request that never ends, to test the web server's request timeout.
+"""A WSGI app with requests that never end, to test the web server's timeouts.
 
-`/spin` loops for ever (as password generation did in issue 8), `/pid` answers with the
-worker's process id.
+`/spin` loops for ever (as password generation did in issue 8); `/read` reads the whole
+request body (a slow client makes it wait); anything else answers with the worker's
+process id.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    if environ.get("PATH_INFO") == "/spin":
+    path = environ.get("PATH_INFO")
+    if path == "/spin":
         while True:  # pure Python, holding its thread, as a runaway view does
             pass
+    if path == "/read":
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
