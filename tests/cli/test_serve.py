@@ -225,3 +225,21 @@ def test_private_state_tightens_an_existing_install(tmp_path):
     assert _mode(data) == 0o700
     for name in ("mailplane.sqlite3", "mailplane.sqlite3-wal", "secret.key"):
         assert _mode(data / name) == 0o600
+
+
+@pytest.mark.timeout(60)
+def test_the_servers_own_refusals_are_in_the_error_shape(tmp_path):
+    """gunicorn refuses some requests before the application sees them; the client gets
+    the API's error shape for those too, not gunicorn's HTML page."""
+    with _served_runaway_app(tmp_path) as base:
+        _wait_for_pid(base, timeout=30)
+        for path, headers, status in [
+            ("/" + "a" * 5000, {}, 414),  # request line over limit_request_line (4094)
+            ("/pid", {"X-Bad": "a\x7fb"}, 400),  # DEL is not allowed in a field value
+        ]:
+            reply = http_call(base, "GET", path, headers=headers)
+            assert reply.status == status
+            assert reply.headers["content-type"] == "application/json"
+            error = reply.json()["error"]
+            assert set(error) == {"code", "message", "details"}
+            assert error["details"]["request"] == [error["message"]]

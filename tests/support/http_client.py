@@ -7,8 +7,11 @@ a deadline (the socket timeout), so a hang fails the test instead of stalling it
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -70,3 +73,46 @@ def http_call(
         )
     finally:
         connection.close()
+
+
+def http_send_large(
+    base: str,
+    method: str,
+    path: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float = 30.0,
+) -> tuple[int, bytes]:
+    """Send a large body while reading the reply, as curl does: a server that answers
+    413 before it has read the body (and then closes) is heard, not lost to a reset.
+
+    Returns the status and the reply's bytes (headers and body).
+    """
+    parts = urlsplit(base)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    head = f"{method} {path} HTTP/1.1\r\nHost: {parts.hostname}\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    received = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        with contextlib.suppress(OSError):  # the server may stop reading: that is allowed
+            sock.sendall(head.encode())
+            view = memoryview(body)
+            for start in range(0, len(body), 65536):
+                sock.sendall(view[start : start + 65536])
+        reader.join(timeout)
+        assert not reader.is_alive(), f"no complete reply within {timeout}s"
+    finally:
+        sock.close()
+    status_line = bytes(received).split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1."), bytes(received[:200])
+    return int(status_line.split()[1]), bytes(received)

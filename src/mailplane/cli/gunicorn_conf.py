@@ -18,11 +18,14 @@ So each worker watches the threads serving its connections:
   worker retires: it stops accepting, gives its other requests the same time to finish,
   and exits (a thread cannot be stopped from outside in Python; a process can). The
   arbiter starts a fresh worker at once, and the other workers serve meanwhile.
+gunicorn's own refusals (a request line over 4094 bytes, a malformed header) are written
+in the API's error shape too, instead of its HTML page.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -30,6 +33,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from gunicorn import util
 
 READ_TIMEOUT = float(os.environ.get("MAILPLANE_HTTP_READ_TIMEOUT", "10"))
 REQUEST_TIMEOUT = float(os.environ.get("MAILPLANE_HTTP_REQUEST_TIMEOUT", "30"))
@@ -54,7 +59,27 @@ _slots: dict[int, _Slot] = {}
 _lock = threading.Lock()
 
 
+def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn.util.write_error, answering in {"error": {"code", "message", "details"}}."""
+    message = mesg or reason
+    body = json.dumps(
+        {
+            "error": {
+                "code": reason.lower().replace(" ", "_"),
+                "message": message,
+                "details": {"request": [message]},
+            }
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def post_worker_init(worker: Any) -> None:
+    util.write_error = write_error  # the workers' handle_error calls util.write_error
     handle = getattr(worker, "handle", None)
     if handle is not None:
         worker.handle = _tracked(handle)  # the thread pool calls worker.handle(conn)
