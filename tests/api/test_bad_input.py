@@ -209,3 +209,12 @@ def test_project_id_of_a_domain_update_is_bounded(account):
     domain = verified_domain(account)
     response = account.client.patch(f"/api/domains/{domain.pk}/", {"project": 2**63}, format="json")
     assert list(_error(response, 400)["details"]) == ["project"]
+
+
+@pytest.mark.parametrize("path", ["/api/mailboxes/bulk/", "/api/projects/"])
+def test_unreadable_content_length_is_not_a_500(account, path):
+    response = account.client.generic(
+        "POST", path, b"email,domain\n", content_type="text/csv", CONTENT_LENGTH="abc"
+    )
+    assert 400 <= response.status_code < 500, response.content[:300]
+    assert set(response.json()["error"]) == {"code", "message", "details"}
