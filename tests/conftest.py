@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.support.fixtures",
     "tests.support.dns_server",
     "tests.support.redis_server",
+    "tests.support.dns_providers",
 ]
 
 

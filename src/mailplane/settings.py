@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "mailplane.mailboxes",
     "mailplane.jobs",
     "mailplane.queue",
+    "mailplane.dnsproviders",
 ]
 
 MIDDLEWARE = [
@@ -192,6 +193,12 @@ MAILPLANE: dict[str, Any] = {
         p.strip() for p in os.environ.get("MAILPLANE_TRUSTED_PROXIES", "").split(",") if p.strip()
     ],
     "BULK_CSV_MAX_ROWS": config.env_int("MAILPLANE_BULK_CSV_MAX_ROWS", 10_000),
+    # DNS-provider APIs (dnsproviders/): base URLs, and seconds per request.
+    "CLOUDFLARE_API_URL": os.environ.get(
+        "MAILPLANE_CLOUDFLARE_API_URL", "https://api.cloudflare.com/client/v4"
+    ),
+    "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
+    "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
 }
 
 LOGGING = {
@@ -200,5 +207,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("MAILPLANE_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # httpx logs every request at INFO; the DNS-provider clients log what matters.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

@@ -12,6 +12,8 @@ import pytest
 from django.urls import URLPattern
 
 from mailplane.api import urls as api_urls
+from mailplane.dnsproviders.models import DomainDnsPublication
+from mailplane.dnsproviders.services import dns_provider_create
 from mailplane.jobs.models import Job
 from mailplane.jobs.services import job_run
 from mailplane.mailboxes.models import Mailbox
@@ -47,6 +49,12 @@ def victim(account):
     )
     mailbox = mailbox_create(organization=account.org, spec=spec)
     job = Job.objects.create(organization=account.org, kind="mailbox.create", payload={})
+    dns_provider = dns_provider_create(
+        organization=account.org,
+        name="victim cloudflare",
+        provider="cloudflare",
+        credentials={"api_token": "cf-victim-secret-token-0001"},
+    )
     key = ApiKey.objects.get(organization=account.org)
     message = message_enqueue(
         organization=account.org,
@@ -62,6 +70,7 @@ def victim(account):
         "relay": relay,
         "mailbox": mailbox,
         "job": job,
+        "dns_provider": dns_provider,
         "key": key,
         "account": account,
     }
@@ -89,6 +98,18 @@ WALK = {
         ("post", "/api/domains/", {"name": "steal.test", "relay_server": "{relay}"}),
     ],
     "domain-verify": [("post", "/api/domains/{domain}/verify/", None)],
+    "domain-publish-dns": [
+        ("post", "/api/domains/{domain}/publish-dns/", None),
+        ("post", "/api/domains/{domain}/publish-dns/", {"dns_provider": "{dns_provider}"}),
+    ],
+    "dns-provider-list": [("get", "/api/dns-providers/", None)],
+    "dns-provider-detail": [
+        ("get", "/api/dns-providers/{dns_provider}/", None),
+        ("patch", "/api/dns-providers/{dns_provider}/", {"name": "pwned"}),
+        ("patch", "/api/dns-providers/{dns_provider}/", {"credentials": {"api_token": "x" * 40}}),
+        ("delete", "/api/dns-providers/{dns_provider}/", None),
+    ],
+    "dns-provider-test": [("post", "/api/dns-providers/{dns_provider}/test/", None)],
     "domain-detail": [
         ("get", "/api/domains/{domain}/", None),
         ("patch", "/api/domains/{domain}/", {"redirect": "https://evil.test/"}),
@@ -180,6 +201,8 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "ceo@",
         str(victim["job"].pk),
         "Victim secret subject",
+        "cf-victim-secret-token",
+        "victim cloudflare",
     ]
     for method, template, body in WALK[route]:
         path = _fill(template, victim)
@@ -213,6 +236,11 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     victim["relay"].refresh_from_db()
     victim["domain"].refresh_from_db()
     victim["key"].refresh_from_db()
+    victim["dns_provider"].refresh_from_db()
+    assert victim["dns_provider"].name == "victim cloudflare"
+    assert victim["dns_provider"].credentials == {"api_token": "cf-victim-secret-token-0001"}
+    assert victim["dns_provider"].status == "untested"  # never tested on the intruder's behalf
+    assert not DomainDnsPublication.objects.exists()
     assert victim["project"].name == "secret-project"
     assert victim["relay"].name == "mg"
     assert victim["relay"].credentials == {"api_key": "key-victim-secret-0001"}

@@ -13,6 +13,7 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.core.ids import MAX_ID, id_or_none
+from mailplane.dnsproviders.services import dns_provider_for_field, domain_dns_publish_start
 from mailplane.domains.models import DnsRecord, Domain
 from mailplane.domains.services import (
     domain_create,
@@ -44,6 +45,7 @@ class DnsRecordSerializer(serializers.ModelSerializer[DnsRecord]):
 
 class DomainSerializer(serializers.ModelSerializer[Domain]):
     records = DnsRecordSerializer(source="dns_records", many=True, read_only=True)
+    dns_provider = serializers.SerializerMethodField()
 
     class Meta:
         model = Domain
@@ -59,8 +61,14 @@ class DomainSerializer(serializers.ModelSerializer[Domain]):
             "dkim_selector",
             "return_path_host",
             "records",
+            "dns_provider",
             "created_at",
         ]
+
+    def get_dns_provider(self, domain: Domain) -> int | None:
+        """The DNS-provider connection that publishes this domain's records, if any."""
+        publication = getattr(domain, "dns_publication", None)
+        return publication.connection_id if publication is not None else None
 
 
 class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
@@ -94,6 +102,10 @@ class DomainCreateSerializer(serializers.Serializer[Any]):
     relay_server = _OwnedField(RelayServer)
     project = _OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True, default="")
+    # Publish the records through this DNS-provider connection once created (a task).
+    dns_provider = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, allow_null=True
+    )
 
 
 class DomainUpdateSerializer(serializers.Serializer[Any]):
@@ -105,7 +117,11 @@ class DomainUpdateSerializer(serializers.Serializer[Any]):
 
 
 def _domains(org: Organization) -> Any:
-    return Domain.objects.filter(organization=org).prefetch_related("dns_records")
+    return (
+        Domain.objects.filter(organization=org)
+        .select_related("dns_publication")
+        .prefetch_related("dns_records")
+    )
 
 
 class DomainListView(APIView):
@@ -121,10 +137,19 @@ class DomainListView(APIView):
         org = organization_of(request)
         data = DomainCreateSerializer(data=request.data, context={"organization": org})
         data.is_valid(raise_exception=True)
-        domain = domain_create(organization=org, **data.validated_data)
-        return Response(
-            DomainSerializer(_domains(org).get(pk=domain.pk)).data, status=status.HTTP_201_CREATED
+        fields = dict(data.validated_data)
+        connection_id = fields.pop("dns_provider", None)
+        connection = (
+            dns_provider_for_field(organization=org, connection_id=connection_id)
+            if connection_id is not None
+            else None
         )
+        domain = domain_create(organization=org, **fields)
+        body = dict(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+        if connection is not None:
+            job = domain_dns_publish_start(organization=org, domain=domain, connection=connection)
+            body["dns_provider"], body["dns_publish_task_id"] = connection.pk, str(job.pk)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class DomainDetailView(APIView):

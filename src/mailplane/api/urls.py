@@ -7,6 +7,7 @@ from django.urls import path, register_converter
 from mailplane.api import (
     account,
     bulk,
+    dns_providers,
     domains,
     exports,
     mailboxes,
@@ -35,6 +36,24 @@ urlpatterns = [
     path("api/domains/", domains.DomainListView.as_view(), name="domain-list"),
     path("api/domains/<id:pk>/", domains.DomainDetailView.as_view(), name="domain-detail"),
     path("api/domains/<id:pk>/verify/", domains.DomainVerifyView.as_view(), name="domain-verify"),
+    path(
+        "api/domains/<id:pk>/publish-dns/",
+        dns_providers.DomainPublishDnsView.as_view(),
+        name="domain-publish-dns",
+    ),
+    path(
+        "api/dns-providers/", dns_providers.DnsProviderListView.as_view(), name="dns-provider-list"
+    ),
+    path(
+        "api/dns-providers/<id:pk>/",
+        dns_providers.DnsProviderDetailView.as_view(),
+        name="dns-provider-detail",
+    ),
+    path(
+        "api/dns-providers/<id:pk>/test/",
+        dns_providers.DnsProviderTestView.as_view(),
+        name="dns-provider-test",
+    ),
     path("api/mailboxes/", mailboxes.MailboxListView.as_view(), name="mailbox-list"),
     path("api/mailboxes/bulk/", bulk.MailboxBulkCreateView.as_view(), name="mailbox-bulk-create"),
     path("api/mailboxes/<id:pk>/", mailboxes.MailboxDetailView.as_view(), name="mailbox-detail"),

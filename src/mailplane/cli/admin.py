@@ -1,4 +1,4 @@
-"""Operator commands: accounts, API keys, relay servers, domain checks."""
+"""Operator commands: accounts, API keys, relay servers, DNS providers, domain checks."""
 
 from __future__ import annotations
 
@@ -66,6 +66,38 @@ def add_commands(sub: Any) -> None:
     )
     dv.add_argument("--id", type=int, required=True)
     dv.set_defaults(func=domain_verify)
+    dp = domain.add_parser(
+        "publish-dns",
+        help="publish a domain's records through its DNS provider now, then verify them",
+    )
+    dp.add_argument("--id", type=int, required=True)
+    dp.add_argument("--dns-provider", type=int, help="connection id (default: the domain's)")
+    dp.add_argument(
+        "--merge-spf", action="store_true", help="add our include to an existing SPF record"
+    )
+    dp.set_defaults(func=domain_publish_dns)
+
+    dns = sub.add_parser("dns-provider", help="accounts' Cloudflare / GoDaddy connections")
+    dns_actions = dns.add_subparsers(dest="action", required=True)
+    da = dns_actions.add_parser(
+        "add",
+        help="store credentials read as a JSON object from stdin (never from the command "
+        'line, which other users can see): {"api_token": ...} for Cloudflare, '
+        '{"api_key": ..., "api_secret": ...} for GoDaddy',
+    )
+    da.add_argument("--org", required=True)
+    da.add_argument("--provider", required=True, choices=["cloudflare", "godaddy"])
+    da.add_argument("--name", required=True)
+    da.set_defaults(func=dns_provider_add)
+    dl = dns_actions.add_parser("list")
+    dl.add_argument("--org", required=True)
+    dl.set_defaults(func=dns_provider_list)
+    dt = dns_actions.add_parser("test", help="check the credentials with the provider")
+    dt.add_argument("--id", type=int, required=True)
+    dt.set_defaults(func=dns_provider_test)
+    dr = dns_actions.add_parser("remove")
+    dr.add_argument("--id", type=int, required=True)
+    dr.set_defaults(func=dns_provider_remove)
 
 
 def _fail(message: str) -> int:
@@ -202,3 +234,89 @@ def domain_verify(args: argparse.Namespace) -> int:
         optional = "" if record.required else " (optional)"
         print(f"  {record.status:<8} {record.type:<5} {record.name}{optional}: {record.detail}")
     return 0 if domain.is_verified else 1
+
+
+def _connection(connection_id: int) -> Any:
+    from mailplane.core.errors import NotFound
+    from mailplane.dnsproviders.models import DnsProviderConnection
+
+    connection = DnsProviderConnection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        raise NotFound(f"no DNS-provider connection {connection_id}")
+    return connection
+
+
+@_guard
+def dns_provider_add(args: argparse.Namespace) -> int:
+    from mailplane.dnsproviders.services import dns_provider_create
+
+    connection = dns_provider_create(
+        organization=_org(args.org),
+        name=args.name,
+        provider=args.provider,
+        credentials=json.loads(sys.stdin.read(64 * 1024) or "null"),
+    )
+    print(f"DNS-provider connection {connection.pk} ({connection.provider}) stored")
+    return 0
+
+
+@_guard
+def dns_provider_list(args: argparse.Namespace) -> int:
+    from mailplane.relays.schemas import mask_credentials
+
+    for connection in _org(args.org).dns_providers.order_by("id"):
+        masked = ",".join(f"{k}={v}" for k, v in mask_credentials(connection.credentials).items())
+        print(
+            f"{connection.pk}\t{connection.provider}\t{connection.name}\t{masked}\t"
+            f"{connection.status}"
+        )
+    return 0
+
+
+@_guard
+def dns_provider_test(args: argparse.Namespace) -> int:
+    from mailplane.dnsproviders import services
+
+    connection = services.dns_provider_test(connection=_connection(args.id))
+    print(f"{connection.status}: {connection.status_detail}")
+    return 0 if connection.status == "valid" else 1
+
+
+@_guard
+def dns_provider_remove(args: argparse.Namespace) -> int:
+    from mailplane.dnsproviders.services import dns_provider_delete
+
+    dns_provider_delete(connection=_connection(args.id))
+    print(f"DNS-provider connection {args.id} removed (published records stay in the zone)")
+    return 0
+
+
+@_guard
+def domain_publish_dns(args: argparse.Namespace) -> int:
+    from mailplane.core.errors import NotFound
+    from mailplane.dnsproviders.errors import ProviderUnavailable
+    from mailplane.dnsproviders.models import DomainDnsPublication
+    from mailplane.dnsproviders.services import domain_dns_publish
+    from mailplane.domains.models import Domain
+
+    domain = Domain.objects.filter(pk=args.id).first()
+    if domain is None:
+        raise NotFound(f"no domain {args.id}")
+    if args.dns_provider is not None:
+        connection = _connection(args.dns_provider)
+        if connection.organization_id != domain.organization_id:
+            raise NotFound(f"no DNS-provider connection {args.dns_provider} for that account")
+        DomainDnsPublication.objects.update_or_create(
+            domain=domain, defaults={"connection": connection}
+        )
+    try:
+        result = domain_dns_publish(domain=domain, merge_spf=args.merge_spf)
+    except ProviderUnavailable as exc:
+        return _fail(f"{exc.message}; try again later")
+    print(f"{domain.name}: zone {result['zone']} at {result['provider']}")
+    for record in result["records"]:
+        print(f"  {record['action']:<9} {record['type']:<5} {record['name']}: {record['detail']}")
+    if "zone_note" in result:
+        print(f"  note: {result['zone_note']}")
+    print(f"{domain.name}: {result['verification_state']}")
+    return 0 if result["verification_state"] == "verified" else 1

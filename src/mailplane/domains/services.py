@@ -140,6 +140,47 @@ def domain_create(
     return domain
 
 
+def domain_records_refresh(*, domain: Domain) -> list[str]:
+    """Bring the domain's records to what the platform asks for now (a new MX host or
+    platform domain, a new DKIM key); returns the purposes that changed, each back to
+    `pending` until checked again. Publishing them is the DNS provider's or the owner's job."""
+    wanted = {record.purpose: record for record in domain_records(domain)}
+    changed: list[str] = []
+    with transaction.atomic():
+        for record in DnsRecord.objects.select_for_update().filter(domain=domain):
+            new = wanted.pop(record.purpose, None)
+            if new is None:
+                continue
+            fields = ("type", "name", "value", "priority", "required")
+            if all(getattr(record, f) == getattr(new, f) for f in fields):
+                continue
+            for f in fields:
+                setattr(record, f, getattr(new, f))
+            record.status, record.detail, record.checked_at = RecordStatus.PENDING, "", None
+            record.save()
+            changed.append(record.purpose)
+        for missing in wanted.values():
+            missing.save()
+            changed.append(missing.purpose)
+    return changed
+
+
+def domain_dkim_rotate(*, domain: Domain) -> Domain:
+    """A new DKIM key under a new selector. Signing uses it at once, so publish its record
+    straight away (a connected DNS provider does: dnsproviders publishes on request)."""
+    key = dkim_key_generate()
+    while key.selector == domain.dkim_selector:  # same month, same 16 random bits
+        key = dkim_key_generate()
+    with transaction.atomic():
+        domain.dkim_selector = key.selector
+        domain.dkim_private_key = key.private_pem
+        domain.dkim_public_key = key.public_b64
+        domain.save(update_fields=["dkim_selector", "dkim_private_key", "dkim_public_key"])
+        domain_records_refresh(domain=domain)
+    log.info("domain %s: new DKIM selector %s", domain.name, key.selector)
+    return domain
+
+
 def domain_get(*, organization: Organization, domain_id: Any) -> Domain:
     domain = Domain.objects.filter(organization=organization, pk=domain_id).first()
     if domain is None:

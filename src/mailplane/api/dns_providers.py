@@ -1,0 +1,149 @@
+"""/api/dns-providers/: an account's Cloudflare or GoDaddy connections (credentials go in,
+never out), their test, and publishing a domain's records through one of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.authentication import organization_of
+from mailplane.api.pagination import LimitOffsetPagination
+from mailplane.core.errors import NotFound
+from mailplane.core.ids import MAX_ID, id_or_none
+from mailplane.dnsproviders.models import DnsProviderConnection, DnsProviderKind
+from mailplane.dnsproviders.services import (
+    dns_provider_create,
+    dns_provider_delete,
+    dns_provider_for_field,
+    dns_provider_get,
+    dns_provider_test,
+    dns_provider_update,
+    domain_dns_publish_start,
+)
+from mailplane.domains.services import domain_get
+from mailplane.relays.schemas import mask_credentials
+
+
+class DnsProviderSerializer(serializers.ModelSerializer[DnsProviderConnection]):
+    credentials = serializers.SerializerMethodField()
+    domains = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DnsProviderConnection
+        fields = [
+            "id",
+            "name",
+            "provider",
+            "credentials",
+            "status",
+            "status_detail",
+            "tested_at",
+            "domains",
+            "created_at",
+        ]
+
+    def get_credentials(self, connection: DnsProviderConnection) -> dict[str, str]:
+        return mask_credentials(connection.credentials)
+
+    def get_domains(self, connection: DnsProviderConnection) -> list[int]:
+        return sorted(p.domain_id for p in connection.publications.all())
+
+
+class DnsProviderCreateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=200)
+    provider = serializers.ChoiceField(choices=DnsProviderKind.choices)
+    credentials = serializers.DictField()
+
+
+class DnsProviderUpdateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=200, required=False)
+    credentials = serializers.DictField(required=False)
+
+
+class DomainPublishDnsSerializer(serializers.Serializer[Any]):
+    dns_provider = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, allow_null=True
+    )
+    merge_spf = serializers.BooleanField(default=False)
+
+
+def _connections(request: Request) -> Any:
+    return DnsProviderConnection.objects.filter(
+        organization=organization_of(request)
+    ).prefetch_related("publications")
+
+
+def _shown(request: Request, connection: DnsProviderConnection) -> dict[str, Any]:
+    return dict(DnsProviderSerializer(_connections(request).get(pk=connection.pk)).data)
+
+
+class DnsProviderListView(APIView):
+    def get(self, request: Request) -> Response:
+        paginator = LimitOffsetPagination()
+        page: list[DnsProviderConnection] = (
+            paginator.paginate_queryset(_connections(request), request, view=self) or []
+        )
+        return paginator.get_paginated_response(DnsProviderSerializer(page, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        data = DnsProviderCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        connection = dns_provider_create(
+            organization=organization_of(request), **data.validated_data
+        )
+        return Response(_shown(request, connection), status=status.HTTP_201_CREATED)
+
+
+class DnsProviderDetailView(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
+        return Response(_shown(request, connection))
+
+    def patch(self, request: Request, pk: int) -> Response:
+        connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
+        data = DnsProviderUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        connection = dns_provider_update(connection=connection, **data.validated_data)
+        return Response(_shown(request, connection))
+
+    def delete(self, request: Request, pk: int) -> Response:
+        connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
+        dns_provider_delete(connection=connection)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DnsProviderTestView(APIView):
+    """Check the credentials with the provider now; 200 with the verdict in `status`."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
+        return Response(_shown(request, dns_provider_test(connection=connection)))
+
+
+class DomainPublishDnsView(APIView):
+    """Publish the domain's records through a DNS-provider connection: 202 with a task."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        org = organization_of(request)
+        if id_or_none(pk) is None:
+            raise NotFound("domain not found")
+        domain = domain_get(organization=org, domain_id=pk)
+        data = DomainPublishDnsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        connection_id = data.validated_data.get("dns_provider")
+        connection = None
+        if connection_id is not None:
+            connection = dns_provider_for_field(organization=org, connection_id=connection_id)
+        job = domain_dns_publish_start(
+            organization=org,
+            domain=domain,
+            connection=connection,
+            merge_spf=data.validated_data["merge_spf"],
+        )
+        return Response(
+            {"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED
+        )
