@@ -116,7 +116,13 @@ def _tenant(svc: LiveService, dns: Any, name: str) -> Tenant:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    env = {"MAILPLANE_API_AUTH_FAILURES_PER_IP": "10"}
+    env = {
+        "MAILPLANE_API_AUTH_FAILURES_PER_IP": "10",
+        # Generated requests may create DNS-provider connections and test them: their API
+        # calls go to a closed local port (refused at once), never to the providers.
+        "MAILPLANE_CLOUDFLARE_API_URL": "http://127.0.0.1:9/client/v4",
+        "MAILPLANE_GODADDY_API_URL": "http://127.0.0.1:9",
+    }
     with live_service(tmp_path_factory.mktemp("hostile"), "web", env=env) as (svc, dns):
         victim = Victim(svc, _tenant(svc, dns, "Victim"))
         served = Served(svc, _tenant(svc, dns, "Attacker"), _tenant(svc, dns, "Fuzzer"), victim)
