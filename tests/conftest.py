@@ -21,6 +21,19 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _forget_wrong_api_keys() -> Iterator[None]:
+    """Each test starts with no failed API-key authentications counted against the test
+    client's address (many tests send wrong keys on purpose; the throttle would carry
+    them into the next test)."""
+    yield
+    from mailplane.api.throttling import _limits_for, auth_failure_limits
+
+    if _limits_for.cache_info().currsize:
+        auth_failure_limits().reset()
+        _limits_for.cache_clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_other_threads_connections(
     django_db_setup: None, django_db_blocker: Any

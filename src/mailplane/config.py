@@ -32,7 +32,9 @@ def data_dir() -> Path:
         os.environ["MAILPLANE_DATA_DIR"] = str(path)  # subprocesses of the run share it
     else:
         path = Path("var").resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    # Raw mail, password hashes and keys live here: the owner's only (serve also tightens
+    # one that exists already; see cli/serve.py private_state).
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
 

@@ -108,7 +108,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "mailplane.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "mailplane.api.parsers.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -132,8 +132,8 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", config.default_broker_url())
 _QUEUE_DIR = DATA_DIR / "queue"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("in", "processed"):
-        (_QUEUE_DIR / sub).mkdir(parents=True, exist_ok=True)
+    for queue_dir in (_QUEUE_DIR, _QUEUE_DIR / "in", _QUEUE_DIR / "processed"):
+        queue_dir.mkdir(exist_ok=True, mode=0o700)  # task messages carry job ids and data
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_QUEUE_DIR / "in"),
         "data_folder_out": str(_QUEUE_DIR / "in"),
@@ -182,6 +182,16 @@ MAILPLANE: dict[str, Any] = {
     "DNS_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_TIMEOUT", "3")),
     "STORAGE_ROOT": os.environ.get("MAILPLANE_STORAGE_ROOT", str(DATA_DIR / "storage")),
     "BULK_CSV_MAX_BYTES": config.env_int("MAILPLANE_BULK_CSV_MAX_BYTES", 5 * 1024 * 1024),
+    # JSON request bodies: larger is a 413, deeper nesting a 400 (api/parsers.py).
+    "API_MAX_BODY_BYTES": config.env_int("MAILPLANE_API_MAX_BODY_BYTES", 1024 * 1024),
+    "API_MAX_JSON_DEPTH": config.env_int("MAILPLANE_API_MAX_JSON_DEPTH", 32),
+    # Wrong API keys per client IP within the window before 429 (api/throttling.py).
+    "API_AUTH_FAILURES_PER_IP": config.env_int("MAILPLANE_API_AUTH_FAILURES_PER_IP", 20),
+    "API_AUTH_FAILURE_WINDOW": config.env_int("MAILPLANE_API_AUTH_FAILURE_WINDOW", 300),
+    # Reverse proxies whose X-Forwarded-For names the client (default: none, REMOTE_ADDR).
+    "TRUSTED_PROXIES": [
+        p.strip() for p in os.environ.get("MAILPLANE_TRUSTED_PROXIES", "").split(",") if p.strip()
+    ],
     "BULK_CSV_MAX_ROWS": config.env_int("MAILPLANE_BULK_CSV_MAX_ROWS", 10_000),
     # DNS-provider APIs (dnsproviders/): base URLs, and seconds per request.
     "CLOUDFLARE_API_URL": os.environ.get(

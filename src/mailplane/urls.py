@@ -14,5 +14,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = errors.bad_request_view
 handler404 = errors.not_found_view
 handler500 = errors.server_error_view

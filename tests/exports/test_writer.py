@@ -28,6 +28,14 @@ from mailplane.exports.writer import cell_text, layout_row, render_parts, zip_pa
         ("@SUM(A1)", "'@SUM(A1)"),
         ("\tcmd", "'\tcmd"),
         ("a=b", "a=b"),
+        # Compatibility forms that NFKC folds into a formula prefix (issue 8 defect 8):
+        # full-width = + - @ and the small equals sign.
+        ("\uff1dHYPERLINK(1)", "'\uff1dHYPERLINK(1)"),
+        ("\uff0b1", "'\uff0b1"),
+        ("\uff0d1", "'\uff0d1"),
+        ("\uff20SUM(A1)", "'\uff20SUM(A1)"),
+        ("\ufe66cmd", "'\ufe66cmd"),
+        ("a\uff1db", "a\uff1db"),
     ],
 )
 def test_cell_text(value, expected):

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,13 @@ class LiveService:
             **{f"MAILPLANE_{name}_PORT": str(port) for name, port in self.ports.items()},
         }
         # As a user runs it: embedded defaults, not the test run's database or broker.
-        for name in ("DATABASE_URL", "CELERY_BROKER_URL", "MAILPLANE_SECRET_KEY", "PYTEST_VERSION"):
+        for name in (
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "MAILPLANE_REDIS_URL",
+            "MAILPLANE_SECRET_KEY",
+            "PYTEST_VERSION",
+        ):
             self.env.pop(name, None)
 
     def cli(self, *args: str) -> str:
@@ -99,10 +105,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout:
 
 @contextmanager
 def live_service(
-    tmp_path: Path, services: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    services: str,
+    env: dict[str, str] | None = None,
+    serve_args: Sequence[str] = (),
 ) -> Iterator[tuple[LiveService, DnsServer]]:
-    """Run `mailplane serve --only <services>` (with `env` added to its environment);
-    yields once every listener answers."""
+    """Run `mailplane serve --only <services> <serve_args>` (with `env` added to its
+    environment); yields once every listener answers."""
     with DnsServer() as dns:
         svc = LiveService(tmp_path / "data", dns)
         svc.env.update(env or {})
@@ -120,6 +129,7 @@ def live_service(
                     "--port",
                     str(svc.ports["HTTP"]),
                     "--no-migrate",
+                    *serve_args,
                 ],
                 env=svc.env,
                 stdout=log,

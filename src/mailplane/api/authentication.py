@@ -1,4 +1,5 @@
-"""`Authorization: Api-Key <key>`, the scheme the seeds use."""
+"""`Authorization: Api-Key <key>`, the scheme the seeds use; wrong keys are throttled per
+client address (api/throttling.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,25 @@ from typing import Any
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from mailplane.api.throttling import auth_failure_limits, client_key, retry_after_seconds
 from mailplane.tenancy.models import ApiKey, Organization
 from mailplane.tenancy.services import api_key_authenticate
 
 KEYWORD = "Api-Key"
+
+
+class AuthThrottled(exceptions.Throttled):
+    """429: this client address sent too many wrong keys; Retry-After says for how long."""
+
+    def __init__(self, wait: float) -> None:
+        seconds = retry_after_seconds(wait)
+        super().__init__(
+            detail=(
+                "too many wrong API keys from your address: "
+                f"try again in {seconds} second{'s' if seconds != 1 else ''}"
+            )
+        )
+        self.wait = seconds  # DRF's handler turns this into the Retry-After header
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -21,11 +37,18 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         keyword, _, secret = header.partition(" ")
         if keyword.lower() != KEYWORD.lower():
             return None
+        limits = auth_failure_limits()
+        client = client_key(request.META)
+        wait = limits.retry_after(client=client)
+        if wait is not None:
+            raise AuthThrottled(wait)
         secret = secret.strip()
         if not secret or " " in secret:
+            limits.failed(client=client)
             raise exceptions.AuthenticationFailed("malformed Api-Key header")
         key = api_key_authenticate(secret=secret)
         if key is None:
+            limits.failed(client=client)
             raise exceptions.AuthenticationFailed("invalid or revoked API key")
         return key.organization.owner, key
 

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.parsers import declared_length
 from mailplane.core.errors import ValidationFailed
 from mailplane.mailboxes.bulk import mailbox_bulk_start, max_bytes, upload_too_large
 
@@ -60,7 +61,7 @@ class MailboxBulkCreateView(APIView):
 
 def _upload(request: Request) -> bytes:
     limit = max_bytes()
-    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    declared = declared_length(request)
     if declared > limit + _MULTIPART_SLACK:
         raise upload_too_large(declared)
     try:

@@ -13,9 +13,9 @@ from rest_framework.views import APIView
 from mailplane.api.authentication import organization_of
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.core.errors import NotFound
+from mailplane.core.ids import MAX_ID, id_or_none
 from mailplane.dnsproviders.models import DnsProviderConnection, DnsProviderKind
 from mailplane.dnsproviders.services import (
-    MAX_ID,
     dns_provider_create,
     dns_provider_delete,
     dns_provider_for_field,
@@ -23,7 +23,6 @@ from mailplane.dnsproviders.services import (
     dns_provider_test,
     dns_provider_update,
     domain_dns_publish_start,
-    id_or_none,
 )
 from mailplane.domains.services import domain_get
 from mailplane.relays.schemas import mask_credentials

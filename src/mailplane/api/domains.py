@@ -11,11 +11,9 @@ from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
-from mailplane.dnsproviders.services import (
-    MAX_ID,
-    dns_provider_for_field,
-    domain_dns_publish_start,
-)
+from mailplane.api.pagination import LimitOffsetPagination
+from mailplane.core.ids import MAX_ID, id_or_none
+from mailplane.dnsproviders.services import dns_provider_for_field, domain_dns_publish_start
 from mailplane.domains.models import DnsRecord, Domain
 from mailplane.domains.services import (
     domain_create,
@@ -74,7 +72,11 @@ class DomainSerializer(serializers.ModelSerializer[Domain]):
 
 
 class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
-    """A reference to one of the caller's own objects; others' ids read as 'not found'."""
+    """A reference to one of the caller's own objects; others' ids read as 'not found'.
+
+    The id is bounded before the lookup (core/ids.py): a 20-digit number is a 400 naming
+    the field, not an OverflowError from the database.
+    """
 
     def __init__(self, model: type[Any], **kwargs: Any) -> None:
         self.model = model
@@ -83,6 +85,16 @@ class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
     def get_queryset(self) -> Any:
         org: Organization = self.context["organization"]
         return self.model.objects.filter(organization=org)
+
+    def to_internal_value(self, data: Any) -> Any:
+        pk = id_or_none(data)
+        if pk is None:
+            raise serializers.ValidationError(f"must be an id from 1 to {MAX_ID}")
+        found = self.get_queryset().filter(pk=pk).first()
+        if found is None:
+            label = (self.field_name or "object").replace("_", " ")
+            raise serializers.ValidationError(f"{label} {pk} not found")
+        return found
 
 
 class DomainCreateSerializer(serializers.Serializer[Any]):
@@ -97,6 +109,9 @@ class DomainCreateSerializer(serializers.Serializer[Any]):
 
 
 class DomainUpdateSerializer(serializers.Serializer[Any]):
+    # The relay server new mailboxes of the domain get by default; existing mailboxes keep
+    # theirs (PATCH a mailbox's relay_server to move it).
+    relay_server = _OwnedField(RelayServer, required=False)
     project = _OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True)
 
@@ -111,8 +126,6 @@ def _domains(org: Organization) -> Any:
 
 class DomainListView(APIView):
     def get(self, request: Request) -> Response:
-        from mailplane.api.pagination import LimitOffsetPagination
-
         qs = _domains(organization_of(request))
         if (project := optional_int_param(request, "project")) is not None:
             qs = qs.filter(project_id=project)

@@ -2,6 +2,9 @@
 
 Validation details map each offending field to its messages, so clients can point at
 the field; unexpected exceptions become a 500 with the same shape and no traceback.
+Django's refusals of a request (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, too many form
+fields, a bad Host header) are 413 or 400 in this shape too, inside DRF views (the
+exception handler) and outside them (handler400).
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from mailplane.api.parsers import body_too_large
 from mailplane.core.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -32,7 +37,22 @@ def _flatten(detail: Any) -> Any:
     return [str(detail)]
 
 
+class RequestRefused(DomainError):
+    code = "bad_request"
+    http_status = 400
+
+
+def _refused_request(exc: SuspiciousOperation) -> DomainError:
+    """What Django refused about the request itself, as the error a client can act on."""
+    if isinstance(exc, RequestDataTooBig):
+        return body_too_large(int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+    message = str(exc) or "the request was refused"
+    return RequestRefused(message, details={"request": [message]})
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, SuspiciousOperation):
+        exc = _refused_request(exc)
     if isinstance(exc, DomainError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.http_status)
     if isinstance(exc, Http404):
@@ -57,12 +77,25 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     assert isinstance(exc, exceptions.APIException)
     code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
-    response.data = error_body(str(code), str(exc.detail))
+    details = None
+    if isinstance(exc, exceptions.Throttled) and "Retry-After" in response:
+        details = {"retry_after": [str(response["Retry-After"])]}
+    response.data = error_body(str(code), str(exc.detail), details)
     return response
 
 
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("not_found", "no such endpoint"), status=404)
+
+
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler400: SuspiciousOperation raised outside a DRF view (middleware, body reads)."""
+    if isinstance(exception, SuspiciousOperation):
+        refused = _refused_request(exception)
+        return JsonResponse(
+            error_body(refused.code, refused.message, refused.details), status=refused.http_status
+        )
+    return JsonResponse(error_body("bad_request", "bad request"), status=400)
 
 
 def server_error_view(request: HttpRequest) -> JsonResponse:

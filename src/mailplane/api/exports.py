@@ -10,7 +10,6 @@ from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
-from mailplane.core.errors import ValidationFailed
 from mailplane.exports.services import export_build
 
 
@@ -20,14 +19,12 @@ class MailboxExportView(APIView):
         return super().perform_content_negotiation(request, force=True)
 
     def get(self, request: Request, layout: str) -> HttpResponse:
-        page = optional_int_param(request, "page")
-        if page == 0:
-            raise ValidationFailed.on("page", "pages are numbered from 1")
         export = export_build(
             organization=organization_of(request),
             layout_name=layout,
             project=optional_int_param(request, "project"),
-            page=page,
+            # Pages are numbered from 1; no account has a million parts of 200 accounts.
+            page=optional_int_param(request, "page", maximum=1_000_000, noun="a page number"),
         )
         response = HttpResponse(export.content, content_type=export.content_type)
         response["Content-Disposition"] = f'attachment; filename="{export.filename}"'

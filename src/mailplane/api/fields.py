@@ -1,16 +1,40 @@
-"""Query-parameter parsing shared by list views."""
+"""Integer query parameters and path segments: one parser, with bounds (mailplane.core.ids).
+
+Every view and the pagination read their integers through here, so `?project=` with 20
+digits, `?offset=²` or `/api/domains/99999999999999999999/` is a 400 naming the parameter
+(or a 404 for a path), never an OverflowError from the database.
+"""
 
 from __future__ import annotations
 
 from rest_framework.request import Request
 
-from mailplane.core.errors import ValidationFailed
+from mailplane.core.ids import MAX_ID, int_parse
 
 
-def optional_int_param(request: Request, name: str) -> int | None:
+def optional_int_param(
+    request: Request, name: str, *, minimum: int = 1, maximum: int = MAX_ID, noun: str = "an id"
+) -> int | None:
+    """`?name=` as a bounded integer (an id by default); None when absent or empty."""
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return None
-    if not raw.isdigit():
-        raise ValidationFailed.on(name, "must be an id (a positive integer)")
-    return int(raw)
+    return int_parse(raw, name=name, minimum=minimum, maximum=maximum, noun=noun)
+
+
+class IdConverter:
+    """`<id:pk>` in routes: ASCII digits that fit an id column; anything else is a 404.
+
+    Django's own `<int:…>` takes any number of digits, and the lookup then overflows.
+    """
+
+    regex = "[0-9]{1,19}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if not 1 <= number <= MAX_ID:
+            raise ValueError(f"{value} is not an id")  # the resolver reads this as no match
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(value)

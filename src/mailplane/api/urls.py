@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, register_converter
 
 from mailplane.api import (
     account,
@@ -17,24 +17,27 @@ from mailplane.api import (
     relays,
     tasks,
 )
+from mailplane.api.fields import IdConverter
+
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("api/userinfo/", account.UserInfoView.as_view(), name="userinfo"),
     path("api/api-keys/", account.ApiKeyListView.as_view(), name="api-key-list"),
-    path("api/api-keys/<int:pk>/", account.ApiKeyDetailView.as_view(), name="api-key-detail"),
+    path("api/api-keys/<id:pk>/", account.ApiKeyDetailView.as_view(), name="api-key-detail"),
     path("api/relay-servers/", relays.RelayServerListView.as_view(), name="relay-server-list"),
     path(
-        "api/relay-servers/<int:pk>/",
+        "api/relay-servers/<id:pk>/",
         relays.RelayServerDetailView.as_view(),
         name="relay-server-detail",
     ),
     path("api/projects/", projects.ProjectListView.as_view(), name="project-list"),
-    path("api/projects/<int:pk>/", projects.ProjectDetailView.as_view(), name="project-detail"),
+    path("api/projects/<id:pk>/", projects.ProjectDetailView.as_view(), name="project-detail"),
     path("api/domains/", domains.DomainListView.as_view(), name="domain-list"),
-    path("api/domains/<int:pk>/", domains.DomainDetailView.as_view(), name="domain-detail"),
-    path("api/domains/<int:pk>/verify/", domains.DomainVerifyView.as_view(), name="domain-verify"),
+    path("api/domains/<id:pk>/", domains.DomainDetailView.as_view(), name="domain-detail"),
+    path("api/domains/<id:pk>/verify/", domains.DomainVerifyView.as_view(), name="domain-verify"),
     path(
-        "api/domains/<int:pk>/publish-dns/",
+        "api/domains/<id:pk>/publish-dns/",
         dns_providers.DomainPublishDnsView.as_view(),
         name="domain-publish-dns",
     ),
@@ -42,18 +45,18 @@ urlpatterns = [
         "api/dns-providers/", dns_providers.DnsProviderListView.as_view(), name="dns-provider-list"
     ),
     path(
-        "api/dns-providers/<int:pk>/",
+        "api/dns-providers/<id:pk>/",
         dns_providers.DnsProviderDetailView.as_view(),
         name="dns-provider-detail",
     ),
     path(
-        "api/dns-providers/<int:pk>/test/",
+        "api/dns-providers/<id:pk>/test/",
         dns_providers.DnsProviderTestView.as_view(),
         name="dns-provider-test",
     ),
     path("api/mailboxes/", mailboxes.MailboxListView.as_view(), name="mailbox-list"),
     path("api/mailboxes/bulk/", bulk.MailboxBulkCreateView.as_view(), name="mailbox-bulk-create"),
-    path("api/mailboxes/<int:pk>/", mailboxes.MailboxDetailView.as_view(), name="mailbox-detail"),
+    path("api/mailboxes/<id:pk>/", mailboxes.MailboxDetailView.as_view(), name="mailbox-detail"),
     # The service's reference also shows POST /mailbox/ (singular, no /api).
     path("mailbox/", mailboxes.MailboxListView.as_view(), name="mailbox-create-alias"),
     # Outreach-tool CSV exports, at the path the service's reference gives (no /api).
@@ -63,16 +66,16 @@ urlpatterns = [
         name="mailbox-export",
     ),
     path("api/messages/", messages.MessageListView.as_view(), name="message-list"),
-    path("api/messages/<int:pk>/", messages.MessageDetailView.as_view(), name="message-detail"),
+    path("api/messages/<id:pk>/", messages.MessageDetailView.as_view(), name="message-detail"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
     # Provider event webhooks: signed by the provider, not called with an API key.
     path(
-        "webhooks/mailgun/<int:relay_id>/",
+        "webhooks/mailgun/<id:relay_id>/",
         provider_webhooks.MailgunWebhookView.as_view(),
         name="webhook-mailgun",
     ),
     path(
-        "webhooks/sendgrid/<int:relay_id>/",
+        "webhooks/sendgrid/<id:relay_id>/",
         provider_webhooks.SendGridWebhookView.as_view(),
         name="webhook-sendgrid",
     ),

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("mailplane.serve")
@@ -30,22 +31,45 @@ class Service:
     copies: Callable[[argparse.Namespace], int] = lambda args: 1  # processes to run
 
 
+# sun_path of a Unix socket holds 108 bytes on Linux, 104 on the BSDs.
+_UNIX_SOCKET_PATH_MAX = 100
+
+
 def _web(args: argparse.Namespace) -> list[str]:
+    from django.conf import settings
+
+    # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
+    # and each instance removes the last one's: keep it with this instance's state, one
+    # per port. A data directory too deep for a socket path goes without one.
+    control = str(Path(settings.DATA_DIR) / f"gunicorn-{args.port}.ctl")
+    if len(control.encode()) > _UNIX_SOCKET_PATH_MAX:
+        control_options = ["--no-control-socket"]
+    else:
+        control_options = ["--control-socket", control, "--control-socket-mode", "0o600"]
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "mailplane.wsgi:application",
+        # Hooks that retire a worker whose request runs past MAILPLANE_HTTP_REQUEST_TIMEOUT.
+        "--config",
+        "python:mailplane.cli.gunicorn_conf",
         "--bind",
         f"{args.host}:{args.port}",
         "--workers",
         str(args.web_workers),
+        "--worker-class",
+        "gthread",
         "--threads",
         "4",
         "--access-logfile",
         "-",
+        # A worker whose main loop is silent this long is killed (the heartbeat).
+        "--timeout",
+        "30",
         "--graceful-timeout",
         "20",
+        *control_options,
     ]
 
 
@@ -129,10 +153,45 @@ def add_commands(sub: Any) -> None:
     migrate.set_defaults(func=run_migrate)
 
 
+# Everything Mailplane writes (the SQLite database and its journal, the queue, keys, mail)
+# is for its own user only; the children `serve` starts inherit the mask.
+PRIVATE_UMASK = 0o077
+
+
+def private_state(*, data_dir: Path, sqlite_path: Path | None) -> None:
+    """Owner-only files from here on, and the state already there made so as well.
+
+    The explicit modes cover what was created before the mask (an older install, or a
+    database made by another command): the data directory 0700, its files 0600.
+    """
+    os.umask(PRIVATE_UMASK)
+    private = [(data_dir, 0o700), (data_dir / "secret.key", 0o600)]
+    if sqlite_path is not None:
+        private += [(Path(f"{sqlite_path}{s}"), 0o600) for s in ("", "-wal", "-shm")]
+    for path, mode in private:
+        try:
+            if path.exists():
+                os.chmod(path, mode)
+        except OSError as exc:  # e.g. a directory the operator owns and shares on purpose
+            log.warning("could not make %s private: %s", path, exc)
+
+
+def _private_state_from_settings() -> None:
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    sqlite = database["ENGINE"].endswith("sqlite3")
+    private_state(
+        data_dir=Path(settings.DATA_DIR), sqlite_path=Path(database["NAME"]) if sqlite else None
+    )
+
+
 def run_migrate(args: argparse.Namespace | None = None) -> int:
     from django.core.management import call_command
 
+    _private_state_from_settings()
     call_command("migrate", interactive=False, verbosity=1)
+    _private_state_from_settings()  # a database the migration just created
     return 0
 
 
@@ -169,6 +228,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     if not args.no_migrate:
         run_migrate()
+    else:
+        _private_state_from_settings()
     conf = settings.MAILPLANE
     print(f"mailplane: data directory {settings.DATA_DIR}", flush=True)
     print(

@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mailplane.core.errors import Conflict, LimitReached, NotFound, ValidationFailed
+from mailplane.core.ids import id_or_none
 from mailplane.dnsproviders.errors import (
     CredentialsRejected,
     DnsProviderError,
@@ -38,21 +39,6 @@ log = logging.getLogger(__name__)
 PUBLISH_JOB = "domain.dns_publish"
 MAX_CONNECTIONS = 20  # per account: a handful of DNS accounts, not a store for secrets
 PUBLISH_LEASE = timedelta(minutes=10)  # a publish claimed longer ago died with its worker
-MAX_ID = 2**63 - 1  # larger ids cannot exist (bigint) and make SQLite raise
-
-
-def id_or_none(value: Any) -> int | None:
-    """`value` as a database id, or None when it cannot be one (so a lookup never sees
-    an int the database cannot hold)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number <= MAX_ID else None
-
-
 def _name(name: Any) -> str:
     text = str(name or "").strip()
     if not text:

@@ -189,8 +189,18 @@ def domain_get(*, organization: Organization, domain_id: Any) -> Domain:
 
 
 def domain_update(
-    *, domain: Domain, project: Project | Any | None = ..., redirect: str | None = None
+    *,
+    domain: Domain,
+    project: Project | Any | None = ...,
+    redirect: str | None = None,
+    relay_server: RelayServer | None = None,
 ) -> Domain:
+    """Change what a domain's owner may change; `relay_server` must be theirs (the API
+    checks it) and is the default for the domain's new mailboxes."""
+    if relay_server is not None:
+        if relay_server.organization_id != domain.organization_id:
+            raise ValidationFailed.on("relay_server", f"relay server {relay_server.pk} not found")
+        domain.relay_server = relay_server
     if project is not ...:
         domain.project = project
     if redirect is not None:

@@ -5,21 +5,23 @@
   quotes doubled (RFC 4180 §2.5-2.7).
 - Booleans as TRUE / FALSE; None as an empty cell (never "-" or "N/A").
 - Text cells starting with = + - @ (or tab / CR, as OWASP lists) get a leading single quote
-  so a spreadsheet shows them instead of evaluating them (CSV formula injection).
-  Passwords are the exception: a changed password no longer logs in. The password rules
-  forbid the spaces, double quotes and ampersands a harmful formula needs.
+  so a spreadsheet shows them instead of evaluating them (CSV formula injection). The test
+  is made on the NFKC form, since spreadsheets also evaluate compatibility forms such as a
+  full-width equals sign (U+FF1D). Passwords are the exception: a changed password no longer logs
+  in; the password rules forbid a password to start with these, and forbid the spaces,
+  double quotes and ampersands a harmful formula needs.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 import zipfile
 from collections.abc import Iterable
 
 from mailplane.exports.layouts import SECRET_SOURCES, SOURCES, Cell, Layout, MailboxRecord
-
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+from mailplane.mailboxes.passwords import FORMULA_PREFIXES
 
 
 def cell_text(value: Cell, *, secret: bool = False) -> str:
@@ -31,7 +33,7 @@ def cell_text(value: Cell, *, secret: bool = False) -> str:
     if isinstance(value, int):
         return str(value)
     text = str(value)
-    if not secret and text.startswith(FORMULA_PREFIXES):
+    if not secret and unicodedata.normalize("NFKC", text).startswith(FORMULA_PREFIXES):
         return "'" + text
     return text
 

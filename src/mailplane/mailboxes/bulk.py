@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db.models import Model
 
 from mailplane.core.errors import DomainError, LimitReached, ValidationFailed
+from mailplane.core.ids import id_or_none, id_parse
 from mailplane.domains.models import Domain
 from mailplane.jobs.models import Job
 from mailplane.jobs.registry import job_handler
@@ -162,7 +163,10 @@ def mailbox_bulk_start(*, organization: Organization, content: bytes) -> Job:
     rows = mailbox_bulk_parse(content=content)
     for row in rows:
         if not row.cells.get("password", "").strip():
-            row.cells["password"] = passwords.password_generate()
+            email = row.cells.get("email", "").strip()
+            row.cells["password"] = passwords.password_generate(
+                local_part=email.partition("@")[0], address=email if "@" in email else ""
+            )
     payload = {"rows": [{"line": row.line, "cells": row.cells} for row in rows]}
     # Job.payload is encrypted at rest: the rows carry passwords.
     return job_start(organization=organization, kind=BULK_CREATE_JOB, payload=payload)
@@ -191,9 +195,13 @@ def _lookup(
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
-        return int(value)  # mailbox_validate checks ownership and says "not found"
     label = name.replace("_", " ")
+    if value.isdigit():
+        try:
+            return id_parse(value, name=name)  # mailbox_validate checks ownership
+        except ValidationFailed as exc:
+            errors[name] = exc.details[name]
+            return None
     matches = list(
         model._default_manager.filter(
             organization=organization, **{f"{by}__iexact": value}
@@ -220,8 +228,8 @@ def _row_data(
             domain_cell = email_domain
         else:
             named = domain_cell.lower()
-            if domain_cell.isdigit():
-                found = Domain.objects.filter(organization=organization, pk=int(domain_cell))
+            if (domain_id := id_or_none(domain_cell)) is not None:
+                found = Domain.objects.filter(organization=organization, pk=domain_id)
                 named = (found.values_list("name", flat=True).first() or "").lower()
             if named and email_domain.lower() != named:
                 raise _RowRejected(

@@ -2,8 +2,14 @@
 
 Rules (documented in the README): 12-128 characters; at least one lower-case letter, one
 upper-case letter, one digit and one symbol; printable ASCII without spaces; no `#` (some
-outreach tools cut a password at `#` on CSV import); must not contain the mailbox's local
+outreach tools cut a password at `#` on CSV import); must not start with `=`, `+`, `-` or
+`@` (CSV exports carry passwords unescaped, since an escaped one would no longer log in,
+and a spreadsheet reads such a cell as a formula); must not contain the mailbox's local
 part or address.
+
+Generation builds a password that meets every rule but the last by construction, and
+retries a bounded number of times for the last (a random 20-character password contains a
+given 3-character local part about once in 2,000 tries).
 
 Hashes are scrypt (RFC 7914) with a per-password salt: memory-hard, in the standard library.
 """
@@ -24,6 +30,10 @@ _ALLOWED = set(string.ascii_letters + string.digits + SYMBOLS)
 _GEN_LETTERS = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
 _GEN_DIGITS = "23456789"
 _GEN_SYMBOLS = "!$%*+-.=?@^_"
+# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection");
+# tab and CR are not allowed in passwords at all. The CSV writer uses the same list.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_GENERATION_ATTEMPTS = 64
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
@@ -41,31 +51,55 @@ def password_problems(password: str, *, local_part: str, address: str) -> list[s
         problems.append("must contain a digit")
     if not any(c in SYMBOLS for c in password):
         problems.append(f"must contain a symbol ({SYMBOLS})")
+    if password.startswith(FORMULA_PREFIXES):
+        problems.append(
+            "must not start with = + - or @ (a spreadsheet would read it as a formula)"
+        )
     if "#" in password:
         problems.append("must not contain '#'")
     elif any(c not in _ALLOWED for c in password):
         problems.append("may only contain printable ASCII letters, digits and symbols, no spaces")
-    lowered = password.lower()
-    # Very short local parts ("a", "jo") would forbid half the alphabet: check from 3 chars.
-    if len(local_part) >= 3 and (local_part.lower() in lowered or address.lower() in lowered):
+    if _contains_address(password, local_part=local_part, address=address):
         problems.append("must not contain the mailbox address")
     return problems
 
 
+def _contains_address(password: str, *, local_part: str, address: str) -> bool:
+    lowered = password.lower()
+    # Very short local parts ("a", "jo") would forbid half the alphabet: check from 3 chars.
+    # An empty text is in every password: only what is known is checked (issue 8: an
+    # empty address made every candidate fail and generation loop for ever).
+    return (len(local_part) >= 3 and local_part.lower() in lowered) or (
+        len(address) >= 3 and address.lower() in lowered
+    )
+
+
 def password_generate(length: int = 20, *, local_part: str = "", address: str = "") -> str:
-    while True:
+    """A random password that passes `password_problems` for this mailbox.
+
+    Raises ValueError for a length outside the rules, RuntimeError if no candidate avoided
+    the address in _GENERATION_ATTEMPTS tries (no 3+ character text can do that to
+    random passwords; it would be a bug here).
+    """
+    if not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise ValueError(f"length must be {MIN_LENGTH} to {MAX_LENGTH}")
+    for _ in range(_GENERATION_ATTEMPTS):
         candidate = _random_password(length)
-        if not password_problems(candidate, local_part=local_part, address=address):
+        if not _contains_address(candidate, local_part=local_part, address=address):
             return candidate
+    raise RuntimeError(f"no password avoiding the address in {_GENERATION_ATTEMPTS} tries")
 
 
 def _random_password(length: int) -> str:
+    """Meets every composition rule by construction: it starts with a letter (never a
+    formula prefix), then holds a lower-case letter, an upper-case letter, a digit and a
+    symbol among random characters of the look-alike-free alphabet, shuffled."""
     pools = [_GEN_LETTERS.lower(), _GEN_LETTERS.upper(), _GEN_DIGITS, _GEN_SYMBOLS]
     alphabet = "".join(pools)
-    chars = [secrets.choice(pool) for pool in pools]
-    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
-    secrets.SystemRandom().shuffle(chars)
-    return "".join(chars)
+    rest = [secrets.choice(pool) for pool in pools]
+    rest += [secrets.choice(alphabet) for _ in range(length - 1 - len(rest))]
+    secrets.SystemRandom().shuffle(rest)
+    return secrets.choice(_GEN_LETTERS) + "".join(rest)
 
 
 def password_hash(password: str) -> str:

@@ -11,6 +11,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
 from mailplane.core.errors import Conflict, LimitReached, NotFound, ValidationFailed
+from mailplane.core.ids import id_parse
 from mailplane.domains.models import Domain
 from mailplane.jobs.models import Job, JobStatus
 from mailplane.jobs.registry import job_handler
@@ -57,12 +58,14 @@ class _Errors:
 
 
 def _owned(model: Any, organization: Organization, value: Any, name: str, errors: _Errors) -> Any:
-    if value in (None, ""):
+    if value is None or value == "":
         return None
-    if isinstance(value, bool) or not str(value).isdigit():
-        errors.add(name, "must be an id (a positive integer)")
+    try:
+        pk = id_parse(value, name=name)
+    except ValidationFailed as exc:
+        errors.add(name, exc.details[name][0])
         return None
-    obj = model.objects.filter(organization=organization, pk=int(value)).first()
+    obj = model.objects.filter(organization=organization, pk=pk).first()
     if obj is None:
         errors.add(name, f"{name.replace('_', ' ')} {value} not found")
     return obj
@@ -89,6 +92,9 @@ def _clean_text(name: str, value: Any, limit: int, errors: _Errors) -> str | Non
     value = value or ""
     if not isinstance(value, str) or len(value) > limit:
         errors.add(name, f"must be text of at most {limit} characters")
+        return None
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        errors.add(name, "must not contain NUL characters")
         return None
     return value.strip()
 
@@ -138,8 +144,10 @@ def mailbox_validate(*, organization: Organization, data: dict[str, Any]) -> Mai
 
     address = f"{local_part}@{domain.name}" if domain is not None else ""
     password = data.get("password")
-    if password in (None, ""):
-        password = passwords.password_generate(local_part=local_part, address=address)
+    if password is None or password == "":
+        # Only for a request that is otherwise good: the rules need the real address.
+        if address and not errors.details:
+            password = passwords.password_generate(local_part=local_part, address=address)
     elif not isinstance(password, str):
         errors.add("password", "must be a string")
     else:
