@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,39 +84,85 @@ def _closed_port() -> int:
 # --- the guard against Redis -------------------------------------------------------------
 
 
-def test_failures_in_one_process_block_logins_in_another(shared):
-    smtp_process, imap_process = shared(per_address=3, per_ip=100), shared(per_address=3)
-    for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
-        assert not imap_process.blocked(address="alice@x.test", ip="10.9.9.9")
-        smtp_process.failed(address="Alice@X.test", ip=ip)
-    assert imap_process.blocked(address="ALICE@x.test", ip="10.9.9.9")  # any IP, any case
-    assert smtp_process.blocked(address="alice@x.test", ip="10.0.0.1")
-    assert not imap_process.blocked(address="bob@x.test", ip="10.9.9.9")
+def _fail(guard: SharedLoginGuard | LoginGuard, address: str, ip: str) -> None:
+    """One attempt that turns out wrong: the guard counts it as soon as it is granted."""
+    assert not guard.attempt(address=address, ip=ip).refused
+
+
+def _refused(guard: SharedLoginGuard | LoginGuard, address: str, ip: str) -> bool:
+    """Ask as a login would; a granted attempt is then withdrawn (no check happened)."""
+    attempt = guard.attempt(address=address, ip=ip)
+    if not attempt.refused:
+        guard.abandoned(attempt)
+    return attempt.refused
+
+
+def test_failures_in_one_process_refuse_that_client_in_another(shared):
+    smtp_process, imap_process = shared(per_pair=3, per_ip=100), shared(per_pair=3)
+    for _ in range(3):
+        assert not _refused(imap_process, "alice@x.test", "10.0.0.1")
+        _fail(smtp_process, "Alice@X.test", "10.0.0.1")
+    assert _refused(imap_process, "ALICE@x.test", "10.0.0.1")  # any case, any process
+    assert _refused(smtp_process, "alice@x.test", "10.0.0.1")
+    # Not the mailbox: its owner elsewhere is neither refused nor slowed.
+    owner = imap_process.attempt(address="alice@x.test", ip="10.9.9.9")
+    assert (owner.refused, owner.delay) == (False, 0.0)
+    imap_process.succeeded(owner)
+
+
+def test_delays_grow_across_processes(shared):
+    one, two = shared(per_pair=5, delay_base=2, delay_cap=15), shared(per_pair=5)
+    delays = []
+    for guard in (one, two, one, two, one):
+        delays.append(guard.attempt(address="a@x.test", ip="10.0.0.1").delay)
+    assert delays == [0, 2, 4, 8, 15]
+    assert two.attempt(address="a@x.test", ip="10.0.0.1").refused
 
 
 def test_per_ip_limit_is_shared(shared):
-    one, two = shared(per_address=100, per_ip=3), shared(per_address=100, per_ip=3)
-    one.failed(address="a@x.test", ip="192.0.2.7")
-    two.failed(address="b@x.test", ip="192.0.2.7")
-    assert not one.blocked(address="fresh@x.test", ip="192.0.2.7")
-    one.failed(address="c@x.test", ip="192.0.2.7")
-    assert two.blocked(address="fresh@x.test", ip="192.0.2.7")
-    assert not two.blocked(address="fresh@x.test", ip="192.0.2.8")
+    one, two = shared(per_pair=100, per_ip=3), shared(per_pair=100, per_ip=3)
+    _fail(one, "a@x.test", "192.0.2.7")
+    _fail(two, "b@x.test", "192.0.2.7")
+    assert not _refused(one, "fresh@x.test", "192.0.2.7")
+    _fail(one, "c@x.test", "192.0.2.7")
+    assert _refused(two, "fresh@x.test", "192.0.2.7")
+    assert not _refused(two, "fresh@x.test", "192.0.2.8")
+
+
+def test_success_forgives_that_clients_typos_everywhere(shared):
+    one, two = shared(per_pair=3, per_ip=100), shared(per_pair=3, per_ip=100)
+    _fail(one, "a@x.test", "192.0.2.7")
+    _fail(one, "b@x.test", "192.0.2.7")
+    right = two.attempt(address="a@x.test", ip="192.0.2.7")
+    assert right.delay > 0  # one failure on this address: slowed
+    two.succeeded(right)
+    again = one.attempt(address="a@x.test", ip="192.0.2.7")
+    assert again.delay == 0  # forgiven: its pair count is 0, its IP count holds b's only
+    one.abandoned(again)
+
+
+def test_parallel_attempts_are_counted_exactly(shared):
+    guards = [shared(per_pair=4, per_ip=100) for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        attempts = list(
+            pool.map(lambda n: guards[n % 4].attempt(address="a@x.test", ip="10.0.0.1"), range(40))
+        )
+    assert sum(not a.refused for a in attempts) == 4
 
 
 def test_keys_are_namespaced_expire_and_hold_no_password(shared, redis_url, prefix):
     guard = shared(window=0.5)
-    guard.failed(address=" Alice@X.test", ip="2001:db8::1")
+    _fail(guard, " Alice@X.test", "2001:db8::1")
     client = redis.Redis.from_url(redis_url)
     keys = sorted(k.decode() for k in client.scan_iter(match=f"{prefix}:*"))
-    assert keys == [f"{prefix}:a:alice@x.test", f"{prefix}:i:2001:db8::1"]
+    assert keys == [f"{prefix}:i:2001:db8::/64", f"{prefix}:p:2001:db8::/64|alice@x.test"]
     for key in keys:
         assert 0 < client.pttl(key) <= 500  # gone one window after the newest failure
         ((member, _score),) = client.zrange(key, 0, -1, withscores=True)
         assert len(member) == 16  # a random token: nothing about the login is stored
     # A login name no mailbox can have is keyed by digest, not stored as sent.
-    guard.failed(address="x" * 5000, ip="2001:db8::1")
-    assert max(len(k) for k in client.scan_iter(match=f"{prefix}:*")) < len(prefix) + 80
+    _fail(guard, "x" * 5000, "2001:db8::1")
+    assert max(len(k) for k in client.scan_iter(match=f"{prefix}:*")) < len(prefix) + 100
     guard.reset()
     assert not list(client.scan_iter(match=f"{prefix}:*"))
     client.close()
@@ -123,25 +170,24 @@ def test_keys_are_namespaced_expire_and_hold_no_password(shared, redis_url, pref
 
 def test_window_slides_on_the_redis_clock(shared):
     window = 0.4
-    one, two = shared(per_address=2, window=window), shared(per_address=2, window=window)
-    one.failed(address="a@x.test", ip="ip")  # t=0
+    one, two = shared(per_pair=2, window=window), shared(per_pair=2, window=window)
+    _fail(one, "a@x.test", "ip")  # t=0
     time.sleep(0.2)
-    two.failed(address="a@x.test", ip="ip")  # t=0.2
-    assert one.blocked(address="a@x.test", ip="ip")
+    _fail(two, "a@x.test", "ip")  # t=0.2
+    assert _refused(one, "a@x.test", "ip")
     time.sleep(0.25)  # t=0.45: the first failure has left the window, the second has not
-    assert not two.blocked(address="a@x.test", ip="ip")
-    one.failed(address="a@x.test", ip="ip")  # t=0.45
-    assert two.blocked(address="a@x.test", ip="ip")
+    _fail(one, "a@x.test", "ip")  # t=0.45
+    assert _refused(two, "a@x.test", "ip")
     time.sleep(window + 0.05)  # both remaining failures have expired
-    assert not one.blocked(address="a@x.test", ip="ip")
+    assert not _refused(one, "a@x.test", "ip")
 
 
 def test_factory_returns_the_shared_guard_only_with_redis(settings, redis_url, prefix):
     settings.MAILPLANE = {**settings.MAILPLANE, "REDIS_URL": ""}
     assert isinstance(login_guard(), LoginGuard)
     settings.MAILPLANE = {**settings.MAILPLANE, "REDIS_URL": redis_url}
-    guard = login_guard(per_address=2, prefix=prefix)
-    assert isinstance(guard, SharedLoginGuard) and guard.per_address == 2
+    guard = login_guard(per_pair=2, prefix=prefix)
+    assert isinstance(guard, SharedLoginGuard) and guard.per_pair == 2
     guard.close()
 
 
@@ -165,15 +211,13 @@ def test_submission_and_imap_build_their_guard_through_the_factory(settings, red
 
 def test_unreachable_redis_falls_back_to_this_process_and_warns_once(caplog):
     guard = SharedLoginGuard(
-        f"redis://127.0.0.1:{_closed_port()}/0", per_address=2, per_ip=100, window=60
+        f"redis://127.0.0.1:{_closed_port()}/0", per_pair=2, per_ip=100, window=60
     )
     with caplog.at_level(logging.WARNING, logger="mailplane.logins"):
-        assert not guard.blocked(address="a@x.test", ip="ip")
-        guard.failed(address="a@x.test", ip="ip")
-        assert not guard.blocked(address="a@x.test", ip="ip")
-        guard.failed(address="a@x.test", ip="ip")
-        assert guard.blocked(address="a@x.test", ip="ip")  # the local counters still limit
-        assert not guard.blocked(address="b@x.test", ip="ip")
+        _fail(guard, "a@x.test", "ip")
+        _fail(guard, "a@x.test", "ip")
+        assert _refused(guard, "a@x.test", "ip")  # the local counters still limit
+        assert not _refused(guard, "a@x.test", "other-ip")
     warnings = [r for r in caplog.records if r.name == "mailplane.logins"]
     assert len(warnings) == 1 and "Redis unavailable" in warnings[0].getMessage()
     guard.close()
@@ -184,14 +228,14 @@ def test_hung_redis_costs_one_timeout_per_retry_interval_not_per_login():
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        guard = SharedLoginGuard(url, per_address=3, timeout=0.2, retry_after=30)
+        guard = SharedLoginGuard(url, per_pair=3, timeout=0.2, retry_after=30)
         started = time.monotonic()
-        assert not guard.blocked(address="a@x.test", ip="ip")
+        _fail(guard, "a@x.test", "ip")
         assert 0.15 < time.monotonic() - started < 1.0  # one short timeout, no retries
         started = time.monotonic()
-        for _ in range(3):
-            guard.failed(address="a@x.test", ip="ip")
-        assert guard.blocked(address="a@x.test", ip="ip")
+        for _ in range(2):
+            _fail(guard, "a@x.test", "ip")
+        assert _refused(guard, "a@x.test", "ip")
         assert time.monotonic() - started < 0.05  # Redis not asked again for a while
         guard.close()
 
@@ -250,21 +294,20 @@ def test_limits_are_shared_again_when_redis_comes_back(redis_url, prefix, caplog
     proxy.start()
     db = parsed.get("db", 0)
     via_proxy = SharedLoginGuard(
-        f"redis://127.0.0.1:{proxy.port}/{db}", per_address=2, prefix=prefix, retry_after=0
+        f"redis://127.0.0.1:{proxy.port}/{db}", per_pair=2, prefix=prefix, retry_after=0
     )
-    direct = SharedLoginGuard(redis_url, per_address=2, prefix=prefix)
+    direct = SharedLoginGuard(redis_url, per_pair=2, prefix=prefix)
     try:
         with caplog.at_level(logging.INFO, logger="mailplane.logins"):
-            via_proxy.failed(address="a@x.test", ip="ip")
+            _fail(via_proxy, "a@x.test", "ip")
             proxy.stop()
-            via_proxy.failed(address="b@x.test", ip="ip")  # counted locally
-            assert not via_proxy.blocked(address="b@x.test", ip="ip")
-            via_proxy.failed(address="b@x.test", ip="ip")
-            assert via_proxy.blocked(address="b@x.test", ip="ip")  # logins still limited
-            assert not direct.blocked(address="b@x.test", ip="ip")  # ...by this process only
+            _fail(via_proxy, "b@x.test", "ip")  # counted locally
+            _fail(via_proxy, "b@x.test", "ip")
+            assert _refused(via_proxy, "b@x.test", "ip")  # logins still limited
+            assert not _refused(direct, "b@x.test", "ip")  # ...by this process only
             proxy.start()
-            via_proxy.failed(address="a@x.test", ip="ip")  # in Redis again
-        assert direct.blocked(address="a@x.test", ip="ip")
+            _fail(via_proxy, "a@x.test", "ip")  # in Redis again
+        assert _refused(direct, "a@x.test", "ip")
         messages = [r.getMessage() for r in caplog.records if r.name == "mailplane.logins"]
         assert len(messages) == 2, messages  # one warning for the outage, one recovery note
         assert "unavailable" in messages[0] and "again" in messages[1]
@@ -275,14 +318,14 @@ def test_limits_are_shared_again_when_redis_comes_back(redis_url, prefix, caplog
 
 
 def test_a_dropped_connection_is_retried_not_an_outage(shared, redis_url, caplog):
-    guard = shared(per_address=2)
-    guard.failed(address="a@x.test", ip="ip")
+    guard = shared(per_pair=2)
+    _fail(guard, "a@x.test", "ip")
     admin = redis.Redis.from_url(redis_url)
     mine = guard._client.client_id()  # the guard's one pooled connection
-    guard.failed(address="a@x.test", ip="ip")
+    _fail(guard, "a@x.test", "ip")
     admin.client_kill_filter(_id=mine)  # as a Redis restart would
     with caplog.at_level(logging.WARNING, logger="mailplane.logins"):
-        assert guard.blocked(address="a@x.test", ip="ip")
+        assert _refused(guard, "a@x.test", "ip")
     assert not [r for r in caplog.records if r.name == "mailplane.logins"]
     admin.close()
 
@@ -334,8 +377,9 @@ def servers(
     }
     cert, key = tls.self_signed_ensure(directory=tmp_path / "tls")
     context = tls.server_context(cert=cert, key=key)
-    smtp_guard = login_guard(per_address=3, per_ip=5, prefix=prefix)
-    imap_guard = login_guard(per_address=3, per_ip=5, prefix=prefix)
+    # Delays are the tests' own concern (tests/smtp, tests/imap); here only the counts.
+    smtp_guard = login_guard(per_pair=3, per_ip=5, delay_base=0, prefix=prefix)
+    imap_guard = login_guard(per_pair=3, per_ip=5, delay_base=0, prefix=prefix)
     assert isinstance(smtp_guard, SharedLoginGuard) and smtp_guard is not imap_guard
     handler = SubmissionHandler(
         hostname="smtp.mailplane.test", guard=smtp_guard, cache=CredentialCache(), failure_delay=0
@@ -411,17 +455,22 @@ def make_mailbox(make_account: Callable[..., Account]) -> Callable[[], Mailbox]:
     return make
 
 
-def test_smtp_failures_block_imap_logins_for_the_address(servers, make_mailbox):
+def test_smtp_failures_refuse_that_client_on_imap_not_the_owner(servers, make_mailbox):
     mailbox, other = make_mailbox(), make_mailbox()
+    attacker = "127.0.0.2"
     assert servers.imap_login(mailbox.address, PASSWORD) == "OK"
-    assert [servers.smtp_login(mailbox.address, WRONG) for _ in range(3)] == [535, 535, 535]
-    # The IMAP process never saw a failure, yet refuses before checking the password.
-    assert "[UNAVAILABLE]" in servers.imap_login(mailbox.address, PASSWORD)
-    assert servers.smtp_login(mailbox.address, PASSWORD) == 454
-    assert servers.imap_login(other.address, PASSWORD) == "OK"
+    codes = [servers.smtp_login(mailbox.address, WRONG, source=attacker) for _ in range(3)]
+    assert codes == [535, 535, 535]
+    # The IMAP process never saw a failure, yet refuses that client before any check...
+    assert "[UNAVAILABLE]" in servers.imap_login(mailbox.address, PASSWORD, source=attacker)
+    assert servers.smtp_login(mailbox.address, PASSWORD, source=attacker) == 454
+    # ...while the owner, from another address, logs in to both.
+    assert servers.imap_login(mailbox.address, PASSWORD) == "OK"
+    assert servers.smtp_login(mailbox.address, PASSWORD) == 235
+    assert servers.imap_login(other.address, PASSWORD, source=attacker) == "OK"
 
 
-def test_imap_failures_block_smtp_logins_from_the_ip(servers, make_mailbox):
+def test_imap_failures_refuse_smtp_logins_from_the_ip(servers, make_mailbox):
     mailboxes = [make_mailbox() for _ in range(6)]
     for mailbox in mailboxes[:5]:
         result = servers.imap_login(mailbox.address, WRONG, source="127.0.0.2")

@@ -194,7 +194,7 @@ class _SecretCapture:
 
 
 class LoginsUnavailable(InvalidAuth):
-    """Too many failed logins for this address or client IP: NO [UNAVAILABLE] (RFC 5530)."""
+    """This client failed too often (on this address, or on any): NO [UNAVAILABLE] (RFC 5530)."""
 
     def __init__(self) -> None:
         super().__init__("Too many failed logins; try again later.")
@@ -235,21 +235,28 @@ class Login(LoginInterface):
         password = capture.secret
         ip = _client_ip()
         guard = self.config.login_guard
-        if guard.blocked(address=address, ip=ip):
-            # RFC 5530 UNAVAILABLE: refused before any password check; try again later.
+        attempt = guard.attempt(address=address, ip=ip)
+        if attempt.refused:
+            # RFC 5530 UNAVAILABLE: this client is refused before any password check.
             raise LoginsUnavailable()
+        if attempt.delay:
+            await asyncio.sleep(attempt.delay)  # this client has been failing: slow it down
         loop = asyncio.get_running_loop()
-        login = await loop.run_in_executor(
-            self.config.auth_executor,
-            lambda: mailbox_authenticate(
-                address=address, password=password, cache=self.config.credential_cache
-            ),
-        )
+        try:
+            login = await loop.run_in_executor(
+                self.config.auth_executor,
+                lambda: mailbox_authenticate(
+                    address=address, password=password, cache=self.config.credential_cache
+                ),
+            )
+        except BaseException:
+            guard.abandoned(attempt)  # no answer from the check: not the client's failure
+            raise
         if login is None:
-            guard.failed(address=address, ip=ip)
             # Slow down guessing a little; the connection's other clients are unaffected.
             await asyncio.sleep(self.config.invalid_user_sleep)
             raise InvalidAuth()
+        guard.succeeded(attempt)
         return Identity(self.config, login)
 
     async def authorize(self, authenticated: IdentityInterface, authzid: str) -> Identity:

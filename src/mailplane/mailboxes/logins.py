@@ -6,20 +6,31 @@ checks are remembered briefly, keyed by (address, sha256(password)). The stored 
 re-read on every login and compared with the one the cache entry was made against: a
 password change (new hash) or a suspension takes effect on the next login, not at expiry.
 
-Failed logins are counted in sliding windows per address and per client IP. Production runs
-many submission and IMAP processes on many hosts: with counters in each process's memory
-an attacker would get one allowance per process, and SMTP would not see IMAP's failures.
-So when Redis is configured (settings.MAILPLANE["REDIS_URL"]) `login_guard()` returns a
-`SharedLoginGuard`, whose windows are sorted sets every process reads and writes; without
-Redis (embedded mode: one process per protocol) it returns the in-process `LoginGuard`.
-If Redis stops answering, logins go on under this process's counters (and the log says
-so once per outage): a looser limit for a while is better than refusing every login.
+Failed logins throttle the client that fails, never the mailbox (issue 8, defect 6: five
+wrong passwords from anywhere used to lock the owner out). Failures are counted in sliding
+windows per (address, client IP) and per client IP, as Dovecot's auth penalty does per IP:
+each attempt from a failing client first waits a delay that doubles with its failures (up
+to a cap), and past a limit that client is refused without a check. A client with no
+failures gets straight through, even while the same address is being guessed elsewhere; a
+busy NAT address is only refused for everyone after the (larger) per-IP limit. The price:
+a botnet of N addresses gets N x `per_pair` guesses per window at one mailbox, which is
+why passwords are long and scrypt-hashed (mailboxes/passwords.py).
+
+Production runs many submission and IMAP processes on many hosts: with counters in each
+process's memory an attacker would get one allowance per process, and SMTP would not see
+IMAP's failures. So when Redis is configured (settings.MAILPLANE["REDIS_URL"])
+`login_guard()` returns a `SharedLoginGuard`, whose windows are sorted sets every process
+reads and writes; without Redis (embedded mode: one process per protocol) it returns the
+in-process `LoginGuard`. If Redis stops answering, logins go on under this process's
+counters (and the log says so once per outage): a looser limit for a while is better than
+refusing every login.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import threading
@@ -27,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import redis.exceptions
@@ -40,10 +51,12 @@ from mailplane.mailboxes.models import Mailbox, MailboxStatus
 
 __all__ = [
     "CredentialCache",
+    "LoginAttempt",
     "LoginGuard",
     "LoginLimits",
     "Principal",
     "SharedLoginGuard",
+    "client_network",
     "login_check",
     "login_guard",
     "mask",
@@ -51,7 +64,7 @@ __all__ = [
 
 log = logging.getLogger("mailplane.logins")
 
-KEY_PREFIX = "mailplane:logins"  # Redis keys: <prefix>:a:<address>, <prefix>:i:<ip>
+KEY_PREFIX = "mailplane:logins"  # Redis keys: <prefix>:p:<ip>|<address>, <prefix>:i:<ip>
 _MAX_ADDRESS = 254
 
 
@@ -111,19 +124,44 @@ class CredentialCache:
             self._entries.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """What the limits say about one login attempt, asked before the password is checked.
+
+    `refused`: the client used up its failures: answer "try again later" without a check.
+    Otherwise wait `delay` seconds (0 for a client that has not been failing), check, and
+    tell the limits `succeeded` or, if no check happened, `abandoned`. The attempt is
+    counted as a failure from the moment it is granted, so that a hundred parallel guesses
+    cannot all slip in before the first one fails.
+    """
+
+    refused: bool
+    delay: float
+    pair_key: str = ""
+    ip_key: str = ""
+    token: str = ""
+    shared: bool = False  # counted in Redis (else in this process's fallback counters)
+
+
 class LoginLimits(Protocol):
     """What SMTP AUTH and IMAP ask before and tell after a password check.
 
     Synchronous: the servers call it on their event loop, so an implementation must answer
-    in well under a millisecond, or give up quickly (see `SharedLoginGuard`).
+    in well under a millisecond, or give up quickly (see `SharedLoginGuard`). The delay is
+    the caller's to wait, without blocking its loop (`asyncio.sleep`).
     """
 
-    def blocked(self, *, address: str, ip: str) -> bool:
-        """True if `address` or `ip` has used up its failures: refuse without a check."""
+    def attempt(self, *, address: str, ip: str) -> LoginAttempt:
+        """Refuse, or grant after a delay (and count as a failure until told otherwise)."""
         ...
 
-    def failed(self, *, address: str, ip: str) -> None:
-        """Count one failed login against both the address and the client IP."""
+    def succeeded(self, attempt: LoginAttempt) -> None:
+        """The password was right: uncount the attempt and forgive this client's failures
+        on this address (its earlier typos), also in the client's own count."""
+        ...
+
+    def abandoned(self, attempt: LoginAttempt) -> None:
+        """No check happened (the database failed, the client left): uncount the attempt."""
         ...
 
     def reset(self) -> None:
@@ -131,104 +169,218 @@ class LoginLimits(Protocol):
         ...
 
 
-class LoginGuard:
-    """Sliding-window failure counters in this process; a key over its limit is refused
-    without a check.
+def client_network(ip: str) -> str:
+    """The unit an IP's failures are counted in: the address, or its /64 for IPv6.
 
-    A login is refused while the address has `per_address` failures, or the client IP
-    `per_ip` failures, within the last `window` seconds. `clock` is injectable for tests.
+    One IPv6 subscriber usually holds a whole /64 (RFC 6177 §2 and Dovecot's auth penalty
+    mask the same way): counting per address would give an attacker 2^64 allowances.
+    IPv4-mapped IPv6 addresses count as the IPv4 address.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]  # "unknown", a Unix socket path: keyed as given, bounded
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def login_keys(address: str, ip: str) -> tuple[str, str]:
+    """(pair key, IP key): failures of one client on one address, and of the client."""
+    address = address.strip().lower()
+    if len(address) > _MAX_ADDRESS:
+        # No mailbox has such an address (RFC 5321 §4.5.3.1.3: a path is at most 256
+        # octets): key by digest, so a hostile login name cannot make keys of any size.
+        digest = hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()
+        address = f"sha256:{digest}"
+    network = client_network(ip)
+    # An IP or network never contains "|": the address after it cannot shift the boundary.
+    return f"p:{network}|{address}", f"i:{network}"
+
+
+def penalty_delay(failures: int, *, base: float, cap: float) -> float:
+    """Dovecot's auth penalty: none without failures, then `base`·2^(n-1), at most `cap`."""
+    if failures <= 0 or base <= 0:
+        return 0.0
+    return float(min(cap, base * 2 ** min(failures - 1, 32)))
+
+
+class _Policy:
+    """The numbers both guards share, and the one decision made from two counts."""
+
+    def __init__(
+        self, *, per_pair: int, per_ip: int, window: float, delay_base: float, delay_cap: float
+    ) -> None:
+        self.per_pair = per_pair
+        self.per_ip = per_ip
+        self.window = window
+        self.delay_base = delay_base
+        self.delay_cap = delay_cap
+
+    def decide(self, pair_failures: int, ip_failures: int) -> tuple[bool, float]:
+        """(refused, delay). The IP's count climbs the same delay ladder, scaled to its
+        larger limit: a NAT address whose users mistype now and then is not slowed as if
+        it were guessing one mailbox's password."""
+        if pair_failures >= self.per_pair or ip_failures >= self.per_ip:
+            return True, 0.0
+        ip_steps = ip_failures * self.per_pair // max(1, self.per_ip)
+        steps = max(pair_failures, ip_steps)
+        return False, penalty_delay(steps, base=self.delay_base, cap=self.delay_cap)
+
+
+class LoginGuard(_Policy):
+    """Sliding-window failure counters in this process (embedded mode).
+
+    A client (an IP, or an IPv6 /64) is refused for an address after `per_pair` failures on
+    it within `window` seconds, and for every address after `per_ip` failures; before that
+    each attempt waits the penalty delay its failures have earned. A client that has not
+    failed is never slowed or refused, whoever else is guessing that address's password.
+    `clock` is injectable for tests.
     """
 
     def __init__(
         self,
         *,
-        per_address: int = 5,
+        per_pair: int = 5,
         per_ip: int = 20,
         window: float = 300.0,
+        delay_base: float = 2.0,
+        delay_cap: float = 15.0,
+        max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.per_address = per_address
-        self.per_ip = per_ip
-        self.window = window
+        super().__init__(
+            per_pair=per_pair,
+            per_ip=per_ip,
+            window=window,
+            delay_base=delay_base,
+            delay_cap=delay_cap,
+        )
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self.max_keys = max_keys
+        # key -> (time, token) of each counted failure; refusals are not counted, so no
+        # deque grows past its limit.
+        self._failures: dict[str, deque[tuple[float, str]]] = {}
         self._lock = threading.Lock()
-
-    @staticmethod
-    def _keys(address: str, ip: str) -> tuple[str, str]:
-        address = address.strip().lower()
-        if len(address) > _MAX_ADDRESS:
-            # No mailbox has such an address (RFC 5321 §4.5.3.1.3: a path is at most 256
-            # octets): key by digest, so a hostile login name cannot make keys of any size.
-            digest = hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()
-            address = f"sha256:{digest}"
-        return f"a:{address}", f"i:{ip}"
 
     def _recent(self, key: str, now: float) -> int:
         q = self._failures.get(key)
         if not q:
             return 0
-        while q and q[0] <= now - self.window:
+        while q and q[0][0] <= now - self.window:
             q.popleft()
         if not q:
             del self._failures[key]
             return 0
         return len(q)
 
-    def blocked(self, *, address: str, ip: str) -> bool:
+    def failures(self, *, address: str, ip: str) -> tuple[int, int]:
+        """(this client's failures on `address`, the client's failures): for tests."""
+        pair_key, ip_key = login_keys(address, ip)
         now = self.clock()
-        by_address, by_ip = self._keys(address, ip)
         with self._lock:
-            return (
-                self._recent(by_address, now) >= self.per_address
-                or self._recent(by_ip, now) >= self.per_ip
-            )
+            return self._recent(pair_key, now), self._recent(ip_key, now)
 
-    def failed(self, *, address: str, ip: str) -> None:
+    def attempt(self, *, address: str, ip: str) -> LoginAttempt:
+        pair_key, ip_key = login_keys(address, ip)
         now = self.clock()
         with self._lock:
-            for key in self._keys(address, ip):
-                self._failures.setdefault(key, deque()).append(now)
+            refused, delay = self.decide(self._recent(pair_key, now), self._recent(ip_key, now))
+            if refused:
+                return LoginAttempt(True, 0.0, pair_key, ip_key)
+            if len(self._failures) >= self.max_keys:
+                self._prune(now)
+            token = secrets.token_hex(8)
+            for key in (pair_key, ip_key):
+                self._failures.setdefault(key, deque()).append((now, token))
+        return LoginAttempt(False, delay, pair_key, ip_key, token)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, q in self._failures.items() if not q or q[-1][0] <= now - self.window]:
+            del self._failures[key]
+        if len(self._failures) >= self.max_keys:
+            self._failures.clear()  # a flood of client addresses: start over, stay bounded
+
+    def _uncount(self, key: str, token: str) -> None:
+        q = self._failures.get(key)
+        if q is None:
+            return
+        kept = deque(item for item in q if item[1] != token)
+        if kept:
+            self._failures[key] = kept
+        else:
+            del self._failures[key]
+
+    def succeeded(self, attempt: LoginAttempt) -> None:
+        with self._lock:
+            forgiven = {token for _, token in self._failures.pop(attempt.pair_key, ())}
+            forgiven.add(attempt.token)
+            q = self._failures.get(attempt.ip_key)
+            if q is not None:
+                kept = deque(item for item in q if item[1] not in forgiven)
+                if kept:
+                    self._failures[attempt.ip_key] = kept
+                else:
+                    del self._failures[attempt.ip_key]
+
+    def abandoned(self, attempt: LoginAttempt) -> None:
+        with self._lock:
+            self._uncount(attempt.pair_key, attempt.token)
+            self._uncount(attempt.ip_key, attempt.token)
 
     def reset(self) -> None:
         with self._lock:
             self._failures.clear()
 
 
-# Both scripts read the Redis server's clock (TIME, in ms), so processes on hosts with
+# The scripts read the Redis server's clock (TIME, in ms), so processes on hosts with
 # skewed clocks agree on what is inside the window. A failure is inside the window while
 # it is less than `window` old, as in `LoginGuard` (exactly `window` old: expired).
 
-# KEYS: address key, IP key. ARGV: window (ms), per-address limit, per-IP limit. Read-only.
-_BLOCKED = """
+# KEYS: pair key, IP key. ARGV: window (ms), per-pair limit, per-IP limit, a member unique
+# to this attempt. Counts both keys and, unless over a limit, adds the attempt to both in
+# the same step: concurrent attempts from many processes are counted exactly.
+# Returns {refused (0/1), pair failures, IP failures} as they were before this attempt.
+_ATTEMPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local since = '(' .. (now - tonumber(ARGV[1]))
-if redis.call('ZCOUNT', KEYS[1], since, '+inf') >= tonumber(ARGV[2]) then return 1 end
-if redis.call('ZCOUNT', KEYS[2], since, '+inf') >= tonumber(ARGV[3]) then return 1 end
-return 0
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+local pair = redis.call('ZCARD', KEYS[1])
+local ip = redis.call('ZCARD', KEYS[2])
+if pair >= tonumber(ARGV[2]) or ip >= tonumber(ARGV[3]) then return {1, pair, ip} end
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[i], window)
+end
+return {0, pair, ip}
 """
 
-# KEYS: address key, IP key. ARGV: window (ms), a member unique to this failure. Old
-# entries are dropped here, and a key outlives its newest failure by one window only.
-_FAILED = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[1]))
-  redis.call('ZADD', KEYS[i], now, ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+# KEYS: pair key, IP key. ARGV: the attempt's member, 1 to forget the pair's history too
+# (from both keys: the client's typos on a mailbox it then opened are forgiven).
+_UNCOUNT = """
+if ARGV[2] == '1' then
+  local typos = redis.call('ZRANGE', KEYS[1], 0, -1)
+  if #typos > 0 then redis.call('ZREM', KEYS[2], unpack(typos)) end
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
 end
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
 
-class SharedLoginGuard:
+class SharedLoginGuard(_Policy):
     """`LoginGuard`'s limits, counted in Redis for every process that uses the same server.
 
-    Each key (`<prefix>:a:<address>`, `<prefix>:i:<ip>`) is a sorted set of failures scored
-    by when they happened; every call is one script, one round trip (~0.1 ms on loopback).
-    Passwords never reach Redis: a failure is a random member and a time.
+    Each key (`<prefix>:p:<client>|<address>`, `<prefix>:i:<client>`) is a sorted set of
+    failures scored by when they happened; every call is one script, one round trip
+    (~0.1 ms on loopback). Passwords never reach Redis: a failure is a random member and a
+    time.
 
     The calls block the event loop, so the socket timeouts are short, and after a Redis
     error the guard counts in this process (`fallback`) for `retry_after` seconds before
@@ -240,33 +392,45 @@ class SharedLoginGuard:
         self,
         url: str,
         *,
-        per_address: int = 5,
+        per_pair: int = 5,
         per_ip: int = 20,
         window: float = 300.0,
+        delay_base: float = 2.0,
+        delay_cap: float = 15.0,
         prefix: str = KEY_PREFIX,
         timeout: float = 0.5,
         retry_after: float = 5.0,
     ) -> None:
-        self.per_address = per_address
-        self.per_ip = per_ip
-        self.window = window
+        super().__init__(
+            per_pair=per_pair,
+            per_ip=per_ip,
+            window=window,
+            delay_base=delay_base,
+            delay_cap=delay_cap,
+        )
         self.prefix = prefix
         self.retry_after = retry_after
-        self.fallback = LoginGuard(per_address=per_address, per_ip=per_ip, window=window)
+        self.fallback = LoginGuard(
+            per_pair=per_pair,
+            per_ip=per_ip,
+            window=window,
+            delay_base=delay_base,
+            delay_cap=delay_cap,
+        )
         # One retry, on a dropped connection only (a restarted Redis): a fresh connection
         # answers at once. Timeouts are not retried: that would double the stall.
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
         self._client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
         )
-        self._blocked = self._client.register_script(_BLOCKED)
-        self._failed = self._client.register_script(_FAILED)
+        self._attempt = self._client.register_script(_ATTEMPT)
+        self._uncount = self._client.register_script(_UNCOUNT)
         self._window_ms = max(1, int(window * 1000))
         self._down_until: float | None = None  # set while Redis is failing us
         self._lock = threading.Lock()
 
     def _keys(self, address: str, ip: str) -> list[str]:
-        return [f"{self.prefix}:{key}" for key in LoginGuard._keys(address, ip)]
+        return [f"{self.prefix}:{key}" for key in login_keys(address, ip)]
 
     def _redis_usable(self) -> bool:
         down_until = self._down_until
@@ -291,32 +455,49 @@ class SharedLoginGuard:
         if was_down:
             log.info("login limits: Redis answers again; failed logins are shared again")
 
-    def blocked(self, *, address: str, ip: str) -> bool:
+    def attempt(self, *, address: str, ip: str) -> LoginAttempt:
         if self._redis_usable():
+            pair_key, ip_key = self._keys(address, ip)
+            token = secrets.token_hex(8)
             try:
-                answer = self._blocked(
-                    keys=self._keys(address, ip),
-                    args=[self._window_ms, self.per_address, self.per_ip],
+                refused, pair, by_ip = self._attempt(
+                    keys=[pair_key, ip_key],
+                    args=[self._window_ms, self.per_pair, self.per_ip, token],
                 )
             except redis.exceptions.RedisError as exc:
                 self._redis_failed(exc)
             else:
                 self._redis_answered()
-                return bool(answer)
-        return self.fallback.blocked(address=address, ip=ip)
+                if refused:
+                    return LoginAttempt(True, 0.0, pair_key, ip_key)
+                _, delay = self.decide(int(pair), int(by_ip))
+                return LoginAttempt(False, delay, pair_key, ip_key, token, shared=True)
+        return self.fallback.attempt(address=address, ip=ip)
 
-    def failed(self, *, address: str, ip: str) -> None:
-        if self._redis_usable():
-            try:
-                self._failed(
-                    keys=self._keys(address, ip), args=[self._window_ms, secrets.token_hex(8)]
-                )
-            except redis.exceptions.RedisError as exc:
-                self._redis_failed(exc)
+    def _forget(self, attempt: LoginAttempt, *, pair_history: bool) -> None:
+        if not attempt.shared:
+            if pair_history:
+                self.fallback.succeeded(attempt)
             else:
-                self._redis_answered()
-                return
-        self.fallback.failed(address=address, ip=ip)
+                self.fallback.abandoned(attempt)
+            return
+        if not self._redis_usable():
+            return  # it expires with its window
+        try:
+            self._uncount(
+                keys=[attempt.pair_key, attempt.ip_key],
+                args=[attempt.token, "1" if pair_history else "0"],
+            )
+        except redis.exceptions.RedisError as exc:
+            self._redis_failed(exc)
+        else:
+            self._redis_answered()
+
+    def succeeded(self, attempt: LoginAttempt) -> None:
+        self._forget(attempt, pair_history=True)
+
+    def abandoned(self, attempt: LoginAttempt) -> None:
+        self._forget(attempt, pair_history=False)
 
     def reset(self) -> None:
         """Delete every key under `prefix` (all processes' counters) and the local ones.
@@ -333,19 +514,26 @@ class SharedLoginGuard:
 
 
 def login_guard(
-    *, per_address: int = 5, per_ip: int = 20, window: float = 300.0, prefix: str = KEY_PREFIX
+    *,
+    per_pair: int = 5,
+    per_ip: int = 20,
+    window: float = 300.0,
+    delay_base: float = 2.0,
+    delay_cap: float = 15.0,
+    prefix: str = KEY_PREFIX,
 ) -> LoginLimits:
     """The guard SMTP AUTH and IMAP share: in Redis when configured, else this process's."""
+    limits: dict[str, Any] = {
+        "per_pair": per_pair,
+        "per_ip": per_ip,
+        "window": window,
+        "delay_base": delay_base,
+        "delay_cap": delay_cap,
+    }
     url = str(settings.MAILPLANE.get("REDIS_URL") or "")
     if url:
-        return SharedLoginGuard(
-            url,
-            per_address=per_address,
-            per_ip=per_ip,
-            window=window,
-            prefix=prefix,
-        )
-    return LoginGuard(per_address=per_address, per_ip=per_ip, window=window)
+        return SharedLoginGuard(url, prefix=prefix, **limits)
+    return LoginGuard(**limits)
 
 
 def mask(secret: str | bytes) -> str:

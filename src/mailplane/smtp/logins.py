@@ -2,6 +2,7 @@
 
 from mailplane.mailboxes.logins import (
     CredentialCache,
+    LoginAttempt,
     LoginGuard,
     LoginLimits,
     Principal,
@@ -12,6 +13,7 @@ from mailplane.mailboxes.logins import (
 
 __all__ = [
     "CredentialCache",
+    "LoginAttempt",
     "LoginGuard",
     "LoginLimits",
     "Principal",

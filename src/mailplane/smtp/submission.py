@@ -193,7 +193,8 @@ class SubmissionHandler:
     ) -> AuthResult:
         address = credentials.login.decode("utf-8", "replace").strip().lower()
         ip = session.client_ip
-        if self.guard.blocked(address=address, ip=ip):
+        attempt = self.guard.attempt(address=address, ip=ip)
+        if attempt.refused:
             log.warning("%s auth refused (rate limit) ip=%s user=%s", session.id, ip, address)
             await asyncio.sleep(self.failure_delay)
             # RFC 4954 §6: 454 4.7.0 temporary authentication failure.
@@ -202,17 +203,25 @@ class SubmissionHandler:
                 handled=False,
                 message="454 4.7.0 Too many failed logins; try again later",
             )
+        if attempt.delay:
+            # This client has been failing: its next guess waits (never the loop, never
+            # another client).
+            log.info("%s auth delayed %.1fs ip=%s user=%s", session.id, attempt.delay, ip, address)
+            await asyncio.sleep(attempt.delay)
         try:
             password = credentials.password.decode("utf-8")
         except UnicodeDecodeError:
             password = None
         principal = None
         if password is not None:
-            principal = await blocking(
-                login_check, address=address, password=password, cache=self.cache
-            )
+            try:
+                principal = await blocking(
+                    login_check, address=address, password=password, cache=self.cache
+                )
+            except BaseException:
+                self.guard.abandoned(attempt)  # no check happened: not the client's failure
+                raise
         if principal is None:
-            self.guard.failed(address=address, ip=ip)
             log.info(
                 "%s auth failed mech=%s ip=%s user=%s password=%s",
                 session.id,
@@ -225,6 +234,7 @@ class SubmissionHandler:
             return AuthResult(
                 success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
             )
+        self.guard.succeeded(attempt)
         log.info("%s auth ok mech=%s ip=%s user=%s", session.id, mechanism, ip, address)
         return AuthResult(success=True, auth_data=principal)
 
