@@ -58,7 +58,7 @@ def listeners(
     sub = SubmissionHandler(
         hostname="smtp.mailplane.test",
         max_recipients=LIMITS.max_recipients,
-        guard=LoginGuard(per_address=3, per_ip=6, window=60),
+        guard=LoginGuard(per_pair=3, per_ip=6, window=60, delay_base=0),
         cache=CredentialCache(),
         failure_delay=0.01,
     )

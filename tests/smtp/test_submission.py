@@ -146,20 +146,23 @@ def test_wrong_password_and_unknown_user_refused(listeners, alice):
             assert info.value.smtp_code == 535
 
 
-def test_failed_logins_rate_limited_per_address_and_ip(listeners, alice, bob):
+def test_failed_logins_limited_per_client_and_ip_never_for_the_owner(listeners, alice, bob):
     plain = _b64("\0" + alice.address + "\0" + "Wrong-passw0rd!")
-    with smtps(listeners) as client:
+    with smtps(listeners, source="127.0.0.3") as client:
         client.ehlo("client.test")
         codes = [client.docmd("AUTH", f"PLAIN {plain}")[0] for _ in range(4)]
     assert codes == [535, 535, 535, 454]  # RFC 4954 §6: 454 4.7.0 temporary failure
-    # Even the right password is refused for that address while it cools down...
-    with smtps(listeners) as client:
+    # That client is refused even the right password for that address...
+    good = _b64("\0" + alice.address + "\0" + PASSWORD)
+    with smtps(listeners, source="127.0.0.3") as client:
         client.ehlo("client.test")
-        good = _b64("\0" + alice.address + "\0" + PASSWORD)
         assert client.docmd("AUTH", f"PLAIN {good}")[0] == 454
-        # ...but other users on the same IP are served.
+        # ...but may open other mailboxes...
         client.login(bob.address, PASSWORD)
-    # Per-IP: 127.0.0.2 guesses across many addresses, then is blocked for everyone...
+    # ...and the owner, from anywhere else, is served (on main: 454 for everyone).
+    with smtps(listeners) as client:
+        client.login(alice.address, PASSWORD)
+    # Per-IP: 127.0.0.2 guesses across many addresses, then is refused for every one...
     with smtps(listeners, source="127.0.0.2") as client:
         client.ehlo("client.test")
         codes = []
@@ -167,6 +170,7 @@ def test_failed_logins_rate_limited_per_address_and_ip(listeners, alice, bob):
             guess = _b64(f"\0user{n}@acme.test\0Wrong-passw0rd!")
             codes.append(client.docmd("AUTH", f"PLAIN {guess}")[0])
         assert codes[-1] == 454 and codes[0] == 535
+        assert client.docmd("AUTH", f"PLAIN {good}")[0] == 454
     # ...while 127.0.0.1 still logs in.
     with smtps(listeners) as client:
         client.login(bob.address, PASSWORD)
