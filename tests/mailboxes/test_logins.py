@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from unittest.mock import ANY
+import asyncio
 
 from mailplane.mailboxes.logins import (
     CredentialCache,
     LoginAttempt,
+    LoginGate,
     LoginGuard,
     Principal,
     client_network,
@@ -31,9 +32,10 @@ def test_smtp_module_re_exports_the_shared_classes():
 
 
 def _fail(guard: LoginGuard, address: str, ip: str) -> LoginAttempt:
-    """One attempt that turns out wrong (the guard counts it from the start)."""
+    """One attempt that turns out wrong."""
     attempt = guard.attempt(address=address, ip=ip)
     assert not attempt.refused
+    guard.failed(attempt)
     return attempt
 
 
@@ -52,7 +54,7 @@ def test_failures_refuse_the_failing_client_not_the_mailbox():
 
 def test_delay_doubles_per_failure_up_to_the_cap():
     guard = LoginGuard(per_pair=8, per_ip=100, window=60, delay_base=2, delay_cap=15, clock=Clock())
-    delays = [guard.attempt(address="a@x.test", ip="10.0.0.1").delay for _ in range(8)]
+    delays = [_fail(guard, "a@x.test", "10.0.0.1").delay for _ in range(8)]
     assert delays == [0, 2, 4, 8, 15, 15, 15, 15]  # Dovecot's auth penalty: 2 s, doubling, 15 s
     assert guard.attempt(address="a@x.test", ip="10.0.0.1").refused
     assert penalty_delay(0, base=2, cap=15) == 0 and penalty_delay(100, base=2, cap=15) == 15
@@ -65,7 +67,7 @@ def test_per_ip_limit_and_its_slower_delay_ladder():
     assert delays[:4] == [0, 0, 0, 0] and delays[4] == 1 and delays[8] == 2 and delays[19] == 8
     assert guard.attempt(address="fresh@x.test", ip="10.0.0.1").refused
     assert guard.attempt(address="fresh@x.test", ip="10.0.0.2") == LoginAttempt(
-        False, 0.0, *login_keys("fresh@x.test", "10.0.0.2"), token=ANY
+        False, 0.0, *login_keys("fresh@x.test", "10.0.0.2")
     )
 
 
@@ -78,15 +80,29 @@ def test_success_forgets_the_clients_failures_on_that_address_only():
     guard.succeeded(typo_then_right)
     # Its typos on a@ are forgiven, in the IP's count too; b's failure still counts.
     assert guard.failures(address="a@x.test", ip="ip") == (0, 1)
-    abandoned = guard.attempt(address="b@x.test", ip="ip")
-    guard.abandoned(abandoned)  # no check happened (database down): not counted
     assert guard.failures(address="b@x.test", ip="ip") == (1, 1)
 
 
-def test_parallel_attempts_are_counted_before_they_are_checked():
-    guard = LoginGuard(per_pair=3, per_ip=100, window=60, clock=Clock())
-    granted = [guard.attempt(address="a@x.test", ip="ip") for _ in range(10)]
-    assert [a.refused for a in granted] == [False] * 3 + [True] * 7
+def test_gate_checks_one_guess_at_a_time_per_pair_and_bounds_each_client():
+    gate = LoginGate(per_client=2)
+    running: dict[str, int] = {"pair": 0, "client": 0}
+    peaks: dict[str, int] = {"pair": 0, "client": 0}
+
+    async def login(address: str) -> None:
+        async with gate.checking(address=address, ip="10.0.0.1"):
+            kind = "pair" if address == "a@x.test" else "client"
+            running[kind] += 1
+            peaks[kind] = max(peaks[kind], running[kind])
+            await asyncio.sleep(0.01)
+            running[kind] -= 1
+
+    async def main() -> None:
+        await asyncio.gather(*(login("a@x.test") for _ in range(5)))
+        await asyncio.gather(*(login(f"u{n}@x.test") for n in range(6)))
+
+    asyncio.run(main())
+    assert peaks == {"pair": 1, "client": 2}
+    assert not gate._pairs and not gate._clients  # nothing kept once nobody waits
 
 
 def test_ipv6_clients_are_counted_per_64():

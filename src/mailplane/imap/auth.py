@@ -11,6 +11,7 @@ from django.db import close_old_connections
 
 from mailplane.mailboxes.logins import (
     CredentialCache,
+    LoginGate,
     LoginGuard,
     LoginLimits,
     Principal,
@@ -20,6 +21,7 @@ from mailplane.mailboxes.logins import (
 
 __all__ = [
     "CredentialCache",
+    "LoginGate",
     "LoginGuard",
     "LoginLimits",
     "MailboxLogin",

@@ -52,7 +52,13 @@ from pysasl import SASLAuth
 from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import BuiltinHash
 
-from mailplane.imap.auth import CredentialCache, LoginLimits, MailboxLogin, mailbox_authenticate
+from mailplane.imap.auth import (
+    CredentialCache,
+    LoginGate,
+    LoginLimits,
+    MailboxLogin,
+    mailbox_authenticate,
+)
 from mailplane.imap.auth import login_guard as default_login_guard
 from mailplane.storage.maildir import SPECIAL_FOLDERS, maildir_ensure
 
@@ -89,6 +95,7 @@ class MailplaneConfig(MaildirConfig):
         # same classes as SMTP AUTH. The limits live in Redis when one is configured, shared
         # with SMTP AUTH and every other IMAP process; the cache is this process's.
         self.login_guard = login_guard or default_login_guard()
+        self.login_gate = LoginGate()  # parallel guesses are checked one after another
         self.credential_cache = CredentialCache()
         # pysasl looks its mechanisms up in the package entry points on every call (a scan
         # of every installed distribution's metadata, ~4 ms): build the set once, not per
@@ -234,6 +241,11 @@ class Login(LoginInterface):
         address = credentials.authcid.strip().lower()
         password = capture.secret
         ip = _client_ip()
+        async with self.config.login_gate.checking(address=address, ip=ip):
+            login = await self._check(address, password, ip)
+        return Identity(self.config, login)
+
+    async def _check(self, address: str, password: str, ip: str) -> MailboxLogin:
         guard = self.config.login_guard
         attempt = guard.attempt(address=address, ip=ip)
         if attempt.refused:
@@ -242,22 +254,19 @@ class Login(LoginInterface):
         if attempt.delay:
             await asyncio.sleep(attempt.delay)  # this client has been failing: slow it down
         loop = asyncio.get_running_loop()
-        try:
-            login = await loop.run_in_executor(
-                self.config.auth_executor,
-                lambda: mailbox_authenticate(
-                    address=address, password=password, cache=self.config.credential_cache
-                ),
-            )
-        except BaseException:
-            guard.abandoned(attempt)  # no answer from the check: not the client's failure
-            raise
+        login = await loop.run_in_executor(
+            self.config.auth_executor,
+            lambda: mailbox_authenticate(
+                address=address, password=password, cache=self.config.credential_cache
+            ),
+        )
         if login is None:
+            guard.failed(attempt)
             # Slow down guessing a little; the connection's other clients are unaffected.
             await asyncio.sleep(self.config.invalid_user_sleep)
             raise InvalidAuth()
         guard.succeeded(attempt)
-        return Identity(self.config, login)
+        return login
 
     async def authorize(self, authenticated: IdentityInterface, authzid: str) -> Identity:
         assert isinstance(authenticated, Identity)

@@ -28,6 +28,8 @@ refusing every login.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -36,7 +38,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +54,7 @@ from mailplane.mailboxes.models import Mailbox, MailboxStatus
 __all__ = [
     "CredentialCache",
     "LoginAttempt",
+    "LoginGate",
     "LoginGuard",
     "LoginLimits",
     "Principal",
@@ -130,17 +133,15 @@ class LoginAttempt:
 
     `refused`: the client used up its failures: answer "try again later" without a check.
     Otherwise wait `delay` seconds (0 for a client that has not been failing), check, and
-    tell the limits `succeeded` or, if no check happened, `abandoned`. The attempt is
-    counted as a failure from the moment it is granted, so that a hundred parallel guesses
-    cannot all slip in before the first one fails.
+    tell the limits `failed` or `succeeded`. Run the whole sequence inside
+    `LoginGate.checking`, so that a burst of parallel guesses is counted one by one.
     """
 
     refused: bool
     delay: float
     pair_key: str = ""
     ip_key: str = ""
-    token: str = ""
-    shared: bool = False  # counted in Redis (else in this process's fallback counters)
+    shared: bool = False  # decided by Redis (else by this process's fallback counters)
 
 
 class LoginLimits(Protocol):
@@ -152,21 +153,60 @@ class LoginLimits(Protocol):
     """
 
     def attempt(self, *, address: str, ip: str) -> LoginAttempt:
-        """Refuse, or grant after a delay (and count as a failure until told otherwise)."""
+        """Refuse, or let the check go on after a delay."""
+        ...
+
+    def failed(self, attempt: LoginAttempt) -> None:
+        """Count one failure against the (address, client) pair and the client."""
         ...
 
     def succeeded(self, attempt: LoginAttempt) -> None:
-        """The password was right: uncount the attempt and forgive this client's failures
-        on this address (its earlier typos), also in the client's own count."""
-        ...
-
-    def abandoned(self, attempt: LoginAttempt) -> None:
-        """No check happened (the database failed, the client left): uncount the attempt."""
+        """The password was right: forgive this client's failures on this address (its
+        earlier typos), in the client's own count too."""
         ...
 
     def reset(self) -> None:
         """Forget every failure (tests, operators)."""
         ...
+
+
+class LoginGate:
+    """In this process: one check at a time per (address, client) and at most
+    `per_client` at once per client.
+
+    The counters are read before a check and written after it, so parallel guesses would
+    all pass a limit that none of them has reached yet. Behind the gate each waits for the
+    one before it and sees its failure: a burst of a hundred gets `per_pair` checks, and
+    the delays between them. A client with the right password waits only for its own
+    parallel logins, which hit the credential cache after the first. Across P processes
+    a burst can get P checks at a time at most.
+    """
+
+    def __init__(self, *, per_client: int = 8) -> None:
+        self.per_client = per_client
+        self._pairs: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._clients: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def checking(self, *, address: str, ip: str) -> AsyncIterator[None]:
+        pair_key, ip_key = login_keys(address, ip)
+        client, client_users = self._clients.setdefault(
+            ip_key, (asyncio.Semaphore(self.per_client), [0])
+        )
+        pair, pair_users = self._pairs.setdefault(pair_key, (asyncio.Lock(), [0]))
+        client_users[0] += 1
+        pair_users[0] += 1
+        try:
+            async with pair, client:
+                yield
+        finally:
+            # Entries live while someone waits on them: memory follows concurrency only.
+            pair_users[0] -= 1
+            if not pair_users[0]:
+                del self._pairs[pair_key]
+            client_users[0] -= 1
+            if not client_users[0]:
+                del self._clients[ip_key]
 
 
 def client_network(ip: str) -> str:
@@ -260,8 +300,8 @@ class LoginGuard(_Policy):
         )
         self.clock = clock
         self.max_keys = max_keys
-        # key -> (time, token) of each counted failure; refusals are not counted, so no
-        # deque grows past its limit.
+        # key -> (time, id) of each failure; refused attempts are not checked, so not
+        # counted, and no deque grows much past its limit.
         self._failures: dict[str, deque[tuple[float, str]]] = {}
         self._lock = threading.Lock()
 
@@ -288,14 +328,16 @@ class LoginGuard(_Policy):
         now = self.clock()
         with self._lock:
             refused, delay = self.decide(self._recent(pair_key, now), self._recent(ip_key, now))
-            if refused:
-                return LoginAttempt(True, 0.0, pair_key, ip_key)
+        return LoginAttempt(refused, delay, pair_key, ip_key)
+
+    def failed(self, attempt: LoginAttempt) -> None:
+        now = self.clock()
+        failure = (now, secrets.token_hex(8))
+        with self._lock:
             if len(self._failures) >= self.max_keys:
                 self._prune(now)
-            token = secrets.token_hex(8)
-            for key in (pair_key, ip_key):
-                self._failures.setdefault(key, deque()).append((now, token))
-        return LoginAttempt(False, delay, pair_key, ip_key, token)
+            for key in (attempt.pair_key, attempt.ip_key):
+                self._failures.setdefault(key, deque()).append(failure)
 
     def _prune(self, now: float) -> None:
         for key in [k for k, q in self._failures.items() if not q or q[-1][0] <= now - self.window]:
@@ -303,32 +345,17 @@ class LoginGuard(_Policy):
         if len(self._failures) >= self.max_keys:
             self._failures.clear()  # a flood of client addresses: start over, stay bounded
 
-    def _uncount(self, key: str, token: str) -> None:
-        q = self._failures.get(key)
-        if q is None:
-            return
-        kept = deque(item for item in q if item[1] != token)
-        if kept:
-            self._failures[key] = kept
-        else:
-            del self._failures[key]
-
     def succeeded(self, attempt: LoginAttempt) -> None:
         with self._lock:
-            forgiven = {token for _, token in self._failures.pop(attempt.pair_key, ())}
-            forgiven.add(attempt.token)
+            forgiven = {failure for _, failure in self._failures.pop(attempt.pair_key, ())}
             q = self._failures.get(attempt.ip_key)
-            if q is not None:
-                kept = deque(item for item in q if item[1] not in forgiven)
-                if kept:
-                    self._failures[attempt.ip_key] = kept
-                else:
-                    del self._failures[attempt.ip_key]
-
-    def abandoned(self, attempt: LoginAttempt) -> None:
-        with self._lock:
-            self._uncount(attempt.pair_key, attempt.token)
-            self._uncount(attempt.ip_key, attempt.token)
+            if q is None or not forgiven:
+                return
+            kept = deque(item for item in q if item[1] not in forgiven)
+            if kept:
+                self._failures[attempt.ip_key] = kept
+            else:
+                del self._failures[attempt.ip_key]
 
     def reset(self) -> None:
         with self._lock:
@@ -339,37 +366,38 @@ class LoginGuard(_Policy):
 # skewed clocks agree on what is inside the window. A failure is inside the window while
 # it is less than `window` old, as in `LoginGuard` (exactly `window` old: expired).
 
-# KEYS: pair key, IP key. ARGV: window (ms), per-pair limit, per-IP limit, a member unique
-# to this attempt. Counts both keys and, unless over a limit, adds the attempt to both in
-# the same step: concurrent attempts from many processes are counted exactly.
-# Returns {refused (0/1), pair failures, IP failures} as they were before this attempt.
+# KEYS: pair key, IP key. ARGV: window (ms). Returns {pair failures, IP failures}; expired
+# entries are dropped on the way.
 _ATTEMPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-local pair = redis.call('ZCARD', KEYS[1])
-local ip = redis.call('ZCARD', KEYS[2])
-if pair >= tonumber(ARGV[2]) or ip >= tonumber(ARGV[3]) then return {1, pair, ip} end
+local counts = {}
 for i = 1, 2 do
-  redis.call('ZADD', KEYS[i], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[i], window)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[1]))
+  counts[i] = redis.call('ZCARD', KEYS[i])
 end
-return {0, pair, ip}
+return counts
 """
 
-# KEYS: pair key, IP key. ARGV: the attempt's member, 1 to forget the pair's history too
-# (from both keys: the client's typos on a mailbox it then opened are forgiven).
-_UNCOUNT = """
-if ARGV[2] == '1' then
-  local typos = redis.call('ZRANGE', KEYS[1], 0, -1)
-  if #typos > 0 then redis.call('ZREM', KEYS[2], unpack(typos)) end
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('ZREM', KEYS[1], ARGV[1])
+# KEYS: pair key, IP key. ARGV: window (ms), a member unique to this failure. A key
+# outlives its newest failure by one window only.
+_FAILED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], now, ARGV[2])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
-redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: pair key, IP key. The pair's failures are forgiven, in the IP's count too.
+_SUCCEEDED = """
+local typos = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #typos > 0 then
+  redis.call('ZREM', KEYS[2], unpack(typos))
+  redis.call('DEL', KEYS[1])
+end
 return 1
 """
 
@@ -424,13 +452,11 @@ class SharedLoginGuard(_Policy):
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
         )
         self._attempt = self._client.register_script(_ATTEMPT)
-        self._uncount = self._client.register_script(_UNCOUNT)
+        self._failed = self._client.register_script(_FAILED)
+        self._succeeded = self._client.register_script(_SUCCEEDED)
         self._window_ms = max(1, int(window * 1000))
         self._down_until: float | None = None  # set while Redis is failing us
         self._lock = threading.Lock()
-
-    def _keys(self, address: str, ip: str) -> list[str]:
-        return [f"{self.prefix}:{key}" for key in login_keys(address, ip)]
 
     def _redis_usable(self) -> bool:
         down_until = self._down_until
@@ -455,49 +481,38 @@ class SharedLoginGuard(_Policy):
         if was_down:
             log.info("login limits: Redis answers again; failed logins are shared again")
 
-    def attempt(self, *, address: str, ip: str) -> LoginAttempt:
-        if self._redis_usable():
-            pair_key, ip_key = self._keys(address, ip)
-            token = secrets.token_hex(8)
-            try:
-                refused, pair, by_ip = self._attempt(
-                    keys=[pair_key, ip_key],
-                    args=[self._window_ms, self.per_pair, self.per_ip, token],
-                )
-            except redis.exceptions.RedisError as exc:
-                self._redis_failed(exc)
-            else:
-                self._redis_answered()
-                if refused:
-                    return LoginAttempt(True, 0.0, pair_key, ip_key)
-                _, delay = self.decide(int(pair), int(by_ip))
-                return LoginAttempt(False, delay, pair_key, ip_key, token, shared=True)
-        return self.fallback.attempt(address=address, ip=ip)
-
-    def _forget(self, attempt: LoginAttempt, *, pair_history: bool) -> None:
-        if not attempt.shared:
-            if pair_history:
-                self.fallback.succeeded(attempt)
-            else:
-                self.fallback.abandoned(attempt)
-            return
+    def _call(self, script: Any, attempt: LoginAttempt, args: list[Any]) -> Any:
+        """The script's answer, or None once Redis has failed us (then logged)."""
         if not self._redis_usable():
-            return  # it expires with its window
+            return None
+        keys = [f"{self.prefix}:{attempt.pair_key}", f"{self.prefix}:{attempt.ip_key}"]
         try:
-            self._uncount(
-                keys=[attempt.pair_key, attempt.ip_key],
-                args=[attempt.token, "1" if pair_history else "0"],
-            )
+            answer = script(keys=keys, args=args)
         except redis.exceptions.RedisError as exc:
             self._redis_failed(exc)
-        else:
-            self._redis_answered()
+            return None
+        self._redis_answered()
+        return answer
+
+    def attempt(self, *, address: str, ip: str) -> LoginAttempt:
+        local = self.fallback.attempt(address=address, ip=ip)
+        counts = self._call(self._attempt, local, [self._window_ms])
+        if counts is None:
+            return local
+        refused, delay = self.decide(int(counts[0]), int(counts[1]))
+        return LoginAttempt(refused, delay, local.pair_key, local.ip_key, shared=True)
+
+    def failed(self, attempt: LoginAttempt) -> None:
+        if (
+            not attempt.shared
+            or self._call(self._failed, attempt, [self._window_ms, secrets.token_hex(8)]) is None
+        ):
+            self.fallback.failed(attempt)
 
     def succeeded(self, attempt: LoginAttempt) -> None:
-        self._forget(attempt, pair_history=True)
-
-    def abandoned(self, attempt: LoginAttempt) -> None:
-        self._forget(attempt, pair_history=False)
+        if attempt.shared:
+            self._call(self._succeeded, attempt, [])
+        self.fallback.succeeded(attempt)
 
     def reset(self) -> None:
         """Delete every key under `prefix` (all processes' counters) and the local ones.

@@ -3,6 +3,7 @@
 from mailplane.mailboxes.logins import (
     CredentialCache,
     LoginAttempt,
+    LoginGate,
     LoginGuard,
     LoginLimits,
     Principal,
@@ -14,6 +15,7 @@ from mailplane.mailboxes.logins import (
 __all__ = [
     "CredentialCache",
     "LoginAttempt",
+    "LoginGate",
     "LoginGuard",
     "LoginLimits",
     "Principal",

@@ -23,6 +23,7 @@ from mailplane.smtp.db import blocking
 from mailplane.smtp.ingest import GroupCommitter
 from mailplane.smtp.logins import (
     CredentialCache,
+    LoginGate,
     LoginLimits,
     Principal,
     login_check,
@@ -170,6 +171,7 @@ class SubmissionHandler:
         # Failed-login limits: in Redis when configured, so every submission and IMAP
         # process counts against the same windows.
         self.guard = guard or login_guard()
+        self.gate = LoginGate()  # parallel guesses are checked one after another
         self.cache = cache or CredentialCache()
         self.failure_delay = failure_delay  # slows guessing; costs the attacker, not us
         # Every accepted message goes through one writer: group commit (see ingest.py).
@@ -193,6 +195,17 @@ class SubmissionHandler:
     ) -> AuthResult:
         address = credentials.login.decode("utf-8", "replace").strip().lower()
         ip = session.client_ip
+        async with self.gate.checking(address=address, ip=ip):
+            return await self._authenticate(session, mechanism, credentials, address, ip)
+
+    async def _authenticate(
+        self,
+        session: MailplaneSession,
+        mechanism: str,
+        credentials: LoginPassword,
+        address: str,
+        ip: str,
+    ) -> AuthResult:
         attempt = self.guard.attempt(address=address, ip=ip)
         if attempt.refused:
             log.warning("%s auth refused (rate limit) ip=%s user=%s", session.id, ip, address)
@@ -214,14 +227,11 @@ class SubmissionHandler:
             password = None
         principal = None
         if password is not None:
-            try:
-                principal = await blocking(
-                    login_check, address=address, password=password, cache=self.cache
-                )
-            except BaseException:
-                self.guard.abandoned(attempt)  # no check happened: not the client's failure
-                raise
+            principal = await blocking(
+                login_check, address=address, password=password, cache=self.cache
+            )
         if principal is None:
+            self.guard.failed(attempt)
             log.info(
                 "%s auth failed mech=%s ip=%s user=%s password=%s",
                 session.id,
