@@ -65,6 +65,7 @@ def address_refusal(command: str, address: str, *, smtputf8: bool) -> str | None
 
 
 HARD_ERROR_LIMIT = 20  # Postfix's smtpd_hard_error_limit default
+RECIPIENT_OVERSHOOT_LIMIT = 1000  # Postfix's smtpd_recipient_overshoot_limit default
 
 BARE_LF_REPLY = b"521 5.5.2 Error: bare <LF> received"
 
@@ -101,18 +102,27 @@ _ENHANCED_BY_CODE = {
 }
 
 
-def with_enhanced_code(reply: str) -> str:
-    """`reply` with an RFC 3463 enhanced status code if it is a 2xx/4xx/5xx without one."""
+# RFC 3463 §3.2: X.1.0 for a sender, X.1.5 for a valid destination (aiosmtpd: "250 OK").
+_ENHANCED_BY_COMMAND = {("MAIL", "250"): "2.1.0", ("RCPT", "250"): "2.1.5"}
+
+
+def with_enhanced_code(reply: str, command: str = "") -> str:
+    """`reply` (to `command`) with an RFC 3463 enhanced status code if it is a 2xx/4xx/5xx
+    without one."""
     match = _REPLY.fullmatch(reply)
     if match is None or reply[0] not in "245":
         return reply
     code, sep, text = match.groups()
     if _ENHANCED.match(text):
         return reply
-    enhanced = next(
-        (e for c, prefix, e in _ENHANCED_BY_TEXT if c == code and text.startswith(prefix)),
-        None,
-    ) or _ENHANCED_BY_CODE.get(code, f"{code[0]}.0.0")
+    enhanced = (
+        next(
+            (e for c, prefix, e in _ENHANCED_BY_TEXT if c == code and text.startswith(prefix)),
+            None,
+        )
+        or _ENHANCED_BY_COMMAND.get((command, code))
+        or _ENHANCED_BY_CODE.get(code, f"{code[0]}.0.0")
+    )
     return f"{code}{sep}{enhanced} {text}"
 
 
@@ -144,19 +154,22 @@ class MailplaneSMTP(SMTP):
         self._after_cr = False  # the last byte received was CR (bare LF across reads)
         self._hanging_up = False
         self._errors = 0
+        self._overshoot = 0  # 452 4.5.3 replies not counted as errors so far
         # RFC 2034 §3: no enhanced codes in the greeting and the replies to EHLO/HELO.
         self._greeted = False
         self._in_helo = False
         # Every command handler first refuses NUL in its argument (aiosmtpd would pass it
         # on: into addresses, and echoed back in VRFY replies).
         self._smtp_methods = {
-            name: self._refusing_nul(method) for name, method in self._smtp_methods.items()
+            name: self._refusing_nul(name, method) for name, method in self._smtp_methods.items()
         }
+        self._command = ""  # the command being answered (for its enhanced codes)
 
     def _refusing_nul(
-        self, method: Callable[[str | None], Awaitable[None]]
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
     ) -> Callable[[str | None], Awaitable[None]]:
         async def guarded(arg: str | None) -> None:
+            self._command = name
             if arg is not None and "\x00" in arg:
                 await self.push("500 5.5.2 Error: NUL character in command")
                 return
@@ -299,10 +312,15 @@ class MailplaneSMTP(SMTP):
         reply = status if isinstance(status, str) else status.decode("ascii", "replace")
         reply = _CONTROL.sub("?", reply)
         if self._greeted and not self._in_helo:
-            reply = with_enhanced_code(reply)
+            reply = with_enhanced_code(reply, self._command)
         self._greeted = True
         await super().push(reply.encode("ascii", "replace"))
         if reply[:1] in ("4", "5") and not reply.startswith("421"):
+            if reply.startswith("452 4.5.3") and self._overshoot < RECIPIENT_OVERSHOOT_LIMIT:
+                # RFC 5321 §4.5.3.1.10: too many recipients is no error; the client sends
+                # the rest in another transaction (Postfix: smtpd_recipient_overshoot_limit).
+                self._overshoot += 1
+                return
             self._errors += 1
             if self._errors >= HARD_ERROR_LIMIT:
                 assert self.session is not None
