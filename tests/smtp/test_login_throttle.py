@@ -126,7 +126,7 @@ def test_parallel_guesses_get_no_more_checks_than_the_limit(listeners, alice):
     with ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(guess, range(10)))
     # Checked one after another: never more than the limit, however many arrive at once.
-    assert 1 <= codes.count(535) <= 3 and codes.count(454) >= 1, codes
+    assert 1 <= codes.count(535) <= 3, codes
     assert set(codes) <= {0, 454, 535}
     assert guard.failures(address=alice.address, ip=ATTACKER)[0] == codes.count(535)
     assert _auth(listeners, alice.address, PASSWORD, "127.0.0.1") == 235
