@@ -87,12 +87,12 @@ FUZZ = settings(
 )
 
 
-# Inputs that must always be among those tried (each found a defect on main).
+# Always tried, whatever Hypothesis draws: the classes of input issue 8 found.
 KNOWN = [
-    [b"STARTTLS", b"NOOP"],  # plaintext where a TLS handshake belongs: a traceback
+    [b"STARTTLS", b"NOOP"],  # plaintext where a TLS handshake belongs
     [b"MAIL FROM:<a@plain.test>\nRCPT TO:<alice@acme.test>"],  # ran as two commands
     [b"VRFY <a\x00b@plain.test>", b"NO\x00OP"],
-    [b"AUTH LOGIN", b"A" * 5000],  # an over-long AUTH line: ValueError and a traceback
+    [b"AUTH LOGIN", b"A" * 5000],  # an over-long AUTH line
 ]
 
 
@@ -111,7 +111,8 @@ def alice(account):
 def quiet_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.INFO)
     yield
-    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    records = caplog.get_records("setup") + caplog.get_records("call")  # teardown: its own
+    loud = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
 
 

@@ -37,7 +37,8 @@ def quiet_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fails the test if anything logged an error or a traceback meanwhile."""
     caplog.set_level(logging.INFO)
     yield
-    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    records = caplog.get_records("setup") + caplog.get_records("call")  # teardown: its own
+    loud = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
 
 
@@ -336,15 +337,14 @@ def test_commands_pipelined_after_starttls_are_discarded(listeners, dns_server, 
     ],
 )
 def test_failed_tls_handshakes_are_quiet(listeners, dns_server, quiet_logs, port, garbage):
-    sock = socket.create_connection((listeners.host, getattr(listeners, port)), 10)
-    if port != "smtps":
-        assert sock.recv(1024).startswith(b"220")
-        sock.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
-        received = b""
-        while b"220 2.0.0" not in received:
-            chunk = sock.recv(4096)
-            assert chunk
-            received += chunk
+    """On main a STARTTLS handshake that failed was logged as a traceback."""
+    if port == "smtps":
+        sock = socket.create_connection((listeners.host, listeners.smtps), 10)
+    else:
+        client = Raw(listeners, getattr(listeners, port))
+        client.cmd(b"EHLO client.test")
+        assert client.code(b"STARTTLS").startswith(b"220")
+        sock = client.sock
     sock.sendall(garbage)
     sock.shutdown(socket.SHUT_WR)
     while True:  # the server hangs up (bounded by the socket timeout)
@@ -356,7 +356,7 @@ def test_failed_tls_handshakes_are_quiet(listeners, dns_server, quiet_logs, port
     sock.close()
     # The listener is fine: the next client is served.
     client = Raw(listeners, listeners.mx)
-    assert client.code(b"NOOP") == b"250 2.0.0 OK"
+    assert client.code(b"NOOP").startswith(b"250")
     client.close()
 
 
