@@ -3,11 +3,17 @@
 PostgreSQL: SELECT … FOR UPDATE SKIP LOCKED, so any number of workers on any number of
 hosts take disjoint batches without waiting on each other. SQLite (one worker): the same
 query, then a conditional UPDATE that only takes rows still unclaimed. Either way a row
-is someone's until `claimed_until`; a worker that dies simply lets the lease run out.
+is someone's until `claimed_until`.
+
+Leases are short (DELIVERY_LEASE_SECONDS, 30 s by default) and the worker renews them on a
+heartbeat (`recipients_renew`) for as long as it still holds the rows: a worker that dies
+stops renewing and its rows are due again within one lease, while a live worker's slow
+delivery (a receiver that takes minutes over DATA) never has its claim taken and sent twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -58,6 +64,29 @@ def recipients_claim(
     _attach_shared(rows)
     # Grouped by destination so one connection carries a domain's messages.
     return sorted(rows, key=lambda r: (r.rcpt_domain, r.pk))
+
+
+def recipients_renew(
+    *, worker_id: str, ids: Collection[int], lease: timedelta, now: datetime
+) -> set[int]:
+    """Extend the lease on those of `ids` that `worker_id` still holds; return them.
+
+    Only rows still claimed by us and not yet finished: a row another worker took (our lease
+    ran out before this heartbeat) stays its. Renewing a lease that already ran out but
+    that nobody took is fine: no one else can have sent the row meanwhile, since a claim
+    rewrites `claimed_by`. Chunked under SQLite's variable limit.
+    """
+    ordered = sorted(ids)
+    until = now + lease
+    ours: set[int] = set()
+    for i in range(0, len(ordered), 500):
+        mine = QueuedRecipient.objects.filter(
+            pk__in=ordered[i : i + 500], claimed_by=worker_id, status__in=DUE_STATUSES
+        )
+        with transaction.atomic():
+            mine.update(claimed_until=until)
+            ours.update(mine.values_list("pk", flat=True))
+    return ours
 
 
 def _attach_shared(rows: list[QueuedRecipient]) -> None:

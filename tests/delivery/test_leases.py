@@ -1,0 +1,129 @@
+"""Claim leases: short, renewed on a heartbeat while the worker holds the rows.
+
+A dead worker's rows come back within one lease (tests/e2e/test_delivery_crash.py kills a
+real worker); these tests show the other half: a live worker whose delivery outlasts the
+lease many times over keeps its claim, so no other worker takes the row and sends it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from mailplane.delivery.claims import recipients_renew
+from mailplane.delivery.config import DEFAULTS
+from mailplane.delivery.worker import DeliveryWorker
+from mailplane.queue.models import QueuedRecipient
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_the_default_lease_is_short_and_the_environment_still_sets_it(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.MAILPLANE = {
+        k: v for k, v in settings.MAILPLANE.items() if k != "DELIVERY_LEASE_SECONDS"
+    }
+    monkeypatch.delenv("MAILPLANE_DELIVERY_LEASE_SECONDS", raising=False)
+    assert DeliveryWorker().lease == timedelta(seconds=30)
+    assert DEFAULTS["DELIVERY_LEASE_SECONDS"] <= 60  # a dead worker's rows within a minute
+    monkeypatch.setenv("MAILPLANE_DELIVERY_LEASE_SECONDS", "600")
+    assert DeliveryWorker().lease == timedelta(minutes=10)
+    monkeypatch.setenv("MAILPLANE_DELIVERY_LEASE_SECONDS", "2.5")
+    assert DeliveryWorker().lease == timedelta(seconds=2.5)
+
+
+def test_renew_extends_only_rows_still_ours_and_unfinished(sender: Any) -> None:
+    for n in range(3):
+        sender.send(f"user{n}@far.test", subject=f"m{n}")
+    worker = DeliveryWorker(lease=timedelta(seconds=30))
+    t0 = timezone.now()
+    rows = worker.claim(now=t0)
+    assert len(rows) == 3
+    taken, done, mine = rows
+    QueuedRecipient.objects.filter(pk=taken.pk).update(claimed_by="other-worker")
+    QueuedRecipient.objects.filter(pk=done.pk).update(status="delivered")
+    later = t0 + timedelta(seconds=25)
+    ours = recipients_renew(
+        worker_id=worker.worker_id,
+        ids={r.pk for r in rows},
+        lease=worker.lease,
+        now=later,
+    )
+    assert ours == {mine.pk}
+    until = dict(QueuedRecipient.objects.values_list("pk", "claimed_until"))
+    assert until[mine.pk] == later + timedelta(seconds=30)
+    assert until[taken.pk] == until[done.pk] == t0 + timedelta(seconds=30)
+
+
+def _hold_data(sink: Any) -> tuple[threading.Event, threading.Event]:
+    """The sink's DATA waits until `release` is set; `entered` says one is waiting."""
+    entered, release = threading.Event(), threading.Event()
+    original = sink.handler.handle_DATA
+
+    async def handle_DATA(server: Any, session: Any, envelope: Any) -> str:
+        entered.set()
+        while not release.is_set():
+            await asyncio.sleep(0.02)
+        return str(await original(server, session, envelope))
+
+    sink.handler.handle_DATA = handle_DATA
+    return entered, release
+
+
+def test_a_live_worker_slower_than_its_lease_keeps_its_claim(
+    transactional_db: Any, sender: Any, dns_server: Any, mx_sinks: Any, settings: Any
+) -> None:
+    lease = 3.0  # renewed every second: two late beats on a loaded machine still keep it
+    settings.MAILPLANE = {
+        **settings.MAILPLANE,
+        "DELIVERY_LEASE_SECONDS": lease,
+        "DELIVERY_SMTP_TIMEOUT": 60.0,  # the held DATA must not time out instead
+    }
+    sink = mx_sinks("accept")
+    entered, release = _hold_data(sink)
+    dns_server.mx("slow.test", "mx.slow.test")
+    dns_server.a("mx.slow.test", sink.address)
+    message = sender.send("user@slow.test")
+
+    def row() -> QueuedRecipient:
+        return QueuedRecipient.objects.get(message=message)
+
+    rival = DeliveryWorker(worker_id="rival")
+
+    async def run() -> tuple[list[QueuedRecipient], Any, Any]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(DeliveryWorker().run_forever(stop))
+        try:
+            assert await asyncio.to_thread(entered.wait, 30), "delivery never reached DATA"
+            first_until = (await asyncio.to_thread(row)).claimed_until
+            assert first_until is not None
+            # Hold the DATA until the first lease is two leases gone: without renewals the
+            # rival would have taken the row (and sent it again) long before.
+            stolen: list[QueuedRecipient] = []
+            while timezone.now() < first_until + timedelta(seconds=2 * lease):
+                stolen += await asyncio.to_thread(rival.claim)
+                await asyncio.sleep(0.05)
+            renewed_until = (await asyncio.to_thread(row)).claimed_until
+            release.set()
+            deadline = time.monotonic() + 30
+            while not sink.received and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            release.set()
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return stolen, first_until, renewed_until
+
+    stolen, first_until, renewed_until = asyncio.run(run())
+    assert stolen == [], "another worker took a live worker's claim"
+    assert renewed_until > first_until + timedelta(seconds=lease)
+    got = row()
+    assert (got.status, got.attempts, got.claimed_by) == ("delivered", 1, "")
+    assert len(sink.received) == 1
