@@ -156,3 +156,6 @@ def test_a_killed_delivery_worker_loses_nothing_and_its_successor_finishes(tmp_p
     assert set(successor) == everything - recorded, (sorted(successor), sorted(recorded))
     assert set(dead) | set(successor) == everything
     assert took < TAKEOVER_BOUND
+    print(
+        f"kill to all delivered: {took:.1f} s; in flight at the kill: {len(set(dead) - recorded)}"
+    )

@@ -165,7 +165,10 @@ class DeliveryWorker:
     # -- one pass, synchronously ----------------------------------------------------------------
 
     def run_once(self, *, now: datetime | None = None) -> int:
-        """Claim one batch, deliver it and record it; return how many recipients it held."""
+        """Claim one batch, deliver it and record it; return how many recipients it held.
+
+        No heartbeat here (tests drive it on one database connection): a pass must end
+        within the lease, or another worker may take its rows. The service renews."""
         rows = self.claim(now=now)
         done, jobs = self.prepare(rows)
         if jobs:
