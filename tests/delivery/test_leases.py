@@ -62,12 +62,15 @@ def test_renew_extends_only_rows_still_ours_and_unfinished(sender: Any) -> None:
     assert until[taken.pk] == until[done.pk] == t0 + timedelta(seconds=30)
 
 
-def _hold_data(sink: Any) -> tuple[threading.Event, threading.Event]:
-    """The sink's DATA waits until `release` is set; `entered` says one is waiting."""
+def _hold_data(sink: Any, held: list[str] | None = None) -> tuple[threading.Event, threading.Event]:
+    """The sink's DATA waits until `release` is set; `entered` says one is waiting (its
+    recipients are added to `held`)."""
     entered, release = threading.Event(), threading.Event()
     original = sink.handler.handle_DATA
 
     async def handle_DATA(server: Any, session: Any, envelope: Any) -> str:
+        if held is not None:
+            held.extend(envelope.rcpt_tos)
         entered.set()
         while not release.is_set():
             await asyncio.sleep(0.02)
@@ -127,3 +130,68 @@ def test_a_live_worker_slower_than_its_lease_keeps_its_claim(
     got = row()
     assert (got.status, got.attempts, got.claimed_by) == ("delivered", 1, "")
     assert len(sink.received) == 1
+
+
+def test_a_row_another_worker_took_is_not_sent_from_here(
+    transactional_db: Any, sender: Any, dns_server: Any, mx_sinks: Any, settings: Any
+) -> None:
+    """Should a lease still run out (a stalled heartbeat) and another worker take the row,
+    the heartbeat notices, and a send that has not started yet does not start: only the
+    new owner sends it."""
+    lease = 3.0
+    settings.MAILPLANE = {
+        **settings.MAILPLANE,
+        "DELIVERY_LEASE_SECONDS": lease,
+        "DELIVERY_SMTP_TIMEOUT": 60.0,
+    }
+    sink = mx_sinks("accept")
+    in_data: list[str] = []
+    entered, release = _hold_data(sink, in_data)
+    for domain in ("a.test", "b.test"):
+        dns_server.mx(domain, f"mx.{domain}")
+        dns_server.a(f"mx.{domain}", sink.address)
+    for to in ("user@a.test", "user@b.test"):
+        sender.send(to)
+
+    def rows() -> dict[str, QueuedRecipient]:
+        return {r.rcpt_to: r for r in QueuedRecipient.objects.all()}
+
+    async def run() -> tuple[str, str]:
+        stop = asyncio.Event()
+        # One send at a time: the second destination waits while the first is held.
+        task = asyncio.create_task(DeliveryWorker(concurrency=1).run_forever(stop))
+        try:
+            assert await asyncio.to_thread(entered.wait, 30), "delivery never reached DATA"
+            [sending] = in_data
+            [waiting] = {"user@a.test", "user@b.test"} - {sending}
+            await asyncio.to_thread(
+                QueuedRecipient.objects.filter(rcpt_to=waiting).update,
+                claimed_by="rival",
+                claimed_until=timezone.now() + timedelta(minutes=10),
+            )
+            stolen_at = timezone.now()
+            # Two renewals made after the theft: the heartbeat loop is sequential, so the
+            # first one's finding (the row is gone) is in place by the second.
+            renewals: set[Any] = set()
+            deadline = time.monotonic() + 30
+            while len(renewals) < 2:
+                assert time.monotonic() < deadline, "the heartbeat stopped"
+                until = (await asyncio.to_thread(rows))[sending].claimed_until
+                if until is not None and until > stolen_at + timedelta(seconds=lease):
+                    renewals.add(until)
+                await asyncio.sleep(0.02)
+            release.set()
+            deadline = time.monotonic() + 30
+            while (await asyncio.to_thread(rows))[sending].status != "delivered":
+                assert time.monotonic() < deadline, "the held delivery never finished"
+                await asyncio.sleep(0.02)
+        finally:
+            release.set()
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return sending, waiting
+
+    sending, waiting = asyncio.run(run())
+    assert [r.rcpt_tos for r in sink.received] == [[sending]]
+    taken = rows()[waiting]
+    assert (taken.status, taken.attempts, taken.claimed_by) == ("queued", 0, "rival")

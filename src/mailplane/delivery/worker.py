@@ -88,6 +88,9 @@ class DeliveryWorker:
         self.concurrency = concurrency or int(conf("DELIVERY_CONCURRENCY"))
         self.rng = rng
         self._providers: dict[tuple[int, Any], Provider] = {}
+        # Rows whose lease ran out and another worker took (the heartbeat finds them): not
+        # sent from here any more, the new owner sends and records them.
+        self._lost: set[int] = set()
 
     # -- synchronous steps (database thread) ----------------------------------------------
 
@@ -150,6 +153,10 @@ class DeliveryWorker:
         self, provider: Provider, chunk: list[Job], slots: asyncio.Semaphore
     ) -> list[Outcome]:
         async with slots:
+            # Checked once the send can start: a chunk may have waited for a slot a while.
+            chunk = [job for job in chunk if job.row.pk not in self._lost]
+            if not chunk:
+                return []
             try:
                 results = await provider.send([j.envelope for j in chunk])
             except Exception as exc:  # a provider bug must not lose the claim's outcome
@@ -203,10 +210,10 @@ class DeliveryWorker:
         tasks: set[asyncio.Task[None]] = set()
         wake = asyncio.Event()
         poll = float(conf("DELIVERY_POLL_INTERVAL"))
-        # Rows claimed and not yet recorded: the heartbeat keeps their lease. `lost`: rows
-        # whose lease ran out and another worker took; not sent again from here.
+        # Rows claimed and not yet recorded: the heartbeat keeps their lease.
         held: set[int] = set()
-        lost: set[int] = set()
+        lost = self._lost
+        lost.clear()
 
         async def heartbeat() -> None:
             """Renew every third of a lease, so two missed beats still keep the claim. On
@@ -237,8 +244,7 @@ class DeliveryWorker:
             try:
                 await _sign_on_loop(chunk)
                 async with destinations.slot(key, provider.max_connections_per_domain):
-                    mine = [job for job in chunk if job.row.pk not in lost]
-                    outcomes = await self._send_chunk(provider, mine, slots) if mine else []
+                    outcomes = await self._send_chunk(provider, chunk, slots)
                 # Look `finished` up only now: the loop swaps in a fresh list while we wait.
                 finished.extend(outcomes)
             except Exception:
@@ -273,6 +279,10 @@ class DeliveryWorker:
                 if rows:
                     done, jobs = await call(self.prepare, rows, sign=False)
                     finished.extend(done)
+                    # Every row is an outcome or a job; one that is neither must not be
+                    # renewed for ever (it would never be tried again while we live).
+                    accounted = {o.row.pk for o in done} | {j.row.pk for j in jobs}
+                    held.difference_update(r.pk for r in rows if r.pk not in accounted)
                     for provider, chunk in self._groups(jobs):
                         in_flight += len(chunk)
                         key = (chunk[0].row.message.relay_server_id or 0, chunk[0].row.rcpt_domain)
