@@ -50,13 +50,13 @@ def test_renew_extends_only_rows_still_ours_and_unfinished(sender: Any) -> None:
     QueuedRecipient.objects.filter(pk=taken.pk).update(claimed_by="other-worker")
     QueuedRecipient.objects.filter(pk=done.pk).update(status="delivered")
     later = t0 + timedelta(seconds=25)
-    ours = recipients_renew(
+    gone = recipients_renew(
         worker_id=worker.worker_id,
         ids={r.pk for r in rows},
         lease=worker.lease,
         now=later,
     )
-    assert ours == {mine.pk}
+    assert gone == {taken.pk, done.pk}
     until = dict(QueuedRecipient.objects.values_list("pk", "claimed_until"))
     assert until[mine.pk] == later + timedelta(seconds=30)
     assert until[taken.pk] == until[done.pk] == t0 + timedelta(seconds=30)
@@ -195,3 +195,42 @@ def test_a_row_another_worker_took_is_not_sent_from_here(
     assert [r.rcpt_tos for r in sink.received] == [[sending]]
     taken = rows()[waiting]
     assert (taken.status, taken.attempts, taken.claimed_by) == ("queued", 0, "rival")
+
+
+def test_a_renewal_never_waits_on_a_row_another_transaction_holds(
+    transactional_db: Any, sender: Any
+) -> None:
+    """PostgreSQL: the heartbeat skips a row locked elsewhere (say the worker's own record
+    of it, which locks rows in another order) instead of waiting: no deadlock, no stall."""
+    from django.db import connection, transaction
+
+    if not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("SQLite has one writer: nothing to wait on")
+    for n in range(2):
+        sender.send(f"user{n}@far.test", subject=f"m{n}")
+    worker = DeliveryWorker(lease=timedelta(seconds=30))
+    locked, free = worker.claim()
+    holding, done, released = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        with transaction.atomic():
+            list(QueuedRecipient.objects.select_for_update().filter(pk=locked.pk))
+            holding.set()
+            done.wait(20)
+            released.set()
+        connection.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        assert holding.wait(20)
+        later = timezone.now() + timedelta(seconds=10)
+        gone = worker.renew({locked.pk, free.pk}, now=later)
+        assert not released.is_set(), "the renewal waited for the other transaction"
+    finally:
+        done.set()
+        holder.join(30)
+    assert gone == set()  # skipped this beat, not lost
+    until = dict(QueuedRecipient.objects.values_list("pk", "claimed_until"))
+    assert until[free.pk] == later + timedelta(seconds=30)
+    assert until[locked.pk] == locked.claimed_until  # renewed on a later beat

@@ -69,24 +69,36 @@ def recipients_claim(
 def recipients_renew(
     *, worker_id: str, ids: Collection[int], lease: timedelta, now: datetime
 ) -> set[int]:
-    """Extend the lease on those of `ids` that `worker_id` still holds; return them.
+    """Extend the lease on those of `ids` that `worker_id` still holds; return the others
+    (taken by another worker, or finished meanwhile).
 
-    Only rows still claimed by us and not yet finished: a row another worker took (our lease
-    ran out before this heartbeat) stays its. Renewing a lease that already ran out but
-    that nobody took is fine: no one else can have sent the row meanwhile, since a claim
-    rewrites `claimed_by`. Chunked under SQLite's variable limit.
+    Renewing a lease that ran out but that nobody took is fine: no one else can have sent
+    the row meanwhile, since a claim rewrites `claimed_by`. PostgreSQL: rows another
+    transaction holds at this moment (our own record of them, another worker's claim of a
+    lease that ran out, a late outcome) are skipped, never waited on, so a renewal cannot
+    deadlock with the record; if still ours they are renewed on the next beat. Chunked
+    under SQLite's variable limit.
     """
     ordered = sorted(ids)
     until = now + lease
-    ours: set[int] = set()
+    gone: set[int] = set()
     for i in range(0, len(ordered), 500):
+        chunk = ordered[i : i + 500]
         mine = QueuedRecipient.objects.filter(
-            pk__in=ordered[i : i + 500], claimed_by=worker_id, status__in=DUE_STATUSES
+            pk__in=chunk, claimed_by=worker_id, status__in=DUE_STATUSES
         )
         with transaction.atomic():
-            mine.update(claimed_until=until)
-            ours.update(mine.values_list("pk", flat=True))
-    return ours
+            if connection.features.has_select_for_update_skip_locked:
+                free = list(mine.select_for_update(skip_locked=True).values_list("pk", flat=True))
+                QueuedRecipient.objects.filter(pk__in=free).update(claimed_until=until)
+            else:
+                mine.update(claimed_until=until)
+        gone.update(
+            QueuedRecipient.objects.filter(pk__in=chunk)
+            .exclude(claimed_by=worker_id, status__in=DUE_STATUSES)
+            .values_list("pk", flat=True)
+        )
+    return gone
 
 
 def _attach_shared(rows: list[QueuedRecipient]) -> None:

@@ -105,7 +105,7 @@ class DeliveryWorker:
         )
 
     def renew(self, ids: set[int], *, now: datetime | None = None) -> set[int]:
-        """Extend the lease on the held rows `ids`; return those still ours."""
+        """Extend the lease on the held rows `ids`; return those no longer ours."""
         return recipients_renew(
             worker_id=self.worker_id, ids=ids, lease=self.lease, now=now or timezone.now()
         )
@@ -225,11 +225,10 @@ class DeliveryWorker:
                 if not ids:
                     continue
                 try:
-                    ours = await loop.run_in_executor(beat, self.renew, ids)
+                    gone = await loop.run_in_executor(beat, self.renew, ids)
                 except Exception:  # the next beat retries; the lease has room for it
                     log.exception("lease renewal failed")
                     continue
-                gone = ids - ours
                 # Recorded meanwhile (no longer held) is not lost; taken by another worker is.
                 gone &= held
                 if gone:
