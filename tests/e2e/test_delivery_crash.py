@@ -117,7 +117,10 @@ def test_a_killed_delivery_worker_loses_nothing_and_its_successor_finishes(tmp_p
             # Every row is the first worker's (claimed or done) before the kill, so the
             # successor can only send what it takes over from the dead worker.
             _wait(
-                lambda: all(status == "delivered" or by for status, by in _queue(svc).values()),
+                lambda: (
+                    len(queue := _queue(svc)) == MESSAGES
+                    and all(status == "delivered" or by for status, by in queue.values())
+                ),
                 60,
                 "the first worker never claimed every row",
             )
