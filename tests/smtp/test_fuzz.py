@@ -81,7 +81,7 @@ SESSION = st.lists(LINE, min_size=1, max_size=8)
 
 FUZZ = settings(
     max_examples=40,
-    deadline=timedelta(seconds=15),  # a session in DATA waits the 1.5 s idle timeout
+    deadline=timedelta(seconds=20),  # a STARTTLS never followed by TLS waits out the idle timeout
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

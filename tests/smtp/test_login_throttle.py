@@ -121,7 +121,7 @@ def test_parallel_guesses_get_no_more_checks_than_the_limit(listeners, alice):
         try:
             return _auth(listeners, alice.address, WRONG, ATTACKER)
         except smtplib.SMTPServerDisconnected:
-            return 0  # waited in line past the test listeners' 1.5 s idle timeout
+            return 0  # waited in line past the test listeners' idle timeout
 
     with ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(guess, range(10)))
