@@ -83,25 +83,33 @@ def test_success_forgets_the_clients_failures_on_that_address_only():
     assert guard.failures(address="b@x.test", ip="ip") == (1, 1)
 
 
-def test_gate_checks_one_guess_at_a_time_per_pair_and_bounds_each_client():
+def test_gate_takes_turns_per_pair_and_bounds_each_clients_checks():
     gate = LoginGate(per_client=2)
-    running: dict[str, int] = {"pair": 0, "client": 0}
-    peaks: dict[str, int] = {"pair": 0, "client": 0}
+    running: dict[str, int] = {"turn": 0, "slot": 0, "others": 0}
+    peaks: dict[str, int] = {"turn": 0, "slot": 0, "others": 0}
 
-    async def login(address: str) -> None:
-        async with gate.checking(address=address, ip="10.0.0.1"):
-            kind = "pair" if address == "a@x.test" else "client"
-            running[kind] += 1
-            peaks[kind] = max(peaks[kind], running[kind])
-            await asyncio.sleep(0.01)
-            running[kind] -= 1
+    async def enter(kind: str) -> None:
+        running[kind] += 1
+        peaks[kind] = max(peaks[kind], running[kind])
+        await asyncio.sleep(0.01)
+        running[kind] -= 1
+
+    async def login(address: str, ip: str = "10.0.0.1") -> None:
+        async with gate.turn(address=address, ip=ip):
+            if address == "a@x.test":
+                await enter("turn")
+            async with gate.slot(ip=ip):
+                if address != "a@x.test":
+                    await enter("slot" if ip == "10.0.0.1" else "others")
 
     async def main() -> None:
         await asyncio.gather(*(login("a@x.test") for _ in range(5)))
         await asyncio.gather(*(login(f"u{n}@x.test") for n in range(6)))
+        # Other clients are not held up: their slots are their own.
+        await asyncio.gather(*(login("u@x.test", f"10.0.1.{n}") for n in range(6)))
 
     asyncio.run(main())
-    assert peaks == {"pair": 1, "client": 2}
+    assert peaks == {"turn": 1, "slot": 2, "others": 6}
     assert not gate._pairs and not gate._clients  # nothing kept once nobody waits
 
 

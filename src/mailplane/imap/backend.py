@@ -241,7 +241,7 @@ class Login(LoginInterface):
         address = credentials.authcid.strip().lower()
         password = capture.secret
         ip = _client_ip()
-        async with self.config.login_gate.checking(address=address, ip=ip):
+        async with self.config.login_gate.turn(address=address, ip=ip):
             login = await self._check(address, password, ip)
         return Identity(self.config, login)
 
@@ -254,12 +254,13 @@ class Login(LoginInterface):
         if attempt.delay:
             await asyncio.sleep(attempt.delay)  # this client has been failing: slow it down
         loop = asyncio.get_running_loop()
-        login = await loop.run_in_executor(
-            self.config.auth_executor,
-            lambda: mailbox_authenticate(
-                address=address, password=password, cache=self.config.credential_cache
-            ),
-        )
+        async with self.config.login_gate.slot(ip=ip):
+            login = await loop.run_in_executor(
+                self.config.auth_executor,
+                lambda: mailbox_authenticate(
+                    address=address, password=password, cache=self.config.credential_cache
+                ),
+            )
         if login is None:
             guard.failed(attempt)
             # Slow down guessing a little; the connection's other clients are unaffected.

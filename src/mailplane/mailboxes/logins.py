@@ -133,8 +133,8 @@ class LoginAttempt:
 
     `refused`: the client used up its failures: answer "try again later" without a check.
     Otherwise wait `delay` seconds (0 for a client that has not been failing), check, and
-    tell the limits `failed` or `succeeded`. Run the whole sequence inside
-    `LoginGate.checking`, so that a burst of parallel guesses is counted one by one.
+    tell the limits `failed` or `succeeded`. Run the whole sequence in a `LoginGate.turn`
+    (and the check in a `LoginGate.slot`), so that parallel guesses are counted one by one.
     """
 
     refused: bool
@@ -171,15 +171,17 @@ class LoginLimits(Protocol):
 
 
 class LoginGate:
-    """In this process: one check at a time per (address, client) and at most
-    `per_client` at once per client.
+    """In this process: one login at a time per (address, client) (`turn`), and at most
+    `per_client` password checks at once per client (`slot`).
 
     The counters are read before a check and written after it, so parallel guesses would
-    all pass a limit that none of them has reached yet. Behind the gate each waits for the
-    one before it and sees its failure: a burst of a hundred gets `per_pair` checks, and
-    the delays between them. A client with the right password waits only for its own
-    parallel logins, which hit the credential cache after the first. Across P processes
-    a burst can get P checks at a time at most.
+    all pass a limit that none of them has reached yet. In turn, each waits for the one
+    before it and sees its failure: a burst of a hundred gets `per_pair` checks, with the
+    delays between them; a burst spread over many addresses gets `per_client` checks at a
+    time until the per-IP limit refuses the rest. The penalty delay is waited in turn but
+    outside the slot, so a NAT neighbour's login is not held up by an attacker's delays.
+    A client with the right password waits only for its own parallel logins, which hit the
+    credential cache after the first. Across P processes, P times as many at most.
     """
 
     def __init__(self, *, per_client: int = 8) -> None:
@@ -188,25 +190,30 @@ class LoginGate:
         self._clients: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
 
     @contextlib.asynccontextmanager
-    async def checking(self, *, address: str, ip: str) -> AsyncIterator[None]:
-        pair_key, ip_key = login_keys(address, ip)
-        client, client_users = self._clients.setdefault(
-            ip_key, (asyncio.Semaphore(self.per_client), [0])
-        )
-        pair, pair_users = self._pairs.setdefault(pair_key, (asyncio.Lock(), [0]))
-        client_users[0] += 1
-        pair_users[0] += 1
+    async def turn(self, *, address: str, ip: str) -> AsyncIterator[None]:
+        key, _ = login_keys(address, ip)
+        lock, users = self._pairs.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
-            async with pair, client:
+            async with lock:
                 yield
         finally:
-            # Entries live while someone waits on them: memory follows concurrency only.
-            pair_users[0] -= 1
-            if not pair_users[0]:
-                del self._pairs[pair_key]
-            client_users[0] -= 1
-            if not client_users[0]:
-                del self._clients[ip_key]
+            users[0] -= 1  # entries live while someone holds or awaits them
+            if not users[0]:
+                del self._pairs[key]
+
+    @contextlib.asynccontextmanager
+    async def slot(self, *, ip: str) -> AsyncIterator[None]:
+        _, key = login_keys("", ip)
+        semaphore, users = self._clients.setdefault(key, (asyncio.Semaphore(self.per_client), [0]))
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._clients[key]
 
 
 def client_network(ip: str) -> str:

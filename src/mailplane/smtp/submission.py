@@ -195,7 +195,7 @@ class SubmissionHandler:
     ) -> AuthResult:
         address = credentials.login.decode("utf-8", "replace").strip().lower()
         ip = session.client_ip
-        async with self.gate.checking(address=address, ip=ip):
+        async with self.gate.turn(address=address, ip=ip):
             return await self._authenticate(session, mechanism, credentials, address, ip)
 
     async def _authenticate(
@@ -227,9 +227,10 @@ class SubmissionHandler:
             password = None
         principal = None
         if password is not None:
-            principal = await blocking(
-                login_check, address=address, password=password, cache=self.cache
-            )
+            async with self.gate.slot(ip=ip):
+                principal = await blocking(
+                    login_check, address=address, password=password, cache=self.cache
+                )
         if principal is None:
             self.guard.failed(attempt)
             log.info(
