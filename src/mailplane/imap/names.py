@@ -8,6 +8,10 @@ control characters, the LIST wildcards and names longer than one directory name 
 are refused too. The answer is a tagged NO [CANNOT] (RFC 5530 §3: the operation can never
 succeed), never a path.
 
+Modified UTF-7 (RFC 3501 §5.1.3): pymap's decoder never returns on an unterminated shift
+("&Jjo" without the closing "-"): one CREATE spun the event loop forever. The strict decoder
+here replaces it in pymap's parser and raises UnicodeError, which the connection answers BAD.
+
 LIST patterns (RFC 9051 §6.3.9): "*" matches anything, "%" anything but the separator.
 pymap compiles them into a regular expression of lazy quantifiers, which backtracks
 exponentially on "%%%…%" against a name that does not match: 40 "%" took 46 s and held the
@@ -17,6 +21,12 @@ as an NFA over a bit set instead: one pass over the name, O(len(name) * len(patt
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+
+import pymap.parsing.command.auth
+import pymap.parsing.specials.mailbox
 from pymap.exceptions import MailboxError
 from pymap.parsing.response import ResponseCode
 
@@ -28,6 +38,8 @@ __all__ = [
     "ListPatternTooLong",
     "MailboxNameInvalid",
     "mailbox_name_check",
+    "modutf7_decode_strict",
+    "modutf7_install",
 ]
 
 DELIMITER = "/"
@@ -145,3 +157,49 @@ class ListPattern:
             # A wildcard may match the empty string; runs are collapsed, so one step.
             states |= (states & wild) << 1
         return bool(states & self._accept)
+
+
+_MODIFIED_BASE64 = re.compile(rb"[A-Za-z0-9+,]+")
+
+
+def modutf7_decode_strict(data: bytes) -> str:
+    """Decode a mailbox name; UnicodeError for an unterminated or malformed "&…-" shift.
+
+    Bytes outside shifts map one to one to code points, as pymap's decoder does. Inside a
+    shift: modified base64 ("," for "/") of UTF-16BE, with no lone surrogates.
+    """
+    data = bytes(data)
+    parts: list[str] = []
+    i = 0
+    while i < len(data):
+        if data[i] != 0x26:  # "&"
+            parts.append(chr(data[i]))
+            i += 1
+            continue
+        end = data.find(b"-", i + 1)
+        if end < 0:
+            raise UnicodeError("unterminated modified UTF-7 shift")
+        chunk = data[i + 1 : end]
+        if not chunk:
+            parts.append("&")  # "&-"
+        else:
+            if not _MODIFIED_BASE64.fullmatch(chunk):
+                raise UnicodeError("invalid modified base64")
+            raw = chunk.replace(b",", b"/")
+            try:
+                decoded = base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+                parts.append(decoded.decode("utf-16-be"))
+            except (binascii.Error, UnicodeDecodeError):
+                raise UnicodeError("invalid modified UTF-7 shift") from None
+        i = end + 1
+    return "".join(parts)
+
+
+def modutf7_install() -> None:
+    """Make pymap's parser (mailbox names, LIST patterns) use the strict decoder.
+
+    pymap imports the function into each parsing module, so those names are the hook; a
+    pymap upgrade that moves them fails `tests/imap/test_names.py`, not silently.
+    """
+    pymap.parsing.specials.mailbox.modutf7_decode = modutf7_decode_strict
+    pymap.parsing.command.auth.modutf7_decode = modutf7_decode_strict

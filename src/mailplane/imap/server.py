@@ -51,12 +51,15 @@ from pymap.parsing.state import ParsingInterrupt, ParsingState
 from pysasl.exception import AuthenticationError
 
 from mailplane.imap.backend import Login, MailplaneBackend, MailplaneConfig
+from mailplane.imap.names import modutf7_install
 from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
 
 # pymap's plug-in registry; `pymap mailplane` would find the backend here.
 backends.add("mailplane", MailplaneBackend)
+# pymap's modified UTF-7 decoder loops forever on an unterminated "&" shift.
+modutf7_install()
 
 # Before login only LOGIN/AUTHENTICATE arguments can arrive as literals: a few KB at most.
 PRE_AUTH_LITERAL_MAX = 4096

@@ -33,6 +33,10 @@ class ConfinedLayout(DefaultLayout[_MaildirT]):
         return str(maildir_folder_path(Path(self._path), parts))
 
     def add_folder(self, name: str, delimiter: str) -> None:
+        parts = self._split(name, delimiter)
+        if not parts:
+            raise UnsafeFolderPath("the mailbox root (INBOX) is not a sub-folder")
+        self._get_path(parts)  # raises before anything is created
         super().add_folder(name, delimiter)
         # pymap creates the marker with the umask's mode; mail stays private (0600).
         os.chmod(os.path.join(self.get_path(name, delimiter), "maildirfolder"), 0o600)
