@@ -33,13 +33,16 @@ class ConfinedLayout(DefaultLayout[_MaildirT]):
         return str(maildir_folder_path(Path(self._path), parts))
 
     def add_folder(self, name: str, delimiter: str) -> None:
+        # pymap's steps without its parent check, which looked for `.INBOX` when creating
+        # "INBOX/a/b" (INBOX is the root): Maildir++ folders are flat directories, and the
+        # IMAP mailbox set creates the superior names itself.
         parts = self._split(name, delimiter)
         if not parts:
             raise UnsafeFolderPath("the mailbox root (INBOX) is not a sub-folder")
-        self._get_path(parts)  # raises before anything is created
-        super().add_folder(name, delimiter)
-        # pymap creates the marker with the umask's mode; mail stays private (0600).
-        os.chmod(os.path.join(self.get_path(name, delimiter), "maildirfolder"), 0o600)
+        path = self._get_path(parts)  # raises before anything is created
+        self._maildir(path, create=True)
+        # The marker is private like the mail (pymap's open() gives it the umask's mode).
+        os.close(os.open(os.path.join(path, "maildirfolder"), os.O_CREAT | os.O_EXCL, 0o600))
 
     def remove_folder(self, name: str, delimiter: str) -> None:
         parts = self._split(name, delimiter)
