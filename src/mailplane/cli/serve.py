@@ -233,8 +233,7 @@ def run_serve(args: argparse.Namespace) -> int:
     conf = settings.MAILPLANE
     print(f"mailplane: data directory {settings.DATA_DIR}", flush=True)
     print(
-        f"mailplane: database {engine}, "
-        f"broker {settings.CELERY_BROKER_URL.split('://')[0]}",
+        f"mailplane: database {engine}, broker {settings.CELERY_BROKER_URL.split('://')[0]}",
         flush=True,
     )
     if "web" in names:

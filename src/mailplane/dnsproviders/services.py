@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 PUBLISH_JOB = "domain.dns_publish"
 MAX_CONNECTIONS = 20  # per account: a handful of DNS accounts, not a store for secrets
 PUBLISH_LEASE = timedelta(minutes=10)  # a publish claimed longer ago died with its worker
+
+
 def _name(name: Any) -> str:
     text = str(name or "").strip()
     if not text:

@@ -5,7 +5,14 @@ at the storage contract's tree, STORAGE_ROOT/org-<id>/<address>/, so a tenant's 
 under its own directory. What we replace is everything about users: pymap's maildir backend
 reads users and passwords from files; ours asks the database (see `auth`).
 
-Two behaviours are added on top of pymap's maildir classes:
+Behaviours added on top of pymap's maildir classes:
+- Folder names are checked (`names.mailbox_name_check`) before any storage call, and the
+  layout (`storage.layout.ConfinedLayout`) refuses any path outside the mailbox's tree.
+- LIST patterns match in linear time (`names.ListPattern`) and are bounded in length; SEARCH
+  keys are bounded in number and evaluated on a worker pool, so one client's command cannot
+  starve the event loop that serves every other connection.
+- New messages get UIDs in arrival order (Maildir file names start with the delivery time),
+  not in directory order, so the oldest message of a folder has the lowest UID.
 - RFC 6154 special-use attributes on LIST for Sent, Drafts, Trash and Junk.
 - IDLE that notices external deliveries: `maildir_deliver` (another process) renames files
   into new/. pymap assigns them UIDs in `MailboxData.reset()` (a full scan) but IDLE only
@@ -38,13 +45,23 @@ from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.concurrent import Event, Subsystem
 from pymap.config import BackendCapability
 from pymap.context import socket_info
-from pymap.exceptions import AuthorizationFailure, InvalidAuth, NotAllowedError
+from pymap.exceptions import (
+    AuthorizationFailure,
+    InvalidAuth,
+    MailboxConflict,
+    MailboxError,
+    NotAllowedError,
+    NotSupportedError,
+)
+from pymap.fetch import FetchRequirement
 from pymap.health import HealthStatus
 from pymap.interfaces.backend import BackendInterface
 from pymap.interfaces.login import IdentityInterface, LoginInterface
 from pymap.interfaces.token import TokenCredentials
+from pymap.listtree import ListEntry, ListTree
 from pymap.parsing.response import ResponseCode, ResponseNo
 from pymap.parsing.specials import ObjectId
+from pymap.search import SearchCriteriaSet, SearchParams
 from pymap.selected import SelectedMailbox
 from pymap.token import AllTokens
 from pymap.user import UserMetadata
@@ -60,6 +77,15 @@ from mailplane.imap.auth import (
     mailbox_authenticate,
 )
 from mailplane.imap.auth import login_guard as default_login_guard
+from mailplane.imap.names import (
+    DELIMITER,
+    MAX_LIST_PATTERN,
+    ListPattern,
+    ListPatternTooLong,
+    MailboxNameInvalid,
+    mailbox_name_check,
+)
+from mailplane.storage.layout import ConfinedLayout
 from mailplane.storage.maildir import SPECIAL_FOLDERS, maildir_ensure
 
 __all__ = ["MailplaneBackend", "MailplaneConfig"]
@@ -103,6 +129,11 @@ class MailplaneConfig(MaildirConfig):
         self._tls_auth = SASLAuth.named([b"PLAIN", b"LOGIN"])
         # scrypt and the ORM are blocking: logins run on this pool, never on the loop.
         self.auth_executor = ThreadPoolExecutor(auth_workers, thread_name_prefix="imap-auth")
+        # SEARCH criteria are evaluated here, a batch of messages at a time: a BODY search
+        # compiles a regular expression per key and message, seconds of CPU on a large
+        # mailbox, and the loop keeps serving everyone meanwhile (the GIL switches every
+        # 5 ms). Two threads: a crowd of searchers shares them instead of adding threads.
+        self.search_executor = ThreadPoolExecutor(2, thread_name_prefix="imap-search")
 
     @classmethod
     def build(
@@ -171,6 +202,12 @@ class CrlfMaildir(Maildir):
     when `get_message` is turned back into bytes, so pymap would serve LF-only messages.
     RFC 5322 §2.1 lines end in CRLF and IMAP clients check RFC822.SIZE against the bytes.
     """
+
+    def _create_tmp(self) -> Any:
+        # The stdlib creates the file 0666 minus the umask (usually 0644): mail is private.
+        handle = super()._create_tmp()  # type: ignore[misc]
+        os.fchmod(handle.fileno(), 0o600)
+        return handle
 
     def get_message(self, key: str) -> MaildirMessage:
         message = _RawMessage()
@@ -304,7 +341,7 @@ class Identity(IdentityInterface):
             address=self.login.address,
         )
         path = str(root)
-        layout = MaildirLayout.get(path, self.config.layout, CrlfMaildir)
+        layout: MaildirLayout[CrlfMaildir] = ConfinedLayout(path, CrlfMaildir)
         await _subscribe_defaults(path)
         mailbox_set = MailplaneMailboxSet(CrlfMaildir(path, create=False), layout, self.config)
         yield MailplaneSession(self.name, self.config, mailbox_set, FilterSet(path))
@@ -329,7 +366,10 @@ async def _subscribe_defaults(path: str) -> None:
 
 
 class MailplaneSession(Session):
-    """pymap's maildir session with RFC 6154 special-use attributes on LIST."""
+    """pymap's maildir session: special-use attributes, bounded LIST, SEARCH that yields."""
+
+    # Messages SEARCH evaluates per batch on the search pool.
+    SEARCH_BATCH = 16
 
     async def list_mailboxes(
         self,
@@ -338,6 +378,8 @@ class MailplaneSession(Session):
         subscribed: bool = False,
         selected: SelectedMailbox | None = None,
     ) -> tuple[Iterable[tuple[str, str | None, Sequence[bytes]]], SelectedMailbox | None]:
+        if len(ref_name) + len(filter_) > MAX_LIST_PATTERN:
+            raise ListPatternTooLong()
         entries, updates = await super().list_mailboxes(ref_name, filter_, subscribed, selected)
         # RFC 6154 §2: the attribute goes with the mailbox in LIST responses; pymap writes
         # the backslash itself, so names are given without it.
@@ -349,9 +391,85 @@ class MailplaneSession(Session):
         ]
         return marked, updates
 
+    async def search_mailbox(
+        self, selected: SelectedMailbox, keys: frozenset[Any]
+    ) -> tuple[Iterable[tuple[int, Any]], SelectedMailbox]:
+        # pymap's loop, with the criteria bounded in number and evaluated off the loop in
+        # batches: a large mailbox or a long list of keys must not hold the event loop (and
+        # so every other connection of every tenant) for seconds.
+        if search_key_count(keys) > MAX_SEARCH_KEYS:
+            raise SearchTooLarge()
+        mbx = await self._get_selected(selected)
+        req = FetchRequirement.reduce(key.requirement for key in keys)
+        ret: list[tuple[int, Any]] = []
+        params = SearchParams(selected, disabled=self.config.disable_search_keys)
+        search = SearchCriteriaSet(keys, params)
+        config = self.config
+        assert isinstance(config, MailplaneConfig)
+        loop = asyncio.get_running_loop()
+        batch: list[tuple[int, Any, Any]] = []
+
+        def evaluate(todo: list[tuple[int, Any, Any]]) -> list[tuple[int, Any]]:
+            return [(seq, msg) for seq, msg, content in todo if search.matches(seq, msg, content)]
+
+        async for seq, msg in mbx.find(search.sequence_set, selected):
+            batch.append((seq, msg, await msg.load_content(req)))
+            if len(batch) >= self.SEARCH_BATCH:
+                ret += await loop.run_in_executor(config.search_executor, evaluate, batch)
+                batch = []
+        if batch:
+            ret += await loop.run_in_executor(config.search_executor, evaluate, batch)
+        return ret, await mbx.update_selected(selected)
+
+
+# RFC 9051 sets no limit; real clients send a handful of keys. Each costs CPU per message.
+MAX_SEARCH_KEYS = 200
+
+
+def search_key_count(keys: Iterable[Any]) -> int:
+    """Every search key, nested ones included (parenthesised lists, OR's two operands)."""
+    count = 0
+    pending = list(keys)
+    while pending:
+        key = pending.pop()
+        count += 1
+        if key.value == b"KEYSET":
+            pending.extend(key.filter_key_set)
+        elif key.value == b"OR":
+            pending.extend(key.filter_key_or)
+    return count
+
+
+class SearchTooLarge(MailboxError):
+    """NO [LIMIT]: more search keys than the implementation limit (RFC 5530 §3)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            None,
+            b"Too many search keys (at most %d)." % MAX_SEARCH_KEYS,
+            ResponseCode.of(b"LIMIT"),
+        )
+
+
+class LinearListTree(ListTree):
+    """pymap's tree of folder names, matching LIST patterns with `ListPattern`."""
+
+    def list_matching(self, ref_name: str, filter_: str) -> Iterable[ListEntry]:
+        pattern = ListPattern(ref_name + filter_, DELIMITER)
+        for entry in self.list():
+            # RFC 9051 §5.1: INBOX is case-insensitive, other names are not.
+            if pattern.matches(entry.name, ignore_case=entry.name == "INBOX"):
+                yield entry
+
 
 class MailplaneMailboxSet(MailboxSet):
-    """pymap's set of folders, handing out `WatchedMailboxData` instead of `MailboxData`."""
+    """pymap's set of folders: names checked, linear LIST, `WatchedMailboxData`.
+
+    Every name-taking operation goes through `mailbox_name_check` before pymap's layout
+    sees it; pymap's own answers for CREATE of an existing folder (an uncaught KeyError)
+    and RENAME of a missing one (OK, having done nothing) are replaced by NO
+    [ALREADYEXISTS] and NO [NONEXISTENT] (RFC 5530 §3).
+    """
 
     def __init__(
         self, maildir: Maildir, layout: MaildirLayout[Any], config: MailplaneConfig
@@ -359,8 +477,70 @@ class MailplaneMailboxSet(MailboxSet):
         super().__init__(maildir, layout)
         self._config = config
 
+    def _exists(self, name: str) -> bool:
+        return name == "INBOX" or os.path.isdir(self._layout.get_path(name, self.delimiter))
+
+    async def list_subscribed(self) -> ListTree:
+        async with Subscriptions.with_read(self._path) as subs:
+            subscribed = frozenset(subs.subscribed)
+        mailboxes = [
+            name for name in self._layout.list_folders(self.delimiter) if name in subscribed
+        ]
+        return LinearListTree(self.delimiter).update("INBOX", *mailboxes)
+
+    async def list_mailboxes(self) -> ListTree:
+        mailboxes = self._layout.list_folders(self.delimiter)
+        return LinearListTree(self.delimiter).update("INBOX", *mailboxes)
+
+    async def set_subscribed(self, name: str, subscribed: bool) -> None:
+        # The subscriptions file is one name per line: the check keeps CR/LF out of it.
+        await super().set_subscribed(mailbox_name_check(name), subscribed)
+
+    async def add_mailbox(self, name: str) -> ObjectId:
+        name = mailbox_name_check(name, create=True)
+        if self._exists(name):
+            raise MailboxConflict(name)
+        # RFC 9051 §6.3.4: the server creates the superior names a new name needs.
+        parts = name.split(self.delimiter)
+        for depth in range(1, len(parts)):
+            parent = self.delimiter.join(parts[:depth])
+            if not self._exists(parent):
+                self._layout.add_folder(parent, self.delimiter)
+        try:
+            self._layout.add_folder(name, self.delimiter)
+        except FileExistsError:  # created by another session since the check above
+            raise MailboxConflict(name) from None
+        path = self._layout.get_path(name, self.delimiter)
+        async with UidList.with_init(path) as uidl:
+            global_uid = uidl.global_uid
+        return ObjectId(global_uid)
+
+    async def delete_mailbox(self, name: str) -> None:
+        name = mailbox_name_check(name)
+        if name == "INBOX":
+            raise MailboxNameInvalid(name, "INBOX cannot be deleted")
+        if not self._exists(name):
+            raise KeyError(name)
+        self._cache.pop(name, None)
+        await super().delete_mailbox(name)
+
+    async def rename_mailbox(self, before: str, after: str) -> None:
+        before, after = mailbox_name_check(before), mailbox_name_check(after)
+        if before == "INBOX":
+            raise NotSupportedError("Renaming INBOX is not supported.")
+        if not self._exists(before):
+            raise KeyError(before)
+        if self._exists(after):
+            raise MailboxConflict(after)
+        if after.startswith(before + self.delimiter):
+            raise MailboxNameInvalid(after, "a folder cannot be moved into itself")
+        for name in [n for n in self._cache if n == before or n.startswith(before + "/")]:
+            del self._cache[name]
+        self._layout.rename_folder(before, after, self.delimiter)
+
     async def get_mailbox(self, name: str) -> MailboxData:
-        # Same as pymap's, with our MailboxData subclass.
+        # Same as pymap's, with names checked and our MailboxData subclass.
+        name = mailbox_name_check(name)
         if name == "INBOX":
             maildir = self._inbox_maildir
         else:
@@ -376,6 +556,18 @@ class MailplaneMailboxSet(MailboxSet):
             mbx = WatchedMailboxData(mailbox_id, maildir, path, self._config.idle_poll_interval)
             self._cache[name] = mbx
         return await mbx.reset()
+
+
+# Maildir unique names start "<seconds>.M<microseconds>P<pid>Q<counter>" (ours and the
+# stdlib's): the delivery time, to the microsecond, then the sequence within the process.
+_UNIQUE_NAME = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
+
+
+def _arrival_order(key: str) -> tuple[int, int, int, str]:
+    found = _UNIQUE_NAME.match(key)
+    if found is None:  # another writer's naming: after the recognised ones, by name
+        return (2**63, 0, 0, key)
+    return (int(found.group(1)), int(found.group(2)), int(found.group(3)), key)
 
 
 class WatchedMailboxData(MailboxData):
@@ -415,9 +607,25 @@ class WatchedMailboxData(MailboxData):
         stamp = self._stamp()
         if stamp == self._scanned and self._settled(stamp):
             return self
-        result = await super().reset()
+        # pymap's reset, with new messages numbered in arrival order: pymap numbers them
+        # in directory-listing order (hash order on ext4), which gave the oldest message of
+        # a folder UID 3. RFC 9051 §2.3.1.1: UIDs ascend in the order messages were added.
+        keys = await self._get_keys()
+        async with UidList.with_write(self._path) as uidl:
+            for rec in uidl.records:
+                keys.pop(rec.key, None)
+            for key in sorted(keys, key=_arrival_order):
+                filename = key + ":" + keys[key]
+                fields = {
+                    "E": str(ObjectId.random_email_id()),
+                    "T": str(ObjectId.random_thread_id()),
+                }
+                uidl.set(Record(uidl.next_uid, fields, filename))
+                uidl.next_uid += 1
+        self._uid_validity = uidl.uid_validity
+        self._next_uid = uidl.next_uid
         self._scanned = stamp
-        return result
+        return self
 
     async def _get_maildir_msg(self, uid: int) -> tuple[Record, MaildirMessage]:
         path = UidList.get_file(self._path)
@@ -509,3 +717,4 @@ class MailplaneBackend(BackendInterface):
 
     async def start(self, stack: AsyncExitStack) -> None:
         stack.callback(self._config.auth_executor.shutdown, wait=False)
+        stack.callback(self._config.search_executor.shutdown, wait=False)

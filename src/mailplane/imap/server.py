@@ -8,7 +8,12 @@ here add only what a public server needs and pymap leaves open:
 - read timeouts: short before login, 30 minutes after (RFC 9051 §5.4 autologout), ended
   with an untagged BYE;
 - a cap on non-synchronizing literals ({n+}, RFC 7888) that pymap would otherwise read
-  whole into memory before parsing, and on line length.
+  whole into memory before parsing, and on line length;
+- a bound on parenthesis nesting, checked before pymap's recursive parser runs (2,000
+  nested SEARCH keys raised RecursionError), and any parser exception answered BAD;
+- a guard around every command: an exception pymap does not turn into a response would
+  end the connection with BYE [SERVERBUG]; here it is a tagged NO [SERVERBUG] (RFC 5530
+  §3) and the connection, its selected mailbox and every other client carry on.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import ssl
 from asyncio import StreamReader, StreamWriter
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, closing
+from contextlib import AsyncExitStack, asynccontextmanager, closing, suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,20 +31,83 @@ from proxyprotocol.reader import ProxyProtocolReader
 from proxyprotocol.sock import SocketInfo
 from pymap.backend import backends
 from pymap.context import connection_exit, socket_info
+from pymap.exceptions import ResponseError
 from pymap.imap import IMAPConnection, IMAPServer
 from pymap.imap.state import ConnectionState
-from pymap.parsing.response import ResponseBye, ResponseCode, ResponseOk
+from pymap.parsing import Params
+from pymap.parsing.command import Command
+from pymap.parsing.commands import InvalidCommand
+from pymap.parsing.exceptions import NotParseable
+from pymap.parsing.response import (
+    CommandResponse,
+    ResponseBad,
+    ResponseBye,
+    ResponseCode,
+    ResponseNo,
+    ResponseOk,
+)
+from pymap.parsing.specials import Tag
+from pymap.parsing.state import ParsingInterrupt, ParsingState
+from pysasl.exception import AuthenticationError
 
 from mailplane.imap.backend import Login, MailplaneBackend, MailplaneConfig
+from mailplane.imap.names import modutf7_install
+from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
 
 # pymap's plug-in registry; `pymap mailplane` would find the backend here.
 backends.add("mailplane", MailplaneBackend)
+# pymap's modified UTF-7 decoder loops forever on an unterminated "&" shift.
+modutf7_install()
 
 # Before login only LOGIN/AUTHENTICATE arguments can arrive as literals: a few KB at most.
 PRE_AUTH_LITERAL_MAX = 4096
 TLS_HANDSHAKE_TIMEOUT = 10.0
+# Deepest parenthesis nesting accepted in a command line. Real clients nest SEARCH keys a
+# few levels; pymap's parser and search evaluation recurse once (or more) per level.
+MAX_NESTING = 32
+
+
+def nesting_depth(line: bytes) -> int:
+    """The deepest "(" nesting outside quoted strings (RFC 9051 §4.3), in one pass."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for byte in line:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                quoted = False
+        elif byte == 0x22:
+            quoted = True
+        elif byte == 0x28:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte == 0x29:
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def _refused(line: memoryview, params: Params, message: bytes) -> RefusedCommand:
+    # Without a tag the answer is untagged ("*"), as pymap answers a missing tag.
+    with suppress(NotParseable):
+        params = params.copy(tag=Tag.parse(line, params)[0].value)
+    return RefusedCommand(params, message)
+
+
+class RefusedCommand(InvalidCommand):
+    """A command line pymap could not parse safely: answered BAD with our message."""
+
+    def __init__(self, params: Params, message: bytes) -> None:
+        super().__init__(params, None)
+        self._message = message
+
+    @property
+    def message(self) -> bytes:
+        return self._message
 
 
 class _ByeSent(EOFError):
@@ -64,6 +132,23 @@ class MailplaneConnectionState(ConnectionState):
     async def do_greeting(self) -> ResponseOk:
         # pymap lets localhost clients log in without TLS; we do not (RFC 9051 §6.2.3).
         return ResponseOk(b"*", self.config.greeting, self.capability)
+
+    async def do_command(self, cmd: Command) -> CommandResponse:
+        """pymap's dispatch; what it leaves unanswered becomes a tagged NO, not a BYE."""
+        try:
+            return await super().do_command(cmd)
+        except (ResponseError, AuthenticationError, TimeoutError, ConnectionError, EOFError):
+            raise  # pymap's loop answers these itself
+        except UnsafeFolderPath as exc:
+            # The storage layer refused a path the name checks let through: a bug, but
+            # nothing was touched.
+            log.error("imap %s refused by storage: %s", cmd.command.decode(), exc)
+            return ResponseNo(cmd.tag, b"Invalid mailbox name.", ResponseCode.of(b"CANNOT"))
+        except RecursionError:
+            return ResponseBad(cmd.tag, b"Command nested too deeply.")
+        except Exception:
+            log.exception("imap command %s failed", cmd.command.decode(errors="replace"))
+            return ResponseNo(cmd.tag, b"Unexpected server error.", ResponseCode.of(b"SERVERBUG"))
 
 
 class MailplaneConnection(IMAPConnection):
@@ -95,6 +180,28 @@ class MailplaneConnection(IMAPConnection):
         self._bye_sent = True
         await self.write_response(ResponseBye(text, ResponseCode.of(code) if code else None))
         return _ByeSent()
+
+    async def read_command(self, state: ConnectionState) -> Command:
+        # pymap's read_command, with input that would crash its parser answered BAD.
+        line = await self.readline()
+        conts: list[memoryview] = []
+        while True:
+            params = self.params.copy(ParsingState(continuations=conts))
+            if nesting_depth(bytes(line)) > MAX_NESTING:
+                return _refused(line, params, b"Command nested too deeply.")
+            try:
+                cmd, _ = self.commands.parse(line, params)
+            except ParsingInterrupt as interrupt:
+                await self._interrupt(state, interrupt, conts)
+            except RecursionError:  # deep nesting inside a literal's continuation
+                return _refused(line, params, b"Command nested too deeply.")
+            except UnicodeError:  # e.g. a mailbox name that is not valid modified UTF-7
+                return _refused(line, params, b"Invalid modified UTF-7 in a mailbox name.")
+            except Exception:
+                log.exception("imap parser failed")
+                return _refused(line, params, b"Unparseable command.")
+            else:
+                return cmd
 
     async def readline(self) -> memoryview:
         try:

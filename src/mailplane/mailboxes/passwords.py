@@ -52,9 +52,7 @@ def password_problems(password: str, *, local_part: str, address: str) -> list[s
     if not any(c in SYMBOLS for c in password):
         problems.append(f"must contain a symbol ({SYMBOLS})")
     if password.startswith(FORMULA_PREFIXES):
-        problems.append(
-            "must not start with = + - or @ (a spreadsheet would read it as a formula)"
-        )
+        problems.append("must not start with = + - or @ (a spreadsheet would read it as a formula)")
     if "#" in password:
         problems.append("must not contain '#'")
     elif any(c not in _ALLOWED for c in password):

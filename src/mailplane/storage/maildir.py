@@ -7,9 +7,11 @@ protocol (https://cr.yp.to/proto/maildir.html).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
+import re
 import socket
 import sys
 import time
@@ -37,18 +39,69 @@ def mailbox_storage_path(*, organization_id: int, address: str) -> Path:
     return organization_storage_path(organization_id=organization_id) / address
 
 
+class UnsafeFolderPath(ValueError):
+    """A folder that would not be a Maildir++ folder directly inside the mailbox's root."""
+
+
+def maildir_folder_path(root: Path, parts: Sequence[str]) -> Path:
+    """The directory of folder `parts` (INBOX is `[]`), refusing anything outside `root`.
+
+    Maildir++ keeps every folder as one directory directly under the mailbox root, named
+    "." + the components joined with "." (a/b is `.a.b`). A component that is empty, holds a
+    "." or "/" or a control character could name the root itself (`""` → `.`), its parent
+    (`"."` → `..`) or another folder's subtree, so it is refused here, at the last step
+    before the file system, whatever the caller (pymap, delivery) passes. The result is
+    then checked again after resolving symbolic links.
+    """
+    if not parts:
+        return root
+    for part in parts:
+        if not isinstance(part, str) or not part or _UNSAFE_COMPONENT.search(part):
+            raise UnsafeFolderPath(f"unsafe folder name component: {part!r}")
+    name = "." + ".".join(parts)
+    if len(os.fsencode(name)) > _NAME_MAX:
+        raise UnsafeFolderPath(f"folder name too long: {len(name)} characters")
+    path = root / name
+    real_root = os.path.realpath(root)
+    if os.path.dirname(os.path.realpath(path)) != real_root:
+        raise UnsafeFolderPath(f"folder path leaves the mailbox: {path}")
+    return path
+
+
+# Components never hold the on-disk separator, a path separator or control characters;
+# lone surrogates (from a bad modified UTF-7 name) cannot be written as a file name.
+_UNSAFE_COMPONENT = re.compile(r"[./\x00-\x1f\x7f\ud800-\udfff]")
+_NAME_MAX = 255  # bytes in one directory name (NAME_MAX on Linux file systems)
+
+
+def _make_dir(path: Path) -> None:
+    """mkdir 0700 (mkdir(parents=True) would give the parents the umask's mode, often 0755)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+
+
 def _make_maildir(path: Path) -> None:
+    _make_dir(path)
     for sub in ("cur", "new", "tmp"):
-        (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_dir(path / sub)
 
 
 def maildir_ensure(*, organization_id: int, address: str) -> Path:
-    """Create the INBOX and the special folders if missing; return the mailbox root."""
+    """Create the INBOX and the special folders if missing; return the mailbox root.
+
+    Directories are 0700 and files 0600: mail is readable by the service's user only.
+    """
     root = mailbox_storage_path(organization_id=organization_id, address=address)
+    storage_root = root.parent.parent
+    storage_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_dir(root.parent)
     _make_maildir(root)
     for folder in SPECIAL_FOLDERS:
-        _make_maildir(root / f".{folder}")
-        (root / f".{folder}" / "maildirfolder").touch(exist_ok=True)
+        path = maildir_folder_path(root, [folder])
+        _make_maildir(path)
+        marker = path / "maildirfolder"
+        if not marker.exists():
+            os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
     return root
 
 
@@ -131,10 +184,12 @@ def maildir_deliver_many(items: Sequence[MaildirItem]) -> list[Path]:
                     organization_id=item.organization_id, address=item.address
                 )
             root = roots[key]
-            target = root if item.folder == "INBOX" else root / f".{item.folder}"
+            parts = [] if item.folder == "INBOX" else item.folder.split("/")
+            target = maildir_folder_path(root, parts)
             unique = _unique_name(len(item.raw))
             tmp_path = target / "tmp" / unique
-            handle = open(tmp_path, "xb")  # noqa: SIM115 - closed below, after the sync
+            fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            handle = open(fd, "wb")  # noqa: SIM115 - closed below, after the sync
             handles.append(handle)
             written.append((tmp_path, target / "new" / unique))
             handle.write(item.raw)

@@ -511,4 +511,3 @@ class SmarthostProvider:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-
