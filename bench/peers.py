@@ -10,7 +10,7 @@ as `postfix -c DIR`, Dovecot as `dovecot -c FILE`, OpenDKIM as `opendkim -x FILE
 
 from __future__ import annotations
 
-import crypt  # noqa: deprecated-module (SHA512-CRYPT hashes for Dovecot's passwd-file)
+import crypt  # SHA512-CRYPT hashes for the passwd-file (deprecated module, in 3.11 still)
 import os
 import pwd
 import shutil
@@ -345,7 +345,10 @@ class Dovecot:
         self.uid, self.gid = nobody.pw_uid, nobody.pw_gid
         (self.dir / "mail").mkdir()
         os.chown(self.dir / "mail", self.uid, self.gid)
-        lines = [f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_SHA512))}::::::" for u, p in users.items()]
+        lines = [
+            f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_SHA512))}::::::"
+            for u, p in users.items()
+        ]
         (self.dir / "users").write_text("\n".join(lines) + "\n")
         self.auth_socket = self.dir / "run" / "auth-client"
         cpus = os.cpu_count() or 1

@@ -48,9 +48,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import bench_account, bench_django
 from bench.peers import (
+    POSTFIX_ADDRESS,
     Dovecot,
     Postfix,
-    POSTFIX_ADDRESS,
     cpu_seconds,
     free_port,
     require_programs,
@@ -338,9 +338,7 @@ def main() -> int:
                         postfix.pids,
                     )
                 )
-            what = (
-                "submission, implicit TLS + AUTH" if mode == "tls" else "MX port, plaintext"
-            )
+            what = "submission, implicit TLS + AUTH" if mode == "tls" else "MX port, plaintext"
             print(f"{what}: {args.messages} x {args.size} B over {args.connections} connections")
             try:
                 closed = {}
@@ -364,7 +362,9 @@ def main() -> int:
                             rate=rate,
                         )
                     )
-                    _report(f"{t.name} open loop at {rate:.0f} msg/s", opened[t.name], args.connections)
+                    _report(
+                        f"{t.name} open loop at {rate:.0f} msg/s", opened[t.name], args.connections
+                    )
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -383,10 +383,11 @@ def main() -> int:
                 held = postfix.queued()
                 print(f"  postfix queued (on hold): {held}")
                 ours, theirs = closed["mailplane"], closed["postfix"]
+                p99_ours, p99_theirs = opened["mailplane"].pct(0.99), opened["postfix"].pct(0.99)
                 print(
                     f"  RATIO {mode}: mailplane / postfix = {ours.rate / theirs.rate:.2f}x "
                     f"msg/s (closed loop); CPU per msg {ours.cpu / theirs.cpu:.2f}x; open-loop "
-                    f"p99 {opened['mailplane'].pct(0.99):.0f} vs {opened['postfix'].pct(0.99):.0f} ms",
+                    f"p99 {p99_ours:.0f} vs {p99_theirs:.0f} ms",
                     flush=True,
                 )
                 postfix.run("postsuper", "-d", "ALL")
