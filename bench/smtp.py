@@ -55,6 +55,7 @@ from bench.peers import (
     free_port,
     require_programs,
     require_root,
+    rsa2048_sign_ms,
     wait_listening,
 )
 
@@ -305,7 +306,7 @@ def main() -> int:
         f"load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, "
         f"database {connection.vendor}"
     )
-    print(f"openssl speed rsa2048: {_rsa_sign_ms():.2f} ms per signature")
+    print(f"openssl speed rsa2048: {rsa2048_sign_ms():.2f} ms per signature")
     modes = ["plain", "tls"] if args.mode == "both" else [args.mode]
     failed = False
     try:
@@ -398,17 +399,6 @@ def main() -> int:
             dovecot.remove()
         dns.stop()
     return 1 if failed else 0
-
-
-def _rsa_sign_ms() -> float:
-    """One RSA-2048 signature, as `openssl speed rsa2048` times it (the machine's yardstick)."""
-    out = subprocess.run(
-        ["openssl", "speed", "-seconds", "1", "rsa2048"], capture_output=True, text=True
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("rsa 2048"):
-            return float(line.split()[3].rstrip("s")) * 1000
-    return float("nan")
 
 
 if __name__ == "__main__":
