@@ -393,6 +393,12 @@ default_process_limit = 4000
 default_client_limit = 8000
 default_vsz_limit = 1G
 imap_hibernate_timeout = 5s
+protocol imap {{
+  mail_max_userip_connections = 100000
+}}
+service anvil {{
+  client_limit = 10000
+}}
 service imap-login {{
   inet_listener imap {{
     port = 0
