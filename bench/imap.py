@@ -160,17 +160,22 @@ async def _idle_client(
     reader, writer = await asyncio.open_connection(server.host, server.port, ssl=_client_ctx())
 
     async def until(prefix: bytes) -> None:
+        last = b""
         while True:
             line = await reader.readline()
             if not line:
-                raise RuntimeError(f"{server.name} closed an IDLE client's connection")
+                raise RuntimeError(
+                    f"{server.name} closed an IDLE client's connection waiting for {prefix!r} "
+                    f"(last line {last!r})"
+                )
+            last = line
             if line.startswith(prefix):
                 if prefix != b"+" and not line.startswith(prefix + b"OK"):
                     raise RuntimeError(f"{server.name}: {line!r}")
                 return
 
     await reader.readline()
-    writer.write(f'a LOGIN {address} "{PASSWORD}"\r\n'.encode())
+    writer.write(f"a LOGIN {address} {PASSWORD}\r\n".encode())
     await until(b"a ")
     writer.write(b"b EXAMINE INBOX\r\n")
     await until(b"b ")
@@ -254,12 +259,13 @@ def imaptest_stress(server: Server, address: str, secs: int, clients: int) -> st
         timeout=secs + 120,
     )
     lines = (proc.stdout + proc.stderr).splitlines()
-    # The header (command names) and the "Totals" row that follows the run.
+    errors = sum(1 for line in lines if "Error" in line or "BAD" in line)
+    # After "Totals:" imaptest prints the command names and the count of each in the run.
     keep = [i for i, line in enumerate(lines) if line.startswith("Totals")]
-    if not keep:
-        return "\n".join(lines[-12:])
-    i = keep[-1]
-    return "\n".join(lines[max(0, i - 2) : i + 2])
+    tail = lines[keep[-1] + 1 :] if keep else lines[-12:]
+    return "\n".join(["    " + line for line in tail if line.strip()]) + (
+        f"\n    ({errors} error lines in imaptest's output, exit {proc.returncode})"
+    )
 
 
 def _copy_maildir(source: Path, dovecot: Dovecot, user: str) -> int:
