@@ -249,7 +249,9 @@ def imaptest_stress(server: Server, address: str, secs: int, clients: int) -> st
     )
     mbox = Path(tempfile.gettempdir()) / "mailplane-bench-imaptest.mbox"
     if not mbox.exists():
-        subprocess.run([sys.executable, str(IMAPTEST_MBOX), str(mbox)], check=True)
+        subprocess.run(
+            [sys.executable, str(IMAPTEST_MBOX), str(mbox)], check=True, capture_output=True
+        )
     proc = subprocess.run(
         [
             binary,
@@ -270,10 +272,16 @@ def imaptest_stress(server: Server, address: str, secs: int, clients: int) -> st
     )
     lines = (proc.stdout + proc.stderr).splitlines()
     errors = sum(1 for line in lines if "Error" in line or "BAD" in line)
-    # After "Totals:" imaptest prints the command names and the count of each in the run.
+    # After "Totals:" imaptest prints the command names and the count of each in the run;
+    # the line before it, the mean milliseconds per command.
     keep = [i for i, line in enumerate(lines) if line.startswith("Totals")]
-    tail = lines[keep[-1] + 1 :] if keep else lines[-12:]
-    return "\n".join(["    " + line for line in tail if line.strip()]) + (
+    if not keep:
+        tail = [f"no totals (exit {proc.returncode}):", *lines[-15:]]
+    else:
+        i = keep[-1]
+        tail = [line for line in lines[i + 1 :] if line.strip()]
+        tail += [line for line in lines[:i] if "ms/cmd avg" in line][-1:]
+    return "\n".join("    " + line for line in tail) + (
         f"\n    ({errors} error lines in imaptest's output, exit {proc.returncode})"
     )
 
