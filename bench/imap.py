@@ -392,6 +392,10 @@ def main() -> int:
             lambda a, raw: maildir_deliver(organization_id=org_id, address=a, raw=raw),
         )
         results["mailplane"] = run_all(ours, address, args)
+    except BaseException:
+        if dovecot:
+            dovecot.remove()  # created (files copied) before ours ran
+        raise
     finally:
         server.terminate()
         server.wait(10)
