@@ -107,10 +107,10 @@ class Served:
 def _tenant(svc: LiveService, dns: Any, name: str) -> Tenant:
     key = svc.cli("org", "create", "--name", name, "--email", f"ops@{name.lower()}.test")
     key = key.split()[-1]
-    relay = svc.request("GET", "/api/relay-servers/", key)[0]["id"]
+    relay = svc.request("GET", "/api/relay-servers/", key)["results"][0]["id"]
     domain = svc.verified_domain(key, dns, f"{name.lower()}.test", relay)["id"]
     project = svc.request("POST", "/api/projects/", key, {"name": "main"})["id"]
-    key_id = svc.request("GET", "/api/api-keys/", key)[0]["id"]
+    key_id = svc.request("GET", "/api/api-keys/", key)["results"][0]["id"]
     return Tenant(key=key, relay=relay, domain=domain, project=project, key_id=key_id)
 
 
