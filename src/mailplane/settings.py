@@ -138,6 +138,10 @@ SPECTACULAR_SETTINGS = {
     # Separate request and response components: read-only fields are required in
     # responses, absent from requests (what client generators need).
     "COMPONENT_SPLIT_REQUEST": True,
+    # `<id:…>` in routes (api/fields.py): ids from 1 to 2^63-1.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+    },
     # One named enum per set of choices (several are called `status` or `provider`).
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "mailplane.jobs.models.JobStatus",

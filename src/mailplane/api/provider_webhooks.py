@@ -42,6 +42,19 @@ class ReceiptSerializer(serializers.Serializer[Any]):
     in_flight = serializers.IntegerField(help_text="Still being recorded here (then 503).")
 
 
+class SendGridEventSerializer(serializers.Serializer[Any]):
+    """One event of SendGrid's batch (its other fields are read where they matter)."""
+
+    event = serializers.CharField(help_text="delivered, deferred, bounce, dropped, …")
+    email = serializers.CharField()
+    timestamp = serializers.IntegerField()
+    sg_event_id = serializers.CharField(required=False)
+    sg_message_id = serializers.CharField(required=False)
+    mailplane_recipient_id = serializers.CharField(
+        required=False, help_text="Our recipient id, sent as a custom arg."
+    )
+
+
 _RECEIPT = OpenApiResponse(ReceiptSerializer, description="Authentic.")
 _RESPONSES = {
     200: _RECEIPT,
@@ -80,7 +93,8 @@ class MailgunWebhookView(_ProviderWebhookView):
     @extend_schema(
         operation_id="webhook_mailgun",
         auth=[],
-        request=OpenApiTypes.OBJECT,
+        # The views have no parsers (the signature covers the raw body): name the type.
+        request={"application/json": OpenApiTypes.OBJECT},
         responses=_RESPONSES,
         parameters=[_RETRY_AFTER],
         description="Mailgun webhook (JSON) for a Mailgun relay server with "
@@ -97,7 +111,7 @@ class SendGridWebhookView(_ProviderWebhookView):
     @extend_schema(
         operation_id="webhook_sendgrid",
         auth=[],
-        request=serializers.ListField(child=serializers.DictField()),
+        request={"application/json": SendGridEventSerializer(many=True)},
         responses=_RESPONSES,
         parameters=[
             _RETRY_AFTER,
