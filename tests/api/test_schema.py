@@ -115,7 +115,9 @@ def _view_for(path: str) -> Any:
 def test_lists_are_described_as_pages():
     """Every list: ?limit=&offset=, and the page {count, next, previous, results}."""
     components = api_schema()["components"]["schemas"]
-    lists = [(p, op) for p, m, op in _operations() if m == "get" and p.endswith(("s/", "/mailbox/"))]
+    lists = [
+        (p, op) for p, m, op in _operations() if m == "get" and p.endswith(("s/", "/mailbox/"))
+    ]
     assert len(lists) == 8, [p for p, _ in lists]
     for path, op in lists:
         names = {p["name"] for p in op.get("parameters", [])}
