@@ -62,6 +62,15 @@ def test_bad_integer_query_parameter_is_400_naming_it(account, path, name, value
     assert list(error["details"]) == [name], error
 
 
+@pytest.mark.parametrize(("path", "name"), INTEGER_QUERY_PARAMETERS)
+def test_an_integer_parameter_given_twice_is_400_naming_it(account, path, name):
+    """schemathesis (issue 9) sent `?offset=<junk>&offset=`: Django reads the last value
+    only, so the junk went unseen and the list was served. Twice is ambiguous: a 400."""
+    for query in (f"{name}=abc&{name}=", f"{name}=1&{name}=1"):
+        error = _error(account.client.get(f"{path}?{query}"), 400)
+        assert error["details"] == {name: ["give this parameter once"]}, error
+
+
 @pytest.mark.parametrize(
     ("path", "name"), [(p, n) for p, n in INTEGER_QUERY_PARAMETERS if n != "page"]
 )

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from rest_framework.request import Request
 
+from mailplane.core.errors import ValidationFailed
 from mailplane.core.ids import MAX_ID, int_parse
 
 
 def optional_int_param(
     request: Request, name: str, *, minimum: int = 1, maximum: int = MAX_ID, noun: str = "an id"
 ) -> int | None:
-    """`?name=` as a bounded integer (an id by default); None when absent or empty."""
-    raw = request.query_params.get(name)
+    """`?name=` as a bounded integer (an id by default); None when absent or empty.
+
+    Given twice it is a 400: Django would read the last value and drop the others unseen.
+    """
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ValidationFailed.on(name, "give this parameter once")
+    raw = values[0] if values else None
     if raw in (None, ""):
         return None
     return int_parse(raw, name=name, minimum=minimum, maximum=maximum, noun=noun)

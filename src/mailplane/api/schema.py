@@ -5,7 +5,8 @@ module adds what every operation shares, so that no view can forget it:
 - the `Api-Key` security scheme (an authentication extension for ApiKeyAuthentication);
 - the error responses, all in the one error shape of api/errors.py: 401 and 429 where an
   API key is required, 404 where the path names an object, 400 where a body or query
-  parameters are read, 413 and 415 where a body is read;
+  parameters are read, 413 and 415 where a body is read, 414 where a query is read
+  (gunicorn's limit on the request line, answered in the same shape);
 - the `Retry-After` header of a 429.
 
 Views add the errors only they can give (403 limits, 409 duplicates) in their own
@@ -81,6 +82,7 @@ THROTTLED = error(
 NOT_FOUND = error("No such object in this account (another account's ids are not found too).")
 INVALID = error("Invalid input: `details` names each offending field or parameter.")
 TOO_LARGE = error("The request body is over the limit (`details.body` or `details.file`).")
+URI_TOO_LONG = error("The request line is over the web server's limit (query too long).")
 UNSUPPORTED = error("The body's Content-Type is not one this operation reads.")
 CONFLICT = error("A duplicate: the object already exists (`details` names the field).")
 LIMIT_REACHED = error("The plan's limit is reached, or the plan does not allow this.")
@@ -150,7 +152,11 @@ class AutoSchema(openapi.AutoSchema):
         if uritemplate.variables(self.path):
             errors.append((404, NOT_FOUND))
         if reads_body:
-            errors.extend([(413, TOO_LARGE), (415, UNSUPPORTED)])
+            errors.append((413, TOO_LARGE))
+        if reads_query:
+            errors.append((414, URI_TOO_LONG))
+        if reads_body:
+            errors.append((415, UNSUPPORTED))
         if self._requires_key():
             errors.append((429, THROTTLED))
         return errors
