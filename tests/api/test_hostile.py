@@ -131,8 +131,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "MAILPLANE_GODADDY_API_URL": "http://127.0.0.1:9",
     }
     with live_service(tmp_path_factory.mktemp("hostile"), "web", env=env) as (svc, dns):
-        victim = Victim(svc, _tenant(svc, dns, "Victim"))
-        served = Served(svc, _tenant(svc, dns, "Attacker"), _tenant(svc, dns, "Fuzzer"), victim)
+        # The three at once: each is a CLI process (a Django start) and a DKIM key, and
+        # one after another they were most of this module's setup on a loaded machine.
+        with ThreadPoolExecutor(3) as pool:
+            victim_tenant, attacker, fuzzer = pool.map(
+                lambda name: _tenant(svc, dns, name), ["Victim", "Attacker", "Fuzzer"]
+            )
+        victim = Victim(svc, victim_tenant)
+        served = Served(svc, attacker, fuzzer, victim)
         thread = threading.Thread(target=victim.run, name="victim", daemon=True)
         thread.start()
         try:
@@ -359,6 +365,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(served: Serv
     )
     # Its own key must survive the run: revoking it would turn every later call into 401.
     schema = schema.exclude(method="DELETE", path_regex=r"^/api/api-keys/")
+    # Routes served by the same code as others, walked once: /mailbox/ is
+    # /api/mailboxes/'s view, and PUT is PATCH on mailboxes and relay servers.
+    schema = schema.exclude(path_regex=r"^/mailbox/$")
+    schema = schema.exclude(method="PUT", path_regex=r"^/api/(mailboxes|relay-servers)/")
     walked = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -384,7 +394,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(served: Serv
                 # no body): there is no negative case to send.
                 if mode is not GenerationMode.NEGATIVE:
                     raise
-    assert len(walked) >= 20, walked  # every route of the URL table is in the schema
+    assert len(walked) >= 30, walked  # every route of the URL table is in the schema
 
 
 # --- Hypothesis: hostile bodies and query strings against every route -----------------

@@ -160,3 +160,15 @@ class AutoSchema(openapi.AutoSchema):
         if self._requires_key():
             errors.append((429, THROTTLED))
         return errors
+
+
+def integer_query_parameters_allow_empty(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: every integer query parameter (`limit`, `offset`, `project`,
+    `page`, …) is read by api/fields.py, which takes `?project=` as absent, so each one
+    says `allowEmptyValue: true` (OpenAPI 3.0.3 §4.7.12)."""
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter.get("in") == "query" and parameter["schema"].get("type") == "integer":
+                    parameter["allowEmptyValue"] = True
+    return result
