@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -83,3 +86,61 @@ def test_unknown_api_path_is_json_404(account):
     response = account.client.get("/api/nothing-here/")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+# --- secret-key rotation -------------------------------------------------------------
+
+OLD_KEY = "old-key-" + "o" * 40
+NEW_KEY = "new-key-" + "n" * 40
+OTHER_KEY = "other-key-" + "x" * 40
+
+
+def _status(secret: str) -> int:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    return client.get("/api/userinfo/").status_code
+
+
+def test_api_keys_survive_rotating_and_retiring_every_secret_key(make_account, secret_keys):
+    secret_keys(OLD_KEY)
+    account = make_account()
+    assert _status(account.key) == 200
+    secret_keys(NEW_KEY, OLD_KEY)  # rotated
+    assert _status(account.key) == 200
+    secret_keys(NEW_KEY)  # the old key retired: the digest never depended on it
+    assert _status(account.key) == 200
+    secret_keys(OTHER_KEY)  # and again
+    assert _status(account.key) == 200
+    assert _status(account.key + "x") == 401
+    stored = ApiKey.objects.get(organization=account.org).key_digest
+    assert stored.startswith("sha256:") and account.key not in stored
+
+
+@pytest.mark.parametrize("made_under", [OLD_KEY, NEW_KEY])
+def test_digests_of_the_keyed_scheme_match_under_any_key_and_are_upgraded_on_use(
+    make_account, secret_keys, made_under
+):
+    """Keys stored before the unkeyed digest: HMAC-SHA256 under whichever secret key was
+    the oldest then. They still work after a rotation, whichever key that was, and their
+    first use rewrites them, so retiring that key later breaks nothing."""
+    secret_keys(NEW_KEY, OLD_KEY)
+    account = make_account()
+    key = ApiKey.objects.get(organization=account.org)
+    legacy = hmac.new(made_under.encode(), account.key.encode(), hashlib.sha256).hexdigest()
+    ApiKey.objects.filter(pk=key.pk).update(key_digest=legacy)
+
+    assert _status(account.key + "x") == 401
+    assert ApiKey.objects.get(pk=key.pk).key_digest == legacy  # a wrong key upgrades nothing
+    assert _status(account.key) == 200
+    upgraded = ApiKey.objects.get(pk=key.pk).key_digest
+    assert upgraded != legacy and upgraded.startswith("sha256:")
+    secret_keys(OTHER_KEY)  # every key the digest was ever made under is gone
+    assert _status(account.key) == 200
+
+
+def test_keyed_digests_under_a_key_no_longer_configured_do_not_match(make_account, secret_keys):
+    secret_keys(NEW_KEY)
+    account = make_account()
+    legacy = hmac.new(OLD_KEY.encode(), account.key.encode(), hashlib.sha256).hexdigest()
+    ApiKey.objects.filter(organization=account.org).update(key_digest=legacy)
+    assert _status(account.key) == 401

@@ -9,7 +9,7 @@ decrypts to it. The rotation tests set MAILPLANE_SECRET_KEY the way an operator 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -136,22 +136,6 @@ def test_mailbox_creation_job_payload_is_ciphertext(account: Account) -> None:
 
 
 # --- key rotation ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def secret_keys(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """Configure the keys as an operator does, in MAILPLANE_SECRET_KEY, and rebuild the
-    settings from it as mailplane.settings does at start-up."""
-
-    def configure(*keys: str) -> None:
-        monkeypatch.setenv("MAILPLANE_SECRET_KEY", " , ".join(keys))
-        settings.SECRET_KEYS = config.secret_keys()
-        settings.SECRET_KEY = settings.SECRET_KEYS[0]
-        # The key ring is built once per process (it is on the login and export paths).
-        crypto._box.cache_clear()
-
-    yield configure
-    crypto._box.cache_clear()  # the restored settings' keys again
 
 
 def test_rotation_reads_old_rows_and_writes_with_the_new_key(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailplane.delivery.bounces import bounce_match, verp_address
+from mailplane.delivery.bounces import bounce_match, verp_address, verp_recipient_id
 from mailplane.delivery.worker import DeliveryWorker
 from mailplane.queue.models import DeliveryEvent, QueuedRecipient, Suppression
 
@@ -54,3 +54,30 @@ def test_forged_or_foreign_addresses_do_not_match(sender):
     assert bounce_match(forged, remote_dsn(forged)) is None
     assert bounce_match("alice@acme.test", b"") is None
     assert QueuedRecipient.objects.get(pk=row.pk).status == "queued"
+
+
+OLD_KEY = "old-key-" + "o" * 40
+NEW_KEY = "new-key-" + "n" * 40
+
+
+def test_bounces_of_mail_sent_before_a_key_rotation_still_match(sender, secret_keys, settings):
+    """A bounce comes back days after the send: a key rotation in between must not turn it
+    into unmatched mail. New mail is tagged with the newest key; retiring a key ends only
+    the tags made under it."""
+    # The keys the account's secrets were stored under stay configured (oldest).
+    stored = list(settings.SECRET_KEYS)
+    secret_keys(OLD_KEY, *stored)
+    message = sender.send("carol@dest.test")
+    row = QueuedRecipient.objects.get(message=message)
+    before = verp_address(recipient_id=row.pk, return_path_host="rp.acme.test")
+
+    secret_keys(NEW_KEY, OLD_KEY, *stored)
+    after = verp_address(recipient_id=row.pk, return_path_host="rp.acme.test")
+    assert after != before  # signed with the newest key
+    assert verp_recipient_id(after) == row.pk
+    assert bounce_match(before, remote_dsn(before)) == row.pk
+    assert QueuedRecipient.objects.get(pk=row.pk).status == "bounced"
+
+    secret_keys(NEW_KEY, *stored)  # the old key retired
+    assert verp_recipient_id(after) == row.pk
+    assert verp_recipient_id(before) is None

@@ -57,10 +57,50 @@ def test_two_random_states_give_two_delays() -> None:
 
 
 def test_jitter_stays_inside_the_configured_bounds() -> None:
-    # Past the cap and below the floor the jittered value is clamped, never beyond.
+    # At the floor and at the cap the spread is the part of ±20 % inside the bounds.
     rng = random.Random(7)
     assert all(MINIMUM <= delay(1, rng) <= MINIMUM * (1 + JITTER) for _ in range(200))
     assert all(MAXIMUM * (1 - JITTER) <= delay(30, rng) <= MAXIMUM for _ in range(200))
+
+
+# Draws at evenly spaced points of the random source: what any uniform source gives in the
+# limit, so these checks hold for every seed (and need none), exactly.
+GRID = [(i + 0.5) / 400 for i in range(400)]
+
+
+def _spread(attempts: int) -> list[float]:
+    return sorted(delay(attempts, value=u) for u in GRID)
+
+
+def _quarters(draws: list[float], low: float, high: float) -> list[int]:
+    width = (high - low) / 4
+    return [sum(low + q * width <= d < low + (q + 1) * width for d in draws) for q in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("attempts", "low", "high"),
+    [
+        (1, MINIMUM, MINIMUM * (1 + JITTER)),  # at the floor: upwards only
+        (4, MINIMUM * 8 * (1 - JITTER), MINIMUM * 8 * (1 + JITTER)),  # both ways
+        (30, MAXIMUM * (1 - JITTER), MAXIMUM),  # at the cap: downwards only
+    ],
+)
+def test_jitter_is_spread_evenly_with_no_pile_up_at_a_bound(
+    attempts: int, low: float, high: float
+) -> None:
+    """Clamped jitter sends every draw past the floor or cap to exactly it: half of the
+    messages deferred together would come back together. Removed jitter: all of them."""
+    draws = _spread(attempts)
+    assert len(set(draws)) == len(draws), "several draws give the same delay"
+    assert low <= draws[0] and draws[-1] <= high
+    assert draws[0] < low + (high - low) * 0.01 and draws[-1] > high - (high - low) * 0.01
+    assert _quarters(draws, low, high) == [100, 100, 100, 100]
+
+
+def test_jitter_between_the_bounds_goes_both_ways_around_the_backoff() -> None:
+    base = MINIMUM * 2**5
+    draws = _spread(6)
+    assert sum(d < base for d in draws) == sum(d > base for d in draws) == 200
 
 
 def test_recipients_deferred_together_are_retried_at_different_times(
@@ -79,10 +119,11 @@ def test_recipients_deferred_together_are_retried_at_different_times(
     rows = list(QueuedRecipient.objects.filter(message=message))
     assert {(r.status, r.attempts) for r in rows} == {("deferred", 1)}
     first = sorted((r.next_attempt_at - t0).total_seconds() for r in rows)
-    # The first retry is the floor plus up to 20 %: never earlier than the minimum (the
-    # draws below the centre are clamped to it, so about half come back at exactly 60 s).
+    # The first retry is the floor plus up to 20 %: never earlier than the minimum, and
+    # spread over all of it (none clamped to exactly 60 s).
     assert first[0] >= 60 and first[-1] <= 72
-    assert len(set(first)) > 10
+    assert len(set(first)) == len(first)
+    assert first[0] < 62 and first[-1] > 70
 
     # The second attempt for all of them (all due by then): the doubled delay, jittered.
     t1 = t0 + timedelta(seconds=73)

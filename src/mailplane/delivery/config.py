@@ -17,7 +17,9 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_HELO_NAME": "",  # default: the relay's helo_name, else the platform domain
     "DELIVERY_BATCH_SIZE": 1000,  # rows per claim: enough to batch per destination
     "DELIVERY_CONCURRENCY": 100,  # connections/requests in flight per worker
-    "DELIVERY_LEASE_SECONDS": 600,
+    # A claim's lease, renewed every third of it while the worker holds the rows: a dead
+    # worker's rows are due again within one lease (claims.py).
+    "DELIVERY_LEASE_SECONDS": 30.0,
     "DELIVERY_POLL_INTERVAL": 0.2,
     "DELIVERY_RETRY_MIN_SECONDS": 60,
     "DELIVERY_RETRY_MAX_SECONDS": 3600,

@@ -9,6 +9,8 @@ from datetime import timedelta
 
 from mailplane.delivery.config import conf
 
+JITTER = 0.2  # ± this fraction of the backoff
+
 
 def retry_delay(
     *,
@@ -18,9 +20,16 @@ def retry_delay(
     rng: Callable[[], float] = random.random,
 ) -> timedelta:
     """Delay after the `attempts`-th failed attempt (1-based): min·2^(n-1), capped at max,
-    with ±20 % jitter so messages deferred together do not come back together."""
+    with ±20 % jitter so messages deferred together do not come back together.
+
+    The jitter is drawn uniformly over the part of base·[0.8, 1.2] inside [min, max], not
+    drawn over the whole and then clamped: clamping would send every draw past a bound to
+    exactly that bound, so at the floor (every first retry) and at the cap (every late one)
+    half of the messages deferred together would come back at the same moment."""
     low = float(conf("DELIVERY_RETRY_MIN_SECONDS") if minimum is None else minimum)
     high = float(conf("DELIVERY_RETRY_MAX_SECONDS") if maximum is None else maximum)
     base = min(high, low * 2 ** max(0, attempts - 1))
-    jittered = base * (0.8 + 0.4 * rng())
-    return timedelta(seconds=max(low, min(high, jittered)))
+    start, end = max(low, base * (1 - JITTER)), min(high, base * (1 + JITTER))
+    if start >= end:  # min == max: no room to spread
+        return timedelta(seconds=base)
+    return timedelta(seconds=start + (end - start) * rng())

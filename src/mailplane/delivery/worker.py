@@ -3,7 +3,8 @@
 Database work (claims, checklist, records) runs on one dedicated thread, since the ORM is
 synchronous; network work runs on the event loop. `run_once` does one pass synchronously
 (tests, benchmarks); `run_forever` is the service, keeping a bounded window of recipients
-in flight and claiming more as slots free up (Postfix qmgr's "active queue").
+in flight and claiming more as slots free up (Postfix qmgr's "active queue"), and renewing
+the lease on every row it holds (claimed, not yet recorded) on a heartbeat of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from django.db import connections
 from django.utils import timezone
 
-from mailplane.delivery.claims import recipients_claim
+from mailplane.delivery.claims import recipients_claim, recipients_renew
 from mailplane.delivery.config import conf
 from mailplane.delivery.limits import destination_slots
 from mailplane.delivery.processor import (
@@ -87,6 +88,9 @@ class DeliveryWorker:
         self.concurrency = concurrency or int(conf("DELIVERY_CONCURRENCY"))
         self.rng = rng
         self._providers: dict[tuple[int, Any], Provider] = {}
+        # Rows whose lease ran out and another worker took (the heartbeat finds them): not
+        # sent from here any more, the new owner sends and records them.
+        self._lost: set[int] = set()
 
     # -- synchronous steps (database thread) ----------------------------------------------
 
@@ -98,6 +102,12 @@ class DeliveryWorker:
             limit=limit or self.batch_size,
             lease=self.lease,
             now=now or timezone.now(),
+        )
+
+    def renew(self, ids: set[int], *, now: datetime | None = None) -> set[int]:
+        """Extend the lease on the held rows `ids`; return those no longer ours."""
+        return recipients_renew(
+            worker_id=self.worker_id, ids=ids, lease=self.lease, now=now or timezone.now()
         )
 
     def prepare(
@@ -143,6 +153,10 @@ class DeliveryWorker:
         self, provider: Provider, chunk: list[Job], slots: asyncio.Semaphore
     ) -> list[Outcome]:
         async with slots:
+            # Checked once the send can start: a chunk may have waited for a slot a while.
+            chunk = [job for job in chunk if job.row.pk not in self._lost]
+            if not chunk:
+                return []
             try:
                 results = await provider.send([j.envelope for j in chunk])
             except Exception as exc:  # a provider bug must not lose the claim's outcome
@@ -158,7 +172,10 @@ class DeliveryWorker:
     # -- one pass, synchronously ----------------------------------------------------------------
 
     def run_once(self, *, now: datetime | None = None) -> int:
-        """Claim one batch, deliver it and record it; return how many recipients it held."""
+        """Claim one batch, deliver it and record it; return how many recipients it held.
+
+        No heartbeat here (tests drive it on one database connection): a pass must end
+        within the lease, or another worker may take its rows. The service renews."""
         rows = self.claim(now=now)
         done, jobs = self.prepare(rows)
         if jobs:
@@ -178,6 +195,9 @@ class DeliveryWorker:
     async def run_forever(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
+        # The heartbeat has its own thread (and database connection): a long claim or record
+        # on the database thread must not delay a renewal past the lease.
+        beat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-lease")
 
         async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             return await loop.run_in_executor(db, functools.partial(fn, *args, **kwargs))
@@ -190,6 +210,31 @@ class DeliveryWorker:
         tasks: set[asyncio.Task[None]] = set()
         wake = asyncio.Event()
         poll = float(conf("DELIVERY_POLL_INTERVAL"))
+        # Rows claimed and not yet recorded: the heartbeat keeps their lease.
+        held: set[int] = set()
+        lost = self._lost
+        lost.clear()
+
+        async def heartbeat() -> None:
+            """Renew every third of a lease, so two missed beats still keep the claim. On
+            the event loop, so that a wedged loop stops renewing and its rows move on."""
+            every = self.lease.total_seconds() / 3
+            while True:
+                await asyncio.sleep(every)
+                ids = set(held)
+                if not ids:
+                    continue
+                try:
+                    gone = await loop.run_in_executor(beat, self.renew, ids)
+                except Exception:  # the next beat retries; the lease has room for it
+                    log.exception("lease renewal failed")
+                    continue
+                # Recorded meanwhile (no longer held) is not lost; taken by another worker is.
+                gone &= held
+                if gone:
+                    log.warning("lost the claim on %d recipients to another worker", len(gone))
+                    lost.update(gone)
+                    held.difference_update(gone)
 
         async def deliver(provider: Provider, chunk: list[Job], key: tuple[int, str]) -> None:
             nonlocal in_flight
@@ -203,30 +248,48 @@ class DeliveryWorker:
                 finished.extend(outcomes)
             except Exception:
                 log.exception("delivery task failed; its rows wait for the lease to expire")
+                held.difference_update(job.row.pk for job in chunk)
                 raise
             finally:
                 in_flight -= len(chunk)
                 wake.set()
 
-        log.info("delivery worker %s started", self.worker_id)
+        async def record(batch: list[Outcome]) -> None:
+            await call(self.record, batch)
+            done = {o.row.pk for o in batch}
+            held.difference_update(done)
+            lost.difference_update(done)
+
+        log.info("delivery worker %s started (lease %s)", self.worker_id, self.lease)
+        renewing = asyncio.create_task(heartbeat())
         try:
             while not stop.is_set():
                 if finished:
                     batch, finished = finished, []
-                    await call(self.record, batch)
+                    await record(batch)
                 room = window - in_flight
-                rows = await call(self.claim, limit=min(self.batch_size, room)) if room > 0 else []
+                claimed = (
+                    await call(self.claim, limit=min(self.batch_size, room)) if room > 0 else []
+                )
+                # A row we still hold can only come back if its lease ran out unnoticed
+                # (the claim just renewed it): it is in flight here already.
+                rows = [r for r in claimed if r.pk not in held]
+                held.update(r.pk for r in rows)
                 if rows:
                     done, jobs = await call(self.prepare, rows, sign=False)
                     finished.extend(done)
+                    # Every row is an outcome or a job; one that is neither must not be
+                    # renewed for ever (it would never be tried again while we live).
+                    accounted = {o.row.pk for o in done} | {j.row.pk for j in jobs}
+                    held.difference_update(r.pk for r in rows if r.pk not in accounted)
                     for provider, chunk in self._groups(jobs):
                         in_flight += len(chunk)
                         key = (chunk[0].row.message.relay_server_id or 0, chunk[0].row.rcpt_domain)
                         task = asyncio.create_task(deliver(provider, chunk, key))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
-                    if len(rows) == min(self.batch_size, room):
-                        continue  # probably more due: claim again at once
+                if claimed and len(claimed) == min(self.batch_size, room):
+                    continue  # probably more due: claim again at once
                 # Idle (or window full): sleep until a send finishes, stop, or the poll tick.
                 wake.clear()
                 waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -237,9 +300,13 @@ class DeliveryWorker:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if finished:
-                await call(self.record, finished)
+                await record(finished)
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
             await destinations.close()
             await providers_close(self._providers.values())
             await call(connections.close_all)
+            await loop.run_in_executor(beat, connections.close_all)
+            beat.shutdown(wait=True)
             db.shutdown(wait=True)
             log.info("delivery worker %s stopped", self.worker_id)

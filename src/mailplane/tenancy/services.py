@@ -71,13 +71,27 @@ def api_key_revoke(*, organization: Organization, key_id: int) -> ApiKey:
 
 
 def api_key_authenticate(*, secret: str) -> ApiKey | None:
+    """The live key whose digest `secret` has, or None.
+
+    Keys made before the unkeyed digest (crypto.digest) carry an HMAC under some secret
+    key: they match under any configured key, and are upgraded in place on that first use,
+    so once every key has been used the secret keys can rotate and retire freely."""
+    current = crypto.digest(secret)
     key = (
         ApiKey.objects.select_related("organization", "organization__owner")
-        .filter(key_digest=crypto.digest(secret), revoked_at=None, organization__is_active=True)
+        .filter(
+            key_digest__in=[current, *crypto.legacy_digests(secret)],
+            revoked_at=None,
+            organization__is_active=True,
+        )
         .first()
     )
     if key is None:
         return None
+    if key.key_digest != current:
+        # Conditional: a concurrent request doing the same upgrade changes nothing twice.
+        ApiKey.objects.filter(pk=key.pk, key_digest=key.key_digest).update(key_digest=current)
+        key.key_digest = current
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
