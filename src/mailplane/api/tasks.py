@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -59,7 +60,7 @@ class TaskSerializer(serializers.Serializer[Any]):
 
 class TaskDetailView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("task_id", str, OpenApiParameter.PATH)],
+        parameters=[OpenApiParameter("task_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
         responses=TaskSerializer,
     )
     def get(self, request: Request, task_id: str) -> Response:
