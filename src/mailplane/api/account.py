@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BOUNDED_FIELD_MAPPING
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.tenancy.models import ApiKey
 from mailplane.tenancy.selectors import organization_mail_hosts
@@ -85,6 +86,8 @@ class UserInfoView(APIView):
 
 
 class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+    serializer_field_mapping = BOUNDED_FIELD_MAPPING
+
     class Meta:
         model = ApiKey
         fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import LIMIT_REACHED, TaskStartedSerializer
 from mailplane.core.errors import NotFound
@@ -58,7 +59,7 @@ class DnsProviderSerializer(serializers.ModelSerializer[DnsProviderConnection]):
 
 
 class DnsProviderCreateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=200)
+    name = BoundedCharField(max_length=200)
     provider = serializers.ChoiceField(choices=DnsProviderKind.choices)
     credentials = serializers.DictField(
         help_text='Cloudflare: `{"api_token"}`; GoDaddy: `{"api_key", "api_secret"}`.'
@@ -66,7 +67,7 @@ class DnsProviderCreateSerializer(serializers.Serializer[Any]):
 
 
 class DnsProviderUpdateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=200, required=False)
+    name = BoundedCharField(max_length=200, required=False)
     credentials = serializers.DictField(required=False)
 
 

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
-from mailplane.api.fields import optional_int_param
+from mailplane.api.fields import BoundedCharField, optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT
 from mailplane.core.ids import MAX_ID, id_or_none
@@ -112,7 +112,7 @@ class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
 
 
 class DomainCreateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=253)
+    name = BoundedCharField(max_length=253)
     relay_server = _OwnedField(RelayServer)
     project = _OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True, default="")

@@ -10,12 +10,14 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BOUNDED_FIELD_MAPPING
 from mailplane.api.schema import CONFLICT
 from mailplane.core.errors import Conflict
 from mailplane.projects.models import Project
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):
+    serializer_field_mapping = BOUNDED_FIELD_MAPPING
     mailboxes = serializers.IntegerField(source="mailboxes.count", read_only=True)
     domains = serializers.IntegerField(source="domains.count", read_only=True)
 

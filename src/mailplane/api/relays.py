@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.relays.schemas import mask_credentials
@@ -38,7 +39,7 @@ class RelayServerSerializer(serializers.ModelSerializer[RelayServer]):
 
 
 class RelayServerUpdateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(required=False, max_length=200)
+    name = BoundedCharField(required=False, max_length=200)
     status = serializers.ChoiceField(choices=RelayStatus.choices, required=False)
     configuration = serializers.DictField(required=False)
     credentials = serializers.DictField(required=False)
