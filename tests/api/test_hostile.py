@@ -31,7 +31,6 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
     content_type_conformance,
-    negative_data_rejection,
     not_a_server_error,
     response_headers_conformance,
     response_schema_conformance,
@@ -340,21 +339,24 @@ def test_passwords_starting_like_a_formula_are_refused(served: Served):
 # --- schemathesis against the served schema ------------------------------------------
 
 
+# Not negative_data_rejection: DRF coerces by design (`1` and `"true"` for a boolean, a
+# number for a string; form-encoded bodies hold only strings), so it fails on input DRF
+# documents as valid. It found two real gaps, now fixed and tested in test_bad_input.py:
+# a query parameter given twice, and max_length measured after trimming.
 CONFORMANCE = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
-    negative_data_rejection,
 ]
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(served: Served):
     """schemathesis makes valid and invalid requests (its positive and negative modes) for
     every operation of the served schema: no 5xx, a bounded reply, and every reply as the
-    schema describes it (status code, content type, headers, body); invalid data is
-    refused with a 4xx (issue 9: the schema is complete enough to hold the server to it).
+    schema describes it: status code, content type, headers, body (issue 9: the schema is
+    complete enough to hold the server to it).
 
     (Operations are walked here rather than through schemathesis' pytest plugin, whose
     lazy loader does not run on pytest 9.)
