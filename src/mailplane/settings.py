@@ -104,7 +104,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "mailplane.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "mailplane.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "mailplane.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -116,16 +116,47 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Mailplane API",
-    "DESCRIPTION": "Management and sending API. Authenticate with `Authorization: Api-Key <key>`.",
+    "DESCRIPTION": (
+        "Management and sending API, compatible with the Mission Inbox API.\n\n"
+        "- Authenticate with `Authorization: Api-Key <key>`.\n"
+        "- Every list takes `?limit=&offset=` and answers "
+        '`{"count", "next", "previous", "results"}`.\n'
+        '- Every error is `{"error": {"code", "message", "details"}}`; `details` maps '
+        "each offending field or parameter to its messages. 400: invalid input; 401: no "
+        "or a wrong key; 403: a plan limit; 404: not in this account; 409: a duplicate; "
+        "413: body too large; 429: too many wrong keys (`Retry-After`).\n"
+        "- Asynchronous work answers 202 `{task_id}`: poll `GET /api/tasks/{task_id}/` "
+        "until `status` is `success` or `failure`."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Tags (and operation ids) from the resource name after /api/.
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "mailplane.api.schema.integer_query_parameters_allow_empty",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "Authorization"}}
+    # Separate request and response components: read-only fields are required in
+    # responses, absent from requests (what client generators need).
+    "COMPONENT_SPLIT_REQUEST": True,
+    # `<id:…>` in routes (api/fields.py): ids from 1 to 2^63-1.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
     },
-    "SECURITY": [{"ApiKey": []}],
+    # One named enum per set of choices (several are called `status` or `provider`).
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "mailplane.jobs.models.JobStatus",
+        "MailboxStatusEnum": "mailplane.mailboxes.models.MailboxStatus",
+        "RelayProviderEnum": "mailplane.relays.models.Provider",
+        "RelayStatusEnum": "mailplane.relays.models.RelayStatus",
+        "RecipientStatusEnum": "mailplane.queue.models.RecipientStatus",
+        "RecordStatusEnum": "mailplane.domains.models.RecordStatus",
+        "DnsProviderKindEnum": "mailplane.dnsproviders.models.DnsProviderKind",
+        "DnsProviderStatusEnum": "mailplane.dnsproviders.models.ConnectionStatus",
+    },
 }
 
 # Celery. Embedded mode uses kombu's file-system transport: no broker server to run.
@@ -193,6 +224,9 @@ MAILPLANE: dict[str, Any] = {
         p.strip() for p in os.environ.get("MAILPLANE_TRUSTED_PROXIES", "").split(",") if p.strip()
     ],
     "BULK_CSV_MAX_ROWS": config.env_int("MAILPLANE_BULK_CSV_MAX_ROWS", 10_000),
+    # Mailbox lists and details show each password, as the compatible service's do (its
+    # clients read them there); false shows null (the CSV exports still carry them).
+    "API_SHOW_PASSWORDS": config.env_bool("MAILPLANE_API_SHOW_PASSWORDS", True),
     # DNS-provider APIs (dnsproviders/): base URLs, and seconds per request.
     "CLOUDFLARE_API_URL": os.environ.get(
         "MAILPLANE_CLOUDFLARE_API_URL", "https://api.cloudflare.com/client/v4"

@@ -65,7 +65,7 @@ def test_key_management_endpoints(account):
     created = account.client.post("/api/api-keys/", {"name": "ci"}, format="json")
     assert created.status_code == 201
     new_key = created.json()["key"]
-    listing = account.client.get("/api/api-keys/").json()
+    listing = account.client.get("/api/api-keys/").json()["results"]
     assert {k["name"] for k in listing} == {"test", "ci"}
     assert all("key" not in k for k in listing)  # shown once, at creation only
     other = APIClient()

@@ -62,6 +62,15 @@ def test_bad_integer_query_parameter_is_400_naming_it(account, path, name, value
     assert list(error["details"]) == [name], error
 
 
+@pytest.mark.parametrize(("path", "name"), INTEGER_QUERY_PARAMETERS)
+def test_an_integer_parameter_given_twice_is_400_naming_it(account, path, name):
+    """schemathesis (issue 9) sent `?offset=<junk>&offset=`: Django reads the last value
+    only, so the junk went unseen and the list was served. Twice is ambiguous: a 400."""
+    for query in (f"{name}=abc&{name}=", f"{name}=1&{name}=1"):
+        error = _error(account.client.get(f"{path}?{query}"), 400)
+        assert error["details"] == {name: ["give this parameter once"]}, error
+
+
 @pytest.mark.parametrize(
     ("path", "name"), [(p, n) for p, n in INTEGER_QUERY_PARAMETERS if n != "page"]
 )
@@ -218,3 +227,27 @@ def test_unreadable_content_length_is_not_a_500(account, path):
     )
     assert 400 <= response.status_code < 500, response.content[:300]
     assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+@pytest.mark.parametrize(
+    ("path", "limit", "extra"),
+    [
+        ("/api/api-keys/", 100, {}),
+        ("/api/projects/", 200, {}),
+        (
+            "/api/dns-providers/",
+            200,
+            {"provider": "cloudflare", "credentials": {"api_token": "t" * 40}},
+        ),
+    ],
+)
+def test_max_length_holds_for_the_text_as_sent(account, path, limit, extra):
+    """DRF measured names after trimming whitespace, so one over the schema's maxLength
+    passed when it began with a tab (schemathesis, issue 9). Trimming still applies."""
+    over = account.client.post(path, {"name": "\t" + "x" * limit, **extra}, format="json")
+    assert list(_error(over, 400)["details"]) == ["name"]
+    fits = account.client.post(
+        path, {"name": "  " + "y" * (limit - 4) + "  ", **extra}, format="json"
+    )
+    assert fits.status_code == 201, fits.content
+    assert fits.json()["name"] == "y" * (limit - 4)

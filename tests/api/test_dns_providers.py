@@ -265,7 +265,7 @@ def test_another_accounts_connection_cannot_be_used(account, other_account):
         400,
         "dns_provider",
     )
-    assert error["details"]["dns_provider"] == ["DNS-provider connection not found"]
+    assert error["details"]["dns_provider"] == [f"DNS-provider connection {theirs['id']} not found"]
     refused = account.client.post(
         "/api/domains/",
         {"name": "other.test", "relay_server": account.relay.pk, "dns_provider": theirs["id"]},

@@ -29,7 +29,13 @@ from django.urls import URLPattern
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.generation import GenerationMode
 
 from mailplane.api import urls as api_urls
@@ -107,10 +113,10 @@ class Served:
 def _tenant(svc: LiveService, dns: Any, name: str) -> Tenant:
     key = svc.cli("org", "create", "--name", name, "--email", f"ops@{name.lower()}.test")
     key = key.split()[-1]
-    relay = svc.request("GET", "/api/relay-servers/", key)[0]["id"]
+    relay = svc.request("GET", "/api/relay-servers/", key)["results"][0]["id"]
     domain = svc.verified_domain(key, dns, f"{name.lower()}.test", relay)["id"]
     project = svc.request("POST", "/api/projects/", key, {"name": "main"})["id"]
-    key_id = svc.request("GET", "/api/api-keys/", key)[0]["id"]
+    key_id = svc.request("GET", "/api/api-keys/", key)["results"][0]["id"]
     return Tenant(key=key, relay=relay, domain=domain, project=project, key_id=key_id)
 
 
@@ -124,8 +130,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "MAILPLANE_GODADDY_API_URL": "http://127.0.0.1:9",
     }
     with live_service(tmp_path_factory.mktemp("hostile"), "web", env=env) as (svc, dns):
-        victim = Victim(svc, _tenant(svc, dns, "Victim"))
-        served = Served(svc, _tenant(svc, dns, "Attacker"), _tenant(svc, dns, "Fuzzer"), victim)
+        # The three at once: each is a CLI process (a Django start) and a DKIM key, and
+        # one after another they were most of this module's setup on a loaded machine.
+        with ThreadPoolExecutor(3) as pool:
+            victim_tenant, attacker, fuzzer = pool.map(
+                lambda name: _tenant(svc, dns, name), ["Victim", "Attacker", "Fuzzer"]
+            )
+        victim = Victim(svc, victim_tenant)
+        served = Served(svc, attacker, fuzzer, victim)
         thread = threading.Thread(target=victim.run, name="victim", daemon=True)
         thread.start()
         try:
@@ -327,13 +339,27 @@ def test_passwords_starting_like_a_formula_are_refused(served: Served):
 # --- schemathesis against the served schema ------------------------------------------
 
 
-def test_schemathesis_finds_no_server_error(served: Served):
-    """schemathesis makes valid and invalid requests (its positive and negative modes) for
-    every operation of the served schema: no 5xx and a bounded reply for each.
+# Not negative_data_rejection: DRF coerces by design (`1` and `"true"` for a boolean, a
+# number for a string; form-encoded bodies hold only strings), so it fails on input DRF
+# documents as valid. It found two real gaps, now fixed and tested in test_bad_input.py:
+# a query parameter given twice, and max_length measured after trimming.
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
-    Conformance checks wait for issue 9 (the schema is incomplete); not_a_server_error
-    and the reply time are required now. (Operations are walked here rather than through
-    schemathesis' pytest plugin, whose lazy loader does not run on pytest 9.)
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(served: Served):
+    """schemathesis makes valid and invalid requests (its positive and negative modes) for
+    every operation of the served schema: no 5xx, a bounded reply, and every reply as the
+    schema describes it: status code, content type, headers, body (issue 9: the schema is
+    complete enough to hold the server to it).
+
+    (Operations are walked here rather than through schemathesis' pytest plugin, whose
+    lazy loader does not run on pytest 9.)
     """
     schema = schemathesis.openapi.from_url(f"{served.svc.base}/api/schema/", timeout=30)
     schema.config.update(
@@ -341,6 +367,10 @@ def test_schemathesis_finds_no_server_error(served: Served):
     )
     # Its own key must survive the run: revoking it would turn every later call into 401.
     schema = schema.exclude(method="DELETE", path_regex=r"^/api/api-keys/")
+    # Routes served by the same code as others, walked once: /mailbox/ is
+    # /api/mailboxes/'s view, and PUT is PATCH on mailboxes and relay servers.
+    schema = schema.exclude(path_regex=r"^/mailbox/$")
+    schema = schema.exclude(method="PUT", path_regex=r"^/api/(mailboxes|relay-servers)/")
     walked = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -356,7 +386,7 @@ def test_schemathesis_finds_no_server_error(served: Served):
             @given(case=operation.as_strategy(generation_mode=mode))
             def call(case: Any) -> None:
                 started = time.monotonic()
-                case.call_and_validate(checks=[not_a_server_error], timeout=REPLY_BOUND)
+                case.call_and_validate(checks=CONFORMANCE, timeout=REPLY_BOUND)
                 assert time.monotonic() - started < REPLY_BOUND, case
 
             try:
@@ -366,7 +396,7 @@ def test_schemathesis_finds_no_server_error(served: Served):
                 # no body): there is no negative case to send.
                 if mode is not GenerationMode.NEGATIVE:
                     raise
-    assert len(walked) >= 20, walked  # every route of the URL table is in the schema
+    assert len(walked) >= 30, walked  # every route of the URL table is in the schema
 
 
 # --- Hypothesis: hostile bodies and query strings against every route -----------------

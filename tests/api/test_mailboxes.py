@@ -84,7 +84,7 @@ def test_task_reports_failure_with_reason_when_limit_hit_in_worker(
     ("overrides", "field"),
     [
         ({"email": ""}, "email"),
-        ({"email": "john@acme.test"}, "email"),
+        ({"email": "john@other.test"}, "email"),  # a full address of another domain
         ({"email": "john..doe"}, "email"),
         ({"email": "x" * 65}, "email"),
         ({"password": "short1!A"}, "password"),
@@ -132,15 +132,34 @@ def test_non_object_body_and_malformed_json_are_400(account):
     assert response.json()["error"]["code"] == "parse_error"
 
 
-def test_duplicate_address_is_400(account):
+def test_duplicates_are_409_for_mailboxes_as_for_domains_and_projects(account):
+    """One status for a conflict: a mailbox, a domain or a project that exists is a 409
+    `conflict` naming the field (issue 9: a duplicate mailbox was a 400)."""
     from mailplane.mailboxes.services import mailbox_create, mailbox_validate
 
     domain = verified_domain(account)
     spec = mailbox_validate(organization=account.org, data=_payload(account, domain))
     mailbox_create(organization=account.org, spec=spec)
-    response = account.client.post("/api/mailboxes/", _payload(account, domain), format="json")
-    assert response.status_code == 400
-    assert "already exists" in response.json()["error"]["details"]["email"][0]
+    for email in ("john.doe", "John.Doe@acme.test"):
+        response = account.client.post(
+            "/api/mailboxes/", _payload(account, domain, email=email), format="json"
+        )
+        assert response.status_code == 409, response.content
+        error = response.json()["error"]
+        assert error["code"] == "conflict"
+        assert "john.doe@acme.test already exists" in error["details"]["email"][0]
+    # An otherwise bad request is still the 400 that names every bad field.
+    bad = account.client.post(
+        "/api/mailboxes/", _payload(account, domain, reply_to="nope"), format="json"
+    )
+    assert bad.status_code == 400 and "reply_to" in bad.json()["error"]["details"]
+    again = account.client.post(
+        "/api/domains/", {"name": "acme.test", "relay_server": account.relay.pk}, format="json"
+    )
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+    account.client.post("/api/projects/", {"name": "p"}, format="json")
+    project = account.client.post("/api/projects/", {"name": "p"}, format="json")
+    assert project.status_code == 409 and "name" in project.json()["error"]["details"]
 
 
 def _create(account, domain, local_part, project=None):

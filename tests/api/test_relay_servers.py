@@ -23,14 +23,14 @@ def _mailgun(account):
 
 def test_list_shows_only_own_servers_with_masked_credentials(account, other_account):
     server = _mailgun(account)
-    listing = account.client.get("/api/relay-servers/").json()
+    listing = account.client.get("/api/relay-servers/").json()["results"]
     assert [s["provider"] for s in listing] == ["missioninbox", "mailgun"]
     shown = next(s for s in listing if s["id"] == server.pk)
     assert shown["configuration"] == {"domain": "mg.acme.test", "region": "eu"}
     assert shown["credentials"] == {"api_key": "****cdef"}
     assert "key-1234567890abcdef" not in json.dumps(listing)
     assert server.pk not in [
-        s["id"] for s in other_account.client.get("/api/relay-servers/").json()
+        s["id"] for s in other_account.client.get("/api/relay-servers/").json()["results"]
     ]
 
 

@@ -34,7 +34,7 @@ def service(tmp_path: Path) -> Iterator[tuple[LiveService, DnsServer]]:
 
 def _create_mailboxes(svc: LiveService, dns: DnsServer) -> tuple[str, dict[str, str]]:
     key = svc.cli("org", "create", "--name", "Round Trip", "--email", "ops@rt.test").split()[-1]
-    relay = svc.request("GET", "/api/relay-servers/", key)[0]
+    relay = svc.request("GET", "/api/relay-servers/", key)["results"][0]
     domain = svc.verified_domain(key, dns, "roundtrip.test", relay["id"])
     addresses = {}
     for local, password in PASSWORDS.items():

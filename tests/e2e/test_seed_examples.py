@@ -43,7 +43,7 @@ def test_seed_fetch_examples_run_unchanged(
         .strip()
         .splitlines()[-1]
     )
-    relay = svc.request("GET", "/api/relay-servers/", key)[0]
+    relay = svc.request("GET", "/api/relay-servers/", key)["results"][0]
     project = svc.request("POST", "/api/projects/", key, {"name": "Seeds"})
     domain = svc.verified_domain(key, dns, "yourdomain.com", relay["id"])
 
@@ -66,7 +66,7 @@ def test_seed_fetch_examples_run_unchanged(
             item = json.loads(line)
             steps[item["step"]] = item["value"]
 
-    assert [s["provider"] for s in steps["servers"]] == ["missioninbox"]
+    assert [s["provider"] for s in steps["servers"]["results"]] == ["missioninbox"]
     assert steps["created"] is True
     assert steps["mailboxes"]["results"][0]["email"] == "john.doe@yourdomain.com"
     assert steps["mailboxes"]["results"][0]["reply_to"] == "support@yourdomain.com"

@@ -12,13 +12,48 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BOUNDED_FIELD_MAPPING
+from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.tenancy.models import ApiKey
 from mailplane.tenancy.selectors import organization_mail_hosts
 from mailplane.tenancy.services import api_key_create, api_key_revoke
 
 
+class OrganizationSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+
+
+class UserInfoSerializer(serializers.Serializer[Any]):
+    """The account behind the key and where its mail clients connect."""
+
+    id = serializers.IntegerField(help_text="The account owner's user id.")
+    username = serializers.CharField()
+    email = serializers.EmailField()
+    first_name = serializers.CharField()
+    last_name = serializers.CharField()
+    organization = OrganizationSerializer()
+    plan = serializers.CharField()
+    api_sending = serializers.BooleanField(help_text="Whether the plan allows API sending.")
+    single_tenant = serializers.BooleanField(
+        help_text="True once the account has dedicated SMTP/IMAP hosts."
+    )
+    ibx_smtp = serializers.CharField(help_text="SMTP host for this account's mailboxes.")
+    ibx_imap = serializers.CharField(help_text="IMAP host for this account's mailboxes.")
+    smtp_port = serializers.IntegerField(help_text="SMTP submission, implicit TLS.")
+    submission_port = serializers.IntegerField(help_text="SMTP submission, STARTTLS.")
+    imap_port = serializers.IntegerField(help_text="IMAP, implicit TLS.")
+    mailboxes = serializers.IntegerField()
+    mailboxes_limit = serializers.IntegerField(allow_null=True, help_text="null: no limit.")
+    domains = serializers.IntegerField()
+    projects = serializers.IntegerField()
+    relay_servers = serializers.IntegerField()
+    relay_servers_limit = serializers.IntegerField(allow_null=True, help_text="null: no limit.")
+
+
 class UserInfoView(APIView):
-    @extend_schema(operation_id="userinfo", responses={200: dict})
+    @extend_schema(operation_id="userinfo", responses=UserInfoSerializer)
     def get(self, request: Request) -> Response:
         org = organization_of(request)
         owner = org.owner
@@ -51,17 +86,33 @@ class UserInfoView(APIView):
 
 
 class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+    serializer_field_mapping = BOUNDED_FIELD_MAPPING
+
     class Meta:
         model = ApiKey
         fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
         read_only_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
 
 
+class ApiKeyIssuedSerializer(ApiKeySerializer):
+    key = serializers.CharField(read_only=True, help_text="The key itself: shown this once.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = [*ApiKeySerializer.Meta.read_only_fields, "key"]
+
+
 class ApiKeyListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(responses=ApiKeySerializer(many=True))
     def get(self, request: Request) -> Response:
         keys = ApiKey.objects.filter(organization=organization_of(request)).order_by("id")
-        return Response(ApiKeySerializer(keys, many=True).data)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(keys, request, view=self) or []
+        return paginator.get_paginated_response(ApiKeySerializer(page, many=True).data)
 
+    @extend_schema(request=ApiKeySerializer, responses={201: ApiKeyIssuedSerializer})
     def post(self, request: Request) -> Response:
         serializer = ApiKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -74,6 +125,7 @@ class ApiKeyListView(APIView):
 
 
 class ApiKeyDetailView(APIView):
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         api_key_revoke(organization=organization_of(request), key_id=pk)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from rest_framework import status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,6 +20,7 @@ from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
 from mailplane.api.parsers import declared_length
+from mailplane.api.schema import TaskStartedSerializer
 from mailplane.core.errors import ValidationFailed
 from mailplane.mailboxes.bulk import mailbox_bulk_start, max_bytes, upload_too_large
 
@@ -48,9 +51,28 @@ class RawOctetParser(RawCsvParser):
     media_type = "application/octet-stream"
 
 
+class BulkUploadSerializer(serializers.Serializer[Any]):
+    file = serializers.FileField(
+        help_text="The CSV: header row `email,domain` and optionally `relay_server,"
+        "password,project,reply_to,first_name,last_name`."
+    )
+
+
 class MailboxBulkCreateView(APIView):
     parser_classes = [MultiPartParser, RawCsvParser, RawTextParser, RawOctetParser]
 
+    @extend_schema(
+        request={
+            "multipart/form-data": BulkUploadSerializer,
+            "text/csv": OpenApiTypes.STR,
+            "text/plain": OpenApiTypes.STR,
+            "application/octet-stream": OpenApiTypes.BINARY,
+        },
+        responses={202: TaskStartedSerializer},
+        description="Create mailboxes from a CSV in one task; each row's outcome is in the "
+        "task's `result.rows`. A file that cannot be read as a whole is a 400 (413 when "
+        "too large) naming the problem in `details.file`.",
+    )
     def post(self, request: Request) -> Response:
         org = organization_of(request)
         job = mailbox_bulk_start(organization=org, content=_upload(request))

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
+from mailplane.api.schema import LIMIT_REACHED, TaskStartedSerializer
 from mailplane.core.errors import NotFound
 from mailplane.core.ids import MAX_ID, id_or_none
 from mailplane.dnsproviders.models import DnsProviderConnection, DnsProviderKind
@@ -29,8 +32,10 @@ from mailplane.relays.schemas import mask_credentials
 
 
 class DnsProviderSerializer(serializers.ModelSerializer[DnsProviderConnection]):
-    credentials = serializers.SerializerMethodField()
-    domains = serializers.SerializerMethodField()
+    credentials = serializers.SerializerMethodField(help_text="Masked: never shown in full.")
+    domains = serializers.SerializerMethodField(
+        help_text="Ids of the domains whose records this connection publishes."
+    )
 
     class Meta:
         model = DnsProviderConnection
@@ -54,13 +59,15 @@ class DnsProviderSerializer(serializers.ModelSerializer[DnsProviderConnection]):
 
 
 class DnsProviderCreateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=200)
+    name = BoundedCharField(max_length=200)
     provider = serializers.ChoiceField(choices=DnsProviderKind.choices)
-    credentials = serializers.DictField()
+    credentials = serializers.DictField(
+        help_text='Cloudflare: `{"api_token"}`; GoDaddy: `{"api_key", "api_secret"}`.'
+    )
 
 
 class DnsProviderUpdateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=200, required=False)
+    name = BoundedCharField(max_length=200, required=False)
     credentials = serializers.DictField(required=False)
 
 
@@ -82,13 +89,20 @@ def _shown(request: Request, connection: DnsProviderConnection) -> dict[str, Any
 
 
 class DnsProviderListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(responses=DnsProviderSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page: list[DnsProviderConnection] = (
             paginator.paginate_queryset(_connections(request), request, view=self) or []
         )
         return paginator.get_paginated_response(DnsProviderSerializer(page, many=True).data)
 
+    @extend_schema(
+        request=DnsProviderCreateSerializer,
+        responses={201: DnsProviderSerializer, 403: LIMIT_REACHED},
+    )
     def post(self, request: Request) -> Response:
         data = DnsProviderCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -99,10 +113,12 @@ class DnsProviderListView(APIView):
 
 
 class DnsProviderDetailView(APIView):
+    @extend_schema(responses=DnsProviderSerializer)
     def get(self, request: Request, pk: int) -> Response:
         connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
         return Response(_shown(request, connection))
 
+    @extend_schema(request=DnsProviderUpdateSerializer, responses=DnsProviderSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
         data = DnsProviderUpdateSerializer(data=request.data)
@@ -110,6 +126,7 @@ class DnsProviderDetailView(APIView):
         connection = dns_provider_update(connection=connection, **data.validated_data)
         return Response(_shown(request, connection))
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
         dns_provider_delete(connection=connection)
@@ -119,6 +136,7 @@ class DnsProviderDetailView(APIView):
 class DnsProviderTestView(APIView):
     """Check the credentials with the provider now; 200 with the verdict in `status`."""
 
+    @extend_schema(request=None, responses=DnsProviderSerializer)
     def post(self, request: Request, pk: int) -> Response:
         connection = dns_provider_get(organization=organization_of(request), connection_id=pk)
         return Response(_shown(request, dns_provider_test(connection=connection)))
@@ -127,6 +145,10 @@ class DnsProviderTestView(APIView):
 class DomainPublishDnsView(APIView):
     """Publish the domain's records through a DNS-provider connection: 202 with a task."""
 
+    @extend_schema(
+        request=DomainPublishDnsSerializer,
+        responses={202: TaskStartedSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         if id_or_none(pk) is None:

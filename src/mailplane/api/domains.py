@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
-from mailplane.api.fields import optional_int_param
+from mailplane.api.fields import BoundedCharField, optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
+from mailplane.api.schema import CONFLICT
 from mailplane.core.ids import MAX_ID, id_or_none
 from mailplane.dnsproviders.services import dns_provider_for_field, domain_dns_publish_start
 from mailplane.domains.models import DnsRecord, Domain
@@ -71,6 +74,17 @@ class DomainSerializer(serializers.ModelSerializer[Domain]):
         return publication.connection_id if publication is not None else None
 
 
+class DomainCreatedSerializer(DomainSerializer):
+    dns_publish_task_id = serializers.UUIDField(
+        required=False,
+        help_text="Only with `dns_provider` in the request: the task publishing the records.",
+    )
+
+    class Meta(DomainSerializer.Meta):
+        fields = [*DomainSerializer.Meta.fields, "dns_publish_task_id"]
+
+
+@extend_schema_field(OpenApiTypes.INT)
 class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
     """A reference to one of the caller's own objects; others' ids read as 'not found'.
 
@@ -98,7 +112,7 @@ class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
 
 
 class DomainCreateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=253)
+    name = BoundedCharField(max_length=253)
     relay_server = _OwnedField(RelayServer)
     project = _OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True, default="")
@@ -124,15 +138,26 @@ def _domains(org: Organization) -> Any:
     )
 
 
+PROJECT_FILTER = OpenApiParameter("project", int, description="Only this project's.")
+
+
 class DomainListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(parameters=[PROJECT_FILTER], responses=DomainSerializer(many=True))
     def get(self, request: Request) -> Response:
         qs = _domains(organization_of(request))
         if (project := optional_int_param(request, "project")) is not None:
             qs = qs.filter(project_id=project)
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page: list[Domain] = paginator.paginate_queryset(qs, request, view=self) or []
         return paginator.get_paginated_response(DomainSerializer(page, many=True).data)
 
+    @extend_schema(
+        request=DomainCreateSerializer,
+        responses={201: DomainCreatedSerializer, 409: CONFLICT},
+        description="Add a domain; the response lists the DNS records to publish.",
+    )
     def post(self, request: Request) -> Response:
         org = organization_of(request)
         data = DomainCreateSerializer(data=request.data, context={"organization": org})
@@ -153,11 +178,13 @@ class DomainListView(APIView):
 
 
 class DomainDetailView(APIView):
+    @extend_schema(responses=DomainSerializer)
     def get(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         domain = domain_get(organization=org, domain_id=pk)
         return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
 
+    @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         domain = domain_get(organization=org, domain_id=pk)
@@ -166,6 +193,7 @@ class DomainDetailView(APIView):
         domain_update(domain=domain, **data.validated_data)
         return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
 
+    @extend_schema(responses={204: None, 409: CONFLICT}, description="409 while it has mailboxes.")
     def delete(self, request: Request, pk: int) -> Response:
         domain_delete(domain=domain_get(organization=organization_of(request), domain_id=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -174,6 +202,7 @@ class DomainDetailView(APIView):
 class DomainVerifyView(APIView):
     """Check the domain's DNS records now; 200 with the per-record results either way."""
 
+    @extend_schema(request=None, responses=DomainSerializer)
     def post(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         domain = domain_verify(domain=domain_get(organization=org, domain_id=pk))

@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
+from mailplane.exports.layouts import LAYOUTS
 from mailplane.exports.services import export_build
+
+_CSV = OpenApiResponse(
+    OpenApiTypes.STR,
+    description="The CSV (a zip of CSV parts when the layout splits files and no `page` "
+    "is asked for). `X-Mailplane-Parts` gives the number of parts, `X-Mailplane-Part` the "
+    "part served.",
+)
 
 
 class MailboxExportView(APIView):
@@ -18,6 +28,19 @@ class MailboxExportView(APIView):
         # A client asking for text/csv must still get JSON errors, not a 406.
         return super().perform_content_negotiation(request, force=True)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("layout", str, OpenApiParameter.PATH, enum=sorted(LAYOUTS)),
+            OpenApiParameter("project", int, description="Only this project's mailboxes."),
+            OpenApiParameter("page", int, description="One part of a split export, from 1."),
+        ],
+        responses={
+            (200, "text/csv"): _CSV,
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY),
+        },
+        description="The account's mailboxes, passwords included, as an outreach tool's "
+        "CSV import. 404 for an unknown layout, project or page.",
+    )
     def get(self, request: Request, layout: str) -> HttpResponse:
         export = export_build(
             organization=organization_of(request),

@@ -7,16 +7,28 @@ digits, `?offset=²` or `/api/domains/99999999999999999999/` is a 400 naming the
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.db import models
+from rest_framework import serializers
+from rest_framework.fields import empty
 from rest_framework.request import Request
 
+from mailplane.core.errors import ValidationFailed
 from mailplane.core.ids import MAX_ID, int_parse
 
 
 def optional_int_param(
     request: Request, name: str, *, minimum: int = 1, maximum: int = MAX_ID, noun: str = "an id"
 ) -> int | None:
-    """`?name=` as a bounded integer (an id by default); None when absent or empty."""
-    raw = request.query_params.get(name)
+    """`?name=` as a bounded integer (an id by default); None when absent or empty.
+
+    Given twice it is a 400: Django would read the last value and drop the others unseen.
+    """
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ValidationFailed.on(name, "give this parameter once")
+    raw = values[0] if values else None
     if raw in (None, ""):
         return None
     return int_parse(raw, name=name, minimum=minimum, maximum=maximum, noun=noun)
@@ -38,3 +50,24 @@ class IdConverter:
 
     def to_url(self, value: int) -> str:
         return str(value)
+
+
+class BoundedCharField(serializers.CharField):
+    """A CharField whose `max_length` holds for the text as sent.
+
+    DRF trims surrounding whitespace first and measures after, so a 101-character name
+    starting with a tab passed a `maxLength: 100` the schema promises (schemathesis'
+    negative_data_rejection found it). The trimmed text is still what is stored.
+    """
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if isinstance(data, str) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().run_validation(data)
+
+
+# For ModelSerializer.serializer_field_mapping: model CharFields become BoundedCharFields.
+BOUNDED_FIELD_MAPPING = {
+    **serializers.ModelSerializer.serializer_field_mapping,
+    models.CharField: BoundedCharField,
+}

@@ -1,6 +1,9 @@
-"""/api/messages/: outbound messages with their recipients and delivery events.
+"""/api/messages/: outbound messages with their recipients; a message's delivery events.
 
-Read-only, scoped to the caller's organization (another tenant's id is a 404).
+Read-only, scoped to the caller's organization (another tenant's id is a 404). A list
+entry carries each recipient's status, attempts and last reply (what a list is read for);
+the event history, which grows with every retry, is in the detail only, as Postmark's and
+Postal's message APIs do.
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,8 +21,57 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.core.errors import NotFound
-from mailplane.queue.models import DeliveryEvent, OutboundMessage
+from mailplane.queue.models import (
+    DeliveryEvent,
+    EventType,
+    MessageSource,
+    OutboundMessage,
+    RecipientStatus,
+)
 from mailplane.tenancy.models import Organization
+
+
+class RecipientSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    email = serializers.CharField()
+    status = serializers.ChoiceField(choices=RecipientStatus.choices)
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(help_text="When a deferred delivery gives up.")
+    last_reply = serializers.CharField(allow_blank=True, help_text="The last remote reply.")
+
+
+class EventSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    type = serializers.ChoiceField(choices=EventType.choices)
+    recipient = serializers.IntegerField(allow_null=True, help_text="Recipient id.")
+    remote_reply = serializers.CharField(allow_blank=True)
+    remote_host = serializers.CharField(allow_blank=True)
+    detail = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class MessageSerializer(serializers.Serializer[Any]):
+    """A list entry (`message_representation(events=False)`)."""
+
+    id = serializers.IntegerField()
+    mailbox = serializers.IntegerField(allow_null=True)
+    relay_server = serializers.IntegerField(allow_null=True)
+    domain = serializers.IntegerField(allow_null=True)
+    # The metaclass pops declared fields, so this does not shadow Field.source at run time.
+    source = serializers.ChoiceField(choices=MessageSource.choices)  # type: ignore[assignment]
+    mail_from = serializers.CharField(allow_blank=True, help_text='Envelope sender; "" = null.')
+    message_id = serializers.CharField(allow_blank=True)
+    subject = serializers.CharField(allow_blank=True)
+    size = serializers.IntegerField(help_text="Bytes.")
+    created_at = serializers.DateTimeField()
+    recipients = RecipientSerializer(many=True)
+
+
+class MessageDetailSerializer(MessageSerializer):
+    """The detail: the list entry plus every delivery event, oldest first."""
+
+    events = EventSerializer(many=True)
 
 
 def message_list(*, organization: Organization, mailbox: int | None) -> QuerySet[OutboundMessage]:
@@ -81,11 +135,17 @@ def message_representation(message: OutboundMessage, *, events: bool) -> dict[st
 
 
 class MessageListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(
+        parameters=[OpenApiParameter("mailbox", int, description="Only this mailbox's.")],
+        responses=MessageSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         qs = message_list(
             organization=organization_of(request), mailbox=optional_int_param(request, "mailbox")
         )
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self) or []
         return paginator.get_paginated_response(
             [message_representation(m, events=False) for m in page]
@@ -93,6 +153,7 @@ class MessageListView(APIView):
 
 
 class MessageDetailView(APIView):
+    @extend_schema(responses=MessageDetailSerializer)
     def get(self, request: Request, pk: int) -> Response:
         message = message_get(organization=organization_of(request), message_id=pk)
         return Response(message_representation(message, events=True))

@@ -6,14 +6,18 @@ from typing import Any
 
 from django.db import IntegrityError
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BOUNDED_FIELD_MAPPING
+from mailplane.api.schema import CONFLICT
 from mailplane.core.errors import Conflict
 from mailplane.projects.models import Project
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):
+    serializer_field_mapping = BOUNDED_FIELD_MAPPING
     mailboxes = serializers.IntegerField(source="mailboxes.count", read_only=True)
     domains = serializers.IntegerField(source="domains.count", read_only=True)
 
@@ -33,6 +37,10 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
             ) from exc
 
 
+_CONFLICT = {409: CONFLICT}
+
+
+@extend_schema_view(post=extend_schema(responses={201: ProjectSerializer, **_CONFLICT}))
 class ProjectListView(generics.ListCreateAPIView[Project]):
     serializer_class = ProjectSerializer
 
@@ -43,6 +51,10 @@ class ProjectListView(generics.ListCreateAPIView[Project]):
         serializer.save(organization=organization_of(self.request))
 
 
+@extend_schema_view(
+    put=extend_schema(responses={200: ProjectSerializer, **_CONFLICT}),
+    patch=extend_schema(responses={200: ProjectSerializer, **_CONFLICT}),
+)
 class ProjectDetailView(generics.RetrieveUpdateDestroyAPIView[Project]):
     serializer_class = ProjectSerializer
 

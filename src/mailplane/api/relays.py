@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BoundedCharField
+from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.relays.schemas import mask_credentials
 from mailplane.relays.services import relay_server_get, relay_server_update
@@ -36,23 +39,30 @@ class RelayServerSerializer(serializers.ModelSerializer[RelayServer]):
 
 
 class RelayServerUpdateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(required=False, max_length=200)
+    name = BoundedCharField(required=False, max_length=200)
     status = serializers.ChoiceField(choices=RelayStatus.choices, required=False)
     configuration = serializers.DictField(required=False)
     credentials = serializers.DictField(required=False)
 
 
 class RelayServerListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(responses=RelayServerSerializer(many=True))
     def get(self, request: Request) -> Response:
-        servers = RelayServer.objects.filter(organization=organization_of(request))
-        return Response(RelayServerSerializer(servers, many=True).data)
+        servers = RelayServer.objects.filter(organization=organization_of(request)).order_by("id")
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(servers, request, view=self) or []
+        return paginator.get_paginated_response(RelayServerSerializer(page, many=True).data)
 
 
 class RelayServerDetailView(APIView):
+    @extend_schema(responses=RelayServerSerializer)
     def get(self, request: Request, pk: int) -> Response:
         server = relay_server_get(organization=organization_of(request), server_id=pk)
         return Response(RelayServerSerializer(server).data)
 
+    @extend_schema(request=RelayServerUpdateSerializer, responses=RelayServerSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         server = relay_server_get(organization=organization_of(request), server_id=pk)
         update = RelayServerUpdateSerializer(data=request.data)
@@ -60,4 +70,4 @@ class RelayServerDetailView(APIView):
         server = relay_server_update(server=server, **update.validated_data)
         return Response(RelayServerSerializer(server).data)
 
-    put = patch
+    put = patch  # every field is optional either way

@@ -3,7 +3,7 @@
 DomainError
 ├── ValidationFailed   bad input, with per-field messages   (HTTP 400)
 ├── NotFound           absent or another tenant's object      (HTTP 404)
-├── Conflict           duplicates                             (HTTP 409 / 400 on create)
+├── Conflict           duplicates                             (HTTP 409)
 ├── LimitReached       plan or quota limit                    (HTTP 403)
 └── NotAllowed         plan or state forbids the operation    (HTTP 403)
 """

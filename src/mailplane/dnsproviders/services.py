@@ -86,7 +86,9 @@ def dns_provider_for_field(
     try:
         return dns_provider_get(organization=organization, connection_id=connection_id)
     except NotFound as exc:
-        raise ValidationFailed.on(field, "DNS-provider connection not found") from exc
+        raise ValidationFailed.on(
+            field, f"DNS-provider connection {connection_id} not found"
+        ) from exc
 
 
 def dns_provider_update(
@@ -150,7 +152,9 @@ def domain_dns_publish_start(
                     "dns_provider", "this domain has no DNS provider yet: name a connection"
                 )
         elif connection.organization_id != organization.pk:
-            raise ValidationFailed.on("dns_provider", "DNS-provider connection not found")
+            raise ValidationFailed.on(
+                "dns_provider", f"DNS-provider connection {connection.pk} not found"
+            )
         elif publication is None:
             publication = DomainDnsPublication.objects.create(domain=domain, connection=connection)
         elif publication.connection_id != connection.pk:

@@ -71,12 +71,13 @@ def mailbox_row(mailbox: Mailbox) -> dict[str, Any]:
 
 
 def mailbox_summary(*, mailbox: Mailbox) -> dict[str, Any]:
-    """The mailbox as a task result carries it (JSON-ready, no password)."""
+    """The mailbox as a task result carries it (JSON-ready, no password: the task view adds
+    a generated one, once). `reply_to` is null when unset, as in the mailbox's list."""
     return {
         "id": mailbox.pk,
         "email": mailbox.address,
         "domain": mailbox.domain_id,
         "relay_server": mailbox.relay_server_id,
         "project": mailbox.project_id,
-        "reply_to": mailbox.reply_to,
+        "reply_to": mailbox.reply_to or None,
     }

@@ -40,6 +40,8 @@ class MailboxSpec:
     reply_to: str = ""
     first_name: str = ""
     last_name: str = ""
+    # Generated here rather than chosen by the caller: the task result shows it, once.
+    password_generated: bool = False
 
 
 class _Errors:
@@ -109,19 +111,45 @@ def local_part_problem(local_part: str) -> str | None:
     return None
 
 
+def _split_address(
+    organization: Organization, data: dict[str, Any], errors: _Errors
+) -> tuple[str, Domain | None]:
+    """`email` as a local part or a full address, and the domain it names.
+
+    A full address needs no `domain` (it is found by name among the account's domains);
+    with both, they must agree. The CSV upload takes the same two forms.
+    """
+    email = str(data.get("email") or "").strip().lower()
+    raw_domain = data.get("domain")
+    if "@" not in email:
+        if raw_domain in (None, ""):
+            errors.add("domain", "this field is required (or give `email` as a full address)")
+        return email, _owned(Domain, organization, raw_domain, "domain", errors)
+    local_part, _, domain_name = email.rpartition("@")
+    if raw_domain in (None, ""):
+        domain = Domain.objects.filter(organization=organization, name__iexact=domain_name).first()
+        if domain is None:
+            errors.add("email", f"domain {domain_name} is not one of this account's domains")
+        return local_part, domain
+    domain = _owned(Domain, organization, raw_domain, "domain", errors)
+    if domain is not None and domain.name.lower() != domain_name:
+        errors.add("email", f"address domain {domain_name} does not match domain {domain.name}")
+    return local_part, domain
+
+
 def mailbox_validate(*, organization: Organization, data: dict[str, Any]) -> MailboxSpec:
-    """Check a create request completely, so that only a race can fail the job."""
+    """Check a create request completely, so that only a race can fail the job.
+
+    Bad values are one 400 naming every field; an address that exists already is a 409
+    (Conflict), checked once everything else is good.
+    """
     errors = _Errors()
-    raw_email = data.get("email")
-    local_part = str(raw_email or "").strip().lower()
+    local_part, domain = _split_address(organization, data, errors)
     if not local_part:
         errors.add("email", "this field is required")
     elif problem := local_part_problem(local_part):
         errors.add("email", problem)
 
-    if data.get("domain") in (None, ""):
-        errors.add("domain", "this field is required")
-    domain = _owned(Domain, organization, data.get("domain"), "domain", errors)
     if domain is not None and not domain.is_verified:
         errors.add(
             "domain",
@@ -144,7 +172,8 @@ def mailbox_validate(*, organization: Organization, data: dict[str, Any]) -> Mai
 
     address = f"{local_part}@{domain.name}" if domain is not None else ""
     password = data.get("password")
-    if password is None or password == "":
+    generated = password is None or password == ""
+    if generated:
         # Only for a request that is otherwise good: the rules need the real address.
         if address and not errors.details:
             password = passwords.password_generate(local_part=local_part, address=address)
@@ -156,10 +185,10 @@ def mailbox_validate(*, organization: Organization, data: dict[str, Any]) -> Mai
         ):
             errors.add("password", problem)
 
-    if address and Mailbox.objects.filter(address=address).exists():
-        errors.add("email", f"{address} already exists")
     errors.raise_if_any()
     assert domain is not None and relay is not None
+    if Mailbox.objects.filter(address=address).exists():
+        raise _exists(address)
     _check_mailbox_limit(organization, pending_jobs=True)
     return MailboxSpec(
         local_part=local_part,
@@ -168,8 +197,14 @@ def mailbox_validate(*, organization: Organization, data: dict[str, Any]) -> Mai
         password=str(password),
         project_id=project.pk if project else None,
         reply_to=reply_to,
+        password_generated=generated,
         **names,
     )
+
+
+def _exists(address: str) -> Conflict:
+    message = f"{address} already exists"
+    return Conflict(message, details={"email": [message]})
 
 
 def _check_mailbox_limit(organization: Organization, *, pending_jobs: bool) -> None:
@@ -214,7 +249,7 @@ def mailbox_create(*, organization: Organization, spec: MailboxSpec) -> Mailbox:
                 last_name=spec.last_name,
             )
     except IntegrityError as exc:
-        raise Conflict(f"{address} already exists") from exc
+        raise _exists(address) from exc
     # Storage exists before anyone is told the mailbox does (IMAP login right after).
     maildir_ensure(organization_id=organization.pk, address=address)
     return mailbox
@@ -234,6 +269,27 @@ def _mailbox_create_job(job: Job) -> dict[str, Any]:
     from mailplane.mailboxes.selectors import mailbox_summary
 
     return {"mailbox": mailbox_summary(mailbox=mailbox)}
+
+
+def mailbox_task_password_take(*, job: Job) -> str | None:
+    """The password a finished create job generated, the first time it is asked for.
+
+    The task result is where the caller learns a generated password; it is handed out
+    once and then wiped from the job's (encrypted) payload, so the job table keeps no
+    copy. None for a chosen password (the caller has it), an unfinished job, or a
+    password already shown. The flag flips in one conditional UPDATE: of two concurrent
+    reads, one gets it.
+    """
+    if job.kind != CREATE_JOB or job.status != JobStatus.SUCCESS or job.secret_taken:
+        return None
+    if not Job.objects.filter(pk=job.pk, secret_taken=False).update(secret_taken=True):
+        return None
+    payload = dict(job.payload or {})
+    password = str(payload.get("password") or "") if payload.get("password_generated") else ""
+    payload["password"] = ""
+    job.payload, job.secret_taken = payload, True
+    job.save(update_fields=["payload"])
+    return password or None
 
 
 def mailbox_get(*, organization: Organization, mailbox_id: Any) -> Mailbox:
