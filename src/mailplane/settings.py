@@ -163,12 +163,19 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", config.default_broker_url())
 _QUEUE_DIR = DATA_DIR / "queue"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for queue_dir in (_QUEUE_DIR, _QUEUE_DIR / "in", _QUEUE_DIR / "processed"):
+    for queue_dir in (
+        _QUEUE_DIR,
+        _QUEUE_DIR / "in",
+        _QUEUE_DIR / "processed",
+        _QUEUE_DIR / "control",
+    ):
         queue_dir.mkdir(exist_ok=True, mode=0o700)  # task messages carry job ids and data
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_QUEUE_DIR / "in"),
         "data_folder_out": str(_QUEUE_DIR / "in"),
         "processed_folder": str(_QUEUE_DIR / "processed"),
+        # kombu's default is ./control under whatever directory the command started in.
+        "control_folder": str(_QUEUE_DIR / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }
