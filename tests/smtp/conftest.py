@@ -8,6 +8,7 @@ tests run in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
 import threading
@@ -27,7 +28,7 @@ from mailplane.smtp.logins import CredentialCache, LoginGuard
 from mailplane.smtp.mx import MXHandler
 from mailplane.smtp.submission import SubmissionHandler
 from mailplane.storage.maildir import mailbox_storage_path
-from tests.support.fixtures import Account
+from tests.support.fixtures import Account, verified_domain
 
 HOST = "127.0.0.1"
 PASSWORD = "Sup3r-Secret-pw!"
@@ -150,3 +151,19 @@ def maildir_files(mailbox: Mailbox, folder: str = "INBOX") -> list[Path]:
 
 def message(sender: str, to: str, subject: str = "Hello", body: str = "Hi there.\r\n") -> bytes:
     return (f"From: Sender <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n\r\n{body}").encode()
+
+
+@pytest.fixture
+def quiet_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fails the test if anything logged an error or a traceback meanwhile."""
+    caplog.set_level(logging.INFO)
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call")  # teardown: its own
+    loud = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+
+
+@pytest.fixture
+def alice(account: Account) -> Mailbox:
+    """A mailbox on a verified domain: the sender most SMTP tests log in as."""
+    return make_mailbox(account, verified_domain(account, "acme.test"), "alice")

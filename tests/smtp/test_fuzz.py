@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 import re
 import smtplib
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.smtp.conftest import PASSWORD, Listeners, client_tls, make_mailbox, message
-from tests.support.fixtures import verified_domain
+from tests.smtp.conftest import PASSWORD, Listeners, client_tls, message
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -100,20 +97,6 @@ def known(test):  # type: ignore[no-untyped-def]
     for lines in KNOWN:
         test = example(lines=lines)(test)
     return test
-
-
-@pytest.fixture
-def alice(account):
-    return make_mailbox(account, verified_domain(account, "acme.test"), "alice")
-
-
-@pytest.fixture
-def quiet_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.INFO)
-    yield
-    records = caplog.get_records("setup") + caplog.get_records("call")  # teardown: its own
-    loud = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
-    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
 
 
 class Bystander:

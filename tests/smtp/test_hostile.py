@@ -9,37 +9,19 @@ that should not be. No traceback is logged (`quiet_logs`).
 from __future__ import annotations
 
 import base64
-import logging
 import re
 import socket
 import ssl
-from collections.abc import Iterator
 
 import pytest
 
 from mailplane.queue.models import OutboundMessage
-from tests.smtp.conftest import PASSWORD, Listeners, client_tls, maildir_files, make_mailbox
-from tests.support.fixtures import verified_domain
+from tests.smtp.conftest import PASSWORD, Listeners, client_tls, maildir_files
 
 pytestmark = pytest.mark.timeout(60)
 
 BARE_LF = b"521 5.5.2 Error: bare <LF> received"
 ENHANCED = re.compile(rb"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
-
-
-@pytest.fixture
-def alice(account):
-    return make_mailbox(account, verified_domain(account, "acme.test"), "alice")
-
-
-@pytest.fixture
-def quiet_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fails the test if anything logged an error or a traceback meanwhile."""
-    caplog.set_level(logging.INFO)
-    yield
-    records = caplog.get_records("setup") + caplog.get_records("call")  # teardown: its own
-    loud = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
-    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
 
 
 class Raw:

@@ -19,19 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mailplane.smtp.logins import LoginGuard
-from tests.smtp.conftest import PASSWORD, Listeners, client_tls, make_mailbox, smtps
-from tests.support.fixtures import verified_domain
+from tests.smtp.conftest import PASSWORD, Listeners, client_tls, smtps
 
 pytestmark = pytest.mark.timeout(60)
 
 WRONG = "Wrong-passw0rd!"
 ATTACKER = "127.0.0.2"
-
-
-@pytest.fixture
-def alice(account):
-    domain = verified_domain(account, "acme.test")
-    return make_mailbox(account, domain, "alice")
 
 
 def _plain(address: str, password: str) -> str:

@@ -26,11 +26,6 @@ UTF8_HEADERS = (
 
 
 @pytest.fixture
-def alice(account):
-    return make_mailbox(account, verified_domain(account, "acme.test"), "alice")
-
-
-@pytest.fixture
 def carol(account):
     return make_mailbox(account, verified_domain(account, "acme.test"), "carol")
 
