@@ -20,6 +20,7 @@ from mailplane.delivery.claims import recipients_renew
 from mailplane.delivery.config import DEFAULTS
 from mailplane.delivery.worker import DeliveryWorker
 from mailplane.queue.models import QueuedRecipient
+from tests.support.tools import skip_for_mode
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -205,7 +206,7 @@ def test_a_renewal_never_waits_on_a_row_another_transaction_holds(
     from django.db import connection, transaction
 
     if not connection.features.has_select_for_update_skip_locked:
-        pytest.skip("SQLite has one writer: nothing to wait on")
+        skip_for_mode("SQLite has one writer: nothing to wait on")
     for n in range(2):
         sender.send(f"user{n}@far.test", subject=f"m{n}")
     worker = DeliveryWorker(lease=timedelta(seconds=30))
