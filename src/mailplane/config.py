@@ -39,8 +39,32 @@ def data_dir() -> Path:
 
 
 def default_broker_url() -> str:
-    """No broker server in embedded mode; tests use kombu's in-process transport."""
-    return "memory://" if under_pytest() else "filesystem://"
+    """No broker server in embedded mode; tests use kombu's in-process transport.
+
+    The file-system transport ignores the host, but kombu warns "No hostname was supplied"
+    on every connection without one: name it.
+    """
+    return "memory://" if under_pytest() else "filesystem://localhost/"
+
+
+def embedded_mode() -> bool:
+    """SQLite in the data directory (no DATABASE_URL): one machine, a first run or a demo."""
+    return not os.environ.get("DATABASE_URL", "").strip()
+
+
+def accept_reserved_domains() -> bool:
+    """Whether domains under the reserved TLDs of RFC 2606 / RFC 6761 (.test, .example,
+    .invalid, .localhost) count as verified without DNS lookups.
+
+    On by default in embedded mode, so that a first run reaches a working mailbox with no
+    DNS of its own (no public resolver serves those names); off in production, where every
+    domain is checked. MAILPLANE_ACCEPT_RESERVED_DOMAINS decides either way. Test runs keep
+    it off unless a test turns it on: the suite's domains are under .test and many tests
+    verify them through a fake DNS server.
+    """
+    if os.environ.get("MAILPLANE_ACCEPT_RESERVED_DOMAINS", "").strip():
+        return env_bool("MAILPLANE_ACCEPT_RESERVED_DOMAINS")
+    return embedded_mode() and not under_pytest()
 
 
 def secret_keys() -> list[str]:
@@ -63,6 +87,11 @@ def secret_keys() -> list[str]:
 def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
 
 
 def env_bool(name: str, default: bool = False) -> bool:

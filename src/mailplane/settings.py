@@ -42,6 +42,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the docs' Swagger UI and Redoc from drf-spectacular-sidecar, the admin's)
+    # served by the app itself in both modes: gunicorn serves none, and DEBUG is off.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -94,6 +97,11 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# WhiteNoise finds the files in the installed apps themselves: no collectstatic step, in
+# embedded or production mode. (A deployment that runs collectstatic is served from it too.)
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(exist_ok=True, mode=0o700)  # WhiteNoise warns at every start when it is missing
+WHITENOISE_AUTOREFRESH = False
 
 # Uploads (bulk CSV) are bounded here and again in the view with a clear error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
@@ -163,19 +171,16 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", config.default_broker_url())
 _QUEUE_DIR = DATA_DIR / "queue"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for queue_dir in (
-        _QUEUE_DIR,
-        _QUEUE_DIR / "in",
-        _QUEUE_DIR / "processed",
-        _QUEUE_DIR / "control",
-    ):
+    queue_dirs = ("in", "processed", "control")
+    for queue_dir in (_QUEUE_DIR, *(_QUEUE_DIR / name for name in queue_dirs)):
         queue_dir.mkdir(exist_ok=True, mode=0o700)  # task messages carry job ids and data
     CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # The exchange tables (celery.exchange, celery.pidbox.exchange); kombu's default is
+        # ./control, under whatever directory the command was started in.
+        "control_folder": str(_QUEUE_DIR / "control"),
         "data_folder_in": str(_QUEUE_DIR / "in"),
         "data_folder_out": str(_QUEUE_DIR / "in"),
         "processed_folder": str(_QUEUE_DIR / "processed"),
-        # kombu's default is ./control under whatever directory the command started in.
-        "control_folder": str(_QUEUE_DIR / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }
@@ -217,6 +222,8 @@ MAILPLANE: dict[str, Any] = {
     "MX_HOST": os.environ.get("MAILPLANE_MX_HOST", ""),
     # "host:port" of the resolver for domain checks and MX lookups; empty = system resolver.
     "DNS_RESOLVER": os.environ.get("MAILPLANE_DNS_RESOLVER", ""),
+    # Domains under .test/.example/.invalid/.localhost verified without DNS (embedded only).
+    "ACCEPT_RESERVED_DOMAINS": config.accept_reserved_domains(),
     "DNS_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_TIMEOUT", "3")),
     "STORAGE_ROOT": os.environ.get("MAILPLANE_STORAGE_ROOT", str(DATA_DIR / "storage")),
     "BULK_CSV_MAX_BYTES": config.env_int("MAILPLANE_BULK_CSV_MAX_BYTES", 5 * 1024 * 1024),

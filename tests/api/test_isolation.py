@@ -78,6 +78,7 @@ def victim(account):
 
 # route name -> list of (method, path template, body) the intruder tries.
 WALK = {
+    "api-index": [("get", "/api/", None)],  # public: paths only, no account data
     "userinfo": [("get", "/api/userinfo/", None)],
     "api-key-list": [("get", "/api/api-keys/", None)],
     "api-key-detail": [("delete", "/api/api-keys/{key}/", None)],

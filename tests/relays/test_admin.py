@@ -4,8 +4,12 @@ from mailplane.relays.services import relay_server_create
 
 
 def test_admin_lists_servers_without_exposing_secrets(account, client):
-    server = relay_server_create(organization=account.org, name="sg", provider="sendgrid",
-                                 credentials={"api_key": "SG.very-secret-value-9876"})
+    server = relay_server_create(
+        organization=account.org,
+        name="sg",
+        provider="sendgrid",
+        credentials={"api_key": "SG.very-secret-value-9876"},
+    )
     admin_user = get_user_model().objects.create_superuser("root", "root@x.test", "pw-123456789")
     client.force_login(admin_user)
     page = client.get(f"/admin/relays/relayserver/{server.pk}/change/")

@@ -24,6 +24,7 @@ TOOLS = {
     "node": "nodejs",
     "npm": "npm",
     "unshare": "util-linux",
+    "chromium": "chromium",  # headless, driven by Playwright (tests/e2e/test_docs_page.py)
 }
 
 MODE_SKIP = "[other pass] "

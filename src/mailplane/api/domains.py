@@ -24,7 +24,9 @@ from mailplane.domains.services import (
     domain_get,
     domain_update,
     domain_verify,
+    reserved_accepted,
 )
+from mailplane.domains.verification import reserved_acceptance
 from mailplane.projects.models import Project
 from mailplane.relays.models import RelayServer
 from mailplane.tenancy.models import Organization
@@ -49,6 +51,7 @@ class DnsRecordSerializer(serializers.ModelSerializer[DnsRecord]):
 class DomainSerializer(serializers.ModelSerializer[Domain]):
     records = DnsRecordSerializer(source="dns_records", many=True, read_only=True)
     dns_provider = serializers.SerializerMethodField()
+    verification_detail = serializers.SerializerMethodField()
 
     class Meta:
         model = Domain
@@ -59,6 +62,7 @@ class DomainSerializer(serializers.ModelSerializer[Domain]):
             "project",
             "redirect",
             "verification_state",
+            "verification_detail",
             "verified_at",
             "last_checked_at",
             "dkim_selector",
@@ -67,6 +71,18 @@ class DomainSerializer(serializers.ModelSerializer[Domain]):
             "dns_provider",
             "created_at",
         ]
+
+    def get_verification_detail(self, domain: Domain) -> str:
+        """One sentence on how the domain got (or gets) verified."""
+        if reserved_accepted(domain.name):
+            return reserved_acceptance(domain.name)
+        if domain.is_verified:
+            return "verified: every required DNS record was found"
+        return (
+            "not verified yet: publish the records listed in `records`, then "
+            f"POST /api/domains/{domain.pk}/verify/ (pending domains are re-checked every "
+            "5 minutes); mailboxes can be created once it is verified"
+        )
 
     def get_dns_provider(self, domain: Domain) -> int | None:
         """The DNS-provider connection that publishes this domain's records, if any."""
@@ -113,13 +129,31 @@ class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
 
 class DomainCreateSerializer(serializers.Serializer[Any]):
     name = BoundedCharField(max_length=253)
-    relay_server = _OwnedField(RelayServer)
+    # Optional when the account has exactly one relay server (a new account's): that one.
+    relay_server = _OwnedField(RelayServer, required=False)
     project = _OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True, default="")
+
     # Publish the records through this DNS-provider connection once created (a task).
     dns_provider = serializers.IntegerField(
         min_value=1, max_value=MAX_ID, required=False, allow_null=True
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "relay_server" not in attrs:
+            org: Organization = self.context["organization"]
+            servers = list(RelayServer.objects.filter(organization=org)[:2])
+            if len(servers) != 1:
+                raise serializers.ValidationError(
+                    {
+                        "relay_server": [
+                            "this field is required (the account has "
+                            f"{'no' if not servers else 'several'} relay servers)"
+                        ]
+                    }
+                )
+            attrs["relay_server"] = servers[0]
+        return attrs
 
 
 class DomainUpdateSerializer(serializers.Serializer[Any]):

@@ -10,6 +10,7 @@ from mailplane.api import (
     dns_providers,
     domains,
     exports,
+    index,
     mailboxes,
     messages,
     projects,
@@ -22,6 +23,7 @@ from mailplane.api.fields import IdConverter
 register_converter(IdConverter, "id")
 
 urlpatterns = [
+    path("api/", index.ApiIndexView.as_view(), name="api-index"),
     path("api/userinfo/", account.UserInfoView.as_view(), name="userinfo"),
     path("api/api-keys/", account.ApiKeyListView.as_view(), name="api-key-list"),
     path("api/api-keys/<id:pk>/", account.ApiKeyDetailView.as_view(), name="api-key-detail"),

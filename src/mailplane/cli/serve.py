@@ -7,6 +7,7 @@ on as many hosts as needed. Data-plane services (SMTP, IMAP, delivery) register 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -17,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mailplane import config
+from mailplane.core.process import exit_now
 
 log = logging.getLogger("mailplane.serve")
 
@@ -29,6 +33,12 @@ class Service:
     command: Command
     default: bool = True  # started by a plain `mailplane serve`
     copies: Callable[[argparse.Namespace], int] = lambda args: 1  # processes to run
+
+
+def _log_level() -> str:
+    """Children log warnings and errors unless MAILPLANE_LOG_LEVEL asks for more: a start
+    is then one line per service, not Celery's and gunicorn's banners."""
+    return os.environ.get("MAILPLANE_LOG_LEVEL", "WARNING").upper()
 
 
 # sun_path of a Unix socket holds 108 bytes on Linux, 104 on the BSDs.
@@ -64,6 +74,8 @@ def _web(args: argparse.Namespace) -> list[str]:
         "4",
         "--access-logfile",
         "-",
+        "--log-level",
+        _log_level().lower(),
         # A worker whose main loop is silent this long is killed (the heartbeat).
         "--timeout",
         "30",
@@ -80,9 +92,10 @@ def _worker(args: argparse.Namespace) -> list[str]:
         "celery",
         "-A",
         "mailplane",
+        "--quiet",  # no banner
         "worker",
         "--loglevel",
-        "INFO",
+        _log_level(),
         "--concurrency",
         str(args.worker_concurrency),
         "--pool",
@@ -91,7 +104,17 @@ def _worker(args: argparse.Namespace) -> list[str]:
 
 
 def _beat(args: argparse.Namespace) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "mailplane", "beat", "--loglevel", "INFO"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "mailplane",
+        "--quiet",
+        "beat",
+        "--loglevel",
+        _log_level(),
+    ]
 
 
 def _imap(args: argparse.Namespace) -> list[str]:
@@ -187,11 +210,18 @@ def _private_state_from_settings() -> None:
 
 
 def run_migrate(args: argparse.Namespace | None = None) -> int:
+    """Apply the migrations; one line says how many (none printed when up to date)."""
     from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
 
     _private_state_from_settings()
-    call_command("migrate", interactive=False, verbosity=1)
+    executor = MigrationExecutor(connection)
+    pending = len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+    call_command("migrate", interactive=False, verbosity=0)
     _private_state_from_settings()  # a database the migration just created
+    if pending:
+        print(f"mailplane: database migrated ({pending} migrations applied)", flush=True)
     return 0
 
 
@@ -203,7 +233,9 @@ class _Child:
     restarts: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv)
+        # Its own process group, so that a stop can end the whole service (gunicorn's
+        # workers too) at once; Ctrl-C reaches the supervisor, which stops the children.
+        self.process = subprocess.Popen(self.argv, start_new_session=True)
         print(f"mailplane: started {self.service.name} (pid {self.process.pid})", flush=True)
 
 
@@ -230,10 +262,14 @@ def run_serve(args: argparse.Namespace) -> int:
         run_migrate()
     else:
         _private_state_from_settings()
+    from mailplane.dns.resolver import resolver_describe
+
     conf = settings.MAILPLANE
     print(f"mailplane: data directory {settings.DATA_DIR}", flush=True)
     print(
-        f"mailplane: database {engine}, broker {settings.CELERY_BROKER_URL.split('://')[0]}",
+        f"mailplane: database {engine}, "
+        f"broker {settings.CELERY_BROKER_URL.split('://')[0]}, "
+        f"DNS resolver {resolver_describe()}",
         flush=True,
     )
     if "web" in names:
@@ -264,7 +300,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for child in children:
         child.start()
     while not stopping:
-        time.sleep(0.5)
+        time.sleep(0.1)
         for child in children:
             assert child.process is not None
             if child.process.poll() is None or stopping:
@@ -280,15 +316,47 @@ def run_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             child.start()
+    stop_children(children, grace=config.env_float("MAILPLANE_STOP_GRACE_SECONDS", 1.5))
+    # Every child is reaped and nothing is buffered but stdio: skip the interpreter's
+    # teardown of Django, Celery and psycopg, which alone takes about a second on a busy
+    # machine, so that the whole stop stays within 2 s.
+    exit_now(0)
+
+
+def stop_children(children: list[_Child], *, grace: float) -> None:
+    """SIGTERM every service, then SIGKILL what is left after `grace` seconds.
+
+    Killing loses nothing acknowledged: every acknowledgment follows a commit (an SMTP 250
+    comes after the message's row and bytes are durable, an IMAP OK after the Maildir
+    write, an API 2xx after its transaction), a delivery claim is a lease that runs out,
+    and a job whose worker died is sent again (jobs.services.job_requeue_stale). What a
+    kill cuts short was never acknowledged, so the client tries again.
+    """
+    running = [c for c in children if c.process is not None and c.process.poll() is None]
+    for child in running:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while running and time.monotonic() < deadline:
+        time.sleep(0.02)
+        running = [c for c in running if c.process is not None and c.process.poll() is None]
+    for child in running:
+        print(
+            f"mailplane: {child.service.name} still running {grace:g} s after SIGTERM: "
+            "killed (nothing it acknowledged is lost)",
+            file=sys.stderr,
+            flush=True,
+        )
+        _signal_group(child, signal.SIGKILL)
     for child in children:
-        if child.process and child.process.poll() is None:
-            child.process.terminate()
-    deadline = time.monotonic() + 25
-    for child in children:
-        if child.process is None:
-            continue
-        try:
-            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-    return 0
+        if child.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL is not refused
+                child.process.wait(timeout=5)
+        # Leftovers of a service's group (gunicorn workers of a killed master).
+        if child.process is not None and child in running:
+            _signal_group(child, signal.SIGKILL)
+
+
+def _signal_group(child: _Child, signum: int) -> None:
+    assert child.process is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.process.pid, signum)

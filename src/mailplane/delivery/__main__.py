@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 
+from mailplane.core.process import exit_now
+
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailplane.settings")
@@ -25,7 +27,7 @@ def main() -> int:
         await DeliveryWorker().run_forever(stop)
 
     asyncio.run(run())
-    return 0
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -254,6 +254,18 @@ def _cached_async(spec: str, timeout: float) -> AsyncResolver:
     return _async_resolver(spec, timeout, cache_size=0)
 
 
+def resolver_describe() -> str:
+    """Which resolver the checks and lookups use, for the start-up banner."""
+    spec, _ = _settings()
+    if spec:
+        return f"{spec} (MAILPLANE_DNS_RESOLVER)"
+    try:
+        servers = dns.resolver.Resolver().nameservers
+    except dns.resolver.NoResolverConfiguration:
+        return "system: none configured (set MAILPLANE_DNS_RESOLVER)"
+    return f"system ({', '.join(map(str, servers))})"
+
+
 def resolver_from_settings() -> Resolver:
     """The resolver settings.MAILPLANE names (a misconfigured one fails every lookup)."""
     return _cached(*_settings())

@@ -25,6 +25,8 @@ from mailplane.domains.verification import (
     dkim_evaluate,
     dmarc_evaluate,
     mx_evaluate,
+    reserved_acceptance,
+    reserved_tld,
     return_path_evaluate,
     spf_evaluate,
 )
@@ -136,8 +138,28 @@ def domain_create(
             dkim_public_key=key.public_b64,
             return_path_host=f"{RETURN_PATH_LABEL}.{normalised}",
         )
-        DnsRecord.objects.bulk_create(domain_records(domain))
+        records = domain_records(domain)
+        if reserved_accepted(domain.name):
+            _accept_reserved(domain, records)
+        DnsRecord.objects.bulk_create(records)
     return domain
+
+
+def reserved_accepted(name: str) -> bool:
+    """A reserved name (.test, …) that this deployment accepts without DNS (embedded)."""
+    return bool(settings.MAILPLANE["ACCEPT_RESERVED_DOMAINS"]) and reserved_tld(name) is not None
+
+
+def _accept_reserved(domain: Domain, records: list[DnsRecord]) -> None:
+    """Mark `domain` verified and its records ok, each saying why no lookup was made."""
+    now = timezone.now()
+    detail = reserved_acceptance(domain.name)
+    for record in records:
+        record.status, record.detail, record.checked_at = RecordStatus.OK, detail, now
+    if domain.verification_state != VerificationState.VERIFIED:
+        domain.verification_state, domain.verified_at = VerificationState.VERIFIED, now
+    domain.last_checked_at = now
+    domain.save(update_fields=["verification_state", "verified_at", "last_checked_at"])
 
 
 def domain_records_refresh(*, domain: Domain) -> list[str]:
@@ -249,8 +271,18 @@ def domain_verify(*, domain: Domain, resolver: Resolver | None = None) -> Domain
     DNS_TIMEOUT); the results are then written in one short transaction. The domain becomes
     verified when every required record is ok, and falls back to dns_pending when a required
     record is definitely missing or wrong. A failed lookup (timeout, SERVFAIL) proves
-    nothing, so it leaves the state as it was. Existing mailboxes are never touched.
+    nothing, so it leaves the state as it was. Existing mailboxes are never touched. A
+    reserved name that embedded mode accepts (`reserved_accepted`) is not looked up at all.
     """
+    if reserved_accepted(domain.name):
+        with transaction.atomic():
+            locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
+            if locked is None:
+                raise NotFound("domain not found")
+            records = list(locked.dns_records.all())
+            _accept_reserved(locked, records)
+            DnsRecord.objects.bulk_update(records, ["status", "detail", "checked_at"])
+        return locked
     resolver = resolver or resolver_from_settings()
     records = list(domain.dns_records.select_related("domain"))
     with ThreadPoolExecutor(max_workers=max(len(records), 1)) as pool:

@@ -21,6 +21,34 @@ class Check:
     detail: str
 
 
+# Top-level names no public DNS will ever serve: RFC 2606 §2 (.test, .example, .invalid,
+# .localhost), made special-use by RFC 6761 §6.2-6.5.
+RESERVED_TLDS = {
+    "test": "RFC 6761 §6.2",
+    "localhost": "RFC 6761 §6.3",
+    "invalid": "RFC 6761 §6.4",
+    "example": "RFC 2606 §2",
+}
+
+
+def reserved_tld(name: str) -> str | None:
+    """The reserved top-level name `name` is under (`test`, …), or None for a real domain."""
+    tld = name.rstrip(".").rsplit(".", 1)[-1].lower()
+    return tld if tld in RESERVED_TLDS else None
+
+
+def reserved_acceptance(name: str) -> str:
+    """What the API and the records say about a reserved name accepted without DNS."""
+    tld = reserved_tld(name)
+    assert tld is not None
+    return (
+        f"accepted as verified without DNS lookups: .{tld} is reserved ({RESERVED_TLDS[tld]}) "
+        "and no public DNS serves it; embedded mode accepts such names so that a first run "
+        "needs no DNS (production mode checks every domain; "
+        "MAILPLANE_ACCEPT_RESERVED_DOMAINS=0 turns this off)"
+    )
+
+
 def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

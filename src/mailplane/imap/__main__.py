@@ -8,6 +8,8 @@ import signal
 
 import django
 
+from mailplane.core.process import exit_now
+
 
 async def serve() -> None:
     """Listen on the configured ports until SIGTERM or SIGINT."""
@@ -40,6 +42,7 @@ def main() -> None:
     django.setup()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(serve())
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from mailplane.core.process import exit_now
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     # aiosmtpd logs every command line at INFO; our handlers log each decision instead.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     asyncio.run(serve(args[0]))
-    return 0
+    exit_now(0)
 
 
 async def serve(kind: str) -> None:
