@@ -74,6 +74,36 @@ def test_mailgun_wrong_key_is_permanent(sender, fake_mailgun):
     assert row.status == "bounced" and "Forbidden" in row.last_reply
 
 
+def test_http_api_sends_reuse_one_pooled_connection(sender, fake_mailgun, fake_sendgrid):
+    # httpx keeps the connection open between a chunk's sends (urllib opened one per send).
+    mg = relay(
+        sender,
+        "mailgun",
+        {"domain": fake_mailgun.domain, "base_url": fake_mailgun.base_url},
+        {"api_key": fake_mailgun.api_key},
+    )
+    sg = relay(
+        sender, "sendgrid", {"base_url": fake_sendgrid.base_url}, {"api_key": fake_sendgrid.api_key}
+    )
+    to = ("a@dest.test", "b@dest.test", "c@dest.test")
+    for relay_server, fake in ((mg, fake_mailgun), (sg, fake_sendgrid)):
+        message = sender.send(*to, relay=relay_server)
+        DeliveryWorker(rng=lambda: 0.5).run_once()
+        statuses = QueuedRecipient.objects.filter(message=message).values_list("status", flat=True)
+        assert list(statuses) == ["delivered"] * 3
+        assert sorted(r.recipient for r in fake.requests) == list(to)
+        assert len({r.client_port for r in fake.requests}) == 1, fake.kind
+
+
+def test_unreachable_http_api_defers(sender, mx_port):
+    from tests.support.smtp_sink import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+    mg = relay(sender, "mailgun", {"domain": "mg.acme.test", "base_url": closed}, {"api_key": "k"})
+    row = deliver_one(sender, mg)
+    assert row.status == "deferred" and "Mailgun API unreachable" in row.last_reply
+
+
 def test_sendgrid_v3_send(sender, fake_sendgrid):
     sg = relay(
         sender, "sendgrid", {"base_url": fake_sendgrid.base_url}, {"api_key": fake_sendgrid.api_key}

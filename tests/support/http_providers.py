@@ -43,6 +43,7 @@ class Request:
     # custom_args): what the provider echoes in its webhook events.
     variables: dict[str, str] = field(default_factory=dict)
     provider_id: str = ""  # the id the provider answered with (Mailgun id, X-Message-Id)
+    client_port: int = 0  # which TCP connection carried it (keep-alive reuses one)
 
     @property
     def recipient(self) -> str:
@@ -70,12 +71,16 @@ class FakeProvider:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as the real APIs offer: a pooled client sends over one connection.
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 request = Request(self.path, dict(self.headers.items()), self.rfile.read(length))
+                request.client_port = self.client_address[1]
                 fake.requests.append(request)
                 status, headers, body = fake.answer(request)
                 self.send_response(status)

@@ -1,8 +1,8 @@
 """/webhooks/mailgun/<relay>/ and /webhooks/sendgrid/<relay>/: the providers' event webhooks.
 
 Outside /api/ and without API-key auth: the provider authenticates each call with the
-relay server's webhook secret (delivery/provider_webhooks.py checks it). Answers follow
-what providers do with them: 2xx for anything authentic, even events we ignore (they
+relay server's webhook secret (delivery/providers/mailgun.py and sendgrid.py check it).
+Answers follow what providers do with them: 2xx for anything authentic, even events we ignore (they
 disable endpoints that keep failing); 503 + Retry-After when a row's send is still being
 recorded (they retry); 400 for a malformed body; 403 for a bad signature; 404 when the
 relay server has no receiver.
@@ -23,11 +23,9 @@ from rest_framework.views import APIView
 
 from mailplane.api.errors import error_body
 from mailplane.api.schema import error
-from mailplane.delivery.provider_webhooks import (
-    WebhookReceipt,
-    mailgun_webhook_receive,
-    sendgrid_webhook_receive,
-)
+from mailplane.delivery.providers.mailgun import mailgun_webhook_receive
+from mailplane.delivery.providers.sendgrid import sendgrid_webhook_receive
+from mailplane.delivery.providers.webhooks import WebhookReceipt
 
 RETRY_AFTER_SECONDS = 60
 

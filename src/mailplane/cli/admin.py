@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from mailplane.core.errors import DomainError
+from mailplane.relays.providers import Provider
 
 
 def add_commands(sub: Any) -> None:
@@ -47,7 +48,7 @@ def add_commands(sub: Any) -> None:
     rc = relay.add_parser("create")
     rc.add_argument("--name", required=True)
     rc.add_argument(
-        "--provider", required=True, choices=["missioninbox", "mailgun", "sendgrid", "smtp"]
+        "--provider", required=True, choices=Provider.values
     )
     rc.add_argument("--org", help="assign to this account at once")
     rc.add_argument("--config", default="{}", help="JSON object of settings")

@@ -19,6 +19,12 @@ from email import message_from_bytes
 from email.message import Message
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from mailplane.delivery.late import LateOutcome, late_failures_report, late_outcomes_store
+from mailplane.delivery.results import SendResult
+from mailplane.queue.models import EventType, QueuedRecipient
 
 VERP_LOCAL = "bounces"
 _VERP = re.compile(r"^bounces\+(\d+)-([0-9a-f]{10})@", re.I)
@@ -87,13 +93,6 @@ def bounce_match(rcpt: str, raw: bytes) -> int | None:
     (late.py): a "bounced" event; a row still open is marked bounced, the address
     suppressed and the sender told.
     """
-    from django.db import transaction
-    from django.utils import timezone
-
-    from mailplane.delivery.late import LateOutcome, late_failures_report, late_outcomes_store
-    from mailplane.delivery.results import SendResult
-    from mailplane.queue.models import EventType, QueuedRecipient
-
     recipient_id = verp_recipient_id(rcpt)
     if recipient_id is None:
         return None

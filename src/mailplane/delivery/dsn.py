@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 
+from django.conf import settings
+
 from mailplane.delivery.results import SendResult
+from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.queue.models import MessageBody, MessageSource, OutboundMessage
+from mailplane.queue.services import message_enqueue
+from mailplane.storage.maildir import maildir_deliver
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +95,45 @@ def dsn_build(
     body += parts[2].encode() + _headers_of(original)
     body += f"\r\n--{boundary}--\r\n".encode()
     return body
+
+
+def reporting_mta() -> str:
+    conf = settings.MAILPLANE
+    return str(conf.get("MX_HOST") or conf["PLATFORM_DOMAIN"])
+
+
+def dsn_send(*, message: OutboundMessage, failed: Sequence[FailedRecipient], now: datetime) -> None:
+    """Return a failure report to the sender: into its INBOX if it is a hosted mailbox,
+    else through the queue with the null sender. Never for null-sender mail (RFC 5321
+    §4.5.5: no DSN about a DSN)."""
+    if not message.mail_from or message.source == MessageSource.SYSTEM:
+        return
+    body = MessageBody.objects.filter(message_id=message.pk).values_list("raw", flat=True).first()
+    report = dsn_build(
+        reporting_mta=reporting_mta(),
+        to=message.mail_from,
+        original=bytes(body or b""),
+        arrival=message.created_at,
+        now=now,
+        failed=failed,
+    )
+    sender = (
+        message.mailbox
+        or Mailbox.objects.filter(
+            address=message.mail_from.lower(), status=MailboxStatus.ACTIVE
+        ).first()
+    )
+    if sender is not None:
+        trace = f"Return-Path: <>\r\nDelivered-To: {sender.address}\r\n".encode()
+        maildir_deliver(
+            organization_id=sender.organization_id, address=sender.address, raw=trace + report
+        )
+        return
+    message_enqueue(
+        organization=message.organization,
+        mail_from="",
+        recipients=[message.mail_from],
+        raw=report,
+        source=MessageSource.SYSTEM,
+        relay_server=message.relay_server,
+    )

@@ -1,7 +1,7 @@
 """Outcomes learnt after a send was recorded: an asynchronous bounce to the VERP return
-path (bounces.py), a provider's webhook (provider_webhooks.py).
+path (bounces.py), a provider's webhook (providers/webhooks.py).
 
-Both land on the queue row as a native outcome does (processor.outcomes_record): an event,
+Both land on the queue row as a native outcome does (through queue/transitions.py): an event,
 the row's status and last reply, a hard-bounce suppression, and a DSN to the sender. The
 writes go in the caller's transaction (`late_outcomes_store`); the DSNs go out once it has
 committed (`late_failures_report`), so a rolled-back report tells no one.
@@ -18,19 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
-
-from mailplane.delivery.dsn import FailedRecipient
-from mailplane.delivery.processor import dsn_send, suppression_for
+from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.results import SendResult, Status
-from mailplane.queue.models import (
-    DeliveryEvent,
-    EventType,
-    QueuedRecipient,
-    RecipientStatus,
-    Suppression,
-    SuppressionReason,
-)
+from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus, SuppressionReason
+from mailplane.queue.transitions import Transition, transitions_apply
 
 # Rows a late outcome may move: the far end holds them (delivered = accepted there, and a
 # bounce may follow), or a retry of a send that did in fact go is still pending. Bounced,
@@ -57,46 +48,43 @@ class LateOutcome:
     detail: str  # the event's detail: where the report came from (and its id, to dedupe)
 
 
+def late_outcome_transition(outcome: LateOutcome) -> Transition:
+    """The queue transition a late outcome makes (see the module docstring)."""
+    row, result = outcome.row, outcome.result
+    reason = RECIPIENT_REPORTS.get(outcome.kind)
+    status: RecipientStatus | None = None
+    if reason is None and outcome.kind is not EventType.DEFERRED and row.status in OPEN_STATUSES:
+        status = RecipientStatus(outcome.kind.value)
+        if outcome.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
+            reason = SuppressionReason.HARD_BOUNCE
+    # Else the far end retries (deferred), the row has ended already, or the report is about
+    # the recipient: an event only (and, whatever the row's status, the suppression the
+    # address's owner asked for).
+    return Transition(
+        row=row,
+        event=outcome.kind,
+        status=status,
+        reply=result.reply,
+        remote_host=result.remote_host,
+        detail=outcome.detail,
+        suppress=reason,
+    )
+
+
 def late_outcomes_store(outcomes: Sequence[LateOutcome], *, now: datetime) -> Failures:
     """Record the outcomes; return what the senders must be told (late_failures_report)."""
     failures: Failures = defaultdict(list)
-    events: list[DeliveryEvent] = []
-    suppressions: list[Suppression] = []
-    with transaction.atomic():
-        for outcome in outcomes:
-            row, result = outcome.row, outcome.result
-            events.append(
-                DeliveryEvent(
-                    organization_id=row.message.organization_id,
-                    message_id=row.message_id,
-                    recipient_id=row.pk,
-                    type=outcome.kind,
-                    remote_reply=result.reply,
-                    remote_host=result.remote_host,
-                    detail=outcome.detail,
-                )
-            )
-            reason = RECIPIENT_REPORTS.get(outcome.kind)
-            if reason is not None:
-                # Whatever the row's status: the address's owner asked for no more mail.
-                suppressions.append(suppression_for(row, result, reason))
-                continue
-            if outcome.kind is EventType.DEFERRED or row.status not in OPEN_STATUSES:
-                continue  # the far end retries; or the row has ended already
-            row.status = RecipientStatus(outcome.kind.value)
-            QueuedRecipient.objects.filter(pk=row.pk).update(
-                status=row.status,
-                last_reply=result.reply[:2000],
-                claimed_by="",
-                claimed_until=None,
-                updated_at=now,
-            )
-            if outcome.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
-                suppressions.append(suppression_for(row, result))
-            if outcome.kind in (EventType.BOUNCED, EventType.FAILED):
-                failures[row.message_id].append((row, result))
-        DeliveryEvent.objects.bulk_create(events)
-        Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
+    transitions: list[Transition] = []
+    for outcome in outcomes:
+        transition = late_outcome_transition(outcome)
+        transitions.append(transition)
+        if transition.status is None:
+            continue
+        # A later report in the same batch sees the row as this one leaves it.
+        outcome.row.status = transition.status
+        if transition.status in (RecipientStatus.BOUNCED, RecipientStatus.FAILED):
+            failures[outcome.row.message_id].append((outcome.row, outcome.result))
+    transitions_apply(transitions, now=now)
     return failures
 
 

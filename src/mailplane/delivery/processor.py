@@ -2,8 +2,9 @@
 
 prepare():  hold_if_suppressed → fail_if_no_relay → deliver_locally_if_hosted → sign
 send():     the relay server's provider (worker.py)
-record():   one terminal or retry decision per recipient, an event for every attempt, and
-            for bounces a DSN to the sender and a suppression entry.
+record():   one terminal or retry decision per recipient, written through the queue's
+            transitions (queue/transitions.py: row, event, suppression), then for
+            failures a DSN to the sender (dsn.py).
 Each step either returns an Outcome (stop) or None (continue).
 """
 
@@ -15,27 +16,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from django.conf import settings
-from django.db import transaction
-
 from mailplane.delivery.bounces import verp_address
-from mailplane.delivery.dsn import FailedRecipient, dsn_build
+from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.providers.base import Envelope
 from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.retry import retry_delay
 from mailplane.delivery.signing import SignRequest, sign_many
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.queue.models import (
-    DeliveryEvent,
     EventType,
     MessageBody,
-    MessageSource,
     OutboundMessage,
     QueuedRecipient,
     RecipientStatus,
     Suppression,
     SuppressionReason,
 )
+from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.relays.models import RelayStatus
 from mailplane.storage.maildir import maildir_deliver
 
@@ -75,11 +72,6 @@ class BatchContext:
     suppressed: set[tuple[int, str]]
     local: dict[str, Mailbox]
     signed: dict[int, bytes] = field(default_factory=dict)
-
-
-def reporting_mta() -> str:
-    conf = settings.MAILPLANE
-    return str(conf.get("MX_HOST") or conf["PLATFORM_DOMAIN"])
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -247,154 +239,67 @@ def _event_kind(outcome: Outcome, *, expired: bool) -> EventType:
     return EventType.DEFERRED
 
 
-def _owned(ids: list[int], worker_id: str) -> set[int]:
-    """The rows among `ids` still claimed by us, locked until the transaction ends (on
-    PostgreSQL; SQLite has one writer anyway). Chunked under SQLite's variable limit."""
-    owned: set[int] = set()
-    for i in range(0, len(ids), 500):
-        owned.update(
-            QueuedRecipient.objects.select_for_update()
-            .filter(pk__in=ids[i : i + 500], claimed_by=worker_id)
-            .values_list("pk", flat=True)
-        )
-    return owned
+# The row status each recorded event leaves.
+_STATUS = {
+    EventType.DELIVERED: RecipientStatus.DELIVERED,
+    EventType.DEFERRED: RecipientStatus.DEFERRED,
+    EventType.BOUNCED: RecipientStatus.BOUNCED,
+    EventType.FAILED: RecipientStatus.FAILED,
+    EventType.SUPPRESSED: RecipientStatus.SUPPRESSED,
+}
+
+
+def outcome_transition(
+    outcome: Outcome, *, now: datetime, rng: Callable[[], float]
+) -> tuple[Transition, SendResult]:
+    """The queue transition an attempt's outcome makes: retry time and expiry for
+    temporary failures, a suppression for permanent ones."""
+    row, result = outcome.row, outcome.result
+    attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
+    attempts = row.attempts + (1 if attempted else 0)
+    expired = False
+    next_attempt: datetime | None = None
+    if result.status is Status.TEMPORARY:
+        next_attempt = now + retry_delay(attempts=attempts, rng=rng)
+        expired = next_attempt >= row.expires_at
+        if expired:
+            result = SendResult(
+                Status.TEMPORARY,
+                f"{result.reply} (gave up: retry deadline reached)".strip(),
+                result.remote_host,
+                result.code,
+            )
+    kind = _event_kind(outcome, expired=expired)
+    hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT
+    transition = Transition(
+        row=row,
+        event=kind,
+        status=_STATUS[kind],
+        reply=result.reply,
+        remote_host=result.remote_host,
+        detail=f"attempt {attempts}" if attempted else "",
+        attempts=attempts,
+        next_attempt_at=next_attempt,
+        suppress=SuppressionReason.HARD_BOUNCE if hard else None,
+    )
+    return transition, result
 
 
 def outcomes_record(
     outcomes: Sequence[Outcome], *, worker_id: str, now: datetime, rng: Callable[[], float]
 ) -> None:
-    """Write every outcome: row status, event, suppression; then DSNs for the failures.
-
-    Rows that end the same way (status, attempts, reply, and no new retry time: typically a
-    batch of deliveries) are written by one UPDATE: a query per row was most of the
-    database thread's time."""
+    """Record every outcome through the queue's transitions (row, event, suppression in
+    one transaction), then send DSNs for the failures."""
+    decided = [outcome_transition(o, now=now, rng=rng) for o in outcomes]
+    results = {t.row.pk: result for t, result in decided}
+    applied = transitions_apply([t for t, _ in decided], now=now, claimed_by=worker_id)
     failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)
-    events: list[DeliveryEvent] = []
-    suppressions: list[Suppression] = []
-    # (status, attempts, next attempt or None to keep, reply) -> row ids
-    updates: dict[tuple[str, int, datetime | None, str], list[int]] = defaultdict(list)
-    with transaction.atomic():
-        owned = _owned([o.row.pk for o in outcomes], worker_id)
-        for outcome in outcomes:
-            row, result = outcome.row, outcome.result
-            attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
-            attempts = row.attempts + (1 if attempted else 0)
-            expired = False
-            next_attempt: datetime | None = None
-            if result.status is Status.TEMPORARY:
-                next_attempt = now + retry_delay(attempts=attempts, rng=rng)
-                expired = next_attempt >= row.expires_at
-                if expired:
-                    result = SendResult(
-                        Status.TEMPORARY,
-                        f"{result.reply} (gave up: retry deadline reached)".strip(),
-                        result.remote_host,
-                        result.code,
-                    )
-            kind = _event_kind(outcome, expired=expired)
-            status = {
-                EventType.DELIVERED: RecipientStatus.DELIVERED,
-                EventType.DEFERRED: RecipientStatus.DEFERRED,
-                EventType.BOUNCED: RecipientStatus.BOUNCED,
-                EventType.FAILED: RecipientStatus.FAILED,
-                EventType.SUPPRESSED: RecipientStatus.SUPPRESSED,
-            }[kind]
-            if row.pk not in owned:
-                # Our lease ran out and another worker owns the row now: its record wins.
-                log.warning("lost claim on recipient %s; outcome %s dropped", row.pk, kind)
-                continue
-            updates[(status, attempts, next_attempt, result.reply[:2000])].append(row.pk)
-            events.append(
-                DeliveryEvent(
-                    organization_id=row.message.organization_id,
-                    message_id=row.message_id,
-                    recipient_id=row.pk,
-                    type=kind,
-                    remote_reply=result.reply,
-                    remote_host=result.remote_host,
-                    detail=f"attempt {attempts}" if attempted else "",
-                )
-            )
-            if kind is EventType.BOUNCED and result.status is Status.PERMANENT:
-                suppressions.append(suppression_for(row, result))
-            if kind in (EventType.BOUNCED, EventType.FAILED):
-                failures[row.message_id].append((row, result))
-        for (new_status, attempts, next_attempt, reply), ids in updates.items():
-            fields: dict[str, object] = {
-                "status": new_status,
-                "attempts": attempts,
-                "last_reply": reply,
-                "claimed_by": "",
-                "claimed_until": None,
-                "updated_at": now,
-            }
-            if next_attempt is not None:
-                fields["next_attempt_at"] = next_attempt
-            for i in range(0, len(ids), 500):
-                QueuedRecipient.objects.filter(
-                    pk__in=ids[i : i + 500], claimed_by=worker_id
-                ).update(**fields)
-        DeliveryEvent.objects.bulk_create(events)
-        Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
+    for t in applied:
+        if t.event in (EventType.BOUNCED, EventType.FAILED):
+            failures[t.row.message_id].append((t.row, results[t.row.pk]))
     for rows_results in failures.values():
         dsn_send(
             message=rows_results[0][0].message,
             failed=[FailedRecipient(r.rcpt_to, res) for r, res in rows_results],
             now=now,
         )
-
-
-def suppression_for(
-    row: QueuedRecipient,
-    result: SendResult,
-    reason: SuppressionReason = SuppressionReason.HARD_BOUNCE,
-) -> Suppression:
-    """The suppression a row's address earns (a permanent bounce, a complaint, an
-    unsubscribe); callers save it ignoring conflicts: a listed address keeps its first
-    reason."""
-    return Suppression(
-        organization_id=row.message.organization_id,
-        address=row.rcpt_to.lower(),
-        reason=reason,
-        detail=result.reply[:2000],
-        message_id=row.message_id,
-    )
-
-
-def dsn_send(*, message: OutboundMessage, failed: Sequence[FailedRecipient], now: datetime) -> None:
-    """Return a failure report to the sender: into its INBOX if it is a hosted mailbox,
-    else through the queue with the null sender. Never for null-sender mail (RFC 5321
-    §4.5.5: no DSN about a DSN)."""
-    if not message.mail_from or message.source == MessageSource.SYSTEM:
-        return
-    body = MessageBody.objects.filter(message_id=message.pk).values_list("raw", flat=True).first()
-    report = dsn_build(
-        reporting_mta=reporting_mta(),
-        to=message.mail_from,
-        original=bytes(body or b""),
-        arrival=message.created_at,
-        now=now,
-        failed=failed,
-    )
-    sender = (
-        message.mailbox
-        or Mailbox.objects.filter(
-            address=message.mail_from.lower(), status=MailboxStatus.ACTIVE
-        ).first()
-    )
-    if sender is not None:
-        trace = f"Return-Path: <>\r\nDelivered-To: {sender.address}\r\n".encode()
-        maildir_deliver(
-            organization_id=sender.organization_id, address=sender.address, raw=trace + report
-        )
-        return
-    from mailplane.queue.services import message_enqueue
-
-    message_enqueue(
-        organization=message.organization,
-        mail_from="",
-        recipients=[message.mail_from],
-        raw=report,
-        source=MessageSource.SYSTEM,
-        relay_server=message.relay_server,
-    )

@@ -26,6 +26,8 @@ MAX_ATTEMPTS = 5
 
 def job_start(*, organization: Organization, kind: str, payload: dict[str, Any]) -> Job:
     """Persist the job; the Celery task is sent only once the row is committed."""
+    # lazy: tasks.py is this module's Celery adapter and imports it (a task module that
+    # calls its service, a service that sends its task: Celery's usual pair).
     from mailplane.jobs.tasks import job_run
 
     job = Job.objects.create(organization=organization, kind=kind, payload=payload)
@@ -91,6 +93,7 @@ def _finish(job: Job, status: str, *, error: str = "", result: Any = None) -> No
 
 def job_requeue_stale() -> int:
     """Re-send jobs whose broker message was lost or whose worker died."""
+    # lazy: see job_start.
     from mailplane.jobs.tasks import job_run as job_run_task
 
     now = timezone.now()

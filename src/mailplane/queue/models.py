@@ -104,6 +104,13 @@ class EventType(models.TextChoices):
 
 
 class DeliveryEvent(models.Model):
+    """One transition of a message or recipient, in the outbox (queue/transitions.py).
+
+    `seq` numbers every event of this database without gaps, in commit order: a consumer
+    that has read up to N reads the rest with seq > N (queue/events.py) and can neither
+    miss an event nor see one twice."""
+
+    seq = models.BigIntegerField(unique=True)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     message = models.ForeignKey(OutboundMessage, on_delete=models.CASCADE, related_name="events")
     recipient = models.ForeignKey(
@@ -116,10 +123,21 @@ class DeliveryEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        ordering = ["id"]
+        ordering = ["seq"]
 
     def __str__(self) -> str:
         return f"{self.type} for message {self.message_id}"
+
+
+class EventSequence(models.Model):
+    """The last `DeliveryEvent.seq` handed out: one row, taken under its row lock by every
+    transaction that appends events, so numbers are gap-free (a rollback gives them back)
+    and follow commit order (a database sequence has neither property)."""
+
+    last = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"event sequence at {self.last}"
 
 
 class SuppressionReason(models.TextChoices):

@@ -8,19 +8,13 @@ from datetime import timedelta
 from email.parser import BytesHeaderParser
 from email.policy import SMTP
 
-from django.db import transaction
 from django.utils import timezone
 
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
-from mailplane.queue.models import (
-    DeliveryEvent,
-    EventType,
-    MessageBody,
-    MessageSource,
-    OutboundMessage,
-    QueuedRecipient,
-)
+from mailplane.message.headers import header_section
+from mailplane.queue.models import MessageSource, OutboundMessage
+from mailplane.queue.transitions import NewMessage, messages_enqueue
 from mailplane.relays.models import RelayServer
 from mailplane.tenancy.models import Organization
 
@@ -29,15 +23,9 @@ from mailplane.tenancy.models import Organization
 DEFAULT_EXPIRY = timedelta(hours=72)
 
 
-def _header_section(raw: bytes) -> bytes:
-    # Only the fields up to the first empty line: the body need not go through the parser.
-    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
-    return raw[: min(ends)] if ends else raw
-
-
 def _headers(raw: bytes) -> tuple[str, str]:
     """(Message-ID, Subject), decoded, each cut to RFC 5322's 998-character line limit."""
-    parsed = BytesHeaderParser(policy=SMTP).parsebytes(_header_section(raw), headersonly=True)
+    parsed = BytesHeaderParser(policy=SMTP).parsebytes(header_section(raw), headersonly=True)
     return str(parsed.get("Message-ID", ""))[:998], str(parsed.get("Subject", ""))[:998]
 
 
@@ -63,54 +51,24 @@ def message_enqueue_many(requests: Sequence[EnqueueRequest]) -> list[OutboundMes
     none is (group commit: one commit, one fsync, for many SMTP sessions). The result is in
     the order of `requests`, each with its primary key set.
     """
-    if not requests:
-        return []
     now = timezone.now()
-    prepared = []
+    new: list[NewMessage] = []
     for req in requests:
         message_id, subject = _headers(req.raw)
         mailbox = req.mailbox
-        prepared.append(
-            OutboundMessage(
-                organization=req.organization,
-                mailbox=mailbox,
-                relay_server=req.relay_server or (mailbox.relay_server if mailbox else None),
-                domain=req.domain or (mailbox.domain if mailbox else None),
-                source=req.source,
-                mail_from=req.mail_from,
-                message_id=message_id,
-                subject=subject,
-                size=len(req.raw),
-            )
+        message = OutboundMessage(
+            organization=req.organization,
+            mailbox=mailbox,
+            relay_server=req.relay_server or (mailbox.relay_server if mailbox else None),
+            domain=req.domain or (mailbox.domain if mailbox else None),
+            source=req.source,
+            mail_from=req.mail_from,
+            message_id=message_id,
+            subject=subject,
+            size=len(req.raw),
         )
-    with transaction.atomic():
-        # PostgreSQL and SQLite >= 3.35 return the new keys from a bulk INSERT.
-        messages = OutboundMessage.objects.bulk_create(prepared)
-        if any(m.pk is None for m in messages):
-            raise RuntimeError("the database did not return primary keys from bulk_create")
-        MessageBody.objects.bulk_create(
-            MessageBody(message=m, raw=req.raw) for m, req in zip(messages, requests, strict=True)
-        )
-        owners: list[tuple[OutboundMessage, Organization]] = []
-        recipients: list[QueuedRecipient] = []
-        for m, req in zip(messages, requests, strict=True):
-            for rcpt in req.recipients:
-                owners.append((m, req.organization))
-                recipients.append(
-                    QueuedRecipient(
-                        message=m,
-                        rcpt_to=rcpt,
-                        rcpt_domain=rcpt.rpartition("@")[2].lower(),
-                        next_attempt_at=now,
-                        expires_at=now + req.expiry,
-                    )
-                )
-        rows = QueuedRecipient.objects.bulk_create(recipients)
-        DeliveryEvent.objects.bulk_create(
-            DeliveryEvent(organization=org, message=m, recipient=row, type=EventType.QUEUED)
-            for (m, org), row in zip(owners, rows, strict=True)
-        )
-    return messages
+        new.append(NewMessage(message, req.raw, req.recipients, now + req.expiry))
+    return messages_enqueue(new, now=now)
 
 
 def message_enqueue(

@@ -1,16 +1,12 @@
 from __future__ import annotations
 
+__all__ = ["Provider", "RelayServer", "RelayStatus"]
+
 from django.db import models
 
 from mailplane.core.fields import EncryptedJSONField
+from mailplane.relays.providers import Provider
 from mailplane.tenancy.models import Organization
-
-
-class Provider(models.TextChoices):
-    MISSIONINBOX = "missioninbox", "MissionInbox (native, direct to MX)"
-    MAILGUN = "mailgun", "Mailgun"
-    SENDGRID = "sendgrid", "SendGrid"
-    SMTP = "smtp", "SMTP smarthost"
 
 
 class RelayStatus(models.TextChoices):

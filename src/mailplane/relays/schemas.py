@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from mailplane.core.errors import ValidationFailed
+from mailplane.relays.providers import Provider
 
 Check = Callable[[Any], str | None]  # returns an error message or None
 
@@ -120,15 +121,15 @@ class ProviderSchema:
     required_credentials: frozenset[str] = frozenset()
 
 
-SCHEMAS: dict[str, ProviderSchema] = {
-    "missioninbox": ProviderSchema(
+SCHEMAS: dict[Provider, ProviderSchema] = {
+    Provider.MISSIONINBOX: ProviderSchema(
         settings={
             "helo_name": is_hostname,
             "source_address": is_ip,
             "max_connections_per_domain": max_connections,
         },
     ),
-    "mailgun": ProviderSchema(
+    Provider.MAILGUN: ProviderSchema(
         settings={
             "domain": is_hostname,
             "region": one_of("us", "eu"),
@@ -139,12 +140,12 @@ SCHEMAS: dict[str, ProviderSchema] = {
         credentials={
             "api_key": non_empty_string,
             # Mailgun's "HTTP webhook signing key": without it the webhook receiver for
-            # this server is off (delivery/provider_webhooks.py).
+            # this server is off (delivery/providers/mailgun.py).
             "webhook_signing_key": non_empty_string,
         },
         required_credentials=frozenset({"api_key"}),
     ),
-    "sendgrid": ProviderSchema(
+    Provider.SENDGRID: ProviderSchema(
         settings={"base_url": is_https_url, "max_connections_per_domain": max_connections},
         credentials={
             "api_key": non_empty_string,
@@ -154,7 +155,7 @@ SCHEMAS: dict[str, ProviderSchema] = {
         },
         required_credentials=frozenset({"api_key"}),
     ),
-    "smtp": ProviderSchema(
+    Provider.SMTP: ProviderSchema(
         settings={
             "host": is_hostname,
             "port": is_port,
@@ -192,7 +193,7 @@ def validate_provider_config(
     provider: str, configuration: Any, credentials: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return the cleaned (configuration, credentials) or raise ValidationFailed."""
-    schema = SCHEMAS.get(provider)
+    schema = SCHEMAS.get(Provider(provider)) if provider in Provider.values else None
     if schema is None:
         raise ValidationFailed.on("provider", f"must be one of {', '.join(SCHEMAS)}")
     cleaned = (
@@ -203,7 +204,7 @@ def validate_provider_config(
             "credentials", credentials, schema.credentials, schema.required_credentials
         ),
     )
-    if provider == "smtp":
+    if provider == Provider.SMTP:
         # AUTH needs both halves (the smarthost provider logs in when a username is set).
         creds = cleaned[1]
         missing = [k for k in ("username", "password") if k not in creds]

@@ -17,8 +17,8 @@ import dkim
 import spf
 
 from mailplane.dns import domain_ascii
+from mailplane.message.headers import address_domain, from_addresses, headers_of
 from mailplane.smtp import dnsquery
-from mailplane.smtp.messages import address_domain, from_addresses, headers_of
 
 log = logging.getLogger("mailplane.smtp.authres")
 

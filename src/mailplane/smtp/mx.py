@@ -20,12 +20,14 @@ from pathlib import Path
 
 from aiosmtpd.smtp import Envelope
 
+from mailplane.delivery.bounces import bounce_match, verp_recipient_id
 from mailplane.dns import domain_ascii
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.message.headers import address_domain, prepend, rfc5322_date
+from mailplane.queue.models import QueuedRecipient
 from mailplane.smtp.authres import AuthOutcome, message_authenticate
 from mailplane.smtp.db import blocking
-from mailplane.smtp.messages import address_domain, prepend, rfc5322_date
 from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
 from mailplane.storage.maildir import maildir_deliver
 
@@ -49,9 +51,6 @@ class BounceRecipient:
 def bounce_route(address: str) -> BounceRecipient | str | None:
     """Blocking: None if `address` is not at a hosted domain's return path host; else the
     bounce route, or 550 5.1.1 for a local part that is not a genuine VERP tag of ours."""
-    from mailplane.delivery.bounces import verp_recipient_id
-    from mailplane.queue.models import QueuedRecipient
-
     host = address_domain(address)
     if not Domain.objects.filter(return_path_host=host).exists():
         return None
@@ -112,8 +111,6 @@ def mx_deliver(*, recipients: list[LocalRecipient], raw: bytes, folder: str) -> 
 
 def bounces_consume(*, bounces: list[BounceRecipient], raw: bytes) -> None:
     """Blocking: match each report to its queue row (bounced, suppressed, sender told)."""
-    from mailplane.delivery.bounces import bounce_match
-
     for bounce in bounces:
         if bounce_match(bounce.address, raw) is None:
             # The row went away between RCPT and DATA; the report has nothing to update.

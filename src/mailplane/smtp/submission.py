@@ -17,6 +17,8 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
 from mailplane.dns import domain_ascii
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.message.cleanup import message_cleanup
+from mailplane.message.headers import from_addresses, headers_of
 from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.smtp.db import blocking
@@ -29,14 +31,6 @@ from mailplane.smtp.logins import (
     login_check,
     login_guard,
     mask,
-)
-from mailplane.smtp.messages import (
-    address_domain,
-    from_addresses,
-    headers_of,
-    new_message_id,
-    prepend,
-    rfc5322_date,
 )
 from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
 from mailplane.storage.maildir import MaildirItem, maildir_deliver_many
@@ -70,22 +64,15 @@ class Submission:
 
 
 def _complete_headers(mailbox: Mailbox, raw: bytes, hostname: str, *, smtputf8: bool) -> bytes:
-    headers = headers_of(raw)
     # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + TLS + AUTH (RFC 3848 §3), and
     # "UTF8SMTPSA" the same with SMTPUTF8 (RFC 6531 §3.7.3 and §4.3).
     protocol = "UTF8SMTPSA" if smtputf8 else "ESMTPSA"
-    added: list[tuple[str, str]] = [
-        ("Received", f"by {hostname} with {protocol}; {rfc5322_date()}"),
-    ]
-    if mailbox.reply_to and "Reply-To" not in headers:
-        added.append(("Reply-To", mailbox.reply_to))
-    # RFC 6409 §8.2 / §8.3: an MSA may add the Date and Message-ID a client left out
-    # (RFC 5322 §3.6 requires the first and says every message should have the second).
-    if "Date" not in headers:
-        added.append(("Date", rfc5322_date()))
-    if "Message-ID" not in headers:
-        added.append(("Message-ID", new_message_id(address_domain(mailbox.address))))
-    return prepend(raw, added)
+    return message_cleanup(
+        raw,
+        sender=mailbox.address,
+        received=f"by {hostname} with {protocol}",
+        reply_to=mailbox.reply_to,
+    )
 
 
 def submission_accept_many(

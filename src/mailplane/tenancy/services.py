@@ -13,6 +13,8 @@ from django.utils.text import slugify
 
 from mailplane.core import crypto
 from mailplane.core.errors import Conflict, NotFound, ValidationFailed
+from mailplane.relays.providers import DEFAULT_PROVIDER
+from mailplane.relays.services import relay_server_create
 from mailplane.tenancy.models import ApiKey, Organization
 from mailplane.tenancy.plans import PlanName
 
@@ -44,9 +46,7 @@ def organization_create(
         )
         org = Organization.objects.create(name=name, slug=slug, plan=plan, owner=owner)
         # The service assigns every new account a native relay server (seed 000).
-        from mailplane.relays.services import relay_server_create
-
-        relay_server_create(organization=org, name=f"{slug}-native", provider="missioninbox")
+        relay_server_create(organization=org, name=f"{slug}-native", provider=DEFAULT_PROVIDER)
     return org
 
 

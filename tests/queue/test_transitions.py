@@ -1,0 +1,184 @@
+"""The outbox (queue/transitions.py): a state change and its event commit together or not
+at all, and events are numbered without gaps, in commit order, under concurrent writers.
+
+Failures are real database failures: a trigger refuses the row mid-transaction, as a
+constraint violation or a crash before commit would leave it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from django.db import DatabaseError, connection, connections, transaction
+from django.utils import timezone
+
+from mailplane.queue.events import events_after, events_last_seq
+from mailplane.queue.models import (
+    DeliveryEvent,
+    EventType,
+    QueuedRecipient,
+    RecipientStatus,
+    Suppression,
+    SuppressionReason,
+)
+from mailplane.queue.services import message_enqueue
+from mailplane.queue.transitions import Transition, transitions_apply
+from tests.support.tools import skip_for_mode
+
+RAW = b"From: <john@acme.test>\r\nSubject: Hi\r\n\r\nBody\r\n"
+
+
+@contextmanager
+def refused_by_database(table: str, verb: str, condition: str) -> Iterator[None]:
+    """While active, an INSERT or UPDATE (`verb`) on `table` whose NEW row matches
+    `condition` (SQL on NEW) fails inside the database."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(
+                f"CREATE TRIGGER mailplane_test_refuse BEFORE {verb} ON {table} "
+                f"WHEN {condition} BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+            )
+        else:
+            cursor.execute(
+                "CREATE FUNCTION mailplane_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF {condition} THEN RAISE EXCEPTION 'refused by test trigger'; END IF; "
+                "RETURN NEW; END $$"
+            )
+            cursor.execute(
+                f"CREATE TRIGGER mailplane_test_refuse BEFORE {verb} ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION mailplane_test_refuse()"
+            )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                cursor.execute("DROP TRIGGER IF EXISTS mailplane_test_refuse")
+            else:
+                cursor.execute(f"DROP TRIGGER IF EXISTS mailplane_test_refuse ON {table}")
+                cursor.execute("DROP FUNCTION IF EXISTS mailplane_test_refuse()")
+
+
+def _enqueued(account, *recipients: str) -> list[QueuedRecipient]:
+    message = message_enqueue(
+        organization=account.org,
+        mail_from="john@acme.test",
+        recipients=list(recipients),
+        raw=RAW,
+        relay_server=account.relay,
+    )
+    return list(QueuedRecipient.objects.filter(message=message).select_related("message"))
+
+
+def _bounce(row: QueuedRecipient) -> Transition:
+    return Transition(
+        row=row,
+        event=EventType.BOUNCED,
+        status=RecipientStatus.BOUNCED,
+        reply="550 5.1.1 no such user",
+        suppress=SuppressionReason.HARD_BOUNCE,
+    )
+
+
+def test_a_refused_event_leaves_no_state_change(account):
+    [row] = _enqueued(account, "a@one.test")
+    last = events_last_seq()
+    table = DeliveryEvent._meta.db_table
+    refused = refused_by_database(table, "INSERT", "NEW.type = 'bounced'")
+    with refused, pytest.raises(DatabaseError):
+        transitions_apply([_bounce(row)], now=timezone.now())
+    row.refresh_from_db()
+    assert row.status == RecipientStatus.QUEUED  # no state without its event
+    assert not Suppression.objects.exists()
+    assert events_last_seq() == last  # and the numbers were given back
+    # Without the refusal the same transition goes through, numbered next.
+    transitions_apply([_bounce(row)], now=timezone.now())
+    row.refresh_from_db()
+    assert row.status == RecipientStatus.BOUNCED
+    assert [e.seq for e in events_after(cursor=last)] == [last + 1]
+
+
+def test_a_refused_state_change_leaves_no_event(account):
+    [row] = _enqueued(account, "a@one.test")
+    last = events_last_seq()
+    table = QueuedRecipient._meta.db_table
+    refused = refused_by_database(table, "UPDATE", "NEW.status = 'bounced'")
+    with refused, pytest.raises(DatabaseError):
+        transitions_apply([_bounce(row)], now=timezone.now())
+    assert events_after(cursor=last) == []  # no event without its state
+    assert not Suppression.objects.exists()
+
+
+def test_a_rolled_back_transaction_leaves_no_gap(account):
+    _enqueued(account, "a@one.test")
+    last = events_last_seq()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        _enqueued(account, "b@two.test", "c@three.test")
+        assert events_last_seq() == last + 2  # taken inside the transaction...
+        raise RuntimeError("the caller fails before commit")
+    assert events_last_seq() == last  # ...and given back by the rollback
+    _enqueued(account, "d@four.test")
+    assert [e.seq for e in events_after(cursor=0)] == list(range(1, last + 2))
+
+
+def test_a_row_another_worker_holds_is_left_alone(account):
+    mine, theirs = _enqueued(account, "a@one.test", "b@two.test")
+    QueuedRecipient.objects.filter(pk=mine.pk).update(claimed_by="me")
+    QueuedRecipient.objects.filter(pk=theirs.pk).update(claimed_by="them")
+    last = events_last_seq()
+    applied = transitions_apply(
+        [_bounce(mine), _bounce(theirs)], now=timezone.now(), claimed_by="me"
+    )
+    assert [t.row.pk for t in applied] == [mine.pk]
+    assert [(e.recipient_id, e.type) for e in events_after(cursor=last)] == [(mine.pk, "bounced")]
+    assert QueuedRecipient.objects.get(pk=theirs.pk).status == RecipientStatus.QUEUED
+    assert list(Suppression.objects.values_list("address", flat=True)) == ["a@one.test"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_number_events_gap_free_in_commit_order(account):
+    if connection.vendor == "sqlite":
+        skip_for_mode("SQLite has one writer at a time: nothing runs concurrently to order")
+    writers, per_writer = 4, 15
+    stop = threading.Event()
+    problems: list[str] = []
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(per_writer):
+                _enqueued(account, "a@one.test", "b@two.test")
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def read() -> None:
+        # Whatever a reader sees at any moment is a prefix 1..N: a visible number never has a
+        # smaller one still to come (a consumer at cursor N would skip it for good).
+        try:
+            while not stop.is_set():
+                seqs = list(DeliveryEvent.objects.order_by("seq").values_list("seq", flat=True))
+                if seqs != list(range(1, len(seqs) + 1)):
+                    problems.append(f"saw {seqs[-5:]} of {len(seqs)}")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=write) for _ in range(writers)]
+    reader = threading.Thread(target=read)
+    reader.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    stop.set()
+    reader.join(timeout=30)
+    assert errors == []
+    assert problems == []
+    total = writers * per_writer * 2
+    assert list(DeliveryEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(
+        range(1, total + 1)
+    )
