@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "mailplane.jobs",
     "mailplane.queue",
     "mailplane.dnsproviders",
+    "mailplane.servers",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,181 @@
+"""Sending through an email server: check, compose, enqueue, in that order.
+
+message_prepare() is everything that can refuse a message (identity, stream, size) and
+touches nothing; messages_send() then queues prepared messages in ONE transaction, so a
+batch is one commit and the caller's 2xx follows it: acknowledged means durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from mailplane.core.errors import ValidationFailed
+from mailplane.domains.models import Domain, VerificationState
+from mailplane.message.cleanup import message_cleanup
+from mailplane.queue.models import (
+    EventType,
+    MessageSource,
+    OutboundMessage,
+    QueuedRecipient,
+    RecipientStatus,
+)
+from mailplane.queue.services import EnqueueRequest, message_enqueue_many
+from mailplane.queue.transitions import Transition, transitions_apply
+from mailplane.sending.compose import message_compose
+from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
+from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
+from mailplane.servers.models import EmailServer, MessageStream, ServerMessage
+
+SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A message that passed every check, ready for the queue."""
+
+    request: SendRequest
+    stream: MessageStream
+    domain: Domain
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    message: OutboundMessage
+    stream: MessageStream
+    recipients: list[str]
+    sandbox: bool
+
+
+@dataclass(slots=True)
+class SendContext:
+    """What checking many messages of one server reads once: its streams, its account's
+    verified domains by name (filled as senders are seen)."""
+
+    server: EmailServer
+    streams: dict[str, MessageStream]
+    domains: dict[str, Domain | None] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, server: EmailServer) -> SendContext:
+        return cls(server=server, streams={s.stream_id: s for s in server.streams.all()})
+
+
+def _verified_domain(ctx: SendContext, name: str) -> Domain | None:
+    if name not in ctx.domains:
+        ctx.domains[name] = (
+            Domain.objects.select_related("relay_server")
+            .filter(
+                organization_id=ctx.server.organization_id,
+                name=name,
+                verification_state=VerificationState.VERIFIED,
+            )
+            .first()
+        )
+    return ctx.domains[name]
+
+
+def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
+    if stream_id is None:
+        default = ctx.server.default_stream_id
+        found = next((s for s in ctx.streams.values() if s.pk == default), None)
+        if found is None:  # a server always has one; say so rather than fail obscurely
+            raise ValidationFailed.on("stream", "the server has no default stream: name one")
+        return found
+    stream = ctx.streams.get(stream_id)
+    if stream is None:
+        known = ", ".join(sorted(ctx.streams))
+        raise ValidationFailed.on("stream", f"no stream {stream_id!r} on this server ({known})")
+    return stream
+
+
+def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
+    """Check what the request alone cannot tell (identity, stream, size); compose."""
+    domain = _verified_domain(ctx, request.sender.domain)
+    if domain is None:
+        raise SenderNotVerified(
+            f"from: {request.sender.address} is not a verified sender identity of this "
+            f"account: add and verify the domain {request.sender.domain}",
+            details={"from": [f"no verified sender identity for {request.sender.domain} (domain)"]},
+        )
+    stream = _stream(ctx, request.stream)
+    raw = message_cleanup(
+        message_compose(request),
+        sender=request.sender.address,
+        # RFC 5321 §4.4: the trace clause names the protocol the message came in by.
+        received=f"by {settings.MAILPLANE['SHARED_SMTP_HOST']} with HTTP",
+    )
+    if len(raw) > MESSAGE_MAX_BYTES:
+        biggest = "html" if len(request.html) > len(request.text) else "text"
+        raise MessageTooLarge(
+            f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
+            details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
+        )
+    return Prepared(request=request, stream=stream, domain=domain, raw=raw)
+
+
+def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
+    """Queue prepared messages, their server links and (sandbox) their outcomes in ONE
+    transaction. A sandbox server's recipients go straight to delivered through the
+    queue's transitions, before the commit: no delivery worker ever sees them queued."""
+    if not prepared:
+        return []
+    requests = [
+        EnqueueRequest(
+            organization=server.organization,
+            mail_from=p.request.sender.address,
+            recipients=p.request.recipients,
+            raw=p.raw,
+            source=MessageSource.API,
+            relay_server=p.domain.relay_server,
+            domain=p.domain,
+        )
+        for p in prepared
+    ]
+    with transaction.atomic():
+        messages = message_enqueue_many(requests)
+        ServerMessage.objects.bulk_create(
+            ServerMessage(
+                message=m,
+                server=server,
+                stream=p.stream,
+                tags=p.request.tags,
+                metadata=p.request.metadata,
+                sandbox=server.sandbox,
+            )
+            for m, p in zip(messages, prepared, strict=True)
+        )
+        if server.sandbox:
+            rows = QueuedRecipient.objects.filter(message__in=messages).select_related("message")
+            transitions_apply(
+                [
+                    Transition(
+                        row=row,
+                        event=EventType.DELIVERED,
+                        status=RecipientStatus.DELIVERED,
+                        reply=SANDBOX_REPLY,
+                        detail="sandbox",
+                    )
+                    for row in rows.order_by("pk")
+                ],
+                now=timezone.now(),
+            )
+    return [
+        Sent(
+            message=m,
+            stream=p.stream,
+            recipients=list(p.request.recipients),
+            sandbox=server.sandbox,
+        )
+        for m, p in zip(messages, prepared, strict=True)
+    ]
+
+
+def message_send(*, server: EmailServer, request: SendRequest) -> Sent:
+    prepared = message_prepare(ctx=SendContext.load(server), request=request)
+    return messages_send(server=server, prepared=[prepared])[0]
