@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -51,10 +51,15 @@ SEND_BODY_MAX = 2 * MESSAGE_MAX_BYTES
 BATCH_BODY_MAX = 50 * 1024 * 1024
 
 
-class _BoundedJSONParser(JSONParser):
+class _BoundedJSONParser(BaseParser):
     """api/parsers.BoundedJSONParser's checks (size before reading, depth, text), with the
-    send API's larger limit: the account API's 1 MiB would refuse most HTML mail."""
+    send API's larger limit: the account API's 1 MiB would refuse most HTML mail.
 
+    Not a JSONParser subclass on purpose: DRF reads `request.body` for those, which holds
+    the whole body in memory first and stops at DATA_UPLOAD_MAX_MEMORY_SIZE (6 MiB); this
+    one reads the stream itself, at most `limit` + 1 bytes."""
+
+    media_type = "application/json"
     limit = SEND_BODY_MAX
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:

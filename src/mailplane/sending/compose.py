@@ -17,6 +17,13 @@ from mailplane.core.errors import ValidationFailed
 from mailplane.sending.requests import SendRequest
 
 
+def _cte(text: str) -> str | None:
+    """None (the email package picks 7bit, or quoted-printable for long lines) for ASCII;
+    quoted-printable otherwise, where it would write 8bit, which needs 8BITMIME at every
+    hop (RFC 6152)."""
+    return None if text.isascii() else "quoted-printable"
+
+
 def message_compose(request: SendRequest) -> bytes:
     message = EmailMessage(policy=SMTP)
     try:
@@ -32,11 +39,11 @@ def message_compose(request: SendRequest) -> bytes:
         # multipart/alternative when both: the last part is the preferred one (RFC 2046
         # §5.1.4), so the HTML comes after the text.
         if request.text:
-            message.set_content(request.text)
+            message.set_content(request.text, cte=_cte(request.text))
             if request.html:
-                message.add_alternative(request.html, subtype="html")
+                message.add_alternative(request.html, subtype="html", cte=_cte(request.html))
         else:
-            message.set_content(request.html, subtype="html")
+            message.set_content(request.html, subtype="html", cte=_cte(request.html))
         return message.as_bytes(policy=SMTP)
     except (ValueError, TypeError, IndexError, email.errors.MessageError) as exc:
         # The request was checked field by field; what the email package still refuses

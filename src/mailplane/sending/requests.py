@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailplane.core.errors import ValidationFailed
+from mailplane.sending.errors import MessageTooLarge
 
 MAX_RECIPIENTS = 50  # to + cc + bcc, after removing duplicates (Postmark's limit)
 MESSAGE_MAX_BYTES = 10 * 1024 * 1024  # the composed message (Postmark: 10 MB)
@@ -182,14 +183,16 @@ def _split(text: str) -> list[tuple[int, str]]:
     return [(i, p.strip()) for i, p in parts if p.strip()]
 
 
-def _string(data: Mapping[str, Any], name: str, errors: _Errors, *, max_length: int) -> str:
+def _string(
+    data: Mapping[str, Any], name: str, errors: _Errors, *, max_length: int | None
+) -> str:
     value = data.get(name)
     if value is None:
         return ""
     if not isinstance(value, str):
         errors.add(name, "must be a string")
         return ""
-    if len(value) > max_length:
+    if max_length is not None and len(value) > max_length:
         errors.add(name, f"must be at most {max_length} characters")
         return ""
     return value
@@ -285,8 +288,9 @@ def send_request_parse(data: Any) -> SendRequest:
     subject = _string(data, "subject", errors, max_length=SUBJECT_MAX)
     if any(c in subject for c in "\r\n"):
         errors.add("subject", "must be one line")
-    text = _string(data, "text", errors, max_length=MESSAGE_MAX_BYTES)
-    html = _string(data, "html", errors, max_length=MESSAGE_MAX_BYTES)
+    # Bodies are bounded by the request body's limit; the message's is checked below.
+    text = _string(data, "text", errors, max_length=None)
+    html = _string(data, "html", errors, max_length=None)
     if not text and not html and not {"text", "html"} & set(errors.details):
         errors.add("text", "give text, html or both: the message has no body")
     headers = _headers(data.get("headers"), errors)
@@ -295,6 +299,12 @@ def send_request_parse(data: Any) -> SendRequest:
     stream = _string(data, "stream", errors, max_length=STREAM_ID_MAX) or None
     errors.raise_any()
     assert sender is not None
+    for name, body in (("html", html), ("text", text)):
+        if len(body) > MESSAGE_MAX_BYTES:
+            raise MessageTooLarge(
+                f"{name}: {len(body)} characters, over the message limit of {MESSAGE_MAX_BYTES}",
+                details={name: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
+            )
     request = SendRequest(
         sender=sender,
         to=to,
