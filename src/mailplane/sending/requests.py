@@ -183,9 +183,7 @@ def _split(text: str) -> list[tuple[int, str]]:
     return [(i, p.strip()) for i, p in parts if p.strip()]
 
 
-def _string(
-    data: Mapping[str, Any], name: str, errors: _Errors, *, max_length: int | None
-) -> str:
+def _string(data: Mapping[str, Any], name: str, errors: _Errors, *, max_length: int | None) -> str:
     value = data.get(name)
     if value is None:
         return ""
