@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -40,8 +43,17 @@ from mailplane.api.servers import (
 )
 from mailplane.core.errors import DomainError, ValidationFailed
 from mailplane.queue.models import RecipientStatus
+from mailplane.sending.idempotency import (
+    HEADER,
+    idempotency_claim,
+    idempotency_complete,
+    idempotency_key_parse,
+    idempotency_release,
+    request_digest,
+)
 from mailplane.sending.requests import MAX_RECIPIENTS, MESSAGE_MAX_BYTES, send_request_parse
 from mailplane.sending.services import Prepared, SendContext, Sent, message_prepare, messages_send
+from mailplane.servers.models import EmailServer
 from mailplane.servers.selectors import email_server_get
 from mailplane.servers.services import email_server_update
 
@@ -180,6 +192,51 @@ def _sent(sent: Sent) -> dict[str, Any]:
     }
 
 
+IDEMPOTENCY = OpenApiParameter(
+    HEADER,
+    str,
+    location=OpenApiParameter.HEADER,
+    description="Up to 256 visible ASCII characters, kept 24 hours: the same key with the "
+    "same body answers as the first time (`Idempotent-Replayed: true`); with another body, or "
+    "while the first is still in progress, 409.",
+)
+IDEMPOTENCY_CONFLICT = error(
+    "The `Idempotency-Key` was used with another body, or its first request is in progress."
+)
+REPLAYED = "Idempotent-Replayed"
+
+
+def _as_json(body: Any) -> Any:
+    """The body as the client reads it (datetimes as DRF renders them), for storing."""
+    return json.loads(JSONRenderer().render(body))
+
+
+def _answer(request: Request, server: EmailServer, run: Callable[[], tuple[int, Any]]) -> Response:
+    """Run `run` (which queues and returns the answer) once per Idempotency-Key."""
+    key = idempotency_key_parse(request.headers.get(HEADER))
+    if key is None:
+        status, body = run()
+        return Response(body, status=status)
+    digest = request_digest(path=request.path, data=request.data)
+    replay = idempotency_claim(server=server, key=key, digest=digest)
+    if replay is not None:
+        return Response(replay.body, status=replay.status, headers={REPLAYED: "true"})
+    try:
+        with transaction.atomic():
+            status, body = run()
+            body = _as_json(body)
+            idempotency_complete(server=server, key=key, status=status, body=body)
+    except DomainError as exc:
+        # A client error is an answer too: the same request gets it again.
+        refusal = error_body(exc.code, exc.message, exc.details)
+        idempotency_complete(server=server, key=key, status=exc.http_status, body=refusal)
+        raise
+    except BaseException:
+        idempotency_release(server=server, key=key)
+        raise
+    return Response(body, status=status)
+
+
 SENDER_NOT_VERIFIED = error("`from` is not a verified sender identity of the account.")
 MESSAGE_TOO_LARGE = error(f"The message (or the body) is over {MESSAGE_MAX_BYTES} bytes.")
 
@@ -192,14 +249,24 @@ class EmailSendView(APIView):
     @extend_schema(
         operation_id="email_send",
         request=SendMessageSerializer,
-        responses={200: SentSerializer, 413: MESSAGE_TOO_LARGE, 422: SENDER_NOT_VERIFIED},
+        parameters=[IDEMPOTENCY],
+        responses={
+            200: SentSerializer,
+            409: IDEMPOTENCY_CONFLICT,
+            413: MESSAGE_TOO_LARGE,
+            422: SENDER_NOT_VERIFIED,
+        },
     )
     def post(self, request: Request) -> Response:
         server = server_of(request)
-        send = send_request_parse(request.data)
-        prepared = message_prepare(ctx=SendContext.load(server), request=send)
-        [sent] = messages_send(server=server, prepared=[prepared])
-        return Response(_sent(sent))
+
+        def run() -> tuple[int, Any]:
+            send = send_request_parse(request.data)
+            prepared = message_prepare(ctx=SendContext.load(server), request=send)
+            [sent] = messages_send(server=server, prepared=[prepared])
+            return 200, _sent(sent)
+
+        return _answer(request, server, run)
 
 
 class EmailBatchView(APIView):
@@ -210,14 +277,21 @@ class EmailBatchView(APIView):
     @extend_schema(
         operation_id="email_batch",
         request=SendMessageSerializer(many=True),
-        responses={200: BatchItemSerializer(many=True), 413: MESSAGE_TOO_LARGE},
+        parameters=[IDEMPOTENCY],
+        responses={
+            200: BatchItemSerializer(many=True),
+            409: IDEMPOTENCY_CONFLICT,
+            413: MESSAGE_TOO_LARGE,
+        },
         description=f"Up to {BATCH_MAX} messages; one result per message, in order (200 "
         "even when some are refused: each refusal is in its item). The accepted ones are "
         "queued in one transaction.",
     )
     def post(self, request: Request) -> Response:
         server = server_of(request)
-        items = request.data
+        return _answer(request, server, lambda: (200, self._batch(server, request.data)))
+
+    def _batch(self, server: EmailServer, items: Any) -> list[dict[str, Any]]:
         if not isinstance(items, list):
             raise ValidationFailed.on("body", "must be a JSON array of messages")
         if not items:
@@ -244,7 +318,7 @@ class EmailBatchView(APIView):
         sent = messages_send(server=server, prepared=[p for _, p in accepted])
         for (index, _), one in zip(accepted, sent, strict=True):
             results[index] = {"index": index, **_sent(one)}
-        return Response(results)
+        return results
 
 
 class ServerView(APIView):

@@ -102,3 +102,31 @@ class ServerMessage(models.Model):
 
     def __str__(self) -> str:
         return f"message {self.message_id} on server {self.server_id}"
+
+
+class IdempotencyStatus(models.TextChoices):
+    PROCESSING = "processing"
+    DONE = "done"
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` on one server and the answer it got (sending/
+    idempotency.py). Kept 24 hours, as Resend, useSend and Hyvor Relay keep theirs."""
+
+    server = models.ForeignKey(
+        EmailServer, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=256)
+    request_digest = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=IdempotencyStatus.choices)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server", "key"], name="one_idempotency_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} on server {self.server_id} ({self.status})"
