@@ -227,6 +227,15 @@ SERVER_KEY_WALK = {
         ("post", "/api/email/", send_body(**{"from": "x@intruder.test"}, stream="broadcast")),
     ],
     "email-batch": [("post", "/api/email/batch/", [send_body(**{"from": "ceo@victim.test"})])],
+    "server-message-list": [
+        ("get", "/api/server/messages/", None),
+        ("get", "/api/server/messages/?recipient=x@elsewhere.test", None),
+        ("get", "/api/server/messages/?tag=secret", None),
+    ],
+    "server-message-detail": [
+        ("get", "/api/server/messages/{sent}/", None),
+        ("get", "/api/server/messages/{message}/", None),
+    ],
     "server-self": [
         ("get", "/api/server/", None),
         ("patch", "/api/server/", {"name": "pwned", "default_stream": "broadcast"}),
@@ -321,17 +330,23 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
     own = email_server_create(organization=other_account.org, name="intruder-server")
     key = server_key_create(server=own, kind="full").secret
     before = OutboundMessage.objects.filter(organization=victim["account"].org).count()
-    for method, path, body in SERVER_KEY_WALK[route]:
+    for method, template, body in SERVER_KEY_WALK[route]:
+        path = _fill(template, victim)
         # An account key (the victim's own, even) is no server key: 401.
         reply = getattr(victim["account"].client, method)(path, body, format="json")
         assert reply.status_code == 401, (method, path, reply.content)
         reply = getattr(server_client(key), method)(path, body, format="json")
         text = reply.content.decode()
-        assert reply.status_code in {200, 409, 422}, (method, path, text)
+        if "{" in template:
+            assert reply.status_code == 404, (method, path, text)
+        else:
+            assert reply.status_code in {200, 422}, (method, path, text)
         for secret in ("victim-prod-secret", "Victim secret subject", victim["server_secret"]):
             assert secret not in text, (path, secret, text)
         if route == "server-self":
             assert reply.json()["id"] == own.pk
+        if route == "server-message-list":
+            assert reply.json()["count"] == 0
     after = OutboundMessage.objects.filter(organization=victim["account"].org).count()
     assert after == before  # nothing queued in the victim's account
     sent = OutboundMessage.objects.filter(organization=other_account.org)

@@ -339,3 +339,59 @@ def test_text_and_html_together_over_10_mb_are_413(live):
     body = send_body(text="x" * (5 * 1024 * 1024), html="y" * (5 * 1024 * 1024 + 10))
     error = _refused(live, body, 413, "html")
     assert error["code"] == "message_too_large"
+
+
+# --- reading back with the server key --------------------------------------------------
+
+
+def test_a_server_key_reads_its_servers_messages_by_recipient_status_tag_and_stream(live):
+    other = server_make(live.account, "other-app")
+    a = live.client.post(
+        "/api/email/", send_body(to="a@dest.test", tags=["welcome"]), format="json"
+    )
+    b = live.client.post(
+        "/api/email/",
+        send_body(to="B@dest.test", stream="broadcast", metadata={"k": "v"}),
+        format="json",
+    )
+    theirs = other.client.post("/api/email/", send_body(to="a@dest.test"), format="json")
+    listed = live.client.get("/api/server/messages/").json()
+    assert [m["id"] for m in listed["results"]] == [b.json()["id"], a.json()["id"]]
+    assert listed["results"][1]["tags"] == ["welcome"]
+    assert listed["results"][0]["metadata"] == {"k": "v"}
+
+    def ids(query: str) -> list[int]:
+        reply = live.client.get(f"/api/server/messages/?{query}")
+        assert reply.status_code == 200, reply.content
+        return [m["id"] for m in reply.json()["results"]]
+
+    assert ids("recipient=A@DEST.TEST") == [a.json()["id"]]
+    assert ids("recipient=b@dest.test") == [b.json()["id"]]
+    assert ids("tag=welcome") == [a.json()["id"]]
+    assert ids("stream=broadcast") == [b.json()["id"]]
+    assert ids("status=queued") == [b.json()["id"], a.json()["id"]]
+    assert ids("status=delivered") == []
+    detail = live.client.get(f"/api/server/messages/{a.json()['id']}/").json()
+    assert [e["type"] for e in detail["events"]] == ["queued"]
+    assert detail["stream"] == "outbound"
+    # Another server's message, of the same account: not found.
+    assert live.client.get(f"/api/server/messages/{theirs.json()['id']}/").status_code == 404
+    assert live.account.client.get("/api/server/messages/").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("status=nope", "status"),
+        ("status=queued&status=bounced", "status"),
+        ("recipient=" + "x" * 321, "recipient"),
+        ("tag=" + "t" * 101, "tag"),
+        ("stream=" + "s" * 51, "stream"),
+        ("limit=abc", "limit"),
+        ("offset=-1", "offset"),
+    ],
+)
+def test_bad_log_queries_are_400_naming_the_parameter(live, query, name):
+    reply = live.client.get(f"/api/server/messages/?{query}")
+    assert reply.status_code == 400, reply.content
+    assert list(reply.json()["error"]["details"]) == [name]

@@ -17,6 +17,7 @@ from mailplane.api import (
     provider_webhooks,
     relays,
     send,
+    server_messages,
     servers,
     tasks,
 )
@@ -81,6 +82,16 @@ urlpatterns = [
         name="server-key-detail",
     ),
     path("api/server/", send.ServerView.as_view(), name="server-self"),
+    path(
+        "api/server/messages/",
+        server_messages.ServerMessageListView.as_view(),
+        name="server-message-list",
+    ),
+    path(
+        "api/server/messages/<id:pk>/",
+        server_messages.ServerMessageDetailView.as_view(),
+        name="server-message-detail",
+    ),
     path("api/email/", send.EmailSendView.as_view(), name="email-send"),
     path("api/email/batch/", send.EmailBatchView.as_view(), name="email-batch"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),

@@ -29,7 +29,7 @@ from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
-from mailplane.servers.models import EmailServer, MessageStream, ServerMessage
+from mailplane.servers.models import EmailServer, MessageStream, MessageTag, ServerMessage
 
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 
@@ -139,7 +139,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
     ]
     with transaction.atomic():
         messages = message_enqueue_many(requests)
-        ServerMessage.objects.bulk_create(
+        links = ServerMessage.objects.bulk_create(
             ServerMessage(
                 message=m,
                 server=server,
@@ -149,6 +149,11 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                 sandbox=server.sandbox,
             )
             for m, p in zip(messages, prepared, strict=True)
+        )
+        MessageTag.objects.bulk_create(
+            MessageTag(message=link, server=server, tag=tag)
+            for link, p in zip(links, prepared, strict=True)
+            for tag in p.request.tags
         )
         if server.sandbox:
             rows = QueuedRecipient.objects.filter(message__in=messages).select_related("message")

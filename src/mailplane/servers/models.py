@@ -130,3 +130,18 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} on server {self.server_id} ({self.status})"
+
+
+class MessageTag(models.Model):
+    """One tag of a server message, as a row so the logs can search by tag with an index
+    (ServerMessage.tags keeps them in order for reading; SQLite has no JSON containment)."""
+
+    message = models.ForeignKey(ServerMessage, on_delete=models.CASCADE, related_name="tag_rows")
+    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="+")
+    tag = models.CharField(max_length=100)
+
+    class Meta:
+        indexes = [models.Index(fields=["server", "tag"], name="server_tag")]
+
+    def __str__(self) -> str:
+        return self.tag
