@@ -395,3 +395,40 @@ def test_bad_log_queries_are_400_naming_the_parameter(live, query, name):
     reply = live.client.get(f"/api/server/messages/?{query}")
     assert reply.status_code == 400, reply.content
     assert list(reply.json()["error"]["details"]) == [name]
+
+
+# --- suppressions ----------------------------------------------------------------------
+
+
+def test_suppressed_recipients_are_answered_at_once_and_sent_nothing(live):
+    from mailplane.queue.models import Suppression
+
+    Suppression.objects.create(
+        organization=live.account.org, address="gone@dest.test", reason="hard_bounce"
+    )
+    reply = live.client.post(
+        "/api/email/", send_body(to="Gone@dest.test, carol@dest.test"), format="json"
+    )
+    assert reply.status_code == 200, reply.json()
+    body = reply.json()
+    assert (body["status"], body["suppressed"]) == ("queued", ["Gone@dest.test"])
+    rows = dict(
+        QueuedRecipient.objects.filter(message_id=body["id"]).values_list("rcpt_to", "status")
+    )
+    assert rows == {"Gone@dest.test": "suppressed", "carol@dest.test": "queued"}
+    events = DeliveryEvent.objects.filter(message_id=body["id"]).order_by("seq")
+    assert [e.type for e in events] == ["queued", "queued", "suppressed"]
+    only = live.client.post("/api/email/", send_body(to="gone@dest.test"), format="json").json()
+    assert (only["status"], only["suppressed"]) == ("suppressed", ["gone@dest.test"])
+    # Another account's list says nothing about ours.
+    assert not QueuedRecipient.objects.filter(status="queued", rcpt_to="gone@dest.test").exists()
+
+
+def test_another_accounts_suppression_does_not_apply(live, other_account):
+    from mailplane.queue.models import Suppression
+
+    Suppression.objects.create(
+        organization=other_account.org, address="carol@dest.test", reason="complaint"
+    )
+    body = live.client.post("/api/email/", send_body(), format="json").json()
+    assert (body["status"], body["suppressed"]) == ("queued", [])

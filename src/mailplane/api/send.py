@@ -150,15 +150,24 @@ SendMessageSerializer._declared_fields["from"] = serializers.CharField(
 )
 
 
+SENT_STATUSES = [RecipientStatus.QUEUED, RecipientStatus.DELIVERED, RecipientStatus.SUPPRESSED]
+
+
 class SentSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField(help_text="The message: `GET /api/messages/{id}/`.")
     message_id = serializers.CharField(help_text="Its Message-ID header field.")
     stream = serializers.CharField()
     status = serializers.ChoiceField(
-        choices=[RecipientStatus.QUEUED, RecipientStatus.DELIVERED],
-        help_text="`queued`; `delivered` on a sandbox server (recorded, never sent).",
+        choices=SENT_STATUSES,
+        help_text="`queued`; `delivered` on a sandbox server (recorded, never sent); "
+        "`suppressed` when every recipient is on the suppression list.",
     )
     to = serializers.ListField(child=serializers.CharField(), help_text="Envelope recipients.")
+    suppressed = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Recipients on the account's suppression list: recorded as suppressed, "
+        "sent nothing.",
+    )
     submitted_at = serializers.DateTimeField()
 
 
@@ -170,13 +179,12 @@ class BatchItemErrorSerializer(serializers.Serializer[Any]):
 
 class BatchItemSerializer(serializers.Serializer[Any]):
     index = serializers.IntegerField(help_text="Position in the request, from 0.")
-    status = serializers.ChoiceField(
-        choices=[RecipientStatus.QUEUED, RecipientStatus.DELIVERED, "error"]
-    )
+    status = serializers.ChoiceField(choices=[*SENT_STATUSES, "error"])
     id = serializers.IntegerField(required=False)
     message_id = serializers.CharField(required=False)
     stream = serializers.CharField(required=False)
     to = serializers.ListField(child=serializers.CharField(), required=False)
+    suppressed = serializers.ListField(child=serializers.CharField(), required=False)
     submitted_at = serializers.DateTimeField(required=False)
     error = BatchItemErrorSerializer(required=False, help_text="Why this one was refused.")
 
@@ -186,8 +194,9 @@ def _sent(sent: Sent) -> dict[str, Any]:
         "id": sent.message.pk,
         "message_id": sent.message.message_id,
         "stream": sent.stream.stream_id,
-        "status": RecipientStatus.DELIVERED if sent.sandbox else RecipientStatus.QUEUED,
+        "status": sent.status,
         "to": sent.recipients,
+        "suppressed": sent.suppressed,
         "submitted_at": sent.message.created_at,
     }
 

@@ -23,6 +23,7 @@ from mailplane.queue.models import (
     OutboundMessage,
     QueuedRecipient,
     RecipientStatus,
+    Suppression,
 )
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
@@ -32,6 +33,8 @@ from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
 from mailplane.servers.models import EmailServer, MessageStream, MessageTag, ServerMessage
 
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
+# The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
+SUPPRESSED_REPLY = "550 5.7.1 recipient is on the suppression list"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class Prepared:
     stream: MessageStream
     domain: Domain
     raw: bytes
+    suppressed: frozenset[str] = frozenset()  # recipients (lower-case) on the list
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,15 @@ class Sent:
     stream: MessageStream
     recipients: list[str]
     sandbox: bool
+    suppressed: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """The message's: `suppressed` when every recipient is, else `delivered` on a
+        sandbox server and `queued` on a live one."""
+        if len(self.suppressed) == len(self.recipients):
+            return RecipientStatus.SUPPRESSED
+        return RecipientStatus.DELIVERED if self.sandbox else RecipientStatus.QUEUED
 
 
 @dataclass(slots=True)
@@ -116,7 +129,15 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
             details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
         )
-    return Prepared(request=request, stream=stream, domain=domain, raw=raw)
+    # Checked before the queue (issue 11), so the answer says at once which recipients
+    # will get nothing, rather than a silent drop at delivery time.
+    addresses = [a.lower() for a in request.recipients]
+    suppressed = frozenset(
+        Suppression.objects.filter(
+            organization_id=ctx.server.organization_id, address__in=addresses
+        ).values_list("address", flat=True)
+    )
+    return Prepared(request=request, stream=stream, domain=domain, raw=raw, suppressed=suppressed)
 
 
 def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
@@ -155,27 +176,39 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
             for link, p in zip(links, prepared, strict=True)
             for tag in p.request.tags
         )
-        if server.sandbox:
+        suppressed = {m.pk: p.suppressed for m, p in zip(messages, prepared, strict=True)}
+        if server.sandbox or any(suppressed.values()):
             rows = QueuedRecipient.objects.filter(message__in=messages).select_related("message")
-            transitions_apply(
-                [
-                    Transition(
-                        row=row,
-                        event=EventType.DELIVERED,
-                        status=RecipientStatus.DELIVERED,
-                        reply=SANDBOX_REPLY,
-                        detail="sandbox",
+            steps = []
+            for row in rows.order_by("pk"):
+                if row.rcpt_to.lower() in suppressed[row.message_id]:
+                    steps.append(
+                        Transition(
+                            row=row,
+                            event=EventType.SUPPRESSED,
+                            status=RecipientStatus.SUPPRESSED,
+                            reply=SUPPRESSED_REPLY,
+                            detail="suppressed before queueing",
+                        )
                     )
-                    for row in rows.order_by("pk")
-                ],
-                now=timezone.now(),
-            )
+                elif server.sandbox:
+                    steps.append(
+                        Transition(
+                            row=row,
+                            event=EventType.DELIVERED,
+                            status=RecipientStatus.DELIVERED,
+                            reply=SANDBOX_REPLY,
+                            detail="sandbox",
+                        )
+                    )
+            transitions_apply(steps, now=timezone.now())
     return [
         Sent(
             message=m,
             stream=p.stream,
             recipients=list(p.request.recipients),
             sandbox=server.sandbox,
+            suppressed=[a for a in p.request.recipients if a.lower() in p.suppressed],
         )
         for m, p in zip(messages, prepared, strict=True)
     ]
