@@ -432,3 +432,21 @@ def test_another_accounts_suppression_does_not_apply(live, other_account):
     )
     body = live.client.post("/api/email/", send_body(), format="json").json()
     assert (body["status"], body["suppressed"]) == ("queued", [])
+
+
+def test_test_mode_on_a_live_server_records_and_sends_nothing(live):
+    dry = live.client.post("/api/email/", send_body(test_mode=True), format="json").json()
+    assert dry["status"] == "delivered"
+    real = live.client.post("/api/email/", send_body(test_mode=False), format="json").json()
+    assert real["status"] == "queued"
+    statuses = dict(QueuedRecipient.objects.values_list("message_id", "status"))
+    assert statuses == {dry["id"]: "delivered", real["id"]: "queued"}
+    assert ServerMessage.objects.get(message_id=dry["id"]).sandbox is True
+    listed = live.client.get("/api/server/messages/").json()["results"]
+    assert [m["sandbox"] for m in listed] == [False, True]
+    for bad in ("yes", 1, None, []):
+        reply = live.client.post("/api/email/", send_body(test_mode=bad), format="json")
+        if bad is None:  # left out by send_body
+            assert reply.status_code == 200
+        else:
+            assert reply.status_code == 400 and "test_mode" in reply.json()["error"]["details"]

@@ -141,6 +141,11 @@ class SendMessageSerializer(serializers.Serializer[Any]):
     stream = serializers.CharField(
         required=False, help_text="A stream id of the server; default its default stream."
     )
+    test_mode = serializers.BooleanField(
+        required=False,
+        help_text="Check and record the message as delivered, and send nothing (as on a "
+        "sandbox server; Mailgun's `o:testmode`).",
+    )
 
 
 # `from` is a Python keyword: declared after the class.

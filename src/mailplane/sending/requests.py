@@ -43,7 +43,7 @@ OWNED_HEADERS = frozenset(
 )  # fmt: skip
 FIELDS = frozenset(
     {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers", "tags",
-     "metadata", "stream"}
+     "metadata", "stream", "test_mode"}
 )  # fmt: skip
 
 # RFC 5322 §3.2.3 dot-atom local part (ASCII; SMTPUTF8 local parts are a later step) and
@@ -83,6 +83,8 @@ class SendRequest:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     stream: str | None = None
+    # Mailgun's o:testmode: checked and recorded as delivered, never sent, on any server.
+    test_mode: bool = False
 
     @property
     def recipients(self) -> list[str]:
@@ -295,6 +297,9 @@ def send_request_parse(data: Any) -> SendRequest:
     tags = _tags(data.get("tags"), errors)
     metadata = _metadata(data.get("metadata"), errors)
     stream = _string(data, "stream", errors, max_length=STREAM_ID_MAX) or None
+    test_mode = data.get("test_mode", False)
+    if not isinstance(test_mode, bool):
+        errors.add("test_mode", "must be true or false")
     errors.raise_any()
     assert sender is not None
     for name, body in (("html", html), ("text", text)):
@@ -316,6 +321,7 @@ def send_request_parse(data: Any) -> SendRequest:
         tags=tags,
         metadata=metadata,
         stream=stream,
+        test_mode=test_mode is True,
     )
     if len(request.recipients) > MAX_RECIPIENTS:
         raise ValidationFailed.on(

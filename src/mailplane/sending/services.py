@@ -140,10 +140,16 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
     return Prepared(request=request, stream=stream, domain=domain, raw=raw, suppressed=suppressed)
 
 
+def _dry(server: EmailServer, prepared: Prepared) -> bool:
+    """Recorded as delivered and never sent: a sandbox server, or a request's test mode."""
+    return server.sandbox or prepared.request.test_mode
+
+
 def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
-    """Queue prepared messages, their server links and (sandbox) their outcomes in ONE
-    transaction. A sandbox server's recipients go straight to delivered through the
-    queue's transitions, before the commit: no delivery worker ever sees them queued."""
+    """Queue prepared messages, their server links and their early outcomes in ONE
+    transaction. A sandbox server's (or a test-mode request's) recipients go straight to
+    delivered, suppressed ones to suppressed, through the queue's transitions before the
+    commit: no delivery worker ever sees them queued."""
     if not prepared:
         return []
     requests = [
@@ -167,7 +173,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                 stream=p.stream,
                 tags=p.request.tags,
                 metadata=p.request.metadata,
-                sandbox=server.sandbox,
+                sandbox=_dry(server, p),
             )
             for m, p in zip(messages, prepared, strict=True)
         )
@@ -177,7 +183,8 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
             for tag in p.request.tags
         )
         suppressed = {m.pk: p.suppressed for m, p in zip(messages, prepared, strict=True)}
-        if server.sandbox or any(suppressed.values()):
+        dry = {m.pk for m, p in zip(messages, prepared, strict=True) if _dry(server, p)}
+        if dry or any(suppressed.values()):
             rows = QueuedRecipient.objects.filter(message__in=messages).select_related("message")
             steps = []
             for row in rows.order_by("pk"):
@@ -191,7 +198,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                             detail="suppressed before queueing",
                         )
                     )
-                elif server.sandbox:
+                elif row.message_id in dry:
                     steps.append(
                         Transition(
                             row=row,
@@ -207,7 +214,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
             message=m,
             stream=p.stream,
             recipients=list(p.request.recipients),
-            sandbox=server.sandbox,
+            sandbox=_dry(server, p),
             suppressed=[a for a in p.request.recipients if a.lower() in p.suppressed],
         )
         for m, p in zip(messages, prepared, strict=True)
