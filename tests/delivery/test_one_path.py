@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import redis
+from django.db import connection
 
 from mailplane.delivery import worker as worker_module
 from mailplane.delivery.limits import SharedSlots
@@ -150,8 +151,6 @@ def test_run_once_renews_its_lease_while_a_send_is_slow(
 
     def rival() -> None:
         """Claims as another worker for two leases past the first lease's end."""
-        from django.db import connection
-
         try:
             if not entered.wait(30):
                 problems.append("delivery never reached DATA")
@@ -180,7 +179,7 @@ def test_run_once_renews_its_lease_while_a_send_is_slow(
     assert len(sink.received) == 1
 
 
-def test_run_once_leaves_the_event_loop_and_database_threads_as_the_service_does(
+def test_run_once_works_in_the_callers_transaction_and_leaves_no_thread_behind(
     sender: Any, dns_server: Any, mx_sinks: Any
 ) -> None:
     """run_once's database work runs on the caller's thread (it sees this test's open

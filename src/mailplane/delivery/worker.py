@@ -372,7 +372,9 @@ class DeliveryWorker:
             except BaseException as exc:
                 result.set_exception(exc)
 
-        thread = threading.Thread(target=loop, name="delivery-loop")
+        # A daemon: should this thread stop serving (KeyboardInterrupt), the loop thread
+        # waits on it for ever and must not hold the interpreter's exit too.
+        thread = threading.Thread(target=loop, name="delivery-loop", daemon=True)
         thread.start()
         db.serve(result)
         thread.join()
