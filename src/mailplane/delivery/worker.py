@@ -12,9 +12,9 @@ if the two stop sharing the cycle).
 
 The ORM is synchronous, so database work runs off the event loop, on one thread: in the
 service a dedicated thread (and the heartbeat its own, so that a long claim or record does
-not delay a renewal past the lease); in `run_once` the caller's thread, so that a test's
-transaction sees the claims and writes the records, while the loop runs on a thread of
-its own.
+not delay a renewal past the lease); in `run_once` the caller's thread, renewals included,
+so that a test's transaction sees the claims and writes the records, while the loop runs
+on a thread of its own. (A pass is one batch: its record is short, a renewal waits for it.)
 """
 
 from __future__ import annotations
