@@ -450,3 +450,89 @@ def test_test_mode_on_a_live_server_records_and_sends_nothing(live):
             assert reply.status_code == 200
         else:
             assert reply.status_code == 400 and "test_mode" in reply.json()["error"]["details"]
+
+
+# --- attachments -----------------------------------------------------------------------
+
+
+def test_attachments_are_written_as_mime_parts(live):
+    import base64
+
+    pdf = b"%PDF-1.4 fake \x00\xff bytes"
+    reply = live.client.post(
+        "/api/email/",
+        send_body(
+            html="<p>See attached</p>",
+            attachments=[
+                {
+                    "filename": "invoice 42.pdf",
+                    "content": base64.b64encode(pdf).decode(),
+                    "content_type": "application/pdf",
+                },
+                {"filename": "résumé.txt", "content": base64.b64encode(b"hi").decode()},
+            ],
+        ),
+        format="json",
+    )
+    assert reply.status_code == 200, reply.json()
+    parsed = _raw(reply.json()["id"])
+    assert parsed.get_content_type() == "multipart/mixed"
+    body, first, second = parsed.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert (first.get_content_type(), first.get_filename()) == ("application/pdf", "invoice 42.pdf")
+    assert first.get_content() == pdf
+    assert (second.get_content_type(), second.get_filename()) == (
+        "application/octet-stream",
+        "résumé.txt",
+    )
+    raw = bytes(MessageBody.objects.get(message_id=reply.json()["id"]).raw)
+    assert raw.isascii()
+
+
+@pytest.mark.parametrize(
+    ("attachments", "field"),
+    [
+        ("file", "attachments"),
+        ({"filename": "a"}, "attachments"),
+        (["x"], "attachments[0]"),
+        ([{"content": "aGk="}], "attachments[0].filename"),
+        ([{"filename": "", "content": "aGk="}], "attachments[0].filename"),
+        ([{"filename": "a\r\nb", "content": "aGk="}], "attachments[0].filename"),
+        ([{"filename": "x" * 256, "content": "aGk="}], "attachments[0].filename"),
+        ([{"filename": "a.txt"}], "attachments[0].content"),
+        ([{"filename": "a.txt", "content": "not base64!"}], "attachments[0].content"),
+        ([{"filename": "a.txt", "content": "aGk"}], "attachments[0].content"),
+        ([{"filename": "a.txt", "content": "é"}], "attachments[0].content"),
+        ([{"filename": "a.txt", "content": 5}], "attachments[0].content"),
+        (
+            [{"filename": "a", "content": "aGk=", "content_type": "pdf"}],
+            "attachments[0].content_type",
+        ),
+        (
+            [{"filename": "a", "content": "aGk=", "content_type": "multipart/mixed"}],
+            "attachments[0].content_type",
+        ),
+        (
+            [{"filename": "a", "content": "aGk=", "content_type": "text/plain\r\nX: y"}],
+            "attachments[0].content_type",
+        ),
+        ([{"filename": "a", "content": "aGk=", "extra": 1}], "attachments[0].extra"),
+        ([{"filename": f"{i}", "content": "aGk="} for i in range(11)], "attachments"),
+    ],
+)
+def test_bad_attachments_are_400_naming_the_field(live, attachments, field):
+    _refused(live, send_body(attachments=attachments), 400, field)
+
+
+def test_attachments_over_10_mb_are_413(live):
+    import base64
+
+    big = base64.b64encode(b"\0" * (10 * 1024 * 1024 + 1)).decode()
+    error = _refused(
+        live, send_body(attachments=[{"filename": "big.bin", "content": big}]), 413, "attachments"
+    )
+    assert error["code"] == "message_too_large"
+    # Two halves under the limit each, over it once base64-encoded in the message.
+    half = base64.b64encode(b"\0" * (4 * 1024 * 1024)).decode()
+    two = [{"filename": "a.bin", "content": half}, {"filename": "b.bin", "content": half}]
+    error = _refused(live, send_body(attachments=two), 413, "attachments")

@@ -20,7 +20,8 @@ from tests.support.servers import send_body, server_make
 pytestmark = pytest.mark.timeout(300)
 
 FIELDS = ["from", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers",
-          "tags", "metadata", "stream"]  # fmt: skip
+          "tags", "metadata", "stream", "test_mode", "attachments", "filename", "content",
+          "content_type"]  # fmt: skip
 hostile_text = st.one_of(
     st.text(max_size=30),
     st.sampled_from(

@@ -116,6 +116,14 @@ class AddressesField(serializers.Field):
     """`"a@x.test, B <b@x.test>"` or `["a@x.test", "B <b@x.test>"]`."""
 
 
+class AttachmentSerializer(serializers.Serializer[Any]):
+    filename = serializers.CharField(max_length=255)
+    content = serializers.CharField(help_text="The file's bytes, base64 (RFC 4648 §4).")
+    content_type = serializers.CharField(
+        required=False, help_text='A MIME type; default "application/octet-stream".'
+    )
+
+
 class SendMessageSerializer(serializers.Serializer[Any]):
     """For the schema; sending/requests.py reads the body (and names every bad field)."""
 
@@ -140,6 +148,11 @@ class SendMessageSerializer(serializers.Serializer[Any]):
     )
     stream = serializers.CharField(
         required=False, help_text="A stream id of the server; default its default stream."
+    )
+    attachments = AttachmentSerializer(
+        many=True,
+        required=False,
+        help_text="At most 10 files; the whole message at most 10 MB.",
     )
     test_mode = serializers.BooleanField(
         required=False,

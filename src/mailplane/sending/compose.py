@@ -44,6 +44,16 @@ def message_compose(request: SendRequest) -> bytes:
                 message.add_alternative(request.html, subtype="html", cte=_cte(request.html))
         else:
             message.set_content(request.html, subtype="html", cte=_cte(request.html))
+        # The body becomes the first part of a multipart/mixed (RFC 2046 §5.1.3), each
+        # file a base64 part with its name in Content-Disposition (RFC 2183; a non-ASCII
+        # name encoded as RFC 2231 parameters).
+        for attachment in request.attachments:
+            message.add_attachment(
+                attachment.data,
+                maintype=attachment.maintype,
+                subtype=attachment.subtype,
+                filename=attachment.filename,
+            )
         return message.as_bytes(policy=SMTP)
     except (ValueError, TypeError, IndexError, email.errors.MessageError) as exc:
         # The request was checked field by field; what the email package still refuses

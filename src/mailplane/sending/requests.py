@@ -7,6 +7,7 @@ headers (Hyvor Relay). Errors collect per field, so one 400 names every bad fiel
 
 from __future__ import annotations
 
+import binascii
 import email.utils
 import re
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ METADATA_VALUE_MAX = 500
 SUBJECT_MAX = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
 HEADER_VALUE_MAX = 998
 STREAM_ID_MAX = 50
+MAX_ATTACHMENTS = 10  # Hyvor Relay's limit
+FILENAME_MAX = 255
 
 # Fields the platform writes itself, or that the request's own fields set: given as
 # custom headers they would forge the identity checks (From, Sender), break the
@@ -43,7 +46,7 @@ OWNED_HEADERS = frozenset(
 )  # fmt: skip
 FIELDS = frozenset(
     {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers", "tags",
-     "metadata", "stream", "test_mode"}
+     "metadata", "stream", "test_mode", "attachments"}
 )  # fmt: skip
 
 # RFC 5322 §3.2.3 dot-atom local part (ASCII; SMTPUTF8 local parts are a later step) and
@@ -52,6 +55,18 @@ _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 # RFC 5322 §3.6.8: a field name is printable ASCII except the colon.
 _FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")
+# RFC 2045 §5.1: type "/" subtype, each a token.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,127}"
+_CONTENT_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
+ATTACHMENT_FIELDS = frozenset({"filename", "content", "content_type"})
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    maintype: str
+    subtype: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,7 @@ class SendRequest:
     stream: str | None = None
     # Mailgun's o:testmode: checked and recorded as delivered, never sent, on any server.
     test_mode: bool = False
+    attachments: list[Attachment] = field(default_factory=list)
 
     @property
     def recipients(self) -> list[str]:
@@ -262,6 +278,53 @@ def _metadata(value: Any, errors: _Errors) -> dict[str, str]:
     return dict(value)
 
 
+def _attachments(value: Any, errors: _Errors) -> list[Attachment]:
+    """`[{"filename", "content" (base64), "content_type"}]`, Resend's names."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.add("attachments", "must be a list of {filename, content, content_type}")
+        return []
+    if len(value) > MAX_ATTACHMENTS:
+        errors.add("attachments", f"must have at most {MAX_ATTACHMENTS} attachments")
+        return []
+    found = []
+    for i, item in enumerate(value):
+        where = f"attachments[{i}]"
+        if not isinstance(item, dict):
+            errors.add(where, "must be an object {filename, content, content_type}")
+            continue
+        for name in sorted(set(item) - ATTACHMENT_FIELDS):
+            errors.add(f"{where}.{name[:80]}", "is not a field of an attachment")
+        filename = item.get("filename")
+        if not isinstance(filename, str) or not filename.strip():
+            errors.add(f"{where}.filename", "is required: a file name")
+            continue
+        if len(filename) > FILENAME_MAX or any(ord(c) < 32 or c == "\x7f" for c in filename):
+            errors.add(f"{where}.filename", f"must be 1 to {FILENAME_MAX} printable characters")
+            continue
+        content = item.get("content")
+        if not isinstance(content, str):
+            errors.add(f"{where}.content", "is required: the file's bytes in base64")
+            continue
+        try:
+            data = binascii.a2b_base64(content.encode("ascii"), strict_mode=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            errors.add(f"{where}.content", "is not base64 (RFC 4648 §4)")
+            continue
+        content_type = item.get("content_type", "application/octet-stream")
+        match = _CONTENT_TYPE.fullmatch(content_type) if isinstance(content_type, str) else None
+        if match is None:
+            errors.add(f"{where}.content_type", 'must be a MIME type such as "application/pdf"')
+            continue
+        maintype, subtype = match.group(1).lower(), match.group(2).lower()
+        if maintype == "multipart":
+            errors.add(f"{where}.content_type", "must not be multipart")
+            continue
+        found.append(Attachment(filename.strip(), maintype, subtype, data))
+    return found
+
+
 def send_request_parse(data: Any) -> SendRequest:
     """A SendRequest from a decoded JSON body, or ValidationFailed naming each bad field."""
     errors = _Errors()
@@ -297,15 +360,18 @@ def send_request_parse(data: Any) -> SendRequest:
     tags = _tags(data.get("tags"), errors)
     metadata = _metadata(data.get("metadata"), errors)
     stream = _string(data, "stream", errors, max_length=STREAM_ID_MAX) or None
+    attachments = _attachments(data.get("attachments"), errors)
     test_mode = data.get("test_mode", False)
     if not isinstance(test_mode, bool):
         errors.add("test_mode", "must be true or false")
     errors.raise_any()
     assert sender is not None
-    for name, body in (("html", html), ("text", text)):
-        if len(body) > MESSAGE_MAX_BYTES:
+    sizes = [("html", len(html)), ("text", len(text))]
+    sizes.append(("attachments", sum(len(a.data) for a in attachments)))
+    for name, size in sizes:
+        if size > MESSAGE_MAX_BYTES:
             raise MessageTooLarge(
-                f"{name}: {len(body)} characters, over the message limit of {MESSAGE_MAX_BYTES}",
+                f"{name}: {size} characters or bytes, over the limit of {MESSAGE_MAX_BYTES}",
                 details={name: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
             )
     request = SendRequest(
@@ -322,6 +388,7 @@ def send_request_parse(data: Any) -> SendRequest:
         metadata=metadata,
         stream=stream,
         test_mode=test_mode is True,
+        attachments=attachments,
     )
     if len(request.recipients) > MAX_RECIPIENTS:
         raise ValidationFailed.on(

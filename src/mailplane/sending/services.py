@@ -124,7 +124,12 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         received=f"by {settings.MAILPLANE['SHARED_SMTP_HOST']} with HTTP",
     )
     if len(raw) > MESSAGE_MAX_BYTES:
-        biggest = "html" if len(request.html) > len(request.text) else "text"
+        sizes = {
+            "html": len(request.html),
+            "text": len(request.text),
+            "attachments": sum(len(a.data) for a in request.attachments),
+        }
+        biggest = max(sizes, key=lambda name: sizes[name])
         raise MessageTooLarge(
             f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
             details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
