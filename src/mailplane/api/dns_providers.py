@@ -21,13 +21,12 @@ from mailplane.dnsproviders.models import DnsProviderConnection, DnsProviderKind
 from mailplane.dnsproviders.services import (
     dns_provider_create,
     dns_provider_delete,
-    dns_provider_for_field,
     dns_provider_get,
     dns_provider_test,
     dns_provider_update,
-    domain_dns_publish_start,
+    domain_dns_publish_request,
 )
-from mailplane.domains.services import domain_get
+from mailplane.domains.selectors import domain_get
 from mailplane.relays.schemas import mask_credentials
 
 
@@ -154,18 +153,9 @@ class DomainPublishDnsView(APIView):
         if id_or_none(pk) is None:
             raise NotFound("domain not found")
         domain = domain_get(organization=org, domain_id=pk)
-        data = DomainPublishDnsSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        connection_id = data.validated_data.get("dns_provider")
-        connection = None
-        if connection_id is not None:
-            connection = dns_provider_for_field(organization=org, connection_id=connection_id)
-        job = domain_dns_publish_start(
-            organization=org,
-            domain=domain,
-            connection=connection,
-            merge_spf=data.validated_data["merge_spf"],
-        )
+        body = DomainPublishDnsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = domain_dns_publish_request(organization=org, domain=domain, **body.validated_data)
         return Response(
             {"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED
         )

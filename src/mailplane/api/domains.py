@@ -16,12 +16,11 @@ from mailplane.api.fields import BoundedCharField, optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT
 from mailplane.core.ids import MAX_ID, id_or_none
-from mailplane.dnsproviders.services import dns_provider_for_field, domain_dns_publish_start
+from mailplane.dnsproviders.services import domain_create_published
 from mailplane.domains.models import DnsRecord, Domain
+from mailplane.domains.selectors import domain_get, domain_list
 from mailplane.domains.services import (
-    domain_create,
     domain_delete,
-    domain_get,
     domain_update,
     domain_verify,
     reserved_accepted,
@@ -164,12 +163,10 @@ class DomainUpdateSerializer(serializers.Serializer[Any]):
     redirect = serializers.URLField(required=False, allow_blank=True)
 
 
-def _domains(org: Organization) -> Any:
-    return (
-        Domain.objects.filter(organization=org)
-        .select_related("dns_publication")
-        .prefetch_related("dns_records")
-    )
+def _shown(request: Request, domain: Domain) -> dict[str, Any]:
+    """The domain as `domain_get` reads it (records, DNS provider), serialized."""
+    domain = domain_get(organization=organization_of(request), domain_id=domain.pk)
+    return dict(DomainSerializer(domain).data)
 
 
 PROJECT_FILTER = OpenApiParameter("project", int, description="Only this project's.")
@@ -180,11 +177,11 @@ class DomainListView(APIView):
 
     @extend_schema(parameters=[PROJECT_FILTER], responses=DomainSerializer(many=True))
     def get(self, request: Request) -> Response:
-        qs = _domains(organization_of(request))
-        if (project := optional_int_param(request, "project")) is not None:
-            qs = qs.filter(project_id=project)
+        domains = domain_list(
+            organization=organization_of(request), project=optional_int_param(request, "project")
+        )
         paginator = self.pagination_class()
-        page: list[Domain] = paginator.paginate_queryset(qs, request, view=self) or []
+        page: list[Domain] = paginator.paginate_queryset(domains, request, view=self) or []
         return paginator.get_paginated_response(DomainSerializer(page, many=True).data)
 
     @extend_schema(
@@ -194,38 +191,29 @@ class DomainListView(APIView):
     )
     def post(self, request: Request) -> Response:
         org = organization_of(request)
-        data = DomainCreateSerializer(data=request.data, context={"organization": org})
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        connection_id = fields.pop("dns_provider", None)
-        connection = (
-            dns_provider_for_field(organization=org, connection_id=connection_id)
-            if connection_id is not None
-            else None
-        )
-        domain = domain_create(organization=org, **fields)
-        body = dict(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
-        if connection is not None:
-            job = domain_dns_publish_start(organization=org, domain=domain, connection=connection)
-            body["dns_provider"], body["dns_publish_task_id"] = connection.pk, str(job.pk)
-        return Response(body, status=status.HTTP_201_CREATED)
+        body = DomainCreateSerializer(data=request.data, context={"organization": org})
+        body.is_valid(raise_exception=True)
+        domain, job = domain_create_published(organization=org, **body.validated_data)
+        shown = _shown(request, domain)
+        if job is not None:
+            shown["dns_provider"] = job.payload["connection_id"]
+            shown["dns_publish_task_id"] = str(job.pk)
+        return Response(shown, status=status.HTTP_201_CREATED)
 
 
 class DomainDetailView(APIView):
     @extend_schema(responses=DomainSerializer)
     def get(self, request: Request, pk: int) -> Response:
-        org = organization_of(request)
-        domain = domain_get(organization=org, domain_id=pk)
-        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+        domain = domain_get(organization=organization_of(request), domain_id=pk)
+        return Response(DomainSerializer(domain).data)
 
     @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         domain = domain_get(organization=org, domain_id=pk)
-        data = DomainUpdateSerializer(data=request.data, context={"organization": org})
-        data.is_valid(raise_exception=True)
-        domain_update(domain=domain, **data.validated_data)
-        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+        body = DomainUpdateSerializer(data=request.data, context={"organization": org})
+        body.is_valid(raise_exception=True)
+        return Response(_shown(request, domain_update(domain=domain, **body.validated_data)))
 
     @extend_schema(responses={204: None, 409: CONFLICT}, description="409 while it has mailboxes.")
     def delete(self, request: Request, pk: int) -> Response:
@@ -238,6 +226,5 @@ class DomainVerifyView(APIView):
 
     @extend_schema(request=None, responses=DomainSerializer)
     def post(self, request: Request, pk: int) -> Response:
-        org = organization_of(request)
-        domain = domain_verify(domain=domain_get(organization=org, domain_id=pk))
-        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+        domain = domain_get(organization=organization_of(request), domain_id=pk)
+        return Response(_shown(request, domain_verify(domain=domain)))

@@ -160,8 +160,7 @@ class SubmissionHandler:
         )
 
     def _store_batch(self, batch: list[Submission]) -> list[Accepted | DomainError]:
-        outcomes: list[Accepted | DomainError] = submission_accept_many(batch, hostname=self.hostname)
-        return outcomes
+        return submission_accept_many(batch, hostname=self.hostname)
 
     async def aclose(self) -> None:
         await self.committer.aclose()
