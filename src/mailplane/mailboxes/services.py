@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
-from mailplane.core.errors import Conflict, LimitReached, NotFound, ValidationFailed
+from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, ValidationFailed
 from mailplane.core.ids import id_parse
 from mailplane.domains.models import Domain
 from mailplane.jobs.models import Job, JobStatus
@@ -387,3 +387,12 @@ def mailbox_update(*, mailbox: Mailbox, data: dict[str, Any]) -> Mailbox:
 
 def mailbox_delete(*, mailbox: Mailbox) -> None:
     mailbox.delete()
+
+
+def mailbox_sending_check(*, mailbox: Mailbox | None) -> Mailbox:
+    """The mailbox, if it may send now; NotAllowed if it was suspended (or deleted) since
+    its login. Every way in checks this at the moment of accepting a message: SMTP
+    submission today (550 5.7.1), the send API next (403 not_allowed)."""
+    if mailbox is None or mailbox.status != MailboxStatus.ACTIVE:
+        raise NotAllowed("Mailbox is suspended")
+    return mailbox

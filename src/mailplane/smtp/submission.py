@@ -15,9 +15,10 @@ from pathlib import Path
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
-from mailplane.core.errors import DomainError, NotAllowed, Unavailable
+from mailplane.core.errors import DomainError, Unavailable
 from mailplane.dns import domain_ascii
-from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.mailboxes.models import Mailbox
+from mailplane.mailboxes.services import mailbox_sending_check
 from mailplane.message.cleanup import message_cleanup
 from mailplane.message.headers import from_addresses, headers_of
 from mailplane.queue.models import MessageSource
@@ -85,9 +86,10 @@ def submission_accept_many(
     outcomes: list[Accepted | DomainError] = []
     storing: list[tuple[int, Mailbox, Submission, bytes]] = []
     for index, sub in enumerate(submissions):
-        mailbox = mailboxes.get(sub.principal.mailbox_id)
-        if mailbox is None or mailbox.status != MailboxStatus.ACTIVE:
-            outcomes.append(NotAllowed("Mailbox is suspended"))  # 550 5.7.1
+        try:
+            mailbox = mailbox_sending_check(mailbox=mailboxes.get(sub.principal.mailbox_id))
+        except DomainError as refused:  # this message alone: 550 5.7.1
+            outcomes.append(refused)
             continue
         outcomes.append(Unavailable("Not stored"))  # 451 4.3.0; replaced below once committed
         raw = _complete_headers(mailbox, sub.raw, hostname, smtputf8=sub.smtputf8)
