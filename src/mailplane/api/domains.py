@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
-from mailplane.api.fields import BoundedCharField, optional_int_param
+from mailplane.api.fields import BoundedCharField, OwnedField, optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT
-from mailplane.core.ids import MAX_ID, id_or_none
+from mailplane.core.ids import MAX_ID
 from mailplane.dnsproviders.services import domain_create_published
 from mailplane.domains.models import DnsRecord, Domain
 from mailplane.domains.selectors import domain_get, domain_list
@@ -99,38 +98,11 @@ class DomainCreatedSerializer(DomainSerializer):
         fields = [*DomainSerializer.Meta.fields, "dns_publish_task_id"]
 
 
-@extend_schema_field(OpenApiTypes.INT)
-class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
-    """A reference to one of the caller's own objects; others' ids read as 'not found'.
-
-    The id is bounded before the lookup (core/ids.py): a 20-digit number is a 400 naming
-    the field, not an OverflowError from the database.
-    """
-
-    def __init__(self, model: type[Any], **kwargs: Any) -> None:
-        self.model = model
-        super().__init__(**kwargs)
-
-    def get_queryset(self) -> Any:
-        org: Organization = self.context["organization"]
-        return self.model.objects.filter(organization=org)
-
-    def to_internal_value(self, data: Any) -> Any:
-        pk = id_or_none(data)
-        if pk is None:
-            raise serializers.ValidationError(f"must be an id from 1 to {MAX_ID}")
-        found = self.get_queryset().filter(pk=pk).first()
-        if found is None:
-            label = (self.field_name or "object").replace("_", " ")
-            raise serializers.ValidationError(f"{label} {pk} not found")
-        return found
-
-
 class DomainCreateSerializer(serializers.Serializer[Any]):
     name = BoundedCharField(max_length=253)
     # Optional when the account has exactly one relay server (a new account's): that one.
-    relay_server = _OwnedField(RelayServer, required=False)
-    project = _OwnedField(Project, required=False, allow_null=True)
+    relay_server = OwnedField(RelayServer, required=False)
+    project = OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True, default="")
 
     # Publish the records through this DNS-provider connection once created (a task).
@@ -158,8 +130,8 @@ class DomainCreateSerializer(serializers.Serializer[Any]):
 class DomainUpdateSerializer(serializers.Serializer[Any]):
     # The relay server new mailboxes of the domain get by default; existing mailboxes keep
     # theirs (PATCH a mailbox's relay_server to move it).
-    relay_server = _OwnedField(RelayServer, required=False)
-    project = _OwnedField(Project, required=False, allow_null=True)
+    relay_server = OwnedField(RelayServer, required=False)
+    project = OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True)
 
 
