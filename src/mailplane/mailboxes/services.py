@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -349,6 +350,10 @@ def mailbox_update(
             setattr(mailbox, name, value)
     mailbox.save()
     return mailbox
+
+
+# What an owner may change: mailbox_update's keywords (the README's table lists them).
+UPDATABLE = frozenset(inspect.signature(mailbox_update).parameters) - {"mailbox"}
 
 
 def mailbox_delete(*, mailbox: Mailbox) -> None:
