@@ -18,6 +18,7 @@ from mailplane.api.schema import LIMIT_REACHED, TaskStartedSerializer
 from mailplane.core.errors import NotFound
 from mailplane.core.ids import MAX_ID, id_or_none
 from mailplane.dnsproviders.models import DnsProviderConnection, DnsProviderKind
+from mailplane.dnsproviders.selectors import dns_provider_list
 from mailplane.dnsproviders.services import (
     dns_provider_create,
     dns_provider_delete,
@@ -77,14 +78,10 @@ class DomainPublishDnsSerializer(serializers.Serializer[Any]):
     merge_spf = serializers.BooleanField(default=False)
 
 
-def _connections(request: Request) -> Any:
-    return DnsProviderConnection.objects.filter(
-        organization=organization_of(request)
-    ).prefetch_related("publications")
-
-
 def _shown(request: Request, connection: DnsProviderConnection) -> dict[str, Any]:
-    return dict(DnsProviderSerializer(_connections(request).get(pk=connection.pk)).data)
+    """The connection as the list shows it (with its domains), after a write."""
+    shown = dns_provider_list(organization=organization_of(request)).get(pk=connection.pk)
+    return dict(DnsProviderSerializer(shown).data)
 
 
 class DnsProviderListView(APIView):
@@ -92,9 +89,10 @@ class DnsProviderListView(APIView):
 
     @extend_schema(responses=DnsProviderSerializer(many=True))
     def get(self, request: Request) -> Response:
+        connections = dns_provider_list(organization=organization_of(request))
         paginator = self.pagination_class()
         page: list[DnsProviderConnection] = (
-            paginator.paginate_queryset(_connections(request), request, view=self) or []
+            paginator.paginate_queryset(connections, request, view=self) or []
         )
         return paginator.get_paginated_response(DnsProviderSerializer(page, many=True).data)
 

@@ -27,6 +27,7 @@ from mailplane.domains.services import (
 from mailplane.domains.verification import reserved_acceptance
 from mailplane.projects.models import Project
 from mailplane.relays.models import RelayServer
+from mailplane.relays.selectors import relay_server_list
 from mailplane.tenancy.models import Organization
 
 
@@ -113,7 +114,7 @@ class DomainCreateSerializer(serializers.Serializer[Any]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "relay_server" not in attrs:
             org: Organization = self.context["organization"]
-            servers = list(RelayServer.objects.filter(organization=org)[:2])
+            servers = list(relay_server_list(organization=org)[:2])
             if len(servers) != 1:
                 raise serializers.ValidationError(
                     {
