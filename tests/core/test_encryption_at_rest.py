@@ -92,7 +92,7 @@ def test_mailbox_password_column_is_ciphertext(mailbox: Mailbox) -> None:
 
 
 def test_changed_mailbox_password_is_stored_encrypted(mailbox: Mailbox) -> None:
-    mailbox_update(mailbox=mailbox, data={"password": NEW_PASSWORD})
+    mailbox_update(mailbox=mailbox, password=NEW_PASSWORD)
     raw = raw_column(Mailbox, "password", mailbox.pk)
     assert_ciphertext_of(raw, NEW_PASSWORD, MAILBOX_PASSWORD)
     assert crypto.decrypt(raw) == NEW_PASSWORD
@@ -161,7 +161,7 @@ def test_rotation_reads_old_rows_and_writes_with_the_new_key(
     assert Domain.objects.get(pk=domain.pk).dkim_private_key == pem
     assert raw_column(Mailbox, "password", old_mailbox.pk) == stored_before  # reads do not rewrite
     # New writes: a changed password and a new relay server.
-    mailbox_update(mailbox=Mailbox.objects.get(pk=old_mailbox.pk), data={"password": NEW_PASSWORD})
+    mailbox_update(mailbox=Mailbox.objects.get(pk=old_mailbox.pk), password=NEW_PASSWORD)
     new_relay = smtp_relay(account, password="second-Pa55word!")
     assert_ciphertext_of(raw_column(Mailbox, "password", old_mailbox.pk), NEW_PASSWORD)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -15,7 +14,7 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BOUNDED_FIELD_MAPPING
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.tenancy.models import ApiKey
-from mailplane.tenancy.selectors import organization_mail_hosts
+from mailplane.tenancy.selectors import api_key_list, organization_userinfo
 from mailplane.tenancy.services import api_key_create, api_key_revoke
 
 
@@ -55,34 +54,7 @@ class UserInfoSerializer(serializers.Serializer[Any]):
 class UserInfoView(APIView):
     @extend_schema(operation_id="userinfo", responses=UserInfoSerializer)
     def get(self, request: Request) -> Response:
-        org = organization_of(request)
-        owner = org.owner
-        smtp_host, imap_host = organization_mail_hosts(organization=org)
-        conf = settings.MAILPLANE
-        return Response(
-            {
-                "id": owner.pk,
-                "username": owner.get_username(),
-                "email": owner.email,
-                "first_name": owner.first_name,
-                "last_name": owner.last_name,
-                "organization": {"id": org.pk, "name": org.name, "slug": org.slug},
-                "plan": org.plan,
-                "api_sending": org.plan_limits.api_sending,
-                "single_tenant": bool(org.dedicated_smtp_host or org.dedicated_imap_host),
-                "ibx_smtp": smtp_host,
-                "ibx_imap": imap_host,
-                "smtp_port": conf["SMTP_PORT"],
-                "submission_port": conf["SUBMISSION_PORT"],
-                "imap_port": conf["IMAP_PORT"],
-                "mailboxes": org.mailboxes.count(),
-                "mailboxes_limit": org.mailboxes_limit,
-                "domains": org.domains.count(),
-                "projects": org.projects.count(),
-                "relay_servers": org.relay_servers.count(),
-                "relay_servers_limit": org.relay_servers_limit,
-            }
-        )
+        return Response(organization_userinfo(organization=organization_of(request)))
 
 
 class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
@@ -107,21 +79,19 @@ class ApiKeyListView(APIView):
 
     @extend_schema(responses=ApiKeySerializer(many=True))
     def get(self, request: Request) -> Response:
-        keys = ApiKey.objects.filter(organization=organization_of(request)).order_by("id")
+        keys = api_key_list(organization=organization_of(request))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(keys, request, view=self) or []
         return paginator.get_paginated_response(ApiKeySerializer(page, many=True).data)
 
     @extend_schema(request=ApiKeySerializer, responses={201: ApiKeyIssuedSerializer})
     def post(self, request: Request) -> Response:
-        serializer = ApiKeySerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        issued = api_key_create(
-            organization=organization_of(request), name=serializer.validated_data["name"]
-        )
-        body: dict[str, Any] = dict(ApiKeySerializer(issued.api_key).data)
-        body["key"] = issued.secret  # shown once, never again
-        return Response(body, status=status.HTTP_201_CREATED)
+        body = ApiKeySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        issued = api_key_create(organization=organization_of(request), **body.validated_data)
+        shown: dict[str, Any] = dict(ApiKeySerializer(issued.api_key).data)
+        shown["key"] = issued.secret  # shown once, never again
+        return Response(shown, status=status.HTTP_201_CREATED)
 
 
 class ApiKeyDetailView(APIView):

@@ -18,16 +18,16 @@ from mailplane.api.schema import LIMIT_REACHED, TaskStartedSerializer
 from mailplane.core.errors import NotFound
 from mailplane.core.ids import MAX_ID, id_or_none
 from mailplane.dnsproviders.models import DnsProviderConnection, DnsProviderKind
+from mailplane.dnsproviders.selectors import dns_provider_list
 from mailplane.dnsproviders.services import (
     dns_provider_create,
     dns_provider_delete,
-    dns_provider_for_field,
     dns_provider_get,
     dns_provider_test,
     dns_provider_update,
-    domain_dns_publish_start,
+    domain_dns_publish_request,
 )
-from mailplane.domains.services import domain_get
+from mailplane.domains.selectors import domain_get
 from mailplane.relays.schemas import mask_credentials
 
 
@@ -78,14 +78,10 @@ class DomainPublishDnsSerializer(serializers.Serializer[Any]):
     merge_spf = serializers.BooleanField(default=False)
 
 
-def _connections(request: Request) -> Any:
-    return DnsProviderConnection.objects.filter(
-        organization=organization_of(request)
-    ).prefetch_related("publications")
-
-
 def _shown(request: Request, connection: DnsProviderConnection) -> dict[str, Any]:
-    return dict(DnsProviderSerializer(_connections(request).get(pk=connection.pk)).data)
+    """The connection as the list shows it (with its domains), after a write."""
+    shown = dns_provider_list(organization=organization_of(request)).get(pk=connection.pk)
+    return dict(DnsProviderSerializer(shown).data)
 
 
 class DnsProviderListView(APIView):
@@ -93,9 +89,10 @@ class DnsProviderListView(APIView):
 
     @extend_schema(responses=DnsProviderSerializer(many=True))
     def get(self, request: Request) -> Response:
+        connections = dns_provider_list(organization=organization_of(request))
         paginator = self.pagination_class()
         page: list[DnsProviderConnection] = (
-            paginator.paginate_queryset(_connections(request), request, view=self) or []
+            paginator.paginate_queryset(connections, request, view=self) or []
         )
         return paginator.get_paginated_response(DnsProviderSerializer(page, many=True).data)
 
@@ -154,18 +151,9 @@ class DomainPublishDnsView(APIView):
         if id_or_none(pk) is None:
             raise NotFound("domain not found")
         domain = domain_get(organization=org, domain_id=pk)
-        data = DomainPublishDnsSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        connection_id = data.validated_data.get("dns_provider")
-        connection = None
-        if connection_id is not None:
-            connection = dns_provider_for_field(organization=org, connection_id=connection_id)
-        job = domain_dns_publish_start(
-            organization=org,
-            domain=domain,
-            connection=connection,
-            merge_spf=data.validated_data["merge_spf"],
-        )
+        body = DomainPublishDnsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = domain_dns_publish_request(organization=org, domain=domain, **body.validated_data)
         return Response(
             {"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED
         )

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
-from mailplane.api.fields import BoundedCharField, optional_int_param
+from mailplane.api.fields import BoundedCharField, OwnedField, optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT
-from mailplane.core.ids import MAX_ID, id_or_none
-from mailplane.dnsproviders.services import dns_provider_for_field, domain_dns_publish_start
+from mailplane.core.ids import MAX_ID
+from mailplane.dnsproviders.services import domain_create_published
 from mailplane.domains.models import DnsRecord, Domain
+from mailplane.domains.selectors import domain_get, domain_list
 from mailplane.domains.services import (
-    domain_create,
     domain_delete,
-    domain_get,
     domain_update,
     domain_verify,
     reserved_accepted,
@@ -29,6 +27,7 @@ from mailplane.domains.services import (
 from mailplane.domains.verification import reserved_acceptance
 from mailplane.projects.models import Project
 from mailplane.relays.models import RelayServer
+from mailplane.relays.selectors import relay_server_list
 from mailplane.tenancy.models import Organization
 
 
@@ -100,38 +99,11 @@ class DomainCreatedSerializer(DomainSerializer):
         fields = [*DomainSerializer.Meta.fields, "dns_publish_task_id"]
 
 
-@extend_schema_field(OpenApiTypes.INT)
-class _OwnedField(serializers.PrimaryKeyRelatedField[Any]):
-    """A reference to one of the caller's own objects; others' ids read as 'not found'.
-
-    The id is bounded before the lookup (core/ids.py): a 20-digit number is a 400 naming
-    the field, not an OverflowError from the database.
-    """
-
-    def __init__(self, model: type[Any], **kwargs: Any) -> None:
-        self.model = model
-        super().__init__(**kwargs)
-
-    def get_queryset(self) -> Any:
-        org: Organization = self.context["organization"]
-        return self.model.objects.filter(organization=org)
-
-    def to_internal_value(self, data: Any) -> Any:
-        pk = id_or_none(data)
-        if pk is None:
-            raise serializers.ValidationError(f"must be an id from 1 to {MAX_ID}")
-        found = self.get_queryset().filter(pk=pk).first()
-        if found is None:
-            label = (self.field_name or "object").replace("_", " ")
-            raise serializers.ValidationError(f"{label} {pk} not found")
-        return found
-
-
 class DomainCreateSerializer(serializers.Serializer[Any]):
     name = BoundedCharField(max_length=253)
     # Optional when the account has exactly one relay server (a new account's): that one.
-    relay_server = _OwnedField(RelayServer, required=False)
-    project = _OwnedField(Project, required=False, allow_null=True)
+    relay_server = OwnedField(RelayServer, required=False)
+    project = OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True, default="")
 
     # Publish the records through this DNS-provider connection once created (a task).
@@ -142,7 +114,7 @@ class DomainCreateSerializer(serializers.Serializer[Any]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "relay_server" not in attrs:
             org: Organization = self.context["organization"]
-            servers = list(RelayServer.objects.filter(organization=org)[:2])
+            servers = list(relay_server_list(organization=org)[:2])
             if len(servers) != 1:
                 raise serializers.ValidationError(
                     {
@@ -159,17 +131,15 @@ class DomainCreateSerializer(serializers.Serializer[Any]):
 class DomainUpdateSerializer(serializers.Serializer[Any]):
     # The relay server new mailboxes of the domain get by default; existing mailboxes keep
     # theirs (PATCH a mailbox's relay_server to move it).
-    relay_server = _OwnedField(RelayServer, required=False)
-    project = _OwnedField(Project, required=False, allow_null=True)
+    relay_server = OwnedField(RelayServer, required=False)
+    project = OwnedField(Project, required=False, allow_null=True)
     redirect = serializers.URLField(required=False, allow_blank=True)
 
 
-def _domains(org: Organization) -> Any:
-    return (
-        Domain.objects.filter(organization=org)
-        .select_related("dns_publication")
-        .prefetch_related("dns_records")
-    )
+def _shown(request: Request, domain: Domain) -> dict[str, Any]:
+    """The domain as `domain_get` reads it (records, DNS provider), serialized."""
+    domain = domain_get(organization=organization_of(request), domain_id=domain.pk)
+    return dict(DomainSerializer(domain).data)
 
 
 PROJECT_FILTER = OpenApiParameter("project", int, description="Only this project's.")
@@ -180,11 +150,11 @@ class DomainListView(APIView):
 
     @extend_schema(parameters=[PROJECT_FILTER], responses=DomainSerializer(many=True))
     def get(self, request: Request) -> Response:
-        qs = _domains(organization_of(request))
-        if (project := optional_int_param(request, "project")) is not None:
-            qs = qs.filter(project_id=project)
+        domains = domain_list(
+            organization=organization_of(request), project=optional_int_param(request, "project")
+        )
         paginator = self.pagination_class()
-        page: list[Domain] = paginator.paginate_queryset(qs, request, view=self) or []
+        page: list[Domain] = paginator.paginate_queryset(domains, request, view=self) or []
         return paginator.get_paginated_response(DomainSerializer(page, many=True).data)
 
     @extend_schema(
@@ -194,38 +164,29 @@ class DomainListView(APIView):
     )
     def post(self, request: Request) -> Response:
         org = organization_of(request)
-        data = DomainCreateSerializer(data=request.data, context={"organization": org})
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        connection_id = fields.pop("dns_provider", None)
-        connection = (
-            dns_provider_for_field(organization=org, connection_id=connection_id)
-            if connection_id is not None
-            else None
-        )
-        domain = domain_create(organization=org, **fields)
-        body = dict(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
-        if connection is not None:
-            job = domain_dns_publish_start(organization=org, domain=domain, connection=connection)
-            body["dns_provider"], body["dns_publish_task_id"] = connection.pk, str(job.pk)
-        return Response(body, status=status.HTTP_201_CREATED)
+        body = DomainCreateSerializer(data=request.data, context={"organization": org})
+        body.is_valid(raise_exception=True)
+        domain, job = domain_create_published(organization=org, **body.validated_data)
+        shown = _shown(request, domain)
+        if job is not None:
+            shown["dns_provider"] = job.payload["connection_id"]
+            shown["dns_publish_task_id"] = str(job.pk)
+        return Response(shown, status=status.HTTP_201_CREATED)
 
 
 class DomainDetailView(APIView):
     @extend_schema(responses=DomainSerializer)
     def get(self, request: Request, pk: int) -> Response:
-        org = organization_of(request)
-        domain = domain_get(organization=org, domain_id=pk)
-        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+        domain = domain_get(organization=organization_of(request), domain_id=pk)
+        return Response(DomainSerializer(domain).data)
 
     @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
         domain = domain_get(organization=org, domain_id=pk)
-        data = DomainUpdateSerializer(data=request.data, context={"organization": org})
-        data.is_valid(raise_exception=True)
-        domain_update(domain=domain, **data.validated_data)
-        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+        body = DomainUpdateSerializer(data=request.data, context={"organization": org})
+        body.is_valid(raise_exception=True)
+        return Response(_shown(request, domain_update(domain=domain, **body.validated_data)))
 
     @extend_schema(responses={204: None, 409: CONFLICT}, description="409 while it has mailboxes.")
     def delete(self, request: Request, pk: int) -> Response:
@@ -238,6 +199,5 @@ class DomainVerifyView(APIView):
 
     @extend_schema(request=None, responses=DomainSerializer)
     def post(self, request: Request, pk: int) -> Response:
-        org = organization_of(request)
-        domain = domain_verify(domain=domain_get(organization=org, domain_id=pk))
-        return Response(DomainSerializer(_domains(org).get(pk=domain.pk)).data)
+        domain = domain_get(organization=organization_of(request), domain_id=pk)
+        return Response(_shown(request, domain_verify(domain=domain)))

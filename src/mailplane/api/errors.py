@@ -54,7 +54,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, SuspiciousOperation):
         exc = _refused_request(exc)
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.http_status)
+        return Response(exc.http_body(), status=exc.http_status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -92,9 +92,7 @@ def bad_request_view(request: HttpRequest, exception: Exception | None = None) -
     """handler400: SuspiciousOperation raised outside a DRF view (middleware, body reads)."""
     if isinstance(exception, SuspiciousOperation):
         refused = _refused_request(exception)
-        return JsonResponse(
-            error_body(refused.code, refused.message, refused.details), status=refused.http_status
-        )
+        return JsonResponse(refused.http_body(), status=refused.http_status)
     return JsonResponse(error_body("bad_request", "bad request"), status=400)
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.request import Request
 
 from mailplane.core.errors import ValidationFailed
-from mailplane.core.ids import MAX_ID, int_parse
+from mailplane.core.ids import MAX_ID, id_or_none, int_parse
+from mailplane.tenancy.models import Organization
 
 
 def optional_int_param(
@@ -71,3 +74,30 @@ BOUNDED_FIELD_MAPPING = {
     **serializers.ModelSerializer.serializer_field_mapping,
     models.CharField: BoundedCharField,
 }
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class OwnedField(serializers.PrimaryKeyRelatedField[Any]):
+    """A reference to one of the caller's own objects; others' ids read as 'not found'.
+
+    The id is bounded before the lookup (core/ids.py): a 20-digit number is a 400 naming
+    the field, not an OverflowError from the database.
+    """
+
+    def __init__(self, model: type[Any], **kwargs: Any) -> None:
+        self.model = model
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> Any:
+        org: Organization = self.context["organization"]
+        return self.model.objects.filter(organization=org)
+
+    def to_internal_value(self, data: Any) -> Any:
+        pk = id_or_none(data)
+        if pk is None:
+            raise serializers.ValidationError(f"must be an id from 1 to {MAX_ID}")
+        found = self.get_queryset().filter(pk=pk).first()
+        if found is None:
+            label = (self.field_name or "object").replace("_", " ")
+            raise serializers.ValidationError(f"{label} {pk} not found")
+        return found

@@ -6,26 +6,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
-from mailplane.api.fields import optional_int_param
+from mailplane.api.fields import OwnedField, optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT, LIMIT_REACHED, TaskStartedSerializer
 from mailplane.core.errors import ValidationFailed
-from mailplane.mailboxes.models import MailboxStatus
-from mailplane.mailboxes.selectors import mailbox_row, mailbox_rows
+from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.mailboxes.passwords import password_problems
+from mailplane.mailboxes.selectors import mailbox_get, mailbox_row, mailbox_rows
 from mailplane.mailboxes.services import (
     mailbox_create_start,
     mailbox_delete,
-    mailbox_get,
     mailbox_update,
     mailbox_validate,
 )
+from mailplane.projects.models import Project
+from mailplane.relays.models import RelayServer
 from mailplane.tenancy.selectors import organization_mail_hosts
 
 _PASSWORD_RULES = (
@@ -84,8 +86,20 @@ def _id_field(help_text: str, **kwargs: Any) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=1, help_text=help_text, **kwargs)
 
 
+@extend_schema_field({"type": "integer", "minimum": 1})
+class _OwnedId(OwnedField):
+    """An id of one of the account's own objects, described as the create body's ids."""
+
+
+def _owned(model: type[Any], help_text: str, **kwargs: Any) -> OwnedField:
+    return _OwnedId(model, help_text=help_text, **kwargs)
+
+
 class MailboxCreateSerializer(serializers.Serializer[Any]):
-    """The create body (validation is `mailbox_validate`'s: one 400 names every bad field)."""
+    """The create body; a 400 names each bad field in `details`."""
+
+    # The shape is checked here; `mailbox_validate`, which CSV rows go through too, checks
+    # the rest (references, the domain, the password, the limit), all fields at once.
 
     email = serializers.CharField(
         help_text="The local part (`john.doe`) or the full address (`john.doe@acme.test`, "
@@ -112,6 +126,10 @@ class MailboxCreateSerializer(serializers.Serializer[Any]):
     last_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
 
 
+# What a fetched mailbox carries that cannot change: sending it back unchanged is allowed.
+_FIXED = ("id", "email", "domain", "domain_name")
+
+
 class MailboxUpdateSerializer(serializers.Serializer[Any]):
     """PATCH (or PUT) body: any of these. `email`, `domain` and `id` cannot change (sending
     them unchanged is allowed, so a fetched mailbox can be sent back)."""
@@ -122,14 +140,47 @@ class MailboxUpdateSerializer(serializers.Serializer[Any]):
     )
     first_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
     last_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    project = _id_field("Project id; null detaches it.", required=False, allow_null=True)
-    relay_server = _id_field("Relay server id its mail leaves by.", required=False)
+    project = _owned(Project, "Project id; null detaches it.", required=False, allow_null=True)
+    relay_server = _owned(RelayServer, "Relay server id its mail leaves by.", required=False)
     status = serializers.ChoiceField(choices=MailboxStatus.choices, required=False)
     daily_limit = serializers.IntegerField(min_value=0, max_value=100_000, required=False)
     warmup_enabled = serializers.BooleanField(required=False)
     warmup_per_day = serializers.IntegerField(min_value=0, max_value=100_000, required=False)
     warmup_daily_rampup = serializers.IntegerField(min_value=0, max_value=100_000, required=False)
     signature = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+
+    def validate_password(self, value: str) -> str:
+        mailbox: Mailbox = self.context["mailbox"]
+        problems = password_problems(value, local_part=mailbox.local_part, address=mailbox.address)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return value
+
+    def validate_reply_to(self, value: str | None) -> str:
+        return value or ""  # null clears it, as blank does
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        """The fields' own checks, and in the same 400: a field this body may not have
+        (unknown, or one of `_FIXED` with another value than the mailbox's)."""
+        if not isinstance(data, Mapping):
+            raise ValidationFailed.on("non_field_errors", "expected a JSON object")
+        errors: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        try:
+            values = dict(super().to_internal_value(data))
+        except serializers.ValidationError as exc:
+            assert isinstance(exc.detail, dict)
+            errors.update(exc.detail)
+        mailbox: Mailbox = self.context["mailbox"]
+        unchanged = (None, mailbox.pk, mailbox.address, mailbox.local_part, mailbox.domain_id)
+        for name in sorted(set(data) - set(self.fields)):
+            if name not in _FIXED:
+                errors[name] = ["unknown field"]
+            elif data[name] not in (*unchanged, mailbox.domain.name):
+                errors[name] = ["cannot be changed: create a new mailbox instead"]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return values
 
 
 def mailbox_representation(row: Mapping[str, Any], hosts: tuple[str, str]) -> dict[str, Any]:
@@ -170,12 +221,6 @@ def mailbox_representation(row: Mapping[str, Any], hosts: tuple[str, str]) -> di
     }
 
 
-def _body(request: Request) -> dict[str, Any]:
-    if not isinstance(request.data, dict):
-        raise ValidationFailed.on("non_field_errors", "expected a JSON object")
-    return dict(request.data.items())
-
-
 def _no_store(response: Response) -> Response:
     response["Cache-Control"] = "no-store"  # mailboxes carry their passwords
     return response
@@ -213,7 +258,9 @@ class MailboxListView(APIView):
     )
     def post(self, request: Request) -> Response:
         org = organization_of(request)
-        spec = mailbox_validate(organization=org, data=_body(request))
+        body = MailboxCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        spec = mailbox_validate(organization=org, data=dict(body.validated_data))
         job = mailbox_create_start(organization=org, spec=spec)
         return Response(
             {"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED
@@ -236,9 +283,12 @@ class MailboxDetailView(APIView):
     @extend_schema(request=MailboxUpdateSerializer, responses=MailboxSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         org = organization_of(request)
-        mailbox = mailbox_update(
-            mailbox=mailbox_get(organization=org, mailbox_id=pk), data=_body(request)
+        mailbox = mailbox_get(organization=org, mailbox_id=pk)
+        body = MailboxUpdateSerializer(
+            data=request.data, context={"organization": org, "mailbox": mailbox}
         )
+        body.is_valid(raise_exception=True)
+        mailbox = mailbox_update(mailbox=mailbox, **body.validated_data)
         return _no_store(
             Response(
                 mailbox_representation(

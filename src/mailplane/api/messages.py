@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -20,7 +19,6 @@ from rest_framework.views import APIView
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
-from mailplane.core.errors import NotFound
 from mailplane.queue.models import (
     DeliveryEvent,
     EventType,
@@ -28,7 +26,7 @@ from mailplane.queue.models import (
     OutboundMessage,
     RecipientStatus,
 )
-from mailplane.tenancy.models import Organization
+from mailplane.queue.selectors import message_get, message_list
 
 
 class RecipientSerializer(serializers.Serializer[Any]):
@@ -72,24 +70,6 @@ class MessageDetailSerializer(MessageSerializer):
     """The detail: the list entry plus every delivery event, oldest first."""
 
     events = EventSerializer(many=True)
-
-
-def message_list(*, organization: Organization, mailbox: int | None) -> QuerySet[OutboundMessage]:
-    qs = OutboundMessage.objects.filter(organization=organization).order_by("-id")
-    if mailbox is not None:
-        qs = qs.filter(mailbox_id=mailbox)
-    return qs.prefetch_related("recipients")
-
-
-def message_get(*, organization: Organization, message_id: int) -> OutboundMessage:
-    message = (
-        OutboundMessage.objects.filter(organization=organization, pk=message_id)
-        .prefetch_related("recipients", "events")
-        .first()
-    )
-    if message is None:
-        raise NotFound("message not found")
-    return message
 
 
 def _event(event: DeliveryEvent) -> dict[str, Any]:

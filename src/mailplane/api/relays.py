@@ -15,7 +15,8 @@ from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.relays.schemas import mask_credentials
-from mailplane.relays.services import relay_server_get, relay_server_update
+from mailplane.relays.selectors import relay_server_get, relay_server_list
+from mailplane.relays.services import relay_server_update
 
 
 class RelayServerSerializer(serializers.ModelSerializer[RelayServer]):
@@ -50,7 +51,7 @@ class RelayServerListView(APIView):
 
     @extend_schema(responses=RelayServerSerializer(many=True))
     def get(self, request: Request) -> Response:
-        servers = RelayServer.objects.filter(organization=organization_of(request)).order_by("id")
+        servers = relay_server_list(organization=organization_of(request))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(servers, request, view=self) or []
         return paginator.get_paginated_response(RelayServerSerializer(page, many=True).data)
@@ -65,9 +66,9 @@ class RelayServerDetailView(APIView):
     @extend_schema(request=RelayServerUpdateSerializer, responses=RelayServerSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         server = relay_server_get(organization=organization_of(request), server_id=pk)
-        update = RelayServerUpdateSerializer(data=request.data)
-        update.is_valid(raise_exception=True)
-        server = relay_server_update(server=server, **update.validated_data)
+        body = RelayServerUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        server = relay_server_update(server=server, **body.validated_data)
         return Response(RelayServerSerializer(server).data)
 
     put = patch  # every field is optional either way

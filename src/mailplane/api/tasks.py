@@ -16,8 +16,7 @@ from mailplane.api.authentication import organization_of
 from mailplane.core.errors import NotFound
 from mailplane.jobs.models import JobStatus
 from mailplane.jobs.services import job_get
-from mailplane.mailboxes.bulk import mailbox_bulk_passwords_take
-from mailplane.mailboxes.services import mailbox_task_password_take
+from mailplane.mailboxes.task_results import mailbox_task_result_take
 
 
 class TaskMailboxSerializer(serializers.Serializer[Any]):
@@ -72,34 +71,18 @@ class TaskDetailView(APIView):
         except ValueError as exc:
             raise NotFound("task not found") from exc
         job = job_get(organization=organization_of(request), job_id=task_id)
+        result, mailbox = mailbox_task_result_take(job=job)
         body: dict[str, Any] = {
             "task_id": str(job.pk),
             "kind": job.kind,
             "status": job.status,
             "progress": job.progress,
-            "result": job.result,
+            "result": result,
             "error": job.error or None,
             "created_at": job.created_at,
             "started_at": job.started_at,
             "finished_at": job.finished_at,
         }
-        if job.result and "mailbox" in job.result:
-            mailbox = {
-                **job.result["mailbox"],
-                "password": mailbox_task_password_take(job=job),
-            }
-            # Tasks finished before reply_to was made null-when-unset kept "".
-            mailbox["reply_to"] = mailbox.get("reply_to") or None
+        if mailbox is not None:
             body["mailbox"] = mailbox
-            body["result"] = {**job.result, "mailbox": mailbox}
-        if job.result and "rows" in job.result:
-            generated = mailbox_bulk_passwords_take(job=job)
-            if generated:
-                rows = [
-                    {**entry, "password": generated[entry["row"]]}
-                    if entry.get("row") in generated
-                    else entry
-                    for entry in job.result["rows"]
-                ]
-                body["result"] = {**job.result, "rows": rows}
         return Response(body, headers={"Cache-Control": "no-store"})

@@ -28,10 +28,12 @@ from mailplane.dnsproviders.models import (
 from mailplane.dnsproviders.publishing import Action, ZonePublisher
 from mailplane.dnsproviders.registry import PROVIDERS, client_for, credentials_validate
 from mailplane.domains.models import Domain
-from mailplane.domains.services import domain_verify
+from mailplane.domains.services import domain_create, domain_verify
 from mailplane.jobs.models import Job, JobStatus
 from mailplane.jobs.registry import job_handler
 from mailplane.jobs.services import MAX_ATTEMPTS, job_start
+from mailplane.projects.models import Project
+from mailplane.relays.models import RelayServer
 from mailplane.tenancy.models import Organization
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,54 @@ def domain_dns_publish_start(
             if job.payload == payload:
                 return job
         return job_start(organization=organization, kind=PUBLISH_JOB, payload=payload)
+
+
+def domain_dns_publish_request(
+    *,
+    organization: Organization,
+    domain: Domain,
+    dns_provider: int | None = None,
+    merge_spf: bool = False,
+) -> Job:
+    """A publish as a request asks for it: through connection id `dns_provider` (one the
+    account does not have is a 400 on that field), or through the domain's own."""
+    connection = (
+        None
+        if dns_provider is None
+        else dns_provider_for_field(organization=organization, connection_id=dns_provider)
+    )
+    return domain_dns_publish_start(
+        organization=organization, domain=domain, connection=connection, merge_spf=merge_spf
+    )
+
+
+def domain_create_published(
+    *,
+    organization: Organization,
+    name: str,
+    relay_server: RelayServer,
+    project: Project | None = None,
+    redirect: str = "",
+    dns_provider: int | None = None,
+) -> tuple[Domain, Job | None]:
+    """Add a domain and, with `dns_provider`, queue the publishing of its records through
+    that connection. The connection is checked first: a wrong id creates nothing."""
+    connection = (
+        None
+        if dns_provider is None
+        else dns_provider_for_field(organization=organization, connection_id=dns_provider)
+    )
+    domain = domain_create(
+        organization=organization,
+        name=name,
+        relay_server=relay_server,
+        project=project,
+        redirect=redirect,
+    )
+    if connection is None:
+        return domain, None
+    job = domain_dns_publish_start(organization=organization, domain=domain, connection=connection)
+    return domain, job
 
 
 def _claim(publication: DomainDnsPublication) -> bool:

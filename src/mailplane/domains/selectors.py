@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from mailplane.core.errors import NotFound
 from mailplane.domains.models import Domain, VerificationState
+from mailplane.tenancy.models import Organization
 
 # A new domain is re-checked while its owner is likely still editing DNS; after that, only
 # on request (API, CLI), so abandoned domains do not cost a lookup every few minutes.
@@ -33,3 +36,24 @@ def domain_list_due_for_check(
         .values_list("id", flat=True)[:limit]
     )
     return list(due)
+
+
+def domain_list(*, organization: Organization, project: int | None = None) -> QuerySet[Domain]:
+    """The account's domains as the API shows them: with their records and the DNS-provider
+    connection publishing them, fetched in three queries whatever the page size."""
+    qs = (
+        Domain.objects.filter(organization=organization)
+        .select_related("dns_publication")
+        .prefetch_related("dns_records")
+    )
+    if project is not None:
+        qs = qs.filter(project_id=project)
+    return qs
+
+
+def domain_get(*, organization: Organization, domain_id: Any) -> Domain:
+    """One of the account's domains, as `domain_list` has it; another account's is a 404."""
+    domain = domain_list(organization=organization).filter(pk=domain_id).first()
+    if domain is None:
+        raise NotFound("domain not found")
+    return domain

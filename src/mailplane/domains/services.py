@@ -203,13 +203,6 @@ def domain_dkim_rotate(*, domain: Domain) -> Domain:
     return domain
 
 
-def domain_get(*, organization: Organization, domain_id: Any) -> Domain:
-    domain = Domain.objects.filter(organization=organization, pk=domain_id).first()
-    if domain is None:
-        raise NotFound("domain not found")
-    return domain
-
-
 def domain_update(
     *,
     domain: Domain,

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import F, QuerySet
 
+from mailplane.core.errors import NotFound
 from mailplane.mailboxes.models import Mailbox
 from mailplane.tenancy.models import Organization
 
@@ -81,3 +82,15 @@ def mailbox_summary(*, mailbox: Mailbox) -> dict[str, Any]:
         "project": mailbox.project_id,
         "reply_to": mailbox.reply_to or None,
     }
+
+
+def mailbox_get(*, organization: Organization, mailbox_id: Any) -> Mailbox:
+    """One of the account's mailboxes, with its domain; another account's is a 404."""
+    mailbox = (
+        Mailbox.objects.select_related("domain")
+        .filter(organization=organization, pk=mailbox_id)
+        .first()
+    )
+    if mailbox is None:
+        raise NotFound("mailbox not found")
+    return mailbox

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
-from mailplane.core.errors import Conflict, LimitReached, NotFound, ValidationFailed
+from mailplane.core.errors import Conflict, LimitReached, NotAllowed, ValidationFailed
 from mailplane.core.ids import id_parse
 from mailplane.domains.models import Domain
 from mailplane.jobs.models import Job, JobStatus
@@ -292,98 +293,77 @@ def mailbox_task_password_take(*, job: Job) -> str | None:
     return password or None
 
 
-def mailbox_get(*, organization: Organization, mailbox_id: Any) -> Mailbox:
-    mailbox = (
-        Mailbox.objects.select_related("domain")
-        .filter(organization=organization, pk=mailbox_id)
-        .first()
-    )
-    if mailbox is None:
-        raise NotFound("mailbox not found")
-    return mailbox
+def mailbox_update(
+    *,
+    mailbox: Mailbox,
+    password: str | None = None,
+    reply_to: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    project: Project | Any | None = ...,
+    relay_server: RelayServer | None = None,
+    status: str | None = None,
+    daily_limit: int | None = None,
+    warmup_enabled: bool | None = None,
+    warmup_per_day: int | None = None,
+    warmup_daily_rampup: int | None = None,
+    signature: str | None = None,
+) -> Mailbox:
+    """Change what a mailbox's owner may change; None (for `project`: leaving it out)
+    keeps a value, `reply_to=""` clears it, `project=None` detaches the mailbox.
 
-
-UPDATABLE = {
-    "password",
-    "reply_to",
-    "first_name",
-    "last_name",
-    "project",
-    "relay_server",
-    "status",
-    "daily_limit",
-    "warmup_enabled",
-    "warmup_per_day",
-    "warmup_daily_rampup",
-    "signature",
-}
-
-
-def mailbox_update(*, mailbox: Mailbox, data: dict[str, Any]) -> Mailbox:
-    errors = _Errors()
-    for name in sorted(set(data) - UPDATABLE):
-        if name not in {"id", "email", "domain", "domain_name"}:
-            errors.add(name, "unknown field")
-        elif data[name] not in (
-            None,
-            mailbox.pk,
-            mailbox.address,
-            mailbox.local_part,
-            mailbox.domain_id,
-            mailbox.domain.name,
+    The values are checked already (the API's MailboxUpdateSerializer: `project` and
+    `relay_server` are the account's own); the password rules are checked again here,
+    because a password is the one value no caller may get wrong.
+    """
+    org_id = mailbox.organization_id
+    for name, owned in (("project", project), ("relay_server", relay_server)):
+        if owned not in (None, ...) and owned.organization_id != org_id:
+            raise ValidationFailed.on(name, f"{name.replace('_', ' ')} {owned.pk} not found")
+    if password is not None:
+        if problems := passwords.password_problems(
+            password, local_part=mailbox.local_part, address=mailbox.address
         ):
-            errors.add(name, "cannot be changed: create a new mailbox instead")
-    org = mailbox.organization
-    if "project" in data:
-        mailbox.project = _owned(Project, org, data["project"], "project", errors)
-    if "relay_server" in data:
-        relay = _owned(RelayServer, org, data["relay_server"], "relay_server", errors)
-        if relay is None and "relay_server" not in errors.details:
-            errors.add("relay_server", "must not be null")
-        elif relay is not None:
-            mailbox.relay_server = relay
-    if "reply_to" in data and (reply_to := _clean_reply_to(data["reply_to"], errors)) is not None:
-        mailbox.reply_to = reply_to
-    for name, limit in (
-        ("first_name", NAME_LIMIT),
-        ("last_name", NAME_LIMIT),
-        ("signature", SIGNATURE_LIMIT),
-    ):
-        if name in data and (text := _clean_text(name, data[name], limit, errors)) is not None:
-            setattr(mailbox, name, text)
-    if "status" in data:
-        if data["status"] not in MailboxStatus.values:
-            errors.add("status", f"must be one of {', '.join(MailboxStatus.values)}")
-        else:
-            mailbox.status = data["status"]
-    for name in ("daily_limit", "warmup_per_day", "warmup_daily_rampup"):
-        if name in data:
-            value = data[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000:
-                errors.add(name, "must be an integer from 0 to 100000")
-            else:
-                setattr(mailbox, name, value)
-    if "warmup_enabled" in data:
-        if not isinstance(data["warmup_enabled"], bool):
-            errors.add("warmup_enabled", "must be true or false")
-        else:
-            mailbox.warmup_enabled = data["warmup_enabled"]
-    if "password" in data:
-        password = data["password"]
-        if not isinstance(password, str):
-            errors.add("password", "must be a string")
-        else:
-            for problem in passwords.password_problems(
-                password, local_part=mailbox.local_part, address=mailbox.address
-            ):
-                errors.add("password", problem)
-            if "password" not in errors.details:
-                mailbox.password = password
-                mailbox.password_hash = passwords.password_hash(password)
-    errors.raise_if_any()
+            raise ValidationFailed("invalid mailbox (password)", details={"password": problems})
+        mailbox.password = password
+        mailbox.password_hash = passwords.password_hash(password)
+    if project is not ...:
+        mailbox.project = project
+    if relay_server is not None:
+        mailbox.relay_server = relay_server
+    if status is not None:
+        if status not in MailboxStatus.values:
+            raise ValidationFailed.on("status", f"must be one of {', '.join(MailboxStatus.values)}")
+        mailbox.status = status
+    changes = {
+        "reply_to": None if reply_to is None else reply_to.strip(),
+        "first_name": None if first_name is None else first_name.strip(),
+        "last_name": None if last_name is None else last_name.strip(),
+        "signature": None if signature is None else signature.strip(),
+        "daily_limit": daily_limit,
+        "warmup_enabled": warmup_enabled,
+        "warmup_per_day": warmup_per_day,
+        "warmup_daily_rampup": warmup_daily_rampup,
+    }
+    for name, value in changes.items():
+        if value is not None:
+            setattr(mailbox, name, value)
     mailbox.save()
     return mailbox
 
 
+# What an owner may change: mailbox_update's keywords (the README's table lists them).
+UPDATABLE = frozenset(inspect.signature(mailbox_update).parameters) - {"mailbox"}
+
+
 def mailbox_delete(*, mailbox: Mailbox) -> None:
     mailbox.delete()
+
+
+def mailbox_sending_check(*, mailbox: Mailbox | None) -> Mailbox:
+    """The mailbox, if it may send now; NotAllowed if it was suspended (or deleted) since
+    its login. Every way in checks this at the moment of accepting a message: SMTP
+    submission today (550 5.7.1), the send API next (403 not_allowed)."""
+    if mailbox is None or mailbox.status != MailboxStatus.ACTIVE:
+        raise NotAllowed("Mailbox is suspended")
+    return mailbox

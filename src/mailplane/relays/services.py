@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
-from mailplane.core.errors import LimitReached, NotFound, ValidationFailed
+from mailplane.core.errors import LimitReached, ValidationFailed
 from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.relays.schemas import validate_provider_config
 from mailplane.tenancy.models import Organization
@@ -67,11 +67,4 @@ def relay_server_update(
             raise ValidationFailed.on("status", f"must be one of {', '.join(RelayStatus.values)}")
         server.status = status
     server.save()
-    return server
-
-
-def relay_server_get(*, organization: Organization, server_id: Any) -> RelayServer:
-    server = RelayServer.objects.filter(organization=organization, pk=server_id).first()
-    if server is None:
-        raise NotFound("relay server not found")
     return server

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import Envelope
 
+from mailplane.core.errors import DomainError, NotAllowed, NotFound, SmtpStatus, ValidationFailed
 from mailplane.delivery.bounces import bounce_match, verp_recipient_id
 from mailplane.dns import domain_ascii
 from mailplane.domains.models import Domain
@@ -48,9 +49,9 @@ class BounceRecipient:
     address: str
 
 
-def bounce_route(address: str) -> BounceRecipient | str | None:
+def bounce_route(address: str) -> BounceRecipient | None:
     """Blocking: None if `address` is not at a hosted domain's return path host; else the
-    bounce route, or 550 5.1.1 for a local part that is not a genuine VERP tag of ours."""
+    bounce route. A local part that is not a genuine VERP tag of ours is NotFound."""
     host = address_domain(address)
     if not Domain.objects.filter(return_path_host=host).exists():
         return None
@@ -61,11 +62,12 @@ def bounce_route(address: str) -> BounceRecipient | str | None:
         ).exists()
     ):
         return BounceRecipient(recipient_id, address)
-    return "550 5.1.1 No such bounce address here"
+    raise NotFound("No such bounce address here")  # 550 5.1.1
 
 
-def recipient_route(address: str) -> LocalRecipient | BounceRecipient | str:
-    """Blocking: the hosted mailbox or VERP route for `address`, or the SMTP refusal."""
+def recipient_route(address: str) -> LocalRecipient | BounceRecipient:
+    """Blocking: the hosted mailbox or VERP route for `address`; a refusal is a domain
+    error that carries its SMTP reply."""
     address = address.strip().lower()
     local, at, domain = address.rpartition("@")
     if at and not domain.isascii():
@@ -74,19 +76,23 @@ def recipient_route(address: str) -> LocalRecipient | BounceRecipient | str:
         try:
             address = f"{local}@{domain_ascii(domain)}"
         except UnicodeError:
-            return "553 5.1.2 Recipient domain is not a valid internationalised domain name"
+            raise ValidationFailed(
+                "Recipient domain is not a valid internationalised domain name",
+                smtp=SmtpStatus(553, "5.1.2"),  # RFC 3463 §3.2: bad destination system
+            ) from None
     row = Mailbox.objects.filter(address=address).values("organization_id", "status").first()
     if row is not None:
         if row["status"] != MailboxStatus.ACTIVE:
-            return "550 5.2.1 Mailbox disabled"
+            # RFC 3463 §3.3: X.2.1 mailbox disabled, not accepting messages.
+            raise NotAllowed("Mailbox disabled", smtp=SmtpStatus(550, "5.2.1"))
         return LocalRecipient(row["organization_id"], address)
     bounce = bounce_route(address)
     if bounce is not None:
         return bounce
     if Domain.objects.filter(name=address_domain(address)).exists():
-        return "550 5.1.1 No such mailbox here"
+        raise NotFound("No such mailbox here")  # 550 5.1.1
     # RFC 5321 §3.6.2 / §7.1: relaying for foreign domains is refused.
-    return "550 5.7.1 Relay access denied"
+    raise NotAllowed("Relay access denied")  # 550 5.7.1
 
 
 def mx_deliver(*, recipients: list[LocalRecipient], raw: bytes, folder: str) -> list[Path]:
@@ -168,10 +174,11 @@ class MXHandler:
         envelope.rcpt_count = count  # type: ignore[attr-defined]
         if count > self.max_recipients:
             return "452 4.5.3 Too many recipients"
-        route = await blocking(recipient_route, address)
-        if isinstance(route, str):
-            log.info("%s rcpt refused %s: %s", session.id, address, route)
-            return route
+        try:
+            route = await blocking(recipient_route, address)
+        except DomainError as refused:
+            log.info("%s rcpt refused %s: %s", session.id, address, refused.smtp_reply())
+            return refused.smtp_reply()
         if isinstance(route, BounceRecipient):
             bounces: list[BounceRecipient] = getattr(envelope, "bounces", [])
             if route not in bounces:

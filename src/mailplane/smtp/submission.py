@@ -15,8 +15,10 @@ from pathlib import Path
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
+from mailplane.core.errors import DomainError, Unavailable
 from mailplane.dns import domain_ascii
-from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.mailboxes.models import Mailbox
+from mailplane.mailboxes.services import mailbox_sending_check
 from mailplane.message.cleanup import message_cleanup
 from mailplane.message.headers import from_addresses, headers_of
 from mailplane.queue.models import MessageSource
@@ -36,14 +38,6 @@ from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
 from mailplane.storage.maildir import MaildirItem, maildir_deliver_many
 
 log = logging.getLogger("mailplane.smtp.submission")
-
-
-class Refused(Exception):
-    """A reply that ends the transaction; carries its own SMTP rendering."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
 
 
 @dataclass(slots=True)
@@ -77,7 +71,7 @@ def _complete_headers(mailbox: Mailbox, raw: bytes, hostname: str, *, smtputf8: 
 
 def submission_accept_many(
     submissions: list[Submission], *, hostname: str
-) -> list[Accepted | Refused]:
+) -> list[Accepted | DomainError]:
     """Blocking: complete the headers, file the Sent copies, queue; one outcome per message.
 
     The durable work is shared by the batch: one directory fsync per Sent folder and ONE
@@ -89,14 +83,15 @@ def submission_accept_many(
     mailboxes = Mailbox.objects.select_related("organization", "domain", "relay_server").in_bulk(
         ids
     )
-    outcomes: list[Accepted | Refused] = []
+    outcomes: list[Accepted | DomainError] = []
     storing: list[tuple[int, Mailbox, Submission, bytes]] = []
     for index, sub in enumerate(submissions):
-        mailbox = mailboxes.get(sub.principal.mailbox_id)
-        if mailbox is None or mailbox.status != MailboxStatus.ACTIVE:
-            outcomes.append(Refused("550 5.7.1 Mailbox is suspended"))
+        try:
+            mailbox = mailbox_sending_check(mailbox=mailboxes.get(sub.principal.mailbox_id))
+        except DomainError as refused:  # this message alone: 550 5.7.1
+            outcomes.append(refused)
             continue
-        outcomes.append(Refused("451 4.3.0 Not stored"))  # replaced below once committed
+        outcomes.append(Unavailable("Not stored"))  # 451 4.3.0; replaced below once committed
         raw = _complete_headers(mailbox, sub.raw, hostname, smtputf8=sub.smtputf8)
         storing.append((index, mailbox, sub, raw))
     if not storing:
@@ -137,7 +132,7 @@ def submission_accept(
     (outcome,) = submission_accept_many(
         [Submission(principal, mail_from, recipients, raw)], hostname=hostname
     )
-    if isinstance(outcome, Refused):
+    if isinstance(outcome, DomainError):
         raise outcome
     return outcome
 
@@ -162,13 +157,12 @@ class SubmissionHandler:
         self.cache = cache or CredentialCache()
         self.failure_delay = failure_delay  # slows guessing; costs the attacker, not us
         # Every accepted message goes through one writer: group commit (see ingest.py).
-        self.committer: GroupCommitter[Submission, Accepted | Refused] = GroupCommitter(
+        self.committer: GroupCommitter[Submission, Accepted | DomainError] = GroupCommitter(
             self._store_batch, max_batch=max_batch, name="mailplane-submission-writer"
         )
 
-    def _store_batch(self, batch: list[Submission]) -> list[Accepted | Refused]:
-        outcomes: list[Accepted | Refused] = submission_accept_many(batch, hostname=self.hostname)
-        return outcomes
+    def _store_batch(self, batch: list[Submission]) -> list[Accepted | DomainError]:
+        return submission_accept_many(batch, hostname=self.hostname)
 
     async def aclose(self) -> None:
         await self.committer.aclose()
@@ -300,14 +294,14 @@ class SubmissionHandler:
         )
         try:
             outcome = await self.committer.submit(submission)
-        except Refused as refused:  # this message alone (the committer raises outcomes)
-            return refused.reply
+        except DomainError as refused:  # this message alone (the committer raises outcomes)
+            return refused.smtp_reply()
         except Exception:
             # Temporary: the client keeps the message and retries; nothing was stored.
             log.exception("%s not stored; answering 451", session.id)
             return "451 4.3.0 Message not stored; try again later"
-        if isinstance(outcome, Refused):
-            return outcome.reply
+        if isinstance(outcome, DomainError):
+            return outcome.smtp_reply()
         accepted = outcome
         log.info(
             "%s queued id=%s from=%s rcpts=%d size=%d",
