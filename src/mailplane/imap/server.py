@@ -32,10 +32,12 @@ from proxyprotocol.sock import SocketInfo
 from pymap.backend import backends
 from pymap.context import connection_exit, socket_info
 from pymap.exceptions import ResponseError
+from pymap.fetch import MessageAttributes
 from pymap.imap import IMAPConnection, IMAPServer
 from pymap.imap.state import ConnectionState
 from pymap.parsing import Params
 from pymap.parsing.command import Command
+from pymap.parsing.command.select import CloseCommand, FetchCommand
 from pymap.parsing.commands import InvalidCommand
 from pymap.parsing.exceptions import NotParseable
 from pymap.parsing.response import (
@@ -46,20 +48,27 @@ from pymap.parsing.response import (
     ResponseNo,
     ResponseOk,
 )
-from pymap.parsing.specials import Tag
+from pymap.parsing.response.specials import FetchResponse
+from pymap.parsing.specials import FetchRequirement, Tag
 from pymap.parsing.state import ParsingInterrupt, ParsingState
 from pysasl.exception import AuthenticationError
 
-from mailplane.imap.backend import Login, MailplaneBackend, MailplaneConfig
-from mailplane.imap.names import modutf7_install
+from mailplane.imap.backend import (
+    Login,
+    MailplaneBackend,
+    MailplaneConfig,
+    message_content_exists,
+)
+from mailplane.imap.protocol import protocol_install
 from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
 
 # pymap's plug-in registry; `pymap mailplane` would find the backend here.
 backends.add("mailplane", MailplaneBackend)
-# pymap's modified UTF-7 decoder loops forever on an unterminated "&" shift.
-modutf7_install()
+# pymap's modified UTF-7 decoder loops forever on an unterminated "&" shift; the parser gets
+# ours, with the other protocol corrections (see `mailplane.imap.protocol`).
+protocol_install()
 
 # Before login only LOGIN/AUTHENTICATE arguments can arrive as literals: a few KB at most.
 PRE_AUTH_LITERAL_MAX = 4096
@@ -132,6 +141,52 @@ class MailplaneConnectionState(ConnectionState):
     async def do_greeting(self) -> ResponseOk:
         # pymap lets localhost clients log in without TLS; we do not (RFC 9051 §6.2.3).
         return ResponseOk(b"*", self.config.greeting, self.capability)
+
+    async def do_close(self, cmd: CloseCommand) -> tuple[CommandResponse, Any]:
+        """RFC 9051 §6.4.1: CLOSE of a mailbox opened with EXAMINE expunges nothing and is OK.
+
+        pymap's CLOSE always expunges, and its expunge refuses a read-only mailbox with NO
+        [READ-ONLY], leaving the mailbox selected.
+        """
+        if self.selected.readonly:
+            self._selected = None
+            return ResponseOk(cmd.tag, cmd.command + b" completed."), None
+        return await super().do_close(cmd)
+
+    async def do_fetch(self, cmd: FetchCommand) -> tuple[CommandResponse, Any]:
+        """pymap's FETCH, without inventing empty content for an expunged message.
+
+        A message another session expunged stays in this session's view until the expunge
+        is announced (RFC 9051 §7.5.1 forbids EXPUNGE responses during FETCH). Its flags and
+        UID are still known, but its file is gone: pymap answered OK with `BODY[] ""`,
+        which a client caches as the message. Here, as in Dovecot, a FETCH that needs the
+        content of such a message leaves it out and answers NO [EXPUNGEISSUED] (RFC 5530
+        §3); the expunge is announced by the next command that may (NOOP, for one).
+        """
+        if not cmd.uid:
+            self.selected.hide_expunged = True
+        set_seen = not self.selected.readonly and any(attr.set_seen for attr in cmd.attributes)
+        messages, updates = await self.session.fetch_messages(
+            self.selected, cmd.sequence_set, set_seen
+        )
+        requirement = FetchRequirement.reduce(attr.requirement for attr in cmd.attributes)
+        needs_content = not requirement.has_none(FetchRequirement.CONTENT)
+        response: CommandResponse = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        untagged = []
+        for msg_seq, msg in messages:
+            if needs_content and (msg.expunged or not message_content_exists(msg)):
+                response = ResponseNo(
+                    cmd.tag,
+                    b"Some of the requested messages no longer exist.",
+                    ResponseCode.of(b"EXPUNGEISSUED"),
+                )
+                continue
+            if msg.expunged:
+                response.code = ResponseCode.of(b"EXPUNGEISSUED")
+            msg_attrs = MessageAttributes(msg, self.selected, cmd.attributes)
+            untagged.append(FetchResponse(msg_seq, msg_attrs, writing_hook=msg_attrs.load_hook()))
+        response.add_untagged(*untagged)
+        return response, updates
 
     async def do_command(self, cmd: Command) -> CommandResponse:
         """pymap's dispatch; what it leaves unanswered becomes a tagged NO, not a BYE."""

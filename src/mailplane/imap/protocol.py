@@ -1,0 +1,231 @@
+"""The smallest corrections to pymap's protocol layer (pymap 0.36.7), found by imaptest.
+
+pymap has no extension point for these; each is a replacement of one function or one
+registry entry, installed once by `protocol_install()` (called where the server module is
+imported) and checked by `tests/imap/test_compliance.py`, so a pymap upgrade that moves
+them fails a test instead of silently bringing the bug back.
+
+- Sender (RFC 9051 §7.5.2 ENVELOPE): the stdlib's header registry parses "Sender" as a
+  single address and raises ValueError on "Sender: a@x, b@y"; raised while the FETCH
+  response was being written, it dropped the connection with BYE [SERVERBUG]. The envelope
+  field is an address list anyway, so Sender is parsed as one.
+- Content-Transfer-Encoding: binary (RFC 3516 §4): pymap's decoder registry knows 7bit, 8bit,
+  quoted-printable and base64 and raised NotImplementedError for "binary" (again while
+  writing, so BYE); binary content needs no decoding. An encoding nobody knows is served
+  undecoded instead of dropping the connection.
+- FETCH response labels (RFC 9051 §7.5.2, RFC 3516 §4.2): `BINARY.PEEK[1]` is answered as
+  `BINARY[1]` (as `BODY.PEEK` is answered `BODY`), and `HEADER.FIELDS (from from)` echoes
+  the field names as the client sent them; pymap sorted and de-duplicated them, and a
+  client matching the response to its request did not find it.
+- SEARCH (RFC 9051 §6.4.4): BODY matches the message body only (pymap also searched every
+  header, so BODY was TEXT); FROM/TO/CC/BCC also match the header as written, so a name in
+  an old-style comment ("user@example.org (Real Name)") is found.
+- Modified UTF-7 (RFC 3501 §5.1.3): a name that is not valid modified UTF-7 decodes to a
+  name holding a lone surrogate, which `mailbox_name_check` refuses with NO [CANNOT], and
+  which no LIST pattern matches. The strict decoder raised at parse time, so SELECT of such
+  a name was BAD and its LIST dropped the connection; Dovecot answers NO.
+"""
+
+from __future__ import annotations
+
+import re
+from email.headerregistry import AddressHeader
+from typing import Any
+
+import pymap.parsing.command.auth
+import pymap.parsing.specials.mailbox
+from pymap.interfaces.message import LoadedMessageInterface, MessageInterface
+from pymap.mime import MessageContent
+from pymap.mime.cte import MessageDecoder
+from pymap.mime.parsed import ParsedHeaders
+from pymap.parsing import Params, Parseable
+from pymap.parsing.command.auth import ListCommand
+from pymap.parsing.primitives import List, Nil, String
+from pymap.parsing.response.fetch import EnvelopeStructure
+from pymap.parsing.specials import AString, FetchAttribute, SearchKey
+from pymap.search import SearchCriteria, SearchParams
+
+from mailplane.imap.names import modutf7_decode_strict
+
+__all__ = ["modutf7_decode_lenient", "protocol_install"]
+
+# Stands in for an undecodable "&…" shift: a lone surrogate never names a mailbox.
+INVALID_MUTF7 = "\udcff"
+
+
+def modutf7_decode_lenient(data: bytes) -> str:
+    """The strict decoder's answer, or, for invalid modified UTF-7, a name no folder has."""
+    try:
+        return modutf7_decode_strict(data)
+    except UnicodeError:
+        return INVALID_MUTF7 + bytes(data).decode("ascii", "replace")
+
+
+class _UndecodedDecoder(MessageDecoder):
+    """7bit/8bit/binary: the body as stored."""
+
+    def decode(self, body: Any) -> Any:
+        return body
+
+
+class _Registry(dict[str, MessageDecoder]):
+    """pymap's decoder registry; an unknown encoding is served undecoded, not a crash."""
+
+    _known = frozenset({"7bit", "8bit", "quoted-printable", "base64"})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key)
+        if found is None and key not in self._known:
+            return _UndecodedDecoder()
+        return found if found is not None else default
+
+
+_pymap_raw = FetchAttribute.raw.fget  # type: ignore[attr-defined]
+_pymap_parse_section = FetchAttribute._parse_section.__func__  # type: ignore[attr-defined]
+
+
+def _raw(self: FetchAttribute) -> bytes:
+    """pymap's label, with BINARY.PEEK answered BINARY and header names as sent."""
+    if self._raw is not None:
+        return self._raw
+    raw = _pymap_raw(self)
+    if self.value == b"BINARY.PEEK":
+        raw = b"BINARY" + raw[len(b"BINARY.PEEK") :]
+    section = self.section
+    sent = getattr(section, "sent_headers", None) if section is not None else None
+    if sent and section is not None and section.headers:
+        sorted_list = bytes(List(section.headers, sort=True))
+        raw = raw.replace(sorted_list, bytes(List(sent)), 1)
+    self._raw = raw
+    return raw
+
+
+def _parse_section(
+    cls: type[FetchAttribute], buf: memoryview, params: Params
+) -> tuple[FetchAttribute.Section, memoryview]:
+    section, after = _pymap_parse_section(cls, buf, params)
+    if section.headers:
+        # The list once more, in the client's order and spelling (pymap keeps a set).
+        consumed = bytes(buf[: len(buf) - len(after)])
+        start, end = consumed.find(b"("), consumed.rfind(b")")
+        if not 0 <= start < end:
+            return section, after
+        try:
+            listed, _ = List.parse(
+                memoryview(consumed[start : end + 1]), params.copy(expected=[AString])
+            )
+        except Exception:  # e.g. a name sent as a literal: fall back to pymap's label
+            return section, after
+        section.sent_headers = [bytes(hdr) for hdr in listed.value]
+    return section, after
+
+
+def _content(loaded_msg: LoadedMessageInterface) -> MessageContent | None:
+    try:
+        content = loaded_msg.content  # type: ignore[attr-defined]
+    except Exception:  # pymap's _NoContent: the message has no loaded content
+        return None
+    return content if isinstance(content, MessageContent) else None
+
+
+class BodyOnlySearchCriteria(SearchCriteria):
+    """SEARCH BODY: the text of the message's parts, not its headers (RFC 9051 §6.4.4)."""
+
+    def __init__(self, value: str, params: SearchParams) -> None:
+        super().__init__(params)
+        self.value = value.encode("utf-8", "replace")
+
+    def matches(
+        self, msg_seq: int, msg: MessageInterface, loaded_msg: LoadedMessageInterface
+    ) -> bool:
+        content = _content(loaded_msg)
+        if content is None:
+            return False
+        for part in content.walk():
+            if part.body.has_nested:
+                continue
+            if part.body.content_type.maintype == "text" and self._in(self.value, bytes(part.body)):
+                return True
+        return False
+
+
+class AddressSearchCriteria(SearchCriteria):
+    """FROM/TO/CC/BCC: the parsed addresses (pymap's way) or the header as written."""
+
+    def __init__(self, key: bytes, value: str, params: SearchParams) -> None:
+        super().__init__(params)
+        self.header = key.lower()
+        self.value = value
+
+    def matches(
+        self, msg_seq: int, msg: MessageInterface, loaded_msg: LoadedMessageInterface
+    ) -> bool:
+        if any(self._in(self.value, str(value)) for value in loaded_msg.get_header(self.header)):
+            return True
+        content = _content(loaded_msg)
+        if content is None:
+            return False
+        raw = b"".join(bytes(v) for k, v in content.header.folded if k.lower() == self.header)
+        if not raw:
+            return False
+        # Unfolded, as the header reads (RFC 5322 §2.2.3); 8-bit bytes kept as code points.
+        text = raw.replace(b"\r\n", b"").replace(b"\n", b"").decode("utf-8", "replace")
+        return self._in(self.value, text)
+
+
+_pymap_of = SearchCriteria.of.__func__  # type: ignore[attr-defined]
+
+
+def _criteria_of(cls: type[SearchCriteria], key: SearchKey, params: SearchParams) -> Any:
+    if key.value not in params.disabled and not key.inverse:
+        if key.value == b"BODY":
+            return BodyOnlySearchCriteria(key.filter_str, params)
+        if key.value in (b"FROM", b"TO", b"CC", b"BCC"):
+            return AddressSearchCriteria(key.value, key.filter_str, params)
+    return _pymap_of(cls, key, params)
+
+
+def _envelope_value(self: EnvelopeStructure) -> Any:
+    """pymap's ENVELOPE with the date as the Date header reads (RFC 9051 §7.5.2 env-date is
+    an nstring: the header text), not re-formatted as an INTERNALDATE."""
+    date = String.build(str(self.date)) if self.date else Nil()
+    return List(
+        [
+            date,
+            String.build(self.subject),
+            self._addresses(self.from_),
+            self._addresses(self.sender, self.from_),
+            self._addresses(self.reply_to, self.from_),
+            self._addresses(self.to),
+            self._addresses(self.cc),
+            self._addresses(self.bcc),
+            String.build(self.in_reply_to),
+            String.build(self.message_id),
+        ]
+    )
+
+
+# RFC 3501 §9 ATOM-CHAR allows "}" (only "{" is an atom-special); pymap's patterns for
+# atoms, astrings and LIST patterns left it out, so `SELECT a}b` was BAD.
+_ATOM = rb"[\x21\x23\x24\x26\x27\x2B-\x5B\x5E-\x7A\x7C-\x7E]+"
+_ASTRING = rb"[\x21\x23\x24\x26\x27\x2B-\x5B\x5D\x5E-\x7A\x7C-\x7E]+"
+_LIST_MAILBOX = rb"[\x21\x23-\x27\x2A-\x5B\x5D-\x7A\x7C-\x7E]+"
+
+
+def protocol_install() -> None:
+    """Install every correction above (idempotent)."""
+    Parseable._atom_pattern = re.compile(_ATOM)
+    AString._pattern = re.compile(_ASTRING)
+    ListCommand._list_mailbox_pattern = re.compile(_LIST_MAILBOX)
+    EnvelopeStructure._value = property(_envelope_value)  # type: ignore[method-assign,assignment]
+    registry = ParsedHeaders._registry
+    for name in ("sender", "resent-sender"):
+        registry.map_to_type(name, AddressHeader)  # type: ignore[arg-type]
+    if not isinstance(MessageDecoder.registry, _Registry):
+        MessageDecoder.registry = _Registry(MessageDecoder.registry)
+    MessageDecoder.registry["binary"] = _UndecodedDecoder()
+    FetchAttribute.raw = property(_raw)  # type: ignore[method-assign,assignment]
+    FetchAttribute._parse_section = classmethod(_parse_section)  # type: ignore[method-assign,assignment]
+    SearchCriteria.of = classmethod(_criteria_of)  # type: ignore[method-assign,assignment]
+    pymap.parsing.specials.mailbox.modutf7_decode = modutf7_decode_lenient
+    pymap.parsing.command.auth.modutf7_decode = modutf7_decode_lenient
