@@ -30,6 +30,7 @@ import io
 import os
 import re
 import time
+import weakref
 from argparse import Namespace
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -573,6 +574,55 @@ def _arrival_order(key: str) -> tuple[int, int, int, str]:
     if found is None:  # another writer's naming: after the recognised ones, by name
         return (2**63, 0, 0, key)
     return (int(found.group(1)), int(found.group(2)), int(found.group(3)), key)
+
+
+# pymap guards dovecot-uidlist with a lock *file* whose presence means "locked": a waiter
+# polls with sleeps growing to 1 s (17 tries, ~10 s in all, then TimeoutError), nobody
+# queues, and every command takes the lock (pymap rewrites the uidlist before each one).
+# Ten imaptest clients on one mailbox kept losing the race: STORE and EXPUNGE took 0.5-30 s
+# each, and some failed with TimeoutError. Here waiters in this process queue on an asyncio
+# lock (first come, first served, woken the moment it is free) and the file is held with
+# flock(2) against other processes, which the kernel releases if a process dies.
+_UIDLIST_LOCK = "mailplane-uidlist.lock"
+_path_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def path_lock(path: str) -> AsyncIterator[None]:
+    """Exclusive use of `path` (a lock file), fair within the process, flock across them."""
+    locks = _path_locks.setdefault(asyncio.get_running_loop(), {})
+    lock = locks.setdefault(path, asyncio.Lock())
+    async with lock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:  # another process holds it: rare, and brief
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+    if not lock.locked() and not getattr(lock, "_waiters", None):
+        locks.pop(path, None)  # nobody holds or awaits it (flock keeps it safe regardless)
+
+
+def _uidlist_lock(cls: type[UidList], path: str) -> Any:
+    return path_lock(os.path.join(path, _UIDLIST_LOCK))
+
+
+def uidlist_lock_install() -> None:
+    """Make pymap's UidList (every read and write of dovecot-uidlist) use `path_lock`."""
+    UidList.read_lock = classmethod(_uidlist_lock)  # type: ignore[method-assign,assignment]
+    UidList.write_lock = classmethod(_uidlist_lock)  # type: ignore[method-assign,assignment]
+
+
+uidlist_lock_install()
 
 
 def message_content_exists(message: Any) -> bool:

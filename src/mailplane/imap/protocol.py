@@ -5,6 +5,8 @@ registry entry, installed once by `protocol_install()` (called where the server 
 imported) and checked by `tests/imap/test_compliance.py`, so a pymap upgrade that moves
 them fails a test instead of silently bringing the bug back.
 
+- ENVELOPE (RFC 9051 §7.5.2): the date as the header reads it (pymap re-formatted it),
+  NIL for a missing display name (pymap sent ""), and groups with their markers.
 - Sender (RFC 9051 §7.5.2 ENVELOPE): the stdlib's header registry parses "Sender" as a
   single address and raises ValueError on "Sender: a@x, b@y"; raised while the FETCH
   response was being written, it dropped the connection with BYE [SERVERBUG]. The envelope
@@ -20,6 +22,7 @@ them fails a test instead of silently bringing the bug back.
 - SEARCH (RFC 9051 §6.4.4): BODY matches the message body only (pymap also searched every
   header, so BODY was TEXT); FROM/TO/CC/BCC also match the header as written, so a name in
   an old-style comment ("user@example.org (Real Name)") is found.
+- Atoms (RFC 3501 §9): "}" is an ATOM-CHAR; pymap's patterns refused it (BAD).
 - Modified UTF-7 (RFC 3501 §5.1.3): a name that is not valid modified UTF-7 decodes to a
   name holding a lone surrogate, which `mailbox_name_check` refuses with NO [CANNOT], and
   which no LIST pattern matches. The strict decoder raised at parse time, so SELECT of such
@@ -29,10 +32,11 @@ them fails a test instead of silently bringing the bug back.
 from __future__ import annotations
 
 import re
-from email.headerregistry import AddressHeader
+from email.headerregistry import Address, AddressHeader
 from typing import Any
 
 import pymap.parsing.command.auth
+import pymap.parsing.response.fetch
 import pymap.parsing.specials.mailbox
 from pymap.interfaces.message import LoadedMessageInterface, MessageInterface
 from pymap.mime import MessageContent
@@ -205,6 +209,34 @@ def _envelope_value(self: EnvelopeStructure) -> Any:
     )
 
 
+def _address(address: Address) -> List:
+    return List(
+        [
+            String.build(address.display_name) if address.display_name else Nil(),
+            Nil(),
+            String.build(address.username),
+            String.build(address.domain) if address.domain else Nil(),
+        ]
+    )
+
+
+def _address_list_value(self: Any) -> Any:
+    """pymap's address list (RFC 9051 §7.5.2 ENVELOPE), with a missing display name NIL (not
+    "") and RFC 5322 groups as the start and end markers the grammar defines: (NIL NIL
+    "name" NIL), the members, (NIL NIL NIL NIL). pymap dropped the groups' names."""
+    items: list[List] = []
+    for header in self.headers or ():
+        groups = header.groups if hasattr(header, "groups") else ()
+        for group in groups:
+            if group.display_name is None:
+                items.extend(_address(address) for address in group.addresses)
+                continue
+            items.append(List([Nil(), Nil(), String.build(group.display_name), Nil()]))
+            items.extend(_address(address) for address in group.addresses)
+            items.append(List([Nil(), Nil(), Nil(), Nil()]))
+    return List(items) if items else Nil()
+
+
 # RFC 3501 §9 ATOM-CHAR allows "}" (only "{" is an atom-special); pymap's patterns for
 # atoms, astrings and LIST patterns left it out, so `SELECT a}b` was BAD.
 _ATOM = rb"[\x21\x23\x24\x26\x27\x2B-\x5B\x5E-\x7A\x7C-\x7E]+"
@@ -218,6 +250,8 @@ def protocol_install() -> None:
     AString._pattern = re.compile(_ASTRING)
     ListCommand._list_mailbox_pattern = re.compile(_LIST_MAILBOX)
     EnvelopeStructure._value = property(_envelope_value)  # type: ignore[method-assign,assignment]
+    address_list: Any = pymap.parsing.response.fetch._AddressList
+    address_list._value = property(_address_list_value)
     registry = ParsedHeaders._registry
     for name in ("sender", "resent-sender"):
         registry.map_to_type(name, AddressHeader)  # type: ignore[arg-type]

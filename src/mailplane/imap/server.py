@@ -37,6 +37,7 @@ from pymap.imap import IMAPConnection, IMAPServer
 from pymap.imap.state import ConnectionState
 from pymap.parsing import Params
 from pymap.parsing.command import Command
+from pymap.parsing.command.auth import SelectCommand
 from pymap.parsing.command.select import CloseCommand, FetchCommand
 from pymap.parsing.commands import InvalidCommand
 from pymap.parsing.exceptions import NotParseable
@@ -47,9 +48,12 @@ from pymap.parsing.response import (
     ResponseCode,
     ResponseNo,
     ResponseOk,
+    UntaggedResponse,
 )
-from pymap.parsing.response.specials import FetchResponse
+from pymap.parsing.response.code import PermanentFlags
+from pymap.parsing.response.specials import FetchResponse, FlagsResponse
 from pymap.parsing.specials import FetchRequirement, Tag
+from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.parsing.state import ParsingInterrupt, ParsingState
 from pysasl.exception import AuthenticationError
 
@@ -129,6 +133,7 @@ class MailplaneConnectionState(ConnectionState):
     def __init__(self, login: Login, config: MailplaneConfig, *, implicit_tls: bool) -> None:
         super().__init__(login, config)
         self.implicit_tls = implicit_tls
+        self._announced: frozenset[Flag] = frozenset()  # keywords FLAGS has introduced
         if implicit_tls:
             # RFC 8314 §3: on an implicit-TLS port the session is already protected.
             self.auth = config.tls_auth
@@ -141,6 +146,50 @@ class MailplaneConnectionState(ConnectionState):
     async def do_greeting(self) -> ResponseOk:
         # pymap lets localhost clients log in without TLS; we do not (RFC 9051 §6.2.3).
         return ResponseOk(b"*", self.config.greeting, self.capability)
+
+    async def do_select(self, cmd: SelectCommand) -> tuple[CommandResponse, Any]:
+        """pymap's SELECT, with FLAGS sent before PERMANENTFLAGS.
+
+        RFC 9051 §6.3.2: every keyword PERMANENTFLAGS lists must have been introduced by
+        FLAGS; imaptest (like clients that build their flag list from FLAGS) rejected the
+        keywords pymap listed first in PERMANENTFLAGS.
+        """
+        response, updates = await super().do_select(cmd)
+        untagged = response._untagged
+        flags = [u for u in untagged if isinstance(u, FlagsResponse)]
+        response._untagged = flags + [u for u in untagged if not isinstance(u, FlagsResponse)]
+        self._announced = frozenset(
+            flag for u in flags for flag in u.flags if isinstance(flag, Flag) and not flag.is_system
+        )
+        return response, updates
+
+    def _announce_keywords(self, response: CommandResponse) -> None:
+        """Untagged FLAGS and PERMANENTFLAGS before a keyword the session has not seen.
+
+        RFC 9051 §7.3.5: the FLAGS list of the selected mailbox can grow (another session
+        stores a new keyword); the client must hear of it before a FETCH shows the
+        keyword, as Dovecot does. pymap never re-sent FLAGS.
+        """
+        selected = self._selected
+        if selected is None or not isinstance(response, ResponseOk):
+            return
+        used = {
+            flag
+            for message in selected.messages._cache.values()
+            for flag in message.permanent_flags
+            if not flag.is_system
+        }
+        new = used - self._announced
+        if not new:
+            return
+        self._announced = self._announced | new
+        defined = get_system_flags() | self._announced
+        permanent = (defined - {Recent}) | ({Wildcard} if not selected.readonly else set())
+        announce: list[Any] = [FlagsResponse(defined)]
+        announce.append(
+            UntaggedResponse(b"Flags permitted.", PermanentFlags(permanent), condition=b"OK")
+        )
+        response._untagged[:0] = announce
 
     async def do_close(self, cmd: CloseCommand) -> tuple[CommandResponse, Any]:
         """RFC 9051 §6.4.1: CLOSE of a mailbox opened with EXAMINE expunges nothing and is OK.
@@ -191,7 +240,9 @@ class MailplaneConnectionState(ConnectionState):
     async def do_command(self, cmd: Command) -> CommandResponse:
         """pymap's dispatch; what it leaves unanswered becomes a tagged NO, not a BYE."""
         try:
-            return await super().do_command(cmd)
+            response = await super().do_command(cmd)
+            self._announce_keywords(response)
+            return response
         except (ResponseError, AuthenticationError, TimeoutError, ConnectionError, EOFError):
             raise  # pymap's loop answers these itself
         except UnsafeFolderPath as exc:
