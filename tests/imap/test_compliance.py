@@ -298,3 +298,74 @@ def test_an_atom_may_hold_a_closing_brace(imap_server, make_mailbox):
         assert imap.create("Brace}d")[0] == "OK"
         assert _command(imap, "SELECT", "Brace}d")[0] == "OK"
         assert imap.list('""', "Brace}*")[1] == [b'(\\HasNoChildren) "/" Brace}d']
+
+
+def _raw_lines(imap: imaplib.IMAP4, line: bytes) -> list[bytes]:
+    """Send one tagged command; every response line up to its tagged answer, in order."""
+    imap.send(b"R1 " + line + b"\r\n")
+    lines = []
+    while True:
+        got = imap.readline()
+        lines.append(got)
+        if got.startswith(b"R1 "):
+            return lines
+
+
+def test_flags_come_before_permanentflags_and_new_keywords_are_announced(
+    imap_server, make_mailbox
+):
+    """RFC 9051 §7.3.5: a keyword must be introduced by FLAGS before PERMANENTFLAGS or a FETCH
+    shows it; pymap sent PERMANENTFLAGS first and never re-sent FLAGS (imaptest errors)."""
+    mailbox = make_mailbox()
+    with _login(imap_server, mailbox) as one, _login(imap_server, mailbox) as two:
+        one.append("INBOX", None, None, _msg("one"))
+        one.select("INBOX")
+        one.store("1", "+FLAGS", "($Known)")
+        lines = _raw_lines(two, b"SELECT INBOX")
+        flags = next(i for i, x in enumerate(lines) if x.startswith(b"* FLAGS"))
+        permanent = next(i for i, x in enumerate(lines) if b"PERMANENTFLAGS" in x)
+        assert flags < permanent and b"$Known" in lines[flags]
+        one.store("1", "+FLAGS", "($Fresh)")
+        lines = _raw_lines(two, b"NOOP")
+        flags = next(i for i, x in enumerate(lines) if x.startswith(b"* FLAGS"))
+        fetch = next(i for i, x in enumerate(lines) if b"FETCH" in x)
+        assert flags < fetch and b"$Fresh" in lines[flags] and b"$Fresh" in lines[fetch]
+
+
+def test_envelope_addresses_without_a_name_are_nil_and_groups_keep_their_markers(
+    imap_server, make_mailbox
+):
+    """RFC 9051 §7.5.2: pymap sent "" for a missing name and dropped group names."""
+    message = (
+        b"From: user@example.test\r\nTo: group: g1@d1.test, g2@d2.test;, other: ;\r\n"
+        b"Subject: g\r\n\r\nbody\r\n"
+    )
+    with _login(imap_server, make_mailbox()) as imap:
+        imap.append("INBOX", None, None, message)
+        imap.select("INBOX")
+        typ, data = imap.fetch("1", "(ENVELOPE)")
+        assert typ == "OK"
+        assert b'((NIL NIL "user" "example.test"))' in data[0]
+        assert (
+            b'((NIL NIL "group" NIL) (NIL NIL "g1" "d1.test") (NIL NIL "g2" "d2.test") '
+            b'(NIL NIL NIL NIL) (NIL NIL "other" NIL) (NIL NIL NIL NIL))'
+        ) in data[0]
+
+
+def test_a_stale_dovecot_uidlist_lock_file_does_not_block_the_mailbox(imap_server, make_mailbox):
+    """pymap's uidlist lock was a lock file polled for ~10 s, then TimeoutError: a file left
+    by a crashed writer (or a Dovecot on the same Maildir) stalled every command. The lock
+    is now flock(2), which the kernel drops with its holder."""
+    from mailplane.storage.maildir import mailbox_storage_path
+
+    mailbox = make_mailbox()
+    with _login(imap_server, mailbox) as imap:
+        imap.append("INBOX", None, None, _msg("one"))
+    root = mailbox_storage_path(organization_id=mailbox.organization_id, address=mailbox.address)
+    (root / "dovecot-uidlist.lock").write_bytes(b"")
+    with _login(imap_server, mailbox) as imap:
+        imap.sock.settimeout(5)  # pymap's lock gave up only after ~10 s
+        assert imap.select("INBOX") == ("OK", [b"1"])
+        assert imap.store("1", "+FLAGS", "(\\Seen)")[0] == "OK"
+        imap.append("INBOX", None, None, _msg("two"))
+        assert imap.search(None, "ALL")[1] == [b"1 2"]
