@@ -397,6 +397,13 @@ class MailplaneSession(Session):
         ]
         return marked, updates
 
+    def defined_keywords(self, selected: SelectedMailbox) -> frozenset[Flag]:
+        """The keywords the selected mailbox defines now (its keyword file, re-read if changed)."""
+        mbx = self.mailbox_set._cache.get(selected.lookup)
+        if isinstance(mbx, WatchedMailboxData):
+            return mbx.maildir_flags.keywords
+        return frozenset()
+
     async def search_mailbox(
         self, selected: SelectedMailbox, keys: frozenset[Any]
     ) -> tuple[Iterable[tuple[int, Any]], SelectedMailbox]:

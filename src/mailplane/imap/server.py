@@ -61,6 +61,7 @@ from mailplane.imap.backend import (
     Login,
     MailplaneBackend,
     MailplaneConfig,
+    MailplaneSession,
     message_content_exists,
 )
 from mailplane.imap.protocol import protocol_install
@@ -163,33 +164,34 @@ class MailplaneConnectionState(ConnectionState):
         )
         return response, updates
 
-    def _announce_keywords(self, response: CommandResponse) -> None:
-        """Untagged FLAGS and PERMANENTFLAGS before a keyword the session has not seen.
+    def _keyword_announcements(self) -> list[UntaggedResponse]:
+        """Untagged FLAGS and PERMANENTFLAGS when the mailbox has keywords not yet announced.
 
         RFC 9051 §7.3.5: the FLAGS list of the selected mailbox can grow (another session
         stores a new keyword); the client must hear of it before a FETCH shows the
-        keyword, as Dovecot does. pymap never re-sent FLAGS.
+        keyword, as Dovecot does. pymap never re-sent FLAGS. A keyword is defined in the
+        mailbox's keyword file before any message carries it, so checking the file after
+        the command ran covers every FETCH the command answers with.
         """
-        selected = self._selected
-        if selected is None or not isinstance(response, ResponseOk):
-            return
-        used = {
-            flag
-            for message in selected.messages._cache.values()
-            for flag in message.permanent_flags
-            if not flag.is_system
-        }
-        new = used - self._announced
+        selected, session = self._selected, self._session
+        if selected is None or not isinstance(session, MailplaneSession):
+            return []
+        new = session.defined_keywords(selected) - self._announced
         if not new:
-            return
+            return []
         self._announced = self._announced | new
         defined = get_system_flags() | self._announced
         permanent = (defined - {Recent}) | ({Wildcard} if not selected.readonly else set())
-        announce: list[Any] = [FlagsResponse(defined)]
-        announce.append(
-            UntaggedResponse(b"Flags permitted.", PermanentFlags(permanent), condition=b"OK")
-        )
-        response._untagged[:0] = announce
+        return [
+            FlagsResponse(defined),
+            UntaggedResponse(b"Flags permitted.", PermanentFlags(permanent), condition=b"OK"),
+        ]
+
+    async def receive_updates(self, cmd: Any, done: Any) -> Any:
+        untagged = list(await super().receive_updates(cmd, done))
+        if untagged:
+            return self._keyword_announcements() + untagged
+        return untagged
 
     async def do_close(self, cmd: CloseCommand) -> tuple[CommandResponse, Any]:
         """RFC 9051 §6.4.1: CLOSE of a mailbox opened with EXAMINE expunges nothing and is OK.
@@ -241,7 +243,8 @@ class MailplaneConnectionState(ConnectionState):
         """pymap's dispatch; what it leaves unanswered becomes a tagged NO, not a BYE."""
         try:
             response = await super().do_command(cmd)
-            self._announce_keywords(response)
+            if not isinstance(response, ResponseBye):
+                response._untagged[:0] = self._keyword_announcements()
             return response
         except (ResponseError, AuthenticationError, TimeoutError, ConnectionError, EOFError):
             raise  # pymap's loop answers these itself
