@@ -369,3 +369,39 @@ def test_a_stale_dovecot_uidlist_lock_file_does_not_block_the_mailbox(imap_serve
         assert imap.store("1", "+FLAGS", "(\\Seen)")[0] == "OK"
         imap.append("INBOX", None, None, _msg("two"))
         assert imap.search(None, "ALL")[1] == [b"1 2"]
+
+
+NESTED = (
+    b"From: a@example.test\r\nSubject: nested\r\nMime-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+    b"prologue\r\n--outer\r\nContent-Type: text/plain\r\n\r\nhello\r\n\r\n"
+    b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+    b'From: sub@example.test\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary="in"\r\n\r\n'
+    b"--in\r\nContent-Type: text/plain\r\n\r\nplain text\r\n"
+    b"--in\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--in--\r\n"
+    b"\r\n--outer--\r\nepilogue\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("1", b"hello\r\n"),  # the CRLF before "--outer" belongs to the boundary
+        ("2.HEADER", b"From: sub@example.test\r\nSubject: inner\r\n"),
+        ("2.1", b"plain text"),
+        ("2.2", b"<p>html</p>"),
+        ("2.2.MIME", b"Content-Type: text/html\r\n\r\n"),
+    ],
+)
+def test_mime_sections_of_nested_messages(imap_server, make_mailbox, section, expected):
+    """RFC 2046 §5.1.1 and RFC 9051 §6.4.5: part bodies kept the boundary's CRLF, and the
+    parts of a message/rfc822 part (2.1, 2.2, 2.2.MIME) came back empty."""
+    with _login(imap_server, make_mailbox()) as imap:
+        imap.append("INBOX", None, None, NESTED)
+        imap.select("INBOX")
+        typ, data = imap.fetch("1", f"(BODY.PEEK[{section}])")
+        assert typ == "OK"
+        if section.endswith("HEADER"):
+            assert data[0][1].startswith(expected)
+        else:
+            assert data[0][1] == expected

@@ -22,6 +22,9 @@ them fails a test instead of silently bringing the bug back.
 - SEARCH (RFC 9051 §6.4.4): BODY matches the message body only (pymap also searched every
   header, so BODY was TEXT); FROM/TO/CC/BCC also match the header as written, so a name in
   an old-style comment ("user@example.org (Real Name)") is found.
+- MIME sections (RFC 2046 §5.1.1, RFC 9051 §6.4.5): a part's body ends before the CRLF
+  of the next boundary; sections inside message/rfc822 parts (2.1, 2.1.HEADER) name the
+  encapsulated message's parts.
 - Atoms (RFC 3501 §9): "}" is an ATOM-CHAR; pymap's patterns refused it (BAD).
 - Modified UTF-7 (RFC 3501 §5.1.3): a name that is not valid modified UTF-7 decodes to a
   name holding a lone surrogate, which `mailbox_name_check` refuses with NO [CANNOT], and
@@ -39,7 +42,8 @@ import pymap.parsing.command.auth
 import pymap.parsing.response.fetch
 import pymap.parsing.specials.mailbox
 from pymap.interfaces.message import LoadedMessageInterface, MessageInterface
-from pymap.mime import MessageContent
+from pymap.message import BaseLoadedMessage
+from pymap.mime import MessageBody, MessageContent
 from pymap.mime.cte import MessageDecoder
 from pymap.mime.parsed import ParsedHeaders
 from pymap.parsing import Params, Parseable
@@ -237,6 +241,51 @@ def _address_list_value(self: Any) -> Any:
     return List(items) if items else Nil()
 
 
+_pymap_find_parts = MessageBody._find_parts.__func__  # type: ignore[attr-defined]
+
+
+def _find_parts(
+    cls: type[MessageBody], data: bytes, view: memoryview, lines: Any, boundary: bytes
+) -> Any:
+    """pymap's multipart split, without the line end that belongs to the next boundary.
+
+    RFC 2046 §5.1.1: "the CRLF preceding the boundary delimiter line is conceptually
+    attached to the boundary", so a part "hello" followed by CRLF and "--b" has the body
+    "hello", not "hello" CRLF; pymap kept the CRLF, and every BODY[n] and size was 2 bytes
+    long.
+    """
+    parts = _pymap_find_parts(cls, data, view, lines, boundary)
+    for part in parts:
+        if part:
+            start, end, _next = part[-1]
+            part[-1] = (start, end, end)
+    return parts
+
+
+def _get_subpart(self: Any, section: Any) -> MessageContent:
+    """The part a section number names (RFC 9051 §6.4.5 FETCH BODY[<section>]).
+
+    pymap treated the `n` after a message/rfc822 part as an index into a list holding only
+    the encapsulated message, so `2.1`, `2.2` and their HEADER/TEXT/MIME came back empty.
+    Per the RFC, the parts of a message/rfc822 part are those of the message it holds, and
+    part 1 of a message that is not multipart is its body.
+    """
+    current: MessageContent = self.content
+    inside = False
+    for number in section or ():
+        if inside and current.is_rfc822 and current.body.has_nested:
+            current = current.body.nested[0]  # into the encapsulated message
+        body = current.body
+        if body.content_type.maintype == "multipart":
+            if not 1 <= number <= len(body.nested):
+                raise IndexError(number)
+            current = body.nested[number - 1]
+        elif number != 1:
+            raise IndexError(number)
+        inside = True
+    return current
+
+
 # RFC 3501 §9 ATOM-CHAR allows "}" (only "{" is an atom-special); pymap's patterns for
 # atoms, astrings and LIST patterns left it out, so `SELECT a}b` was BAD.
 _ATOM = rb"[\x21\x23\x24\x26\x27\x2B-\x5B\x5E-\x7A\x7C-\x7E]+"
@@ -246,6 +295,8 @@ _LIST_MAILBOX = rb"[\x21\x23-\x27\x2A-\x5B\x5D-\x7A\x7C-\x7E]+"
 
 def protocol_install() -> None:
     """Install every correction above (idempotent)."""
+    MessageBody._find_parts = classmethod(_find_parts)  # type: ignore[method-assign,assignment]
+    BaseLoadedMessage._get_subpart = _get_subpart  # type: ignore[method-assign]
     Parseable._atom_pattern = re.compile(_ATOM)
     AString._pattern = re.compile(_ASTRING)
     ListCommand._list_mailbox_pattern = re.compile(_LIST_MAILBOX)
