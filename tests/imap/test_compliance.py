@@ -405,3 +405,46 @@ def test_mime_sections_of_nested_messages(imap_server, make_mailbox, section, ex
             assert data[0][1].startswith(expected)
         else:
             assert data[0][1] == expected
+
+
+DIGEST = (
+    b"From: user@example.test\r\nMime-Version: 1.0\r\n"
+    b'Content-Type: multipart/digest; boundary="foo"\r\n\r\n'
+    b"prologue\r\n\r\n--foo \r\n\r\nFrom: m1@example.test\r\nSubject: m1\r\n\r\nm1 body\r\n\r\n"
+    b"--foo \r\nX-Mime: m2 header\r\n\r\nFrom: m2@example.test\r\nSubject: m2\r\n\r\nm2 body\r\n\r\n"
+    b"--foo--\r\n\r\nepilogue\r\n"
+)
+
+
+def test_append_stores_the_message_byte_for_byte(imap_server, make_mailbox):
+    """RFC 9051 §6.3.12: pymap re-generated the literal through the stdlib email package,
+    which dropped the trailing space of "--foo " (and with it the MIME structure)."""
+    with _login(imap_server, make_mailbox()) as imap:
+        imap.append("INBOX", None, None, DIGEST)
+        imap.select("INBOX")
+        typ, data = imap.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK"
+        assert data[0][1] == DIGEST
+        assert b"RFC822.SIZE %d" % len(DIGEST) in data[0][0]
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("1.HEADER", b"From: m1@example.test\r\nSubject: m1\r\n\r\n"),
+        ("1.TEXT", b"m1 body\r\n"),
+        ("2.MIME", b"X-Mime: m2 header\r\n\r\n"),
+        ("2.HEADER", b"From: m2@example.test\r\nSubject: m2\r\n\r\n"),
+    ],
+)
+def test_digest_parts_are_messages_and_padded_boundaries_count(
+    imap_server, make_mailbox, section, expected
+):
+    """RFC 2046 §5.1.1 (transport padding after a boundary) and §5.1.5 (a digest part is
+    message/rfc822 unless it says otherwise): both sections came back empty."""
+    with _login(imap_server, make_mailbox()) as imap:
+        imap.append("INBOX", None, None, DIGEST)
+        imap.select("INBOX")
+        typ, data = imap.fetch("1", f"(BODY.PEEK[{section}])")
+        assert typ == "OK"
+        assert data[0][1] == expected

@@ -43,7 +43,7 @@ from pymap.backend.maildir import Config as MaildirConfig
 from pymap.backend.maildir import FilterSet, Session
 from pymap.backend.maildir.flags import MaildirFlags
 from pymap.backend.maildir.layout import MaildirLayout
-from pymap.backend.maildir.mailbox import MailboxData, MailboxSet, Maildir
+from pymap.backend.maildir.mailbox import MailboxData, MailboxSet, Maildir, Message
 from pymap.backend.maildir.subscriptions import Subscriptions
 from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.concurrent import Event, Subsystem
@@ -223,10 +223,24 @@ class CrlfMaildir(Maildir):
     def _dump_message(self, message: Any, target: Any, mangle_from_: bool = False) -> None:
         if isinstance(message, _RawMessage):
             target.write(message.raw)
-            return
-        buffer = io.BytesIO()
-        super()._dump_message(message, buffer, mangle_from_)
-        target.write(_LINE_END.sub(b"\r\n", buffer.getvalue()))
+        else:
+            buffer = io.BytesIO()
+            super()._dump_message(message, buffer, mangle_from_)
+            target.write(_LINE_END.sub(b"\r\n", buffer.getvalue()))
+        # APPEND, COPY and MOVE answer OK once this returns: the bytes must be on disk
+        # before the rename into cur/ or new/ (the stdlib's `add` never fsyncs).
+        target.flush()
+        os.fsync(target.fileno())
+
+    def add(self, message: Any) -> str:
+        key: str = super().add(message)
+        subdir = message.get_subdir() if isinstance(message, MaildirMessage) else "new"
+        fd = os.open(os.path.join(self._path, subdir), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)  # the rename itself, durable before OK
+        finally:
+            os.close(fd)
+        return key
 
 
 class _SecretCapture:
@@ -808,8 +822,32 @@ class WatchedMailboxData(MailboxData):
         return self.maildir_flags.to_maildir(flags)
 
     async def append(self, append_msg: Any, *, recent: bool = False) -> Any:
+        """pymap's APPEND, storing the literal byte for byte.
+
+        pymap builds a stdlib `MaildirMessage` from the literal, which parses it as email
+        and writes it back through the email generator: the stored message was not the one
+        the client sent (imaptest: the trailing space of a "--foo " boundary line was gone,
+        and with it the MIME structure), and RFC 9051 §6.3.12 APPEND stores the message
+        as given. Here the bytes go to disk as received (line ends as CRLF, as everywhere).
+        """
         self.keywords_define(append_msg.flag_set)
-        return await super().append(append_msg, recent=recent)
+        email_id = ObjectId.random_email_id()
+        thread_id = ObjectId.random_thread_id()
+        maildir_msg = _RawMessage()
+        maildir_msg.raw = _LINE_END.sub(b"\r\n", bytes(append_msg.literal))
+        maildir_msg.set_flags(self.maildir_flags.to_maildir(append_msg.flag_set))
+        maildir_msg.set_subdir("new" if recent else "cur")
+        maildir_msg.set_date((append_msg.when or datetime.now()).timestamp())
+        async with self.messages_lock.write_lock():
+            key = self._maildir.add(maildir_msg)
+            filename = key + ":" + maildir_msg.get_info()
+        async with UidList.with_write(self._path) as uidl:
+            new_rec = Record(uidl.next_uid, {"E": str(email_id), "T": str(thread_id)}, filename)
+            uidl.next_uid += 1
+            uidl.set(new_rec)
+        return Message.from_maildir(
+            new_rec.uid, maildir_msg, self._maildir, key, email_id, thread_id, self.maildir_flags
+        )
 
     async def update(self, uid: int, cached_msg: Any, flag_set: frozenset[Flag], mode: Any) -> Any:
         self.keywords_define(flag_set)

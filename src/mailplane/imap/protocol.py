@@ -22,9 +22,10 @@ them fails a test instead of silently bringing the bug back.
 - SEARCH (RFC 9051 §6.4.4): BODY matches the message body only (pymap also searched every
   header, so BODY was TEXT); FROM/TO/CC/BCC also match the header as written, so a name in
   an old-style comment ("user@example.org (Real Name)") is found.
-- MIME sections (RFC 2046 §5.1.1, RFC 9051 §6.4.5): a part's body ends before the CRLF
-  of the next boundary; sections inside message/rfc822 parts (2.1, 2.1.HEADER) name the
-  encapsulated message's parts.
+- MIME sections (RFC 2046 §5.1.1, §5.1.5, RFC 9051 §6.4.5): a part's body ends before
+  the CRLF of the next boundary, delimiter lines may carry trailing white space, a
+  multipart/digest part is message/rfc822 by default, and sections inside message/rfc822
+  parts (2.1, 2.1.HEADER) name the encapsulated message's parts.
 - Atoms (RFC 3501 §9): "}" is an ATOM-CHAR; pymap's patterns refused it (BAD).
 - Modified UTF-7 (RFC 3501 §5.1.3): a name that is not valid modified UTF-7 decodes to a
   name holding a lone surrogate, which `mailbox_name_check` refuses with NO [CANNOT], and
@@ -43,7 +44,7 @@ import pymap.parsing.response.fetch
 import pymap.parsing.specials.mailbox
 from pymap.interfaces.message import LoadedMessageInterface, MessageInterface
 from pymap.message import BaseLoadedMessage
-from pymap.mime import MessageBody, MessageContent
+from pymap.mime import MessageBody, MessageContent, MessageHeader
 from pymap.mime.cte import MessageDecoder
 from pymap.mime.parsed import ParsedHeaders
 from pymap.parsing import Params, Parseable
@@ -241,25 +242,65 @@ def _address_list_value(self: Any) -> Any:
     return List(items) if items else Nil()
 
 
-_pymap_find_parts = MessageBody._find_parts.__func__  # type: ignore[attr-defined]
-
-
 def _find_parts(
     cls: type[MessageBody], data: bytes, view: memoryview, lines: Any, boundary: bytes
 ) -> Any:
-    """pymap's multipart split, without the line end that belongs to the next boundary.
+    """pymap's multipart split, with the delimiter lines RFC 2046 §5.1.1 defines.
 
-    RFC 2046 §5.1.1: "the CRLF preceding the boundary delimiter line is conceptually
-    attached to the boundary", so a part "hello" followed by CRLF and "--b" has the body
-    "hello", not "hello" CRLF; pymap kept the CRLF, and every BODY[n] and size was 2 bytes
-    long.
+    - "the CRLF preceding the boundary delimiter line is conceptually attached to the
+      boundary": a part "hello" CRLF "--b" has the body "hello"; pymap kept the CRLF, so
+      every BODY[n] and part size was 2 bytes long;
+    - a delimiter line may end in linear white space ("transport padding"); pymap required
+      the line to be exactly "--b", and "--b " started no part.
     """
-    parts = _pymap_find_parts(cls, data, view, lines, boundary)
+    parts: list[list[Any]] = []
+    delimiter, close = b"--" + boundary, b"--" + boundary + b"--"
+    for line in lines:
+        start, end, _next = line
+        text = bytes(view[start:end]).rstrip(b" \t")
+        if text == close:
+            break
+        if text == delimiter:
+            parts.append([])
+        elif parts:
+            parts[-1].append(line)
     for part in parts:
         if part:
             start, end, _next = part[-1]
             part[-1] = (start, end, end)
     return parts
+
+
+_RFC822 = "message/rfc822"
+
+
+def _parse_multipart(
+    cls: type[MessageBody],
+    data: bytes,
+    view: memoryview,
+    lines: Any,
+    content_type: Any,
+    boundary: bytes,
+) -> MessageBody:
+    """pymap's multipart parse; in multipart/digest a part without a Content-Type is
+    message/rfc822 (RFC 2046 §5.1.5), not text/plain, so its sections are a message's."""
+    nested: list[MessageContent] = []
+    digest = content_type.subtype == "digest"
+    for part_lines in cls._find_parts(data, view, lines, boundary):
+        if not digest:
+            nested.append(MessageContent._parse(data, view, part_lines))
+            continue
+        header_lines, body_lines = MessageContent._split_lines(data, part_lines)
+        header = MessageHeader._parse(data, view, header_lines)
+        part_type = header.parsed.content_type or cls._parse_content_type(_RFC822)
+        body = MessageBody._parse(data, view, body_lines, part_type)
+        nested.append(MessageContent(data, header, body))
+    return cls(data, lines, content_type, nested)
+
+
+def _is_rfc822(self: MessageContent) -> bool:
+    """By the part's effective type (a digest's default included), not its header alone."""
+    return bool(self.body.content_type.content_type == _RFC822)
 
 
 def _get_subpart(self: Any, section: Any) -> MessageContent:
@@ -296,6 +337,8 @@ _LIST_MAILBOX = rb"[\x21\x23-\x27\x2A-\x5B\x5D-\x7A\x7C-\x7E]+"
 def protocol_install() -> None:
     """Install every correction above (idempotent)."""
     MessageBody._find_parts = classmethod(_find_parts)  # type: ignore[method-assign,assignment]
+    MessageBody._parse_multipart = classmethod(_parse_multipart)  # type: ignore[method-assign,assignment]
+    MessageContent.is_rfc822 = property(_is_rfc822)  # type: ignore[method-assign,assignment]
     BaseLoadedMessage._get_subpart = _get_subpart  # type: ignore[method-assign]
     Parseable._atom_pattern = re.compile(_ATOM)
     AString._pattern = re.compile(_ASTRING)
