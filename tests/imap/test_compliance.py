@@ -176,7 +176,7 @@ def test_recent_counts_in_select_status_examine_and_search(imap_server, make_mai
     with _login(imap_server, mailbox) as imap:
         for n in range(5):
             imap.append("INBOX", None, None, _msg(f"m{n}"))
-        typ, data = imap.status("INBOX", "(MESSAGES RECENT)")
+        _typ, data = imap.status("INBOX", "(MESSAGES RECENT)")
         assert b"MESSAGES 5 RECENT 5" in data[0]
         imap.select("INBOX", readonly=True)
         assert imap.untagged_responses["RECENT"] == [b"5"]
@@ -197,9 +197,7 @@ def test_recent_counts_in_select_status_examine_and_search(imap_server, make_mai
         assert again.search(None, "OLD")[1] == [b"1 2 3 4 5"]
 
 
-def test_copies_and_deliveries_are_recent_in_the_session_that_sees_them(
-    imap_server, make_mailbox
-):
+def test_copies_and_deliveries_are_recent_in_the_session_that_sees_them(imap_server, make_mailbox):
     """A copy into a mailbox another session has selected is \\Recent there (imaptest copy)."""
     mailbox = make_mailbox()
     with _login(imap_server, mailbox) as one, _login(imap_server, mailbox) as two:
@@ -311,9 +309,7 @@ def _raw_lines(imap: imaplib.IMAP4, line: bytes) -> list[bytes]:
             return lines
 
 
-def test_flags_come_before_permanentflags_and_new_keywords_are_announced(
-    imap_server, make_mailbox
-):
+def test_flags_come_before_permanentflags_and_new_keywords_are_announced(imap_server, make_mailbox):
     """RFC 9051 §7.3.5: a keyword must be introduced by FLAGS before PERMANENTFLAGS or a FETCH
     shows it; pymap sent PERMANENTFLAGS first and never re-sent FLAGS (imaptest errors)."""
     mailbox = make_mailbox()
@@ -376,7 +372,8 @@ NESTED = (
     b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
     b"prologue\r\n--outer\r\nContent-Type: text/plain\r\n\r\nhello\r\n\r\n"
     b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
-    b'From: sub@example.test\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary="in"\r\n\r\n'
+    b"From: sub@example.test\r\nSubject: inner\r\n"
+    b'Content-Type: multipart/alternative; boundary="in"\r\n\r\n'
     b"--in\r\nContent-Type: text/plain\r\n\r\nplain text\r\n"
     b"--in\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--in--\r\n"
     b"\r\n--outer--\r\nepilogue\r\n"
@@ -411,7 +408,8 @@ DIGEST = (
     b"From: user@example.test\r\nMime-Version: 1.0\r\n"
     b'Content-Type: multipart/digest; boundary="foo"\r\n\r\n'
     b"prologue\r\n\r\n--foo \r\n\r\nFrom: m1@example.test\r\nSubject: m1\r\n\r\nm1 body\r\n\r\n"
-    b"--foo \r\nX-Mime: m2 header\r\n\r\nFrom: m2@example.test\r\nSubject: m2\r\n\r\nm2 body\r\n\r\n"
+    b"--foo \r\nX-Mime: m2 header\r\n\r\n"
+    b"From: m2@example.test\r\nSubject: m2\r\n\r\nm2 body\r\n\r\n"
     b"--foo--\r\n\r\nepilogue\r\n"
 )
 
@@ -448,3 +446,61 @@ def test_digest_parts_are_messages_and_padded_boundaries_count(
         typ, data = imap.fetch("1", f"(BODY.PEEK[{section}])")
         assert typ == "OK"
         assert data[0][1] == expected
+
+
+def test_logout_closes_the_connection_without_waiting_for_the_clients_close_notify(
+    imap_server, make_mailbox
+):
+    """After LOGOUT asyncio waited up to 30 s for the client's TLS close_notify before
+    closing the socket; imaptest (Dovecot's TLS library) answers a close_notify only by
+    closing the TCP connection itself, so about one LOGOUT in seven hung. This client
+    behaves the same way: it reads the server's close_notify, sends nothing, and waits for
+    the server to hang up (RFC 8446 §6.1 lets the closer leave without a reply)."""
+    import socket
+    import ssl
+    import time
+
+    from mailplane.tls import client_context_insecure
+
+    mailbox = make_mailbox()
+    raw = socket.create_connection((imap_server.host, imap_server.tls_port), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context_insecure().wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+    def pump(until: bytes | None = None) -> bytes:
+        """Run the TLS engine; return the plaintext read until `until` (or close_notify)."""
+        text = b""
+        while True:
+            try:
+                if until is None:
+                    tls.do_handshake()
+                    return b""
+                text += tls.read(65536)
+                if until in text:
+                    return text
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:  # the server's close_notify
+                return text
+            finally:
+                if outgoing.pending:
+                    raw.sendall(outgoing.read())
+            data = raw.recv(65536)
+            if not data:
+                return text
+            incoming.write(data)
+
+    pump()
+    pump(b"\r\n")
+    tls.write(f"a LOGIN {mailbox.address} {PASSWORD}\r\n".encode())
+    raw.sendall(outgoing.read())
+    assert b"a OK" in pump(b"a OK")
+    tls.write(b"b LOGOUT\r\n")
+    raw.sendall(outgoing.read())
+    assert b"b OK" in pump(b"b OK")
+    pump(b"never sent")  # to the close_notify; no reply of ours
+    started = time.monotonic()
+    while raw.recv(65536):  # anything left (none expected), then the server's FIN
+        pass
+    assert time.monotonic() - started < 5
+    raw.close()

@@ -78,6 +78,12 @@ protocol_install()
 # Before login only LOGIN/AUTHENTICATE arguments can arrive as literals: a few KB at most.
 PRE_AUTH_LITERAL_MAX = 4096
 TLS_HANDSHAKE_TIMEOUT = 10.0
+# After LOGOUT (or any end) asyncio sends TLS close_notify and then waits for the client's
+# close_notify before closing the socket, 30 s by default. Clients that answer a close_notify
+# only by closing the TCP connection themselves (imaptest, Dovecot's TLS library: about one
+# LOGOUT in seven here) then waited 30 s for the server to hang up. RFC 8446 §6.1 lets the
+# closing side leave without the peer's close_notify; a short grace keeps the polite path.
+TLS_SHUTDOWN_TIMEOUT = 1.0
 # Deepest parenthesis nesting accepted in a command line. Real clients nest SEARCH keys a
 # few levels; pymap's parser and search evaluation recurse once (or more) per level.
 MAX_NESTING = 32
@@ -421,6 +427,7 @@ async def imap_listen(
                 port=tls_port,
                 ssl=ssl_context,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
                 backlog=1024,
             )
             servers.append(server)
