@@ -504,3 +504,31 @@ def test_logout_closes_the_connection_without_waiting_for_the_clients_close_noti
         pass
     assert time.monotonic() - started < 5
     raw.close()
+
+
+QP_MESSAGE = (
+    b"From: user@example.test\r\nMime-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="foo\r\n bar"\r\n\r\n'
+    b"--foo bar\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"hello  \r\nbar=\r\n\r\nfoo\t \t= \r\n=62\r\nfoo = \t\r\nbar\r\nsoft=3Dequals\r\n"
+    b"\r\n--foo bar--\r\n"
+)
+
+
+def test_binary_decodes_quoted_printable_and_folded_boundaries_split_parts(
+    imap_server, make_mailbox
+):
+    """RFC 2045 §6.7: trailing white space deleted, "= " at a line end a soft break (pymap's
+    quopri kept both); RFC 5322 §2.2.3: the folded boundary is "foo bar" (pymap kept the
+    CRLF and saw no parts, so BODYSTRUCTURE's size and lines were the whole body's)."""
+    with _login(imap_server, make_mailbox()) as imap:
+        imap.append("INBOX", None, None, QP_MESSAGE)
+        imap.select("INBOX")
+        typ, data = imap.fetch("1", "(BINARY.SIZE[1] BINARY.PEEK[1])")
+        assert typ == "OK"
+        decoded = b"hello\r\nbar\r\nfoo\t \tb\r\nfoo bar\r\nsoft=equals\r\n"
+        assert data[0][1] == decoded
+        assert b"BINARY.SIZE[1] %d" % len(decoded) in data[0][0]
+        typ, data = imap.fetch("1", "(BODY)")
+        assert b'"QUOTED-PRINTABLE" 61 8)' in data[0].upper()  # the body: 61 bytes, 8 lines

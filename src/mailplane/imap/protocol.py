@@ -15,6 +15,10 @@ them fails a test instead of silently bringing the bug back.
   quoted-printable and base64 and raised NotImplementedError for "binary" (again while
   writing, so BYE); binary content needs no decoding. An encoding nobody knows is served
   undecoded instead of dropping the connection.
+- BODYSTRUCTURE (RFC 9051 §7.5.2): body sizes and line counts exclude the part's header.
+- quoted-printable (RFC 2045 §6.7) decoded for BINARY[] with trailing white space deleted
+  and soft line breaks followed by white space honoured; folded `boundary=` parameters
+  unfolded (RFC 5322 §2.2.3).
 - FETCH response labels (RFC 9051 §7.5.2, RFC 3516 §4.2): `BINARY.PEEK[1]` is answered as
   `BINARY[1]` (as `BODY.PEEK` is answered `BODY`), and `HEADER.FIELDS (from from)` echoes
   the field names as the client sent them; pymap sorted and de-duplicated them, and a
@@ -42,6 +46,7 @@ from typing import Any
 import pymap.parsing.command.auth
 import pymap.parsing.response.fetch
 import pymap.parsing.specials.mailbox
+from pymap.bytes import Writeable
 from pymap.interfaces.message import LoadedMessageInterface, MessageInterface
 from pymap.message import BaseLoadedMessage
 from pymap.mime import MessageBody, MessageContent, MessageHeader
@@ -50,7 +55,13 @@ from pymap.mime.parsed import ParsedHeaders
 from pymap.parsing import Params, Parseable
 from pymap.parsing.command.auth import ListCommand
 from pymap.parsing.primitives import List, Nil, String
-from pymap.parsing.response.fetch import EnvelopeStructure
+from pymap.parsing.response.fetch import (
+    ContentBodyStructure,
+    EnvelopeStructure,
+    MessageBodyStructure,
+    MultipartBodyStructure,
+    TextBodyStructure,
+)
 from pymap.parsing.specials import AString, FetchAttribute, SearchKey
 from pymap.search import SearchCriteria, SearchParams
 
@@ -87,6 +98,43 @@ class _Registry(dict[str, MessageDecoder]):
         if found is None and key not in self._known:
             return _UndecodedDecoder()
         return found if found is not None else default
+
+
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+_LINE_BREAK = re.compile(rb"\r?\n")
+
+
+class QuotedPrintableDecoder(MessageDecoder):
+    """RFC 2045 §6.7 quoted-printable, for BINARY[] (RFC 3516).
+
+    pymap used `quopri.decodestring`, which (through binascii.a2b_qp) keeps trailing white
+    space that rule (3) says to delete and misses a soft line break followed by white
+    space ("= " at a line end), so BINARY.SIZE and BINARY[] were wrong. Decoded lines end
+    in CRLF; an "=" not followed by two hex digits is kept as it is (§6.7 note 1).
+    """
+
+    def decode(self, body: Any) -> Any:
+        lines = _LINE_BREAK.split(bytes(body))
+        out = bytearray()
+        for index, line in enumerate(lines):
+            line = line.rstrip(b" \t")
+            soft = line.endswith(b"=")
+            if soft:
+                line = line[:-1]
+            out += _QP_ESCAPE.sub(lambda hex_: bytes([int(hex_.group(1), 16)]), line)
+            if not soft and index < len(lines) - 1:
+                out += b"\r\n"
+        return Writeable.wrap(bytes(out))
+
+
+_pymap_get_boundary = MessageBody._get_boundary.__func__  # type: ignore[attr-defined]
+
+
+def _get_boundary(cls: type[MessageBody], content_type: Any) -> bytes | None:
+    """pymap's boundary, unfolded (RFC 5322 §2.2.3): a `boundary="foo<CRLF> bar"` split over
+    two header lines is "foo bar"; pymap kept the CRLF and found no part at all."""
+    boundary = _pymap_get_boundary(cls, content_type)
+    return _LINE_BREAK.sub(b"", boundary) if boundary else boundary
 
 
 _pymap_raw = FetchAttribute.raw.fget  # type: ignore[attr-defined]
@@ -327,6 +375,52 @@ def _get_subpart(self: Any, section: Any) -> MessageContent:
     return current
 
 
+def _body_size_lines(content: MessageContent) -> tuple[int, int]:
+    """A part's body-fld-octets and body-fld-lines (RFC 9051 §7.5.2): its body only, and the
+    lines it holds (a last line without a line end counts too)."""
+    body = bytes(content.body)
+    return len(body), body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+
+
+def _get_body_structure(cls: Any, msg: MessageContent) -> Any:
+    """pymap's BODYSTRUCTURE with sizes and line counts of the body, not of the whole part.
+
+    RFC 9051 §7.5.2: body-fld-octets is "the size of the body in octets", the MIME header
+    excluded; pymap counted the header too (a 7-byte "hello" CRLF part was 55 bytes, 3
+    lines).
+    """
+    parsed = msg.header.parsed
+    content_type = msg.body.content_type
+    maintype, subtype = content_type.maintype, content_type.subtype
+    params = cls._get_params(msg)
+    disposition = parsed.content_disposition
+    language = parsed.content_language
+    location = parsed.content_location
+    if maintype == "multipart":
+        parts = [cls._get_body_structure(part) for part in msg.body.nested]
+        return MultipartBodyStructure(subtype, params, disposition, language, location, parts)
+    content_id = parsed.content_id
+    content_desc = parsed.content_description
+    encoding = parsed.content_transfer_encoding
+    size, lines = _body_size_lines(msg)
+    if maintype == "message" and subtype == "rfc822" and msg.body.has_nested:
+        sub_msg = msg.body.nested[0]
+        return MessageBodyStructure(
+            params, disposition, language, location, content_id, content_desc, encoding,
+            None, size, lines, cls._get_envelope_structure(sub_msg),
+            cls._get_body_structure(sub_msg),
+        )  # fmt: skip
+    if maintype == "text":
+        return TextBodyStructure(
+            subtype, params, disposition, language, location, content_id, content_desc,
+            encoding, None, size, lines,
+        )  # fmt: skip
+    return ContentBodyStructure(
+        maintype, subtype, params, disposition, language, location, content_id, content_desc,
+        encoding, None, size,
+    )  # fmt: skip
+
+
 # RFC 3501 §9 ATOM-CHAR allows "}" (only "{" is an atom-special); pymap's patterns for
 # atoms, astrings and LIST patterns left it out, so `SELECT a}b` was BAD.
 _ATOM = rb"[\x21\x23\x24\x26\x27\x2B-\x5B\x5E-\x7A\x7C-\x7E]+"
@@ -340,6 +434,7 @@ def protocol_install() -> None:
     MessageBody._parse_multipart = classmethod(_parse_multipart)  # type: ignore[method-assign,assignment]
     MessageContent.is_rfc822 = property(_is_rfc822)  # type: ignore[method-assign,assignment]
     BaseLoadedMessage._get_subpart = _get_subpart  # type: ignore[method-assign]
+    BaseLoadedMessage._get_body_structure = classmethod(_get_body_structure)  # type: ignore[method-assign,assignment]
     Parseable._atom_pattern = re.compile(_ATOM)
     AString._pattern = re.compile(_ASTRING)
     ListCommand._list_mailbox_pattern = re.compile(_LIST_MAILBOX)
@@ -352,6 +447,8 @@ def protocol_install() -> None:
     if not isinstance(MessageDecoder.registry, _Registry):
         MessageDecoder.registry = _Registry(MessageDecoder.registry)
     MessageDecoder.registry["binary"] = _UndecodedDecoder()
+    MessageDecoder.registry["quoted-printable"] = QuotedPrintableDecoder()
+    MessageBody._get_boundary = classmethod(_get_boundary)  # type: ignore[method-assign,assignment]
     FetchAttribute.raw = property(_raw)  # type: ignore[method-assign,assignment]
     FetchAttribute._parse_section = classmethod(_parse_section)  # type: ignore[method-assign,assignment]
     SearchCriteria.of = classmethod(_criteria_of)  # type: ignore[method-assign,assignment]
