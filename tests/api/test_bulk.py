@@ -66,6 +66,33 @@ def test_mixed_upload_through_a_real_worker(account, celery_worker_thread):
 
 
 @pytest.mark.worker
+def test_generated_passwords_are_in_the_task_result_once(account, celery_worker_thread):
+    """Issue 9 item 5: a password the CSV left blank is shown once, on the created row,
+    and works for a login; a chosen one never is; the job keeps neither afterwards."""
+    from mailplane.mailboxes.passwords import password_verify
+
+    verified_domain(account)
+    content = _csv("email,domain,password", "gen,acme.test,", f"own,acme.test,{GOOD}", "bad,,")
+    response = _multipart(account, content)
+    assert response.status_code == 202, response.content
+    task_id = response.json()["task_id"]
+    task = wait_for_task(account.client, task_id, timeout=60)
+    rows = {entry["email"]: entry for entry in task["result"]["rows"]}
+    generated = rows["gen@acme.test"]["password"]
+    mailbox = Mailbox.objects.get(organization=account.org, address="gen@acme.test")
+    assert password_verify(generated, mailbox.password_hash)
+    assert "password" not in rows["own@acme.test"]  # the caller chose it
+    assert GOOD not in str(task)
+    assert all(
+        "password" not in entry for entry in task["result"]["rows"] if entry["status"] != "created"
+    )
+    again = account.client.get(f"/api/tasks/{task_id}/").json()
+    assert generated not in str(again) and all("password" not in e for e in again["result"]["rows"])
+    payload = str(Job.objects.get(pk=task_id).payload)
+    assert generated not in payload and GOOD not in payload
+
+
+@pytest.mark.worker
 def test_raw_text_csv_body_with_bom(account, celery_worker_thread):
     verified_domain(account)
     response = _raw(account, b"\xef\xbb\xbf" + _csv("email,domain", "zed,acme.test"))

@@ -238,6 +238,25 @@ def test_nul_bytes_are_refused(listeners, alice, dns_server, quiet_logs, target)
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_bare_cr_is_refused(listeners, alice, dns_server, quiet_logs, target):
+    """A bare CR would become a line end at the next hop (aiosmtplib and smtplib rewrite
+    it): the message delivered would not be the one checked and signed here."""
+    sender = alice.address if target == "submission" else "a@plain.test"
+    client = _open(listeners, alice, target)
+    assert client.code(f"MAIL FROM:<{sender}>\rRCPT TO:<b@plain.test>".encode()).startswith(
+        b"500 5.5.2"
+    )
+    assert client.code(f"MAIL FROM:<{sender}>".encode()).startswith(b"250")
+    assert client.code(f"RCPT TO:<{alice.address}>".encode()).startswith(b"250")
+    assert client.code(b"DATA").startswith(b"354")
+    client.send(f"From: <{sender}>\r\nSubject: cr\r\n\r\nA\r.\rB\r\n.\r\n".encode())
+    assert client.reply()[-1].startswith(b"554 5.6.0")
+    assert client.code(b"NOOP") == b"250 2.0.0 OK"  # the session goes on
+    client.close()
+    assert _stored(alice, target) == 0
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_over_long_lines_are_refused_and_the_session_goes_on(
     listeners, alice, dns_server, quiet_logs, target
 ):

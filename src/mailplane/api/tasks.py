@@ -16,6 +16,7 @@ from mailplane.api.authentication import organization_of
 from mailplane.core.errors import NotFound
 from mailplane.jobs.models import JobStatus
 from mailplane.jobs.services import job_get
+from mailplane.mailboxes.bulk import mailbox_bulk_passwords_take
 from mailplane.mailboxes.services import mailbox_task_password_take
 
 
@@ -47,7 +48,9 @@ class TaskSerializer(serializers.Serializer[Any]):
     result = serializers.JSONField(
         allow_null=True,
         help_text="The job's outcome: `{mailbox}` for mailbox.create, `{rows, counts}` for "
-        "mailbox.bulk_create, `{errors}` for a failure with per-field reasons.",
+        "mailbox.bulk_create (a created row whose password the CSV left blank carries the "
+        "generated `password`, on the first read of the finished task only), `{errors}` for "
+        "a failure with per-field reasons.",
     )
     error = serializers.CharField(allow_null=True, help_text="Why it failed.")
     created_at = serializers.DateTimeField()
@@ -89,4 +92,14 @@ class TaskDetailView(APIView):
             mailbox["reply_to"] = mailbox.get("reply_to") or None
             body["mailbox"] = mailbox
             body["result"] = {**job.result, "mailbox": mailbox}
+        if job.result and "rows" in job.result:
+            generated = mailbox_bulk_passwords_take(job=job)
+            if generated:
+                rows = [
+                    {**entry, "password": generated[entry["row"]]}
+                    if entry.get("row") in generated
+                    else entry
+                    for entry in job.result["rows"]
+                ]
+                body["result"] = {**job.result, "rows": rows}
         return Response(body, headers={"Cache-Control": "no-store"})

@@ -47,9 +47,7 @@ def add_commands(sub: Any) -> None:
     )
     rc = relay.add_parser("create")
     rc.add_argument("--name", required=True)
-    rc.add_argument(
-        "--provider", required=True, choices=Provider.values
-    )
+    rc.add_argument("--provider", required=True, choices=Provider.values)
     rc.add_argument("--org", help="assign to this account at once")
     rc.add_argument("--config", default="{}", help="JSON object of settings")
     rc.add_argument("--credentials", default="{}", help="JSON object of secrets")

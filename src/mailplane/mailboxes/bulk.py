@@ -28,7 +28,7 @@ from django.db.models import Model
 from mailplane.core.errors import DomainError, LimitReached, ValidationFailed
 from mailplane.core.ids import id_or_none, id_parse
 from mailplane.domains.models import Domain
-from mailplane.jobs.models import Job
+from mailplane.jobs.models import Job, JobStatus
 from mailplane.jobs.registry import job_handler
 from mailplane.jobs.services import job_set_progress, job_start
 from mailplane.mailboxes import passwords
@@ -161,13 +161,20 @@ def mailbox_bulk_start(*, organization: Organization, content: bytes) -> Job:
     a worker died) can recognise the mailboxes it already made by their password.
     """
     rows = mailbox_bulk_parse(content=content)
+    generated: set[int] = set()
     for row in rows:
         if not row.cells.get("password", "").strip():
             email = row.cells.get("email", "").strip()
             row.cells["password"] = passwords.password_generate(
                 local_part=email.partition("@")[0], address=email if "@" in email else ""
             )
-    payload = {"rows": [{"line": row.line, "cells": row.cells} for row in rows]}
+            generated.add(row.line)
+    payload = {
+        "rows": [
+            {"line": row.line, "cells": row.cells, "password_generated": row.line in generated}
+            for row in rows
+        ]
+    }
     # Job.payload is encrypted at rest: the rows carry passwords.
     return job_start(organization=organization, kind=BULK_CREATE_JOB, payload=payload)
 
@@ -329,3 +336,28 @@ def mailbox_bulk_create_job(job: Job) -> dict[str, Any]:
         "rows": results,
         "counts": {"total": len(results), "created": created, "errors": len(results) - created},
     }
+
+
+def mailbox_bulk_passwords_take(*, job: Job) -> dict[int, str]:
+    """The generated passwords of a finished bulk job's created rows (line -> password),
+    the first time they are asked for; then wiped from the job's encrypted payload, as
+    mailbox_task_password_take does for a single create. Chosen passwords are never
+    returned (the caller has them), nor those of rows that failed."""
+    if job.kind != BULK_CREATE_JOB or job.status != JobStatus.SUCCESS or job.secret_taken:
+        return {}
+    if not Job.objects.filter(pk=job.pk, secret_taken=False).update(secret_taken=True):
+        return {}
+    created = {
+        int(entry["row"])
+        for entry in (job.result or {}).get("rows", [])
+        if entry.get("status") == "created"
+    }
+    taken: dict[int, str] = {}
+    payload = dict(job.payload or {})
+    for row in payload.get("rows", []):
+        if row.get("password_generated") and int(row["line"]) in created:
+            taken[int(row["line"])] = str(row["cells"].get("password") or "")
+        row["cells"] = {**row["cells"], "password": ""}
+    job.payload, job.secret_taken = payload, True
+    job.save(update_fields=["payload"])
+    return {line: password for line, password in taken.items() if password}

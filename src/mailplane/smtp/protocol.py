@@ -19,6 +19,10 @@
      misread. RFC 5321 §2.3.8: lines end in CRLF; RFC 5322 §2.3: no bare CR or LF;
    - NUL in a command line (500 5.5.2) or in message text (554 5.6.0; RFC 5322 §3.5 text
      and RFC 2045 §2.8 exclude it);
+   - a bare CR in a command line (500 5.5.2) or in message text (554 5.6.0; RFC 5322 §2.3):
+     the next hop's client library turns it into a line end (aiosmtplib and smtplib both
+     do), so the message would arrive other than it was signed (DKIM fails) and parsed
+     into other lines than the ones checked here;
    - STARTTLS once only (RFC 3207 §4.2), never after AUTH;
    - a failed TLS handshake is logged in one line, not as a traceback;
    - after 20 error replies the session ends with 421 4.7.0 (Postfix's
@@ -72,6 +76,7 @@ BARE_LF_REPLY = b"521 5.5.2 Error: bare <LF> received"
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
 _REPLY = re.compile(r"(\d{3})([ -])(.*)", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 # Enhanced codes for aiosmtpd's own replies that have none (RFC 3463 classes: X.5.1
 # invalid command, X.5.2 syntax error, X.5.4 invalid arguments, X.3.4 too big, X.7.0
@@ -172,6 +177,9 @@ class MailplaneSMTP(SMTP):
             self._command = name
             if arg is not None and "\x00" in arg:
                 await self.push("500 5.5.2 Error: NUL character in command")
+                return
+            if arg is not None and "\r" in arg:
+                await self.push("500 5.5.2 Error: bare <CR> in command")
                 return
             await method(arg)
 
@@ -283,6 +291,10 @@ class MailplaneSMTP(SMTP):
                 assert self.session is not None
                 log.info("%s message refused: NUL in its text", self.session.id)
                 return "554 5.6.0 Message text contains NUL (RFC 5322 section 3.5)"
+            if _BARE_CR.search(self.envelope.original_content or b""):
+                assert self.session is not None
+                log.info("%s message refused: bare CR in its text", self.session.id)
+                return "554 5.6.0 Message text contains a bare <CR> (RFC 5322 section 2.3)"
         # aiosmtpd calls this for MAIL and RCPT once their syntax and parameters are
         # checked (so envelope.smtp_utf8 is set) and pushes whatever it returns.
         if command in ("MAIL", "RCPT"):
