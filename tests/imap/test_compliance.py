@@ -475,9 +475,11 @@ def test_logout_closes_the_connection_without_waiting_for_the_clients_close_noti
                 if until is None:
                     tls.do_handshake()
                     return b""
-                text += tls.read(65536)
-                if until in text:
+                chunk = tls.read(65536)
+                text += chunk
+                if until in text or not chunk:  # b"": the TLS stream ended
                     return text
+                continue  # more may be decrypted already: read it before the socket
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError:  # the server's close_notify
