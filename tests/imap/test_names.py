@@ -116,10 +116,16 @@ def test_modified_utf7_round_trips(raw, name):
 
 
 def test_pymaps_parser_uses_the_strict_decoder():
+    """Through `modutf7_decode_lenient`: strict decoding, and a malformed name becomes one
+    `mailbox_name_check` refuses (NO [CANNOT], as Dovecot answers) instead of a BAD."""
     import pymap.parsing.command.auth
     import pymap.parsing.specials.mailbox
 
     import mailplane.imap.server  # noqa: F401 - installs the decoder
+    from mailplane.imap.protocol import modutf7_decode_lenient
 
-    assert pymap.parsing.specials.mailbox.modutf7_decode is modutf7_decode_strict
-    assert pymap.parsing.command.auth.modutf7_decode is modutf7_decode_strict
+    assert pymap.parsing.specials.mailbox.modutf7_decode is modutf7_decode_lenient
+    assert pymap.parsing.command.auth.modutf7_decode is modutf7_decode_lenient
+    assert modutf7_decode_lenient(b"&AOk-t&AOk-") == "\u00e9t\u00e9"
+    with pytest.raises(MailboxNameInvalid):
+        mailbox_name_check(modutf7_decode_lenient(b"&Jjo"))

@@ -24,10 +24,13 @@ Behaviours added on top of pymap's maildir classes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import io
 import os
 import re
 import time
+import weakref
 from argparse import Namespace
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +41,9 @@ from typing import Any
 
 from pymap.backend.maildir import Config as MaildirConfig
 from pymap.backend.maildir import FilterSet, Session
+from pymap.backend.maildir.flags import MaildirFlags
 from pymap.backend.maildir.layout import MaildirLayout
-from pymap.backend.maildir.mailbox import MailboxData, MailboxSet, Maildir
+from pymap.backend.maildir.mailbox import MailboxData, MailboxSet, Maildir, Message
 from pymap.backend.maildir.subscriptions import Subscriptions
 from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.concurrent import Event, Subsystem
@@ -59,8 +63,10 @@ from pymap.interfaces.backend import BackendInterface
 from pymap.interfaces.login import IdentityInterface, LoginInterface
 from pymap.interfaces.token import TokenCredentials
 from pymap.listtree import ListEntry, ListTree
+from pymap.mailbox import MailboxSnapshot
 from pymap.parsing.response import ResponseCode, ResponseNo
 from pymap.parsing.specials import ObjectId
+from pymap.parsing.specials.flag import Flag, Wildcard
 from pymap.search import SearchCriteriaSet, SearchParams
 from pymap.selected import SelectedMailbox
 from pymap.token import AllTokens
@@ -217,10 +223,24 @@ class CrlfMaildir(Maildir):
     def _dump_message(self, message: Any, target: Any, mangle_from_: bool = False) -> None:
         if isinstance(message, _RawMessage):
             target.write(message.raw)
-            return
-        buffer = io.BytesIO()
-        super()._dump_message(message, buffer, mangle_from_)
-        target.write(_LINE_END.sub(b"\r\n", buffer.getvalue()))
+        else:
+            buffer = io.BytesIO()
+            super()._dump_message(message, buffer, mangle_from_)
+            target.write(_LINE_END.sub(b"\r\n", buffer.getvalue()))
+        # APPEND, COPY and MOVE answer OK once this returns: the bytes must be on disk
+        # before the rename into cur/ or new/ (the stdlib's `add` never fsyncs).
+        target.flush()
+        os.fsync(target.fileno())
+
+    def add(self, message: Any) -> str:
+        key: str = super().add(message)
+        subdir = message.get_subdir() if isinstance(message, MaildirMessage) else "new"
+        fd = os.open(os.path.join(self._path, subdir), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)  # the rename itself, durable before OK
+        finally:
+            os.close(fd)
+        return key
 
 
 class _SecretCapture:
@@ -390,6 +410,13 @@ class MailplaneSession(Session):
             for name, delim, attrs in entries
         ]
         return marked, updates
+
+    def defined_keywords(self, selected: SelectedMailbox) -> frozenset[Flag]:
+        """The keywords the selected mailbox defines now (its keyword file, re-read if changed)."""
+        mbx = self.mailbox_set._cache.get(selected.lookup)
+        if isinstance(mbx, WatchedMailboxData):
+            return mbx.maildir_flags.keywords
+        return frozenset()
 
     async def search_mailbox(
         self, selected: SelectedMailbox, keys: frozenset[Any]
@@ -570,6 +597,90 @@ def _arrival_order(key: str) -> tuple[int, int, int, str]:
     return (int(found.group(1)), int(found.group(2)), int(found.group(3)), key)
 
 
+# pymap guards dovecot-uidlist with a lock *file* whose presence means "locked": a waiter
+# polls with sleeps growing to 1 s (17 tries, ~10 s in all, then TimeoutError), nobody
+# queues, and every command takes the lock (pymap rewrites the uidlist before each one).
+# Ten imaptest clients on one mailbox kept losing the race: STORE and EXPUNGE took 0.5-30 s
+# each, and some failed with TimeoutError. Here waiters in this process queue on an asyncio
+# lock (first come, first served, woken the moment it is free) and the file is held with
+# flock(2) against other processes, which the kernel releases if a process dies.
+_UIDLIST_LOCK = "mailplane-uidlist.lock"
+_path_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def path_lock(path: str) -> AsyncIterator[None]:
+    """Exclusive use of `path` (a lock file), fair within the process, flock across them."""
+    locks = _path_locks.setdefault(asyncio.get_running_loop(), {})
+    lock = locks.setdefault(path, asyncio.Lock())
+    async with lock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:  # another process holds it: rare, and brief
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+    if not lock.locked() and not getattr(lock, "_waiters", None):
+        locks.pop(path, None)  # nobody holds or awaits it (flock keeps it safe regardless)
+
+
+def _uidlist_lock(cls: type[UidList], path: str) -> Any:
+    return path_lock(os.path.join(path, _UIDLIST_LOCK))
+
+
+def uidlist_lock_install() -> None:
+    """Make pymap's UidList (every read and write of dovecot-uidlist) use `path_lock`."""
+    UidList.read_lock = classmethod(_uidlist_lock)  # type: ignore[method-assign,assignment]
+    UidList.write_lock = classmethod(_uidlist_lock)  # type: ignore[method-assign,assignment]
+
+
+uidlist_lock_install()
+
+
+def message_content_exists(message: Any) -> bool:
+    """Whether a message's file is still there (another session may have expunged it)."""
+    maildir, key = getattr(message, "_maildir", None), getattr(message, "_key", None)
+    if maildir is None or key is None:
+        return True
+    try:
+        return os.path.exists(os.path.join(maildir._path, maildir._lookup(key)))
+    except KeyError:
+        return False
+
+
+# Maildir keeps keywords as the letters a-z in the file name, mapped to names by the
+# mailbox's dovecot-keywords file: 26 at most per mailbox.
+MAX_KEYWORDS = 26
+
+
+class KeywordsFull(MailboxError):
+    """NO [LIMIT]: the mailbox already defines every keyword its Maildir can hold."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            None,
+            b"This mailbox has no room for another keyword (at most %d)." % MAX_KEYWORDS,
+            ResponseCode.of(b"LIMIT"),
+        )
+
+
+class _Snapshot(MailboxSnapshot):
+    """pymap's snapshot; FLAGS lists the defined flags, never the `\\*` of PERMANENTFLAGS."""
+
+    @property
+    def flags(self) -> frozenset[Flag]:
+        return super().flags - {Wildcard}
+
+
 class WatchedMailboxData(MailboxData):
     """pymap's folder state, with change detection by directory mtimes.
 
@@ -591,6 +702,7 @@ class WatchedMailboxData(MailboxData):
         self._scanned: tuple[int, int] | None = None
         self._records: dict[int, Record] = {}
         self._records_stamp: tuple[int, int, int] | None = None
+        self._flags_stamp: tuple[int, int, int] | None = None
 
     def _stamp(self) -> tuple[int, int]:
         try:
@@ -643,9 +755,123 @@ class WatchedMailboxData(MailboxData):
             maildir_msg = self._maildir.get_message_metadata(record.key)
         return record, maildir_msg
 
+    # Keywords (RFC 9051 §2.3.2). pymap reads dovecot-keywords once and never writes it, and
+    # PERMANENTFLAGS had no "\\*": a keyword a client stored was silently dropped. Here the
+    # file is re-read when it changes (another session may define a keyword) and a new
+    # keyword is added to it (under a lock, written whole and renamed into place) before
+    # any message carries its letter.
+
+    def _keywords_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(MaildirFlags.get_file(self._path))
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    @property
+    def maildir_flags(self) -> MaildirFlags:
+        stamp = self._keywords_stamp()
+        if self._flags is None or stamp != self._flags_stamp:
+            self._flags = MaildirFlags.file_read(self._path)
+            self._flags_stamp = stamp
+        return self._flags
+
+    @property
+    def permanent_flags(self) -> frozenset[Flag]:
+        flags = self.maildir_flags
+        if len(flags.keywords) < MAX_KEYWORDS:
+            return flags.permanent_flags | {Wildcard}  # new keywords may be created
+        return flags.permanent_flags
+
+    def keywords_define(self, flags: Iterable[Flag]) -> None:
+        """Give every keyword in `flags` a letter in dovecot-keywords (KeywordsFull if none)."""
+        known = self.maildir_flags.permanent_flags
+        wanted = sorted({f for f in flags if f not in known and not f.is_system})
+        if not wanted:
+            return
+        path = MaildirFlags.get_file(self._path)
+        with open(path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            names: dict[int, str] = {}
+            try:
+                with open(path, encoding="ascii") as current:
+                    for line in current:
+                        index, _, name = line.strip().partition(" ")
+                        if index.isdigit() and name:
+                            names[int(index)] = name
+            except FileNotFoundError:
+                pass
+            present = {Flag(name) for name in names.values()}
+            for flag in wanted:
+                if flag in present:
+                    continue
+                free = next((i for i in range(MAX_KEYWORDS) if i not in names), None)
+                if free is None:
+                    raise KeywordsFull()
+                names[free] = str(flag)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="ascii") as out:
+                out.writelines(f"{i} {name}\n" for i, name in sorted(names.items()))
+            os.replace(tmp, path)
+        self._flags = None
+
+    def _flags_for(self, source: MailboxData, info_flags: str) -> str:
+        """A message's Maildir flag letters from `source`, re-lettered for this mailbox."""
+        flags = source.maildir_flags.from_maildir(info_flags)
+        self.keywords_define(flags)
+        return self.maildir_flags.to_maildir(flags)
+
+    async def append(self, append_msg: Any, *, recent: bool = False) -> Any:
+        """pymap's APPEND, storing the literal byte for byte.
+
+        pymap builds a stdlib `MaildirMessage` from the literal, which parses it as email
+        and writes it back through the email generator: the stored message was not the one
+        the client sent (imaptest: the trailing space of a "--foo " boundary line was gone,
+        and with it the MIME structure), and RFC 9051 §6.3.12 APPEND stores the message
+        as given. Here the bytes go to disk as received (line ends as CRLF, as everywhere).
+        """
+        self.keywords_define(append_msg.flag_set)
+        email_id = ObjectId.random_email_id()
+        thread_id = ObjectId.random_thread_id()
+        maildir_msg = _RawMessage()
+        maildir_msg.raw = _LINE_END.sub(b"\r\n", bytes(append_msg.literal))
+        maildir_msg.set_flags(self.maildir_flags.to_maildir(append_msg.flag_set))
+        maildir_msg.set_subdir("new" if recent else "cur")
+        maildir_msg.set_date((append_msg.when or datetime.now()).timestamp())
+        async with self.messages_lock.write_lock():
+            key = self._maildir.add(maildir_msg)
+            filename = key + ":" + maildir_msg.get_info()
+        async with UidList.with_write(self._path) as uidl:
+            new_rec = Record(uidl.next_uid, {"E": str(email_id), "T": str(thread_id)}, filename)
+            uidl.next_uid += 1
+            uidl.set(new_rec)
+        return Message.from_maildir(
+            new_rec.uid, maildir_msg, self._maildir, key, email_id, thread_id, self.maildir_flags
+        )
+
+    async def update(self, uid: int, cached_msg: Any, flag_set: frozenset[Flag], mode: Any) -> Any:
+        self.keywords_define(flag_set)
+        return await super().update(uid, cached_msg, flag_set, mode)
+
+    async def snapshot(self) -> MailboxSnapshot:
+        snap = await super().snapshot()
+        return _Snapshot(
+            snap.mailbox_id,
+            snap.readonly,
+            snap.uid_validity,
+            snap.permanent_flags,
+            snap.session_flags,
+            snap.exists,
+            snap.recent,
+            snap.unseen,
+            snap.first_unseen,
+            snap.next_uid,
+        )
+
     async def copy(self, uid: int, destination: MailboxData, *, recent: bool = False) -> int | None:
         # pymap 0.36.7 copies only the metadata-only message (flags, date): the copy's body
-        # is empty. Same steps as pymap's, with the stored bytes carried over.
+        # is empty. Same steps as pymap's, with the stored bytes carried over, and keywords
+        # re-lettered for the destination (each mailbox numbers its own keywords).
         try:
             record, metadata = await self._get_maildir_msg(uid)
             raw = self._maildir.get_bytes(record.key)
@@ -653,6 +879,8 @@ class WatchedMailboxData(MailboxData):
             return None
         copy_msg = _RawMessage(metadata)
         copy_msg.raw = raw
+        if isinstance(destination, WatchedMailboxData):
+            copy_msg.set_flags(destination._flags_for(self, metadata.get_flags()))
         copy_msg.set_subdir("new" if recent else "cur")
         async with destination.messages_lock.write_lock():
             dest_key = destination._maildir.add(copy_msg)
@@ -662,6 +890,45 @@ class WatchedMailboxData(MailboxData):
             uidl.next_uid += 1
             uidl.set(new_rec)
         return new_rec.uid
+
+    async def move(self, uid: int, destination: MailboxData, *, recent: bool = False) -> int | None:
+        """RFC 6851 MOVE as a copy then a removal of the source file.
+
+        pymap's move takes the destination's and the source's write locks together; when
+        they are the same mailbox (MOVE into the selected mailbox, which RFC 6851 §3.3
+        allows and which gives the message a new UID) the second acquisition waited for
+        the first forever and the session never answered. A rename would also keep the
+        keyword letters of the wrong mailbox. The copy is durable before the original goes.
+        """
+        new_uid = await self.copy(uid, destination, recent=recent)
+        if new_uid is None:
+            return None
+        try:
+            record, _metadata = await self._get_maildir_msg(uid)
+        except (KeyError, FileNotFoundError):
+            return new_uid
+        async with self.messages_lock.write_lock():
+            with contextlib.suppress(KeyError, FileNotFoundError):
+                self._maildir.remove(record.key)
+        return new_uid
+
+    # \Recent (RFC 3501 §2.3.2; RFC 9051 keeps it for IMAP4rev1 clients): a message is
+    # recent in exactly one session, the first to see it. pymap tested membership of each
+    # record in a generator (`rec.key in claim_new()`), which consumed the generator, so
+    # most claimed messages never got \Recent; and it claimed only at SELECT, so mail
+    # arriving while a session had the mailbox selected was recent nowhere.
+
+    async def claim_recent(self, selected: SelectedMailbox) -> None:
+        async with self.messages_lock.write_lock():
+            keys = set(self._maildir.claim_new())
+        if not keys:
+            return
+        self._scanned = None  # the files just moved: number any that had no UID yet
+        await self.reset()
+        async with UidList.with_read(self._path) as uidl:
+            for rec in uidl.records:
+                if rec.key in keys:
+                    selected.session_flags.add_recent(rec.uid)
 
     async def update_selected(
         self, selected: SelectedMailbox, *, wait_on: Event | None = None
@@ -676,6 +943,8 @@ class WatchedMailboxData(MailboxData):
                     if self._stamp() != stamp or self._next_uid != before:
                         break
                     stamp = self._stamp()
+        if not selected.readonly:
+            await self.claim_recent(selected)
         return await super().update_selected(selected)
 
 

@@ -32,10 +32,13 @@ from proxyprotocol.sock import SocketInfo
 from pymap.backend import backends
 from pymap.context import connection_exit, socket_info
 from pymap.exceptions import ResponseError
+from pymap.fetch import MessageAttributes
 from pymap.imap import IMAPConnection, IMAPServer
 from pymap.imap.state import ConnectionState
 from pymap.parsing import Params
 from pymap.parsing.command import Command
+from pymap.parsing.command.auth import SelectCommand
+from pymap.parsing.command.select import CloseCommand, FetchCommand
 from pymap.parsing.commands import InvalidCommand
 from pymap.parsing.exceptions import NotParseable
 from pymap.parsing.response import (
@@ -45,25 +48,42 @@ from pymap.parsing.response import (
     ResponseCode,
     ResponseNo,
     ResponseOk,
+    UntaggedResponse,
 )
-from pymap.parsing.specials import Tag
+from pymap.parsing.response.code import PermanentFlags
+from pymap.parsing.response.specials import FetchResponse, FlagsResponse
+from pymap.parsing.specials import FetchRequirement, Tag
+from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.parsing.state import ParsingInterrupt, ParsingState
 from pysasl.exception import AuthenticationError
 
-from mailplane.imap.backend import Login, MailplaneBackend, MailplaneConfig
-from mailplane.imap.names import modutf7_install
+from mailplane.imap.backend import (
+    Login,
+    MailplaneBackend,
+    MailplaneConfig,
+    MailplaneSession,
+    message_content_exists,
+)
+from mailplane.imap.protocol import protocol_install
 from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
 
 # pymap's plug-in registry; `pymap mailplane` would find the backend here.
 backends.add("mailplane", MailplaneBackend)
-# pymap's modified UTF-7 decoder loops forever on an unterminated "&" shift.
-modutf7_install()
+# pymap's modified UTF-7 decoder loops forever on an unterminated "&" shift; the parser gets
+# ours, with the other protocol corrections (see `mailplane.imap.protocol`).
+protocol_install()
 
 # Before login only LOGIN/AUTHENTICATE arguments can arrive as literals: a few KB at most.
 PRE_AUTH_LITERAL_MAX = 4096
 TLS_HANDSHAKE_TIMEOUT = 10.0
+# After LOGOUT (or any end) asyncio sends TLS close_notify and then waits for the client's
+# close_notify before closing the socket, 30 s by default. Clients that answer a close_notify
+# only by closing the TCP connection themselves (imaptest, Dovecot's TLS library: about one
+# LOGOUT in seven here) then waited 30 s for the server to hang up. RFC 8446 §6.1 lets the
+# closing side leave without the peer's close_notify; a short grace keeps the polite path.
+TLS_SHUTDOWN_TIMEOUT = 1.0
 # Deepest parenthesis nesting accepted in a command line. Real clients nest SEARCH keys a
 # few levels; pymap's parser and search evaluation recurse once (or more) per level.
 MAX_NESTING = 32
@@ -120,6 +140,7 @@ class MailplaneConnectionState(ConnectionState):
     def __init__(self, login: Login, config: MailplaneConfig, *, implicit_tls: bool) -> None:
         super().__init__(login, config)
         self.implicit_tls = implicit_tls
+        self._announced: frozenset[Flag] = frozenset()  # keywords FLAGS has introduced
         if implicit_tls:
             # RFC 8314 §3: on an implicit-TLS port the session is already protected.
             self.auth = config.tls_auth
@@ -133,10 +154,104 @@ class MailplaneConnectionState(ConnectionState):
         # pymap lets localhost clients log in without TLS; we do not (RFC 9051 §6.2.3).
         return ResponseOk(b"*", self.config.greeting, self.capability)
 
+    async def do_select(self, cmd: SelectCommand) -> tuple[CommandResponse, Any]:
+        """pymap's SELECT, with FLAGS sent before PERMANENTFLAGS.
+
+        RFC 9051 §6.3.2: every keyword PERMANENTFLAGS lists must have been introduced by
+        FLAGS; imaptest (like clients that build their flag list from FLAGS) rejected the
+        keywords pymap listed first in PERMANENTFLAGS.
+        """
+        response, updates = await super().do_select(cmd)
+        untagged = response._untagged
+        flags = [u for u in untagged if isinstance(u, FlagsResponse)]
+        response._untagged = flags + [u for u in untagged if not isinstance(u, FlagsResponse)]
+        self._announced = frozenset(
+            flag for u in flags for flag in u.flags if isinstance(flag, Flag) and not flag.is_system
+        )
+        return response, updates
+
+    def _keyword_announcements(self) -> list[UntaggedResponse]:
+        """Untagged FLAGS and PERMANENTFLAGS when the mailbox has keywords not yet announced.
+
+        RFC 9051 §7.3.5: the FLAGS list of the selected mailbox can grow (another session
+        stores a new keyword); the client must hear of it before a FETCH shows the
+        keyword, as Dovecot does. pymap never re-sent FLAGS. A keyword is defined in the
+        mailbox's keyword file before any message carries it, so checking the file after
+        the command ran covers every FETCH the command answers with.
+        """
+        selected, session = self._selected, self._session
+        if selected is None or not isinstance(session, MailplaneSession):
+            return []
+        new = session.defined_keywords(selected) - self._announced
+        if not new:
+            return []
+        self._announced = self._announced | new
+        defined = get_system_flags() | self._announced
+        permanent = (defined - {Recent}) | ({Wildcard} if not selected.readonly else set())
+        return [
+            FlagsResponse(defined),
+            UntaggedResponse(b"Flags permitted.", PermanentFlags(permanent), condition=b"OK"),
+        ]
+
+    async def receive_updates(self, cmd: Any, done: Any) -> Any:
+        untagged = list(await super().receive_updates(cmd, done))
+        if untagged:
+            return self._keyword_announcements() + untagged
+        return untagged
+
+    async def do_close(self, cmd: CloseCommand) -> tuple[CommandResponse, Any]:
+        """RFC 9051 §6.4.1: CLOSE of a mailbox opened with EXAMINE expunges nothing and is OK.
+
+        pymap's CLOSE always expunges, and its expunge refuses a read-only mailbox with NO
+        [READ-ONLY], leaving the mailbox selected.
+        """
+        if self.selected.readonly:
+            self._selected = None
+            return ResponseOk(cmd.tag, cmd.command + b" completed."), None
+        return await super().do_close(cmd)
+
+    async def do_fetch(self, cmd: FetchCommand) -> tuple[CommandResponse, Any]:
+        """pymap's FETCH, without inventing empty content for an expunged message.
+
+        A message another session expunged stays in this session's view until the expunge
+        is announced (RFC 9051 §7.5.1 forbids EXPUNGE responses during FETCH). Its flags and
+        UID are still known, but its file is gone: pymap answered OK with `BODY[] ""`,
+        which a client caches as the message. Here, as in Dovecot, a FETCH that needs the
+        content of such a message leaves it out and answers NO [EXPUNGEISSUED] (RFC 5530
+        §3); the expunge is announced by the next command that may (NOOP, for one).
+        """
+        if not cmd.uid:
+            self.selected.hide_expunged = True
+        set_seen = not self.selected.readonly and any(attr.set_seen for attr in cmd.attributes)
+        messages, updates = await self.session.fetch_messages(
+            self.selected, cmd.sequence_set, set_seen
+        )
+        requirement = FetchRequirement.reduce(attr.requirement for attr in cmd.attributes)
+        needs_content = not requirement.has_none(FetchRequirement.CONTENT)
+        response: CommandResponse = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        untagged = []
+        for msg_seq, msg in messages:
+            if needs_content and (msg.expunged or not message_content_exists(msg)):
+                response = ResponseNo(
+                    cmd.tag,
+                    b"Some of the requested messages no longer exist.",
+                    ResponseCode.of(b"EXPUNGEISSUED"),
+                )
+                continue
+            if msg.expunged:
+                response.code = ResponseCode.of(b"EXPUNGEISSUED")
+            msg_attrs = MessageAttributes(msg, self.selected, cmd.attributes)
+            untagged.append(FetchResponse(msg_seq, msg_attrs, writing_hook=msg_attrs.load_hook()))
+        response.add_untagged(*untagged)
+        return response, updates
+
     async def do_command(self, cmd: Command) -> CommandResponse:
         """pymap's dispatch; what it leaves unanswered becomes a tagged NO, not a BYE."""
         try:
-            return await super().do_command(cmd)
+            response = await super().do_command(cmd)
+            if not isinstance(response, ResponseBye):
+                response._untagged[:0] = self._keyword_announcements()
+            return response
         except (ResponseError, AuthenticationError, TimeoutError, ConnectionError, EOFError):
             raise  # pymap's loop answers these itself
         except UnsafeFolderPath as exc:
@@ -312,6 +427,7 @@ async def imap_listen(
                 port=tls_port,
                 ssl=ssl_context,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
                 backlog=1024,
             )
             servers.append(server)
