@@ -84,6 +84,7 @@ class Result:
     elapsed: float
     latencies: list[float]
     cpu: float
+    client_cpu: float = 0.0  # this process (the client, and the DNS server thread)
 
     @property
     def rate(self) -> float:
@@ -139,10 +140,17 @@ async def closed_loop(target: Target, *, total: int, connections: int, size: int
         await client.quit()  # type: ignore[attr-defined]
 
     cpu = cpu_seconds(target.pids())
+    client = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - start
-    return Result(total, elapsed, latencies, cpu_seconds(target.pids()) - cpu)
+    return Result(
+        total,
+        elapsed,
+        latencies,
+        cpu_seconds(target.pids()) - cpu,
+        time.process_time() - client,
+    )
 
 
 async def open_loop(
@@ -233,7 +241,8 @@ def _report(label: str, r: Result, conns: int) -> None:
     print(
         f"  {label}: {r.count} msgs in {r.elapsed:.2f} s = {r.rate:.0f} msg/s; "
         f"latency p50 {statistics.median(r.latencies) * 1000:.1f} ms, p99 {r.pct(0.99):.1f} ms; "
-        f"server CPU {r.cpu * 1000 / r.count:.2f} ms/msg",
+        f"server CPU {r.cpu * 1000 / r.count:.2f} ms/msg"
+        + (f", client CPU {r.client_cpu * 1000 / r.count:.2f} ms/msg" if r.client_cpu else ""),
         flush=True,
     )
 

@@ -102,6 +102,7 @@ def listeners(
             for s in servers:
                 await s.wait_closed()
             await sub.aclose()
+            await mx.aclose()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)

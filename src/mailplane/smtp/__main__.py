@@ -20,11 +20,28 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    _keep_sqlite_connections()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # aiosmtpd logs every command line at INFO; our handlers log each decision instead.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     asyncio.run(serve(args[0]))
     exit_now(0)
+
+
+def _keep_sqlite_connections() -> None:
+    """Let this process's worker threads keep their SQLite connections open.
+
+    settings.py closes SQLite connections after every request (CONN_MAX_AGE 0); here every
+    RCPT would then open one (PRAGMAs and SQL function registration, about as costly as
+    the lookup itself). This process has a fixed pool of threads (smtp/db.py and the
+    writer), so at most that many connections stay open; WAL readers in autocommit see
+    each commit at once, so nothing read is staler than with a new connection.
+    """
+    from django.db import connections
+
+    db = connections.settings["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("CONN_MAX_AGE"):
+        db["CONN_MAX_AGE"] = 600
 
 
 async def serve(kind: str) -> None:
@@ -39,7 +56,7 @@ async def serve(kind: str) -> None:
     host = conf["SMTP_BIND"]
     context = tls.server_context()
     limits = server.limits_from_settings()
-    handler: SubmissionHandler | None = None
+    handler: SubmissionHandler | MXHandler
     if kind == "submission":
         handler = SubmissionHandler(
             hostname=conf["SHARED_SMTP_HOST"], max_recipients=limits.max_recipients
@@ -58,10 +75,10 @@ async def serve(kind: str) -> None:
             flush=True,
         )
     else:
-        mx = MXHandler(hostname=server.mx_hostname(), max_recipients=limits.max_recipients)
+        handler = MXHandler(hostname=server.mx_hostname(), max_recipients=limits.max_recipients)
         servers = [
             await server.mx_start(
-                host=host, port=conf["MX_PORT"], tls_context=context, handler=mx, limits=limits
+                host=host, port=conf["MX_PORT"], tls_context=context, handler=handler, limits=limits
             )
         ]
         print(f"mailplane: inbound MX on {host}:{server.bound_port(servers[0])}", flush=True)
@@ -74,8 +91,7 @@ async def serve(kind: str) -> None:
         s.close()
     for s in servers:
         await s.wait_closed()
-    if handler is not None:
-        await handler.aclose()  # finish the batch in flight, close the writer's connection
+    await handler.aclose()  # finish the batch in flight, close the writer's connection
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ that mailbox → 550 5.1.1; any other domain → 550 5.7.1 relay denied). DATA a
 the message (SPF, DKIM, DMARC), records the outcome in Authentication-Results, files it
 into each recipient's Maildir and answers 250 only once every copy is on disk.
 
+Filing is group-committed like submission (smtp/ingest.py): the sessions' messages go to
+one writer that writes a batch of them and makes the whole batch durable with one sync
+(`maildir_deliver_many`), instead of an fsync of the file and of its directory per copy.
+
 Bounces: bounces+<row>-<tag>@<return path host of a hosted domain> is one of our VERP
 return paths (mailplane.delivery.bounces). RCPT accepts it only when the tag is genuine and
 names a queue row of that domain (else 550 5.1.1); DATA hands such a report to
@@ -28,8 +32,9 @@ from mailplane.message.headers import address_domain, prepend, rfc5322_date
 from mailplane.queue.models import QueuedRecipient
 from mailplane.smtp.authres import AuthOutcome, message_authenticate
 from mailplane.smtp.db import blocking
+from mailplane.smtp.ingest import GroupCommitter
 from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
-from mailplane.storage.maildir import maildir_deliver
+from mailplane.storage.maildir import MaildirItem, maildir_deliver_many
 
 log = logging.getLogger("mailplane.smtp.mx")
 
@@ -89,24 +94,36 @@ def recipient_route(address: str) -> LocalRecipient | BounceRecipient | str:
     return "550 5.7.1 Relay access denied"
 
 
+@dataclass(frozen=True, slots=True)
+class Filing:
+    """One accepted message and where its copies go."""
+
+    recipients: list[LocalRecipient]
+    raw: bytes
+    folder: str
+
+
+def mx_deliver_many(filings: list[Filing]) -> list[list[Path]]:
+    """Blocking: one durable copy per recipient of every message, the syncs shared by the
+    batch; per message its paths. All or nothing: on a failure no copy is left."""
+    paths = maildir_deliver_many(
+        [
+            MaildirItem(rcpt.organization_id, rcpt.address, filing.raw, filing.folder)
+            for filing in filings
+            for rcpt in filing.recipients
+        ]
+    )
+    out: list[list[Path]] = []
+    start = 0
+    for filing in filings:
+        out.append(paths[start : start + len(filing.recipients)])
+        start += len(filing.recipients)
+    return out
+
+
 def mx_deliver(*, recipients: list[LocalRecipient], raw: bytes, folder: str) -> list[Path]:
-    """Blocking: one durable copy per recipient; on any failure remove the copies made."""
-    done: list[Path] = []
-    try:
-        for rcpt in recipients:
-            done.append(
-                maildir_deliver(
-                    organization_id=rcpt.organization_id,
-                    address=rcpt.address,
-                    raw=raw,
-                    folder=folder,
-                )
-            )
-    except BaseException:
-        for path in done:
-            path.unlink(missing_ok=True)
-        raise
-    return done
+    """Blocking, one message: the batch path with a batch of one."""
+    return mx_deliver_many([Filing(recipients, raw, folder)])[0]
 
 
 def bounces_consume(*, bounces: list[BounceRecipient], raw: bytes) -> None:
@@ -139,9 +156,15 @@ def _printable(helo: str) -> str:
 
 
 class MXHandler:
-    def __init__(self, *, hostname: str, max_recipients: int = 100) -> None:
+    def __init__(self, *, hostname: str, max_recipients: int = 100, max_batch: int = 200) -> None:
         self.hostname = hostname
         self.max_recipients = max_recipients
+        self.committer: GroupCommitter[Filing, list[Path]] = GroupCommitter(
+            mx_deliver_many, max_batch=max_batch, name="mailplane-mx-writer"
+        )
+
+    async def aclose(self) -> None:
+        await self.committer.aclose()
 
     async def handle_EHLO(
         self,
@@ -231,7 +254,7 @@ class MXHandler:
                 ("Received", received),
             ],
         )
-        await blocking(mx_deliver, recipients=routes, raw=raw, folder=folder)
+        await self.committer.submit(Filing(list(routes), raw, folder))
         if bounces:
             await blocking(bounces_consume, bounces=bounces, raw=raw)
         log.info(
