@@ -17,12 +17,14 @@ bounce_match instead of a Maildir.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiosmtpd.smtp import Envelope
+from django.db import connection
 
 from mailplane.delivery.bounces import bounce_match, verp_recipient_id
 from mailplane.dns import domain_ascii
@@ -69,6 +71,28 @@ def bounce_route(address: str) -> BounceRecipient | str | None:
     return "550 5.1.1 No such bounce address here"
 
 
+@functools.cache
+def _mailbox_sql(vendor: str) -> str:
+    sql, _params = (
+        Mailbox.objects.filter(address="")
+        .values_list("organization_id", "status")[:1]
+        .query.sql_with_params()
+    )
+    return str(sql)
+
+
+def _mailbox_row(address: str) -> tuple[int, str] | None:
+    """Blocking: (organization id, status) of the mailbox at `address`, or None.
+
+    The ORM's own SQL for the lookup, compiled once per database vendor: compiling the
+    queryset cost more CPU than running it, once per RCPT (py-spy, issue 15).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_mailbox_sql(connection.vendor), [address])
+        row = cursor.fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
 def recipient_route(address: str) -> LocalRecipient | BounceRecipient | str:
     """Blocking: the hosted mailbox or VERP route for `address`, or the SMTP refusal."""
     address = address.strip().lower()
@@ -80,11 +104,12 @@ def recipient_route(address: str) -> LocalRecipient | BounceRecipient | str:
             address = f"{local}@{domain_ascii(domain)}"
         except UnicodeError:
             return "553 5.1.2 Recipient domain is not a valid internationalised domain name"
-    row = Mailbox.objects.filter(address=address).values("organization_id", "status").first()
+    row = _mailbox_row(address)
     if row is not None:
-        if row["status"] != MailboxStatus.ACTIVE:
+        organization_id, status = row
+        if status != MailboxStatus.ACTIVE:
             return "550 5.2.1 Mailbox disabled"
-        return LocalRecipient(row["organization_id"], address)
+        return LocalRecipient(organization_id, address)
     bounce = bounce_route(address)
     if bounce is not None:
         return bounce
