@@ -190,6 +190,15 @@ async def open_loop(
     return Result(total, elapsed, latencies, cpu)
 
 
+def _with_children(pid: int) -> list[int]:
+    """`pid` and the listener processes it started (MAILPLANE_SMTP_PROCESSES > 1)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *map(int, children)]
+
+
 def _start_ours(kind: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     server = subprocess.Popen([sys.executable, "-m", "mailplane.smtp", kind], env=env)
     try:
@@ -332,7 +341,7 @@ def main() -> int:
                     (address, PASSWORD) if mode == "tls" else None,
                     address if mode == "tls" else f"sender@{SENDER_DOMAIN}",
                     "rcpt@example.org" if mode == "tls" else address,
-                    lambda: [server.pid],  # noqa: B023
+                    lambda: _with_children(server.pid),  # noqa: B023
                 )
             ]
             if postfix:

@@ -210,7 +210,7 @@ class MailplaneSMTP(SMTP):
     def _hang_up(self, reply: bytes) -> None:
         """Send `reply` and close; nothing more is read or answered on this connection."""
         self._hanging_up = True
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply + b"\r\n")  # type: ignore[attr-defined]
             self.transport.close()
 
@@ -334,6 +334,10 @@ class MailplaneSMTP(SMTP):
         # policy, a VRFY argument that was not even UTF-8) is sent with "?" instead of
         # failing in aiosmtpd's strict encoder, and control characters the same way.
         if self._hanging_up:
+            return
+        if self.transport is None or self.transport.is_closing():
+            # The connection is gone (idle timeout, client reset) while a command was still
+            # being answered: asyncio dropped such writes, uvloop raises RuntimeError.
             return
         reply = status if isinstance(status, str) else status.decode("ascii", "replace")
         reply = _CONTROL.sub("?", reply)
