@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "mailplane.jobs",
     "mailplane.queue",
     "mailplane.dnsproviders",
+    "mailplane.servers",
 ]
 
 MIDDLEWARE = [
@@ -156,6 +157,8 @@ SPECTACULAR_SETTINGS = {
     },
     # One named enum per set of choices (several are called `status` or `provider`).
     "ENUM_NAME_OVERRIDES": {
+        "StreamKindEnum": "mailplane.servers.models.StreamKind",
+        "ServerKeyKindEnum": "mailplane.servers.models.ServerKeyKind",
         "TaskStatusEnum": "mailplane.jobs.models.JobStatus",
         "MailboxStatusEnum": "mailplane.mailboxes.models.MailboxStatus",
         "RelayProviderEnum": "mailplane.relays.models.Provider",

@@ -33,15 +33,35 @@ def test_every_list_route_is_found():
         "/api/messages/",
         "/api/projects/",
         "/api/relay-servers/",
+        "/api/server/messages/",
+        "/api/servers/",
+        "/api/servers/<id:pk>/keys/",
     ]
 
 
-@pytest.mark.parametrize("path", [*LIST_ROUTES, "/mailbox/"])
+# The server's own lists take a server key or a server id: test_server_lists_… below.
+ACCOUNT_LISTS = [p for p in LIST_ROUTES if "<" not in p and not p.startswith("/api/server/")]
+
+
+@pytest.mark.parametrize("path", [*ACCOUNT_LISTS, "/mailbox/"])
 def test_every_list_has_the_one_paginated_shape(account, path):
     """Relay servers and API keys were bare arrays (issue 9): every list is DRF's page."""
     page = account.client.get(f"{path}?limit=1").json()
     assert isinstance(page, dict) and set(page) == {"count", "next", "previous", "results"}
     assert isinstance(page["results"], list) and len(page["results"]) <= 1
+
+
+def test_server_lists_have_the_one_paginated_shape(account):
+    from tests.support.servers import server_make
+
+    access = server_make(account)
+    pages = [
+        account.client.get(f"/api/servers/{access.server.pk}/keys/?limit=1").json(),
+        access.client.get("/api/server/messages/?limit=1").json(),
+    ]
+    for page in pages:
+        assert isinstance(page, dict) and set(page) == {"count", "next", "previous", "results"}
+        assert isinstance(page["results"], list) and len(page["results"]) <= 1
 
 
 def test_relay_servers_and_keys_page_with_limit_and_offset(account):

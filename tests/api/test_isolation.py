@@ -19,10 +19,16 @@ from mailplane.jobs.services import job_run
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_create, mailbox_validate
 from mailplane.projects.models import Project
+from mailplane.queue.models import OutboundMessage
 from mailplane.queue.services import message_enqueue
 from mailplane.relays.services import relay_server_create
+from mailplane.sending.requests import send_request_parse
+from mailplane.sending.services import message_send
+from mailplane.servers.models import EmailServer, ServerKey
+from mailplane.servers.services import email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
 from tests.support.fixtures import verified_domain
+from tests.support.servers import send_body, server_client
 
 
 @pytest.fixture
@@ -63,8 +69,20 @@ def victim(account):
         mailbox=mailbox,
         raw=b"Subject: Victim secret subject\r\n\r\nhello\r\n",
     )
+    server = email_server_create(organization=account.org, name="victim-prod-secret")
+    server_key = server_key_create(server=server, name="victim-key-secret", kind="full")
+    sent = message_send(
+        server=server,
+        request=send_request_parse(
+            send_body(**{"from": "ceo@victim.test"}, subject="Victim secret subject")
+        ),
+    )
     return {
         "message": message,
+        "server": server,
+        "server_key": server_key.server_key,
+        "server_secret": server_key.secret,
+        "sent": sent.message,
         "project": project,
         "domain": domain,
         "relay": relay,
@@ -149,6 +167,19 @@ WALK = {
         ("delete", "/api/mailboxes/{mailbox}/", None),
     ],
     "task-detail": [("get", "/api/tasks/{job}/", None)],
+    # A server's create body names nothing of another account's (its names are per
+    # account: tests/servers/test_servers_api.py), so the list is what there is to see.
+    "server-list": [("get", "/api/servers/", None)],
+    "server-detail": [
+        ("get", "/api/servers/{server}/", None),
+        ("patch", "/api/servers/{server}/", {"name": "pwned", "sandbox": True}),
+        ("delete", "/api/servers/{server}/", None),
+    ],
+    "server-key-list": [
+        ("get", "/api/servers/{server}/keys/", None),
+        ("post", "/api/servers/{server}/keys/", {"name": "mine", "kind": "full"}),
+    ],
+    "server-key-detail": [("delete", "/api/server-keys/{server_key}/", None)],
     # Provider webhooks take no API key: the relay server's webhook secret authenticates
     # them. The victim's server has none set, so for anyone it has no receiver at all
     # (signed calls across tenants: tests/delivery/test_provider_webhooks.py).
@@ -164,7 +195,7 @@ WALK = {
 
 
 def _ids(victim):
-    ids = {k: v.pk for k, v in victim.items() if k != "account"}
+    ids = {k: v.pk for k, v in victim.items() if k not in ("account", "server_secret")}
     ids["domain_name"] = victim["domain"].name
     return ids
 
@@ -187,9 +218,35 @@ def _fill_body(body, victim):
     return filled
 
 
+# Routes that take a server key (api/send.py): the intruder walks them with a key of its
+# own server (test_intruder_server_key_reaches_only_its_server).
+SERVER_KEY_WALK = {
+    "email-send": [
+        # Sending as the victim's verified domain: it is no identity of the intruder's.
+        ("post", "/api/email/", send_body(**{"from": "ceo@victim.test"})),
+        ("post", "/api/email/", send_body(**{"from": "x@intruder.test"}, stream="broadcast")),
+    ],
+    "email-batch": [("post", "/api/email/batch/", [send_body(**{"from": "ceo@victim.test"})])],
+    "server-message-list": [
+        ("get", "/api/server/messages/", None),
+        ("get", "/api/server/messages/?recipient=x@elsewhere.test", None),
+        ("get", "/api/server/messages/?tag=secret", None),
+    ],
+    "server-message-detail": [
+        ("get", "/api/server/messages/{sent}/", None),
+        ("get", "/api/server/messages/{message}/", None),
+    ],
+    "server-self": [
+        ("get", "/api/server/", None),
+        ("patch", "/api/server/", {"name": "pwned", "default_stream": "broadcast"}),
+    ],
+}
+
+
 def test_every_route_is_walked():
     names = {p.name for p in api_urls.urlpatterns if isinstance(p, URLPattern)}
-    assert names - set(WALK) == set(), "add isolation cases for these routes"
+    walked = set(WALK) | set(SERVER_KEY_WALK)
+    assert names - walked == set(), "add isolation cases for these routes"
 
 
 @pytest.mark.parametrize("route", sorted(WALK))
@@ -204,6 +261,9 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "Victim secret subject",
         "cf-victim-secret-token",
         "victim cloudflare",
+        "victim-prod-secret",
+        "victim-key-secret",
+        victim["server_key"].prefix,
     ]
     for method, template, body in WALK[route]:
         path = _fill(template, victim)
@@ -247,6 +307,11 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     assert victim["relay"].credentials == {"api_key": "key-victim-secret-0001"}
     assert victim["domain"].redirect == ""
     assert victim["key"].revoked_at is None
+    server = EmailServer.objects.get(pk=victim["server"].pk)
+    assert (server.name, server.sandbox) == ("victim-prod-secret", False)
+    assert ServerKey.objects.get(pk=victim["server_key"].pk).revoked_at is None
+    assert ServerKey.objects.filter(server=server).count() == 1
+    assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
     mailbox = Mailbox.objects.get(pk=victim["mailbox"].pk)
     assert mailbox.password == "Victim-Password-42"
     assert not Mailbox.objects.filter(organization=other_account.org).exists()
@@ -255,3 +320,36 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
 def test_unknown_task_id_shapes_are_404(other_account):
     for task_id in ("not-a-uuid", str(uuid.uuid4()), "' OR 1=1 --"):
         assert other_account.client.get(f"/api/tasks/{task_id}/").status_code == 404
+
+
+@pytest.mark.parametrize("route", sorted(SERVER_KEY_WALK))
+def test_intruder_server_key_reaches_only_its_server(victim, other_account, route):
+    """A server key of another account's server: it sends from no identity of the
+    victim's, and sees, changes or queues nothing of the victim's."""
+    verified_domain(other_account, "intruder.test")
+    own = email_server_create(organization=other_account.org, name="intruder-server")
+    key = server_key_create(server=own, kind="full").secret
+    before = OutboundMessage.objects.filter(organization=victim["account"].org).count()
+    for method, template, body in SERVER_KEY_WALK[route]:
+        path = _fill(template, victim)
+        # An account key (the victim's own, even) is no server key: 401.
+        reply = getattr(victim["account"].client, method)(path, body, format="json")
+        assert reply.status_code == 401, (method, path, reply.content)
+        reply = getattr(server_client(key), method)(path, body, format="json")
+        text = reply.content.decode()
+        if "{" in template:
+            assert reply.status_code == 404, (method, path, text)
+        else:
+            assert reply.status_code in {200, 422}, (method, path, text)
+        for secret in ("victim-prod-secret", "Victim secret subject", victim["server_secret"]):
+            assert secret not in text, (path, secret, text)
+        if route == "server-self":
+            assert reply.json()["id"] == own.pk
+        if route == "server-message-list":
+            assert reply.json()["count"] == 0
+    after = OutboundMessage.objects.filter(organization=victim["account"].org).count()
+    assert after == before  # nothing queued in the victim's account
+    sent = OutboundMessage.objects.filter(organization=other_account.org)
+    assert not sent.filter(mail_from="ceo@victim.test").exists()
+    server = EmailServer.objects.get(pk=victim["server"].pk)
+    assert (server.name, server.default_stream.stream_id) == ("victim-prod-secret", "outbound")

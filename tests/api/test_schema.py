@@ -19,6 +19,7 @@ from openapi_spec_validator import validate
 from rest_framework.test import APIClient
 
 from mailplane.api import urls as api_urls
+from mailplane.api.server_auth import ServerKeyAuthentication
 from tests.support.openapi import api_schema
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -83,17 +84,19 @@ def test_every_operation_is_described(path, method, op):
         assert responses[success[0]].get("content"), f"{method} {path}: no success body"
 
     webhook = path.startswith("/webhooks/")
+    view = _view_for(path)
     if path == "/api/":
         assert reads_nothing  # the index: public, lists paths, no data
     elif webhook:
         assert op["security"] == [] if "security" in op else True
     else:
-        assert op["security"] == [{"ApiKey": []}]
+        # The send API takes server keys (api/server_auth.py), everything else account keys.
+        scheme = "ServerKey" if ServerKeyAuthentication in view.authentication_classes else "ApiKey"
+        assert op["security"] == [{scheme: []}]
         assert {"401", "429"} <= set(responses)
         assert "Retry-After" in responses["429"]["headers"]
     if "{" in path:
         assert "404" in responses
-    view = _view_for(path)
     takes_body = "request.data" in inspect.getsource(getattr(view, method)) or (
         method in ("post", "put", "patch") and view.__module__.endswith("projects")
     )
@@ -122,7 +125,7 @@ def test_lists_are_described_as_pages():
     lists = [
         (p, op) for p, m, op in _operations() if m == "get" and p.endswith(("s/", "/mailbox/"))
     ]
-    assert len(lists) == 8, [p for p, _ in lists]
+    assert len(lists) == 11, [p for p, _ in lists]
     for path, op in lists:
         names = {p["name"] for p in op.get("parameters", [])}
         assert {"limit", "offset"} <= names, path

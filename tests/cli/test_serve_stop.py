@@ -20,7 +20,7 @@ import pytest
 
 from mailplane.tls import client_context_insecure
 from tests.support.dns_server import DnsServer
-from tests.support.live_service import LiveService, _wait_for_port
+from tests.support.live_service import LiveService, wait_for_port
 
 pytestmark = pytest.mark.timeout(300)
 PASSWORD = "Stop-Quickly-pass-1"
@@ -50,7 +50,7 @@ def _serve(svc: LiveService, services: str, log: Path) -> subprocess.Popen[bytes
     wanted = {"web": ["HTTP"], "submission": ["SMTP"], "mx": ["MX"], "imap": ["IMAP"]}
     for service in services.split(","):
         for name in wanted.get(service, []):
-            _wait_for_port(svc.ports[name], proc, log, timeout=120)
+            wait_for_port(svc.ports[name], proc, log, timeout=120)
     return proc
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from mailplane.tls import client_context_insecure
-from tests.support.live_service import PORT_SETTINGS, free_port
+from tests.support.live_service import PORT_SETTINGS, free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(400)
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,26 +78,12 @@ def second_terminal_script(blocks: list[str], ports: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"port {port} never opened:\n{log.read_text()}") from None
-            time.sleep(0.2)
-
-
 def _start(command: list[str], env: dict[str, str], ports: dict[str, int], log: Path):
     handle = open(log, "ab")  # noqa: SIM115 - closed with the process below
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     proc.log_handle = handle  # type: ignore[attr-defined]
     for name in ("HTTP", "SMTP", "MX", "IMAP"):
-        _wait_for_port(ports[name], proc, log, timeout=180)
+        wait_for_port(ports[name], proc, log, timeout=180)
     return proc
 
 

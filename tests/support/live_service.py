@@ -91,7 +91,7 @@ class LiveService:
         return verified
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -144,7 +144,7 @@ def live_service(
                 }
                 for service in services.split(","):
                     for name in wanted.get(service, []):
-                        _wait_for_port(svc.ports[name], proc, log_path, timeout=60)
+                        wait_for_port(svc.ports[name], proc, log_path, timeout=60)
                 yield svc, dns
             finally:
                 proc.terminate()

@@ -16,6 +16,9 @@ from mailplane.api import (
     projects,
     provider_webhooks,
     relays,
+    send,
+    server_messages,
+    servers,
     tasks,
 )
 from mailplane.api.fields import IdConverter
@@ -69,6 +72,28 @@ urlpatterns = [
     ),
     path("api/messages/", messages.MessageListView.as_view(), name="message-list"),
     path("api/messages/<id:pk>/", messages.MessageDetailView.as_view(), name="message-detail"),
+    # Email servers (account keys) and sending through one (server keys: api/send.py).
+    path("api/servers/", servers.EmailServerListView.as_view(), name="server-list"),
+    path("api/servers/<id:pk>/", servers.EmailServerDetailView.as_view(), name="server-detail"),
+    path("api/servers/<id:pk>/keys/", servers.ServerKeyListView.as_view(), name="server-key-list"),
+    path(
+        "api/server-keys/<id:pk>/",
+        servers.ServerKeyDetailView.as_view(),
+        name="server-key-detail",
+    ),
+    path("api/server/", send.ServerView.as_view(), name="server-self"),
+    path(
+        "api/server/messages/",
+        server_messages.ServerMessageListView.as_view(),
+        name="server-message-list",
+    ),
+    path(
+        "api/server/messages/<id:pk>/",
+        server_messages.ServerMessageDetailView.as_view(),
+        name="server-message-detail",
+    ),
+    path("api/email/", send.EmailSendView.as_view(), name="email-send"),
+    path("api/email/batch/", send.EmailBatchView.as_view(), name="email-batch"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
     # Provider event webhooks: signed by the provider, not called with an API key.
     path(

@@ -1,6 +1,7 @@
 """The checklist each claimed recipient goes through (Postal's outgoing processor shape).
 
-prepare():  hold_if_suppressed → fail_if_no_relay → deliver_locally_if_hosted → sign
+prepare():  hold_if_suppressed → fail_if_no_relay → deliver_locally_if_hosted (DKIM:
+            what signing needs; the worker signs on the event loop)
 send():     the relay server's provider (worker.py)
 record():   one terminal or retry decision per recipient, written through the queue's
             transitions (queue/transitions.py: row, event, suppression), then for
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from mailplane.delivery.bounces import verp_address
@@ -21,7 +22,7 @@ from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.providers.base import Envelope
 from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.retry import retry_delay
-from mailplane.delivery.signing import SignRequest, sign_many
+from mailplane.delivery.signing import SignRequest
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.queue.models import (
     EventType,
@@ -60,7 +61,7 @@ class SignSpec:
 class Job:
     row: QueuedRecipient
     envelope: Envelope
-    # Set when batch_prepare(sign=False) left the DKIM signature to the caller (the worker).
+    # What DKIM-signing the envelope needs, until the worker has signed it (then None).
     sign: SignSpec | None = None
 
 
@@ -71,7 +72,6 @@ class BatchContext:
     bodies: dict[int, bytes]
     suppressed: set[tuple[int, str]]
     local: dict[str, Mailbox]
-    signed: dict[int, bytes] = field(default_factory=dict)
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -140,17 +140,6 @@ def sign_spec(message: OutboundMessage) -> SignSpec | None:
     return SignSpec(domain.name, domain.dkim_selector, domain.dkim_private_key)
 
 
-def signed_body(message: OutboundMessage, ctx: BatchContext) -> bytes:
-    """DKIM-sign once per message, whatever the number of recipients."""
-    if message.pk not in ctx.signed:
-        raw = ctx.bodies[message.pk]
-        spec = sign_spec(message)
-        if spec is not None:
-            [raw] = sign_many([(raw, spec.domain, spec.selector, spec.private_pem)])
-        ctx.signed[message.pk] = raw
-    return ctx.signed[message.pk]
-
-
 def sign_requests(jobs: Sequence[Job]) -> dict[int, SignRequest]:
     """What still needs signing in `jobs`, once per message (no ORM access)."""
     todo: dict[int, SignRequest] = {}
@@ -189,13 +178,11 @@ STEPS: tuple[Callable[[QueuedRecipient, BatchContext], Outcome | None], ...] = (
 )
 
 
-def batch_prepare(
-    rows: Sequence[QueuedRecipient], *, sign: bool = True
-) -> tuple[list[Outcome], list[Job]]:
+def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
     """Run the checklist up to sending: outcomes decided here, and envelopes to send.
 
-    sign=False leaves DKIM to the caller (jobs_sign), so that the service loop signs off its
-    single database thread."""
+    DKIM is left to the caller (sign_requests, jobs_signed): the worker signs on the event
+    loop, off its single database thread."""
     if not rows:
         return [], []
     ctx = batch_context_load(rows)
@@ -220,9 +207,9 @@ def batch_prepare(
                 mail_from=return_path(row),
                 rcpt_to=row.rcpt_to,
                 rcpt_domain=row.rcpt_domain,
-                data=signed_body(row.message, ctx) if sign else ctx.bodies[row.message_id],
+                data=ctx.bodies[row.message_id],
             )
-            jobs.append(Job(row, envelope, None if sign else sign_spec(row.message)))
+            jobs.append(Job(row, envelope, sign_spec(row.message)))
     return done, jobs
 
 

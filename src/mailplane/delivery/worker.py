@@ -1,10 +1,20 @@
-"""The delivery worker: claim → checklist → send concurrently (bounded) → record.
+"""The delivery worker: claim → checklist → sign → send concurrently (bounded) → record.
 
-Database work (claims, checklist, records) runs on one dedicated thread, since the ORM is
-synchronous; network work runs on the event loop. `run_once` does one pass synchronously
-(tests, benchmarks); `run_forever` is the service, keeping a bounded window of recipients
-in flight and claiming more as slots free up (Postfix qmgr's "active queue"), and renewing
-the lease on every row it holds (claimed, not yet recorded) on a heartbeat of its own.
+One code path. `_Run` is the service's state (rows held, sends in flight, the lease
+heartbeat, per-destination slots) and `_Run.cycle` one turn of its loop: record what
+finished, claim as many rows as the window has room for, run the checklist, start one
+send task per (relay, destination) chunk (DKIM-signed on the event loop, under the
+destination's connection cap). `run_forever` (the service: `mailplane serve`,
+`python -m mailplane.delivery`) repeats the cycle; `run_once` (tests) is one cycle and
+then the same drain the service does when it stops. Both hold a heartbeat that renews the
+lease on every row claimed and not yet recorded (`tests/delivery/test_one_path.py` fails
+if the two stop sharing the cycle).
+
+The ORM is synchronous, so database work runs off the event loop, on one thread: in the
+service a dedicated thread (and the heartbeat its own, so that a long claim or record does
+not delay a renewal past the lease); in `run_once` the caller's thread, renewals included,
+so that a test's transaction sees the claims and writes the records, while the loop runs
+on a thread of its own. (A pass is one batch: its record is short, a renewal waits for it.)
 """
 
 from __future__ import annotations
@@ -13,20 +23,23 @@ import asyncio
 import functools
 import logging
 import os
+import queue
 import random
 import socket
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import connections
 from django.utils import timezone
 
 from mailplane.delivery.claims import recipients_claim, recipients_renew
 from mailplane.delivery.config import conf
-from mailplane.delivery.limits import destination_slots
+from mailplane.delivery.limits import Destination, destination_slots
 from mailplane.delivery.processor import (
     Job,
     Outcome,
@@ -42,6 +55,7 @@ from mailplane.queue.models import QueuedRecipient
 
 log = logging.getLogger("mailplane.delivery")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 # Opening a connection (TCP, EHLO, STARTTLS) costs more than a transaction on an open
@@ -72,6 +86,178 @@ def _chunks(jobs: list[Job], parts: int) -> list[list[Job]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
+class _CallerThread(Executor):
+    """Runs what is submitted on the thread that calls `serve`, until `serve`'s future is
+    done: `run_once`'s database thread is its caller's, whose connection (and, in a test,
+    open transaction) the worker's claims and records then use. The idea of asgiref's
+    CurrentThreadExecutor, whose constructor differs between asgiref versions."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
+        self._work = queue.SimpleQueue()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        self._work.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def serve(self, until: Future[Any]) -> None:
+        until.add_done_callback(lambda _: self._work.put(None))
+        while (item := self._work.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue  # its awaiter was cancelled (the heartbeat, at the end of a run)
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the awaiting task, as a pool does
+                future.set_exception(exc)
+
+
+class _Run:
+    """One run of the worker: what the service loop keeps between cycles.
+
+    `held` is every row claimed and not yet recorded (the heartbeat renews their lease);
+    `lost` the held rows another worker took after our lease ran out (the heartbeat finds
+    them; a send that has not started skips them, the new owner sends and records them).
+    """
+
+    def __init__(
+        self,
+        worker: DeliveryWorker,
+        *,
+        db: Executor,
+        beat: Executor,
+        now: datetime | None,
+    ) -> None:
+        self.worker = worker
+        self.db = db
+        self.beat = beat
+        self.now = now  # a fixed clock (tests); None: the real one
+        self.window = max(worker.batch_size, worker.concurrency * 4)
+        self.slots = asyncio.Semaphore(worker.concurrency)
+        self.destinations = destination_slots(owner=worker.worker_id)
+        self.finished: list[Outcome] = []
+        self.in_flight = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        self.held: set[int] = set()
+        self.lost: set[int] = set()
+        self.more_due = False  # the last claim was full: claim again without waiting
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db, functools.partial(fn, *args, **kwargs))
+
+    # -- the cycle ------------------------------------------------------------------------
+
+    async def cycle(self) -> int:
+        """Record what finished, claim what the window has room for, start its sends;
+        return how many rows the claim returned."""
+        worker = self.worker
+        if self.finished:
+            batch, self.finished = self.finished, []
+            await self.record(batch)
+        room = self.window - self.in_flight
+        limit = min(worker.batch_size, room)
+        claimed = await self.call(worker.claim, now=self.now, limit=limit) if room > 0 else []
+        # A row we still hold can only come back if its lease ran out unnoticed (the claim
+        # just renewed it): it is in flight here already.
+        rows = [r for r in claimed if r.pk not in self.held]
+        self.held.update(r.pk for r in rows)
+        if rows:
+            done, jobs = await self.call(worker.prepare, rows)
+            self.finished.extend(done)
+            # Every row is an outcome or a job; one that is neither must not be renewed for
+            # ever (it would never be tried again while we live).
+            accounted = {o.row.pk for o in done} | {j.row.pk for j in jobs}
+            self.held.difference_update(r.pk for r in rows if r.pk not in accounted)
+            for provider, chunk in worker.groups(jobs):
+                self.in_flight += len(chunk)
+                key = (chunk[0].row.message.relay_server_id or 0, chunk[0].row.rcpt_domain)
+                task = asyncio.create_task(self.deliver(provider, chunk, key))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        self.more_due = bool(claimed) and len(claimed) == limit
+        return len(claimed)
+
+    async def idle(self, stop: asyncio.Event, poll: float) -> None:
+        """Sleep until a send finishes, `stop` is set, or the poll tick."""
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+
+    async def drain(self) -> None:
+        """Wait for the sends in flight and record everything that finished."""
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.finished:
+            batch, self.finished = self.finished, []
+            await self.record(batch)
+
+    # -- the steps --------------------------------------------------------------------------
+
+    async def deliver(self, provider: Provider, chunk: list[Job], key: Destination) -> None:
+        try:
+            await _sign_on_loop(chunk)
+            # Per-destination politeness across batches and workers: at most N connections
+            # per (relay, domain), however many batches and workers are in flight.
+            async with self.destinations.slot(key, provider.max_connections_per_domain):
+                outcomes = await self.send_chunk(provider, chunk)
+            # Look `finished` up only now: the cycle swaps in a fresh list while we wait.
+            self.finished.extend(outcomes)
+        except Exception:
+            log.exception("delivery task failed; its rows wait for the lease to expire")
+            self.held.difference_update(job.row.pk for job in chunk)
+            raise
+        finally:
+            self.in_flight -= len(chunk)
+            self.wake.set()
+
+    async def send_chunk(self, provider: Provider, chunk: list[Job]) -> list[Outcome]:
+        async with self.slots:
+            # Checked once the send can start: a chunk may have waited for a slot a while.
+            chunk = [job for job in chunk if job.row.pk not in self.lost]
+            if not chunk:
+                return []
+            try:
+                results = await provider.send([j.envelope for j in chunk])
+            except Exception as exc:  # a provider bug must not lose the claim's outcome
+                log.exception("provider failed")
+                results = [SendResult.temporary(f"451 4.3.0 internal error: {exc}")] * len(chunk)
+        return [Outcome(job.row, result) for job, result in zip(chunk, results, strict=True)]
+
+    async def record(self, batch: list[Outcome]) -> None:
+        await self.call(self.worker.record, batch, now=self.now)
+        done = {o.row.pk for o in batch}
+        self.held.difference_update(done)
+        self.lost.difference_update(done)
+
+    async def heartbeat(self) -> None:
+        """Renew every third of a lease, so two missed beats still keep the claim. On the
+        event loop, so that a wedged loop stops renewing and its rows move on."""
+        loop = asyncio.get_running_loop()
+        every = self.worker.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            ids = set(self.held)
+            if not ids:
+                continue
+            renew = functools.partial(self.worker.renew, ids, now=self.now)
+            try:
+                gone = await loop.run_in_executor(self.beat, renew)
+            except Exception:  # the next beat retries; the lease has room for it
+                log.exception("lease renewal failed")
+                continue
+            # Recorded meanwhile (no longer held) is not lost; taken by another worker is.
+            gone &= self.held
+            if gone:
+                log.warning("lost the claim on %d recipients to another worker", len(gone))
+                self.lost.update(gone)
+                self.held.difference_update(gone)
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -88,11 +274,8 @@ class DeliveryWorker:
         self.concurrency = concurrency or int(conf("DELIVERY_CONCURRENCY"))
         self.rng = rng
         self._providers: dict[tuple[int, Any], Provider] = {}
-        # Rows whose lease ran out and another worker took (the heartbeat finds them): not
-        # sent from here any more, the new owner sends and records them.
-        self._lost: set[int] = set()
 
-    # -- synchronous steps (database thread) ----------------------------------------------
+    # -- database steps (run on the database thread) ----------------------------------------
 
     def claim(
         self, *, now: datetime | None = None, limit: int | None = None
@@ -110,10 +293,9 @@ class DeliveryWorker:
             worker_id=self.worker_id, ids=ids, lease=self.lease, now=now or timezone.now()
         )
 
-    def prepare(
-        self, rows: Sequence[QueuedRecipient], *, sign: bool = True
-    ) -> tuple[list[Outcome], list[Job]]:
-        return batch_prepare(rows, sign=sign)
+    def prepare(self, rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
+        """The checklist; DKIM is left to the send task (signed on the event loop)."""
+        return batch_prepare(rows)
 
     def record(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
         if outcomes:
@@ -121,7 +303,7 @@ class DeliveryWorker:
                 outcomes, worker_id=self.worker_id, now=now or timezone.now(), rng=self.rng
             )
 
-    # -- sending (event loop) ---------------------------------------------------------------
+    # -- grouping for the sends ---------------------------------------------------------------
 
     def _provider(self, job: Job) -> Provider:
         relay = job.row.message.relay_server
@@ -135,7 +317,7 @@ class DeliveryWorker:
             )
         return self._providers[key]
 
-    def _groups(self, jobs: Sequence[Job]) -> list[tuple[Provider, list[Job]]]:
+    def groups(self, jobs: Sequence[Job]) -> list[tuple[Provider, list[Job]]]:
         """(provider, chunk) pairs: per relay and destination domain, at most
         max_connections_per_domain chunks, each carried over one connection."""
         by_destination: dict[tuple[int, str], list[Job]] = defaultdict(list)
@@ -149,163 +331,72 @@ class DeliveryWorker:
                 pairs.append((provider, chunk))
         return pairs
 
-    async def _send_chunk(
-        self, provider: Provider, chunk: list[Job], slots: asyncio.Semaphore
-    ) -> list[Outcome]:
-        async with slots:
-            # Checked once the send can start: a chunk may have waited for a slot a while.
-            chunk = [job for job in chunk if job.row.pk not in self._lost]
-            if not chunk:
-                return []
+    # -- running ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _running(
+        self, *, db: Executor, beat: Executor, now: datetime | None = None
+    ) -> AsyncIterator[_Run]:
+        """A run with its heartbeat; on the way out (stop, or the end of run_once) wait for
+        the sends in flight, record them, and close what the run opened on this loop."""
+        run = _Run(self, db=db, beat=beat, now=now)
+        renewing = asyncio.create_task(run.heartbeat())
+        try:
+            yield run
+        finally:
             try:
-                results = await provider.send([j.envelope for j in chunk])
-            except Exception as exc:  # a provider bug must not lose the claim's outcome
-                log.exception("provider failed")
-                results = [SendResult.temporary(f"451 4.3.0 internal error: {exc}")] * len(chunk)
-        return [Outcome(job.row, result) for job, result in zip(chunk, results, strict=True)]
+                await run.drain()
+            finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
+                await run.destinations.close()
+                # Idle connections belong to this loop (run_once has one per pass).
+                await providers_close(self._providers.values())
 
-    async def send(self, jobs: Sequence[Job]) -> list[Outcome]:
-        slots = asyncio.Semaphore(self.concurrency)
-        tasks = [self._send_chunk(p, chunk, slots) for p, chunk in self._groups(jobs)]
-        return [o for outcomes in await asyncio.gather(*tasks) for o in outcomes]
-
-    # -- one pass, synchronously ----------------------------------------------------------------
+    async def run_batch(self, *, db: Executor, now: datetime | None = None) -> int:
+        """One cycle of the service loop and its drain: claim one batch, deliver it under the
+        destination caps, record it; return how many recipients the claim returned."""
+        async with self._running(db=db, beat=db, now=now) as run:
+            return await run.cycle()
 
     def run_once(self, *, now: datetime | None = None) -> int:
-        """Claim one batch, deliver it and record it; return how many recipients it held.
+        """`run_batch` with this thread as the database thread and an event loop on a thread
+        of its own (tests: their transaction sees every claim and record). `now` fixes the
+        clock of the claim, the renewals and the record."""
+        db = _CallerThread()
+        result: Future[int] = Future()
 
-        No heartbeat here (tests drive it on one database connection): a pass must end
-        within the lease, or another worker may take its rows. The service renews."""
-        rows = self.claim(now=now)
-        done, jobs = self.prepare(rows)
-        if jobs:
+        def loop() -> None:
+            try:
+                result.set_result(asyncio.run(self.run_batch(db=db, now=now)))
+            except BaseException as exc:
+                result.set_exception(exc)
 
-            async def send() -> list[Outcome]:
-                try:
-                    return await self.send(jobs)
-                finally:  # idle SMTP connections belong to this pass's event loop
-                    await providers_close(self._providers.values())
-
-            done += asyncio.run(send())
-        self.record(done, now=now)
-        return len(rows)
-
-    # -- the service ----------------------------------------------------------------------------
+        # A daemon: should this thread stop serving (KeyboardInterrupt), the loop thread
+        # waits on it for ever and must not hold the interpreter's exit too.
+        thread = threading.Thread(target=loop, name="delivery-loop", daemon=True)
+        thread.start()
+        db.serve(result)
+        thread.join()
+        return result.result()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        """The service: the same cycle until `stop`, then the same drain."""
         loop = asyncio.get_running_loop()
         db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
         # The heartbeat has its own thread (and database connection): a long claim or record
         # on the database thread must not delay a renewal past the lease.
         beat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-lease")
-
-        async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-            return await loop.run_in_executor(db, functools.partial(fn, *args, **kwargs))
-
-        window = max(self.batch_size, self.concurrency * 4)
-        slots = asyncio.Semaphore(self.concurrency)
-        destinations = destination_slots(owner=self.worker_id)
-        finished: list[Outcome] = []
-        in_flight = 0
-        tasks: set[asyncio.Task[None]] = set()
-        wake = asyncio.Event()
         poll = float(conf("DELIVERY_POLL_INTERVAL"))
-        # Rows claimed and not yet recorded: the heartbeat keeps their lease.
-        held: set[int] = set()
-        lost = self._lost
-        lost.clear()
-
-        async def heartbeat() -> None:
-            """Renew every third of a lease, so two missed beats still keep the claim. On
-            the event loop, so that a wedged loop stops renewing and its rows move on."""
-            every = self.lease.total_seconds() / 3
-            while True:
-                await asyncio.sleep(every)
-                ids = set(held)
-                if not ids:
-                    continue
-                try:
-                    gone = await loop.run_in_executor(beat, self.renew, ids)
-                except Exception:  # the next beat retries; the lease has room for it
-                    log.exception("lease renewal failed")
-                    continue
-                # Recorded meanwhile (no longer held) is not lost; taken by another worker is.
-                gone &= held
-                if gone:
-                    log.warning("lost the claim on %d recipients to another worker", len(gone))
-                    lost.update(gone)
-                    held.difference_update(gone)
-
-        async def deliver(provider: Provider, chunk: list[Job], key: tuple[int, str]) -> None:
-            nonlocal in_flight
-            # Per-destination politeness across batches and workers: at most N connections
-            # per (relay, domain), however many batches and workers are in flight.
-            try:
-                await _sign_on_loop(chunk)
-                async with destinations.slot(key, provider.max_connections_per_domain):
-                    outcomes = await self._send_chunk(provider, chunk, slots)
-                # Look `finished` up only now: the loop swaps in a fresh list while we wait.
-                finished.extend(outcomes)
-            except Exception:
-                log.exception("delivery task failed; its rows wait for the lease to expire")
-                held.difference_update(job.row.pk for job in chunk)
-                raise
-            finally:
-                in_flight -= len(chunk)
-                wake.set()
-
-        async def record(batch: list[Outcome]) -> None:
-            await call(self.record, batch)
-            done = {o.row.pk for o in batch}
-            held.difference_update(done)
-            lost.difference_update(done)
-
         log.info("delivery worker %s started (lease %s)", self.worker_id, self.lease)
-        renewing = asyncio.create_task(heartbeat())
         try:
-            while not stop.is_set():
-                if finished:
-                    batch, finished = finished, []
-                    await record(batch)
-                room = window - in_flight
-                claimed = (
-                    await call(self.claim, limit=min(self.batch_size, room)) if room > 0 else []
-                )
-                # A row we still hold can only come back if its lease ran out unnoticed
-                # (the claim just renewed it): it is in flight here already.
-                rows = [r for r in claimed if r.pk not in held]
-                held.update(r.pk for r in rows)
-                if rows:
-                    done, jobs = await call(self.prepare, rows, sign=False)
-                    finished.extend(done)
-                    # Every row is an outcome or a job; one that is neither must not be
-                    # renewed for ever (it would never be tried again while we live).
-                    accounted = {o.row.pk for o in done} | {j.row.pk for j in jobs}
-                    held.difference_update(r.pk for r in rows if r.pk not in accounted)
-                    for provider, chunk in self._groups(jobs):
-                        in_flight += len(chunk)
-                        key = (chunk[0].row.message.relay_server_id or 0, chunk[0].row.rcpt_domain)
-                        task = asyncio.create_task(deliver(provider, chunk, key))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                if claimed and len(claimed) == min(self.batch_size, room):
-                    continue  # probably more due: claim again at once
-                # Idle (or window full): sleep until a send finishes, stop, or the poll tick.
-                wake.clear()
-                waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-                await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
+            async with self._running(db=db, beat=beat) as run:
+                while not stop.is_set():
+                    await run.cycle()
+                    if not run.more_due:  # idle, or the window is full
+                        await run.idle(stop, poll)
         finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            if finished:
-                await record(finished)
-            renewing.cancel()
-            await asyncio.gather(renewing, return_exceptions=True)
-            await destinations.close()
-            await providers_close(self._providers.values())
-            await call(connections.close_all)
+            await loop.run_in_executor(db, connections.close_all)
             await loop.run_in_executor(beat, connections.close_all)
             beat.shutdown(wait=True)
             db.shutdown(wait=True)

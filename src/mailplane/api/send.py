@@ -1,0 +1,381 @@
+"""The send API, authenticated by a server key (api/server_auth.py).
+
+POST /api/email/        one message       (Postmark: POST /email)
+POST /api/email/batch/  up to 500         (Postmark: POST /email/batch)
+GET/PATCH /api/server/  the key's server  (Postmark: GET/PUT /server; full keys only)
+
+Field names follow Mailgun and Resend (`from`, `to`, `cc`, `bcc`, `reply_to`, `subject`,
+`text`, `html`, `headers`, `tags`), whose JSON users type by hand; `metadata` and `stream`
+are Postmark's `Metadata` and `MessageStream` in the same lower-case style. A 200 comes
+only after the commit that makes the message durable (sending/services.py).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.errors import error_body
+from mailplane.api.parsers import BodyUnreadable, body_too_large, declared_length, json_check
+from mailplane.api.schema import CONFLICT, error
+from mailplane.api.server_auth import (
+    FullAccessKey,
+    HasServerKey,
+    ServerKeyAuthentication,
+    server_of,
+)
+from mailplane.api.servers import (
+    EmailServerSerializer,
+    EmailServerWriteSerializer,
+    server_representation,
+)
+from mailplane.core.errors import DomainError, ValidationFailed
+from mailplane.queue.models import RecipientStatus
+from mailplane.sending.idempotency import (
+    HEADER,
+    idempotency_claim,
+    idempotency_complete,
+    idempotency_key_parse,
+    idempotency_release,
+    request_digest,
+)
+from mailplane.sending.requests import MAX_RECIPIENTS, MESSAGE_MAX_BYTES, send_request_parse
+from mailplane.sending.services import Prepared, SendContext, Sent, message_prepare, messages_send
+from mailplane.servers.models import EmailServer
+from mailplane.servers.selectors import email_server_get
+from mailplane.servers.services import email_server_update
+
+BATCH_MAX = 500  # Postmark's batch limit
+# A JSON body carries a 10 MB message with escaping to spare; a batch as Postmark's 50 MB.
+SEND_BODY_MAX = 2 * MESSAGE_MAX_BYTES
+BATCH_BODY_MAX = 50 * 1024 * 1024
+
+
+class _BoundedJSONParser(BaseParser):
+    """api/parsers.BoundedJSONParser's checks (size before reading, depth, text), with the
+    send API's larger limit: the account API's 1 MiB would refuse most HTML mail.
+
+    Not a JSONParser subclass on purpose: DRF reads `request.body` for those, which holds
+    the whole body in memory first and stops at DATA_UPLOAD_MAX_MEMORY_SIZE (6 MiB); this
+    one reads the stream itself, at most `limit` + 1 bytes."""
+
+    media_type = "application/json"
+    limit = SEND_BODY_MAX
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        request = (parser_context or {}).get("request")
+        if request is not None and declared_length(request) > self.limit:
+            raise body_too_large(self.limit)
+        raw = stream.read(self.limit + 1)
+        if len(raw) > self.limit:
+            raise body_too_large(self.limit)
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        depth = int(settings.MAILPLANE["API_MAX_JSON_DEPTH"])
+        try:
+            data = json.loads(codecs.decode(raw, encoding), parse_constant=_refuse_constant)
+        except RecursionError as exc:
+            raise _unreadable(f"is nested more than {depth} levels deep") from exc
+        except (ValueError, LookupError) as exc:  # bad JSON or text, NaN, unknown charset
+            raise _unreadable(f"is not valid JSON: {exc}") from exc
+        json_check(data, max_depth=depth)
+        return data
+
+
+class SendJSONParser(_BoundedJSONParser):
+    limit = SEND_BODY_MAX
+
+
+class BatchJSONParser(_BoundedJSONParser):
+    limit = BATCH_BODY_MAX
+
+
+def _unreadable(message: str) -> ValidationFailed:
+    return BodyUnreadable(f"body: {message}", details={"body": [message]})
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # RFC 8259 §6
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+)
+class AddressesField(serializers.Field):
+    """`"a@x.test, B <b@x.test>"` or `["a@x.test", "B <b@x.test>"]`."""
+
+
+class AttachmentSerializer(serializers.Serializer[Any]):
+    filename = serializers.CharField(max_length=255)
+    content = serializers.CharField(help_text="The file's bytes, base64 (RFC 4648 §4).")
+    content_type = serializers.CharField(
+        required=False, help_text='A MIME type; default "application/octet-stream".'
+    )
+
+
+class SendMessageSerializer(serializers.Serializer[Any]):
+    """For the schema; sending/requests.py reads the body (and names every bad field)."""
+
+    to = AddressesField(help_text=f"Recipients; to, cc and bcc together at most {MAX_RECIPIENTS}.")
+    cc = AddressesField(required=False)
+    bcc = AddressesField(required=False, help_text="Envelope only: never written in the header.")
+    reply_to = AddressesField(required=False)
+    subject = serializers.CharField(required=False, max_length=998)
+    text = serializers.CharField(required=False, help_text="Plain-text body; text, html or both.")
+    html = serializers.CharField(required=False, help_text="HTML body.")
+    headers = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Custom header fields, name to value; fields the platform sets (From, "
+        "Sender, Message-ID, DKIM-Signature, Return-Path, Date, MIME fields…) are refused.",
+    )
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    metadata = serializers.DictField(
+        child=serializers.CharField(max_length=500),
+        required=False,
+        help_text="Your own key-value pairs, kept with the message.",
+    )
+    stream = serializers.CharField(
+        required=False, help_text="A stream id of the server; default its default stream."
+    )
+    attachments = AttachmentSerializer(
+        many=True,
+        required=False,
+        help_text="At most 10 files; the whole message at most 10 MB.",
+    )
+    test_mode = serializers.BooleanField(
+        required=False,
+        help_text="Check and record the message as delivered, and send nothing (as on a "
+        "sandbox server; Mailgun's `o:testmode`).",
+    )
+
+
+# `from` is a Python keyword: declared after the class.
+SendMessageSerializer._declared_fields["from"] = serializers.CharField(
+    help_text="The sender, `a@x.test` or `Name <a@x.test>`: its domain must be a verified "
+    "domain of the account (else 422)."
+)
+
+
+SENT_STATUSES = [RecipientStatus.QUEUED, RecipientStatus.DELIVERED, RecipientStatus.SUPPRESSED]
+
+
+class SentSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(help_text="The message: `GET /api/messages/{id}/`.")
+    message_id = serializers.CharField(help_text="Its Message-ID header field.")
+    stream = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=SENT_STATUSES,
+        help_text="`queued`; `delivered` on a sandbox server (recorded, never sent); "
+        "`suppressed` when every recipient is on the suppression list.",
+    )
+    to = serializers.ListField(child=serializers.CharField(), help_text="Envelope recipients.")
+    suppressed = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Recipients on the account's suppression list: recorded as suppressed, "
+        "sent nothing.",
+    )
+    submitted_at = serializers.DateTimeField()
+
+
+class BatchItemErrorSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class BatchItemSerializer(serializers.Serializer[Any]):
+    index = serializers.IntegerField(help_text="Position in the request, from 0.")
+    status = serializers.ChoiceField(choices=[*SENT_STATUSES, "error"])
+    id = serializers.IntegerField(required=False)
+    message_id = serializers.CharField(required=False)
+    stream = serializers.CharField(required=False)
+    to = serializers.ListField(child=serializers.CharField(), required=False)
+    suppressed = serializers.ListField(child=serializers.CharField(), required=False)
+    submitted_at = serializers.DateTimeField(required=False)
+    error = BatchItemErrorSerializer(required=False, help_text="Why this one was refused.")
+
+
+def _sent(sent: Sent) -> dict[str, Any]:
+    return {
+        "id": sent.message.pk,
+        "message_id": sent.message.message_id,
+        "stream": sent.stream.stream_id,
+        "status": sent.status,
+        "to": sent.recipients,
+        "suppressed": sent.suppressed,
+        "submitted_at": sent.message.created_at,
+    }
+
+
+IDEMPOTENCY = OpenApiParameter(
+    HEADER,
+    str,
+    location=OpenApiParameter.HEADER,
+    description="Up to 256 visible ASCII characters, kept 24 hours: the same key with the "
+    "same body answers as the first time (`Idempotent-Replayed: true`); with another body, or "
+    "while the first is still in progress, 409.",
+)
+IDEMPOTENCY_CONFLICT = error(
+    "The `Idempotency-Key` was used with another body, or its first request is in progress."
+)
+REPLAYED = "Idempotent-Replayed"
+
+
+def _as_json(body: Any) -> Any:
+    """The body as the client reads it (datetimes as DRF renders them), for storing."""
+    return json.loads(JSONRenderer().render(body))
+
+
+def _answer(request: Request, server: EmailServer, run: Callable[[], tuple[int, Any]]) -> Response:
+    """Run `run` (which queues and returns the answer) once per Idempotency-Key."""
+    key = idempotency_key_parse(request.headers.get(HEADER))
+    if key is None:
+        status, body = run()
+        return Response(body, status=status)
+    digest = request_digest(path=request.path, data=request.data)
+    replay = idempotency_claim(server=server, key=key, digest=digest)
+    if replay is not None:
+        return Response(replay.body, status=replay.status, headers={REPLAYED: "true"})
+    try:
+        with transaction.atomic():
+            status, body = run()
+            body = _as_json(body)
+            idempotency_complete(server=server, key=key, status=status, body=body)
+    except DomainError as exc:
+        # A client error is an answer too: the same request gets it again.
+        refusal = error_body(exc.code, exc.message, exc.details)
+        idempotency_complete(server=server, key=key, status=exc.http_status, body=refusal)
+        raise
+    except BaseException:
+        idempotency_release(server=server, key=key)
+        raise
+    return Response(body, status=status)
+
+
+SENDER_NOT_VERIFIED = error("`from` is not a verified sender identity of the account.")
+MESSAGE_TOO_LARGE = error(f"The message (or the body) is over {MESSAGE_MAX_BYTES} bytes.")
+
+
+class EmailSendView(APIView):
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [HasServerKey]
+    parser_classes = [SendJSONParser]
+
+    @extend_schema(
+        operation_id="email_send",
+        request=SendMessageSerializer,
+        parameters=[IDEMPOTENCY],
+        responses={
+            200: SentSerializer,
+            409: IDEMPOTENCY_CONFLICT,
+            413: MESSAGE_TOO_LARGE,
+            422: SENDER_NOT_VERIFIED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        server = server_of(request)
+
+        def run() -> tuple[int, Any]:
+            send = send_request_parse(request.data)
+            prepared = message_prepare(ctx=SendContext.load(server), request=send)
+            [sent] = messages_send(server=server, prepared=[prepared])
+            return 200, _sent(sent)
+
+        return _answer(request, server, run)
+
+
+class EmailBatchView(APIView):
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [HasServerKey]
+    parser_classes = [BatchJSONParser]
+
+    @extend_schema(
+        operation_id="email_batch",
+        request=SendMessageSerializer(many=True),
+        parameters=[IDEMPOTENCY],
+        responses={
+            200: BatchItemSerializer(many=True),
+            409: IDEMPOTENCY_CONFLICT,
+            413: MESSAGE_TOO_LARGE,
+        },
+        description=f"Up to {BATCH_MAX} messages; one result per message, in order (200 "
+        "even when some are refused: each refusal is in its item). The accepted ones are "
+        "queued in one transaction.",
+    )
+    def post(self, request: Request) -> Response:
+        server = server_of(request)
+        return _answer(request, server, lambda: (200, self._batch(server, request.data)))
+
+    def _batch(self, server: EmailServer, items: Any) -> list[dict[str, Any]]:
+        if not isinstance(items, list):
+            raise ValidationFailed.on("body", "must be a JSON array of messages")
+        if not items:
+            raise ValidationFailed.on("body", "must hold at least one message")
+        if len(items) > BATCH_MAX:
+            raise ValidationFailed.on(
+                "body", f"holds {len(items)} messages: at most {BATCH_MAX} per batch"
+            )
+        ctx = SendContext.load(server)
+        results: list[dict[str, Any]] = []
+        accepted: list[tuple[int, Prepared]] = []
+        for index, item in enumerate(items):
+            try:
+                accepted.append((index, message_prepare(ctx=ctx, request=send_request_parse(item))))
+                results.append({})
+            except DomainError as exc:
+                results.append(
+                    {
+                        "index": index,
+                        "status": "error",
+                        **error_body(exc.code, exc.message, exc.details),
+                    }
+                )
+        sent = messages_send(server=server, prepared=[p for _, p in accepted])
+        for (index, _), one in zip(accepted, sent, strict=True):
+            results[index] = {"index": index, **_sent(one)}
+        return results
+
+
+class ServerView(APIView):
+    """The key's own server; a send-only key gets 403 (seed 004)."""
+
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [FullAccessKey]
+
+    @extend_schema(
+        operation_id="server_retrieve",
+        responses={200: EmailServerSerializer, 403: error("A send-only key.")},
+    )
+    def get(self, request: Request) -> Response:
+        server = server_of(request)
+        server = email_server_get(organization=server.organization, server_id=server.pk)
+        return Response(server_representation(server))
+
+    @extend_schema(
+        operation_id="server_update",
+        request=EmailServerWriteSerializer(partial=True),
+        responses={
+            200: EmailServerSerializer,
+            403: error("A send-only key, or a plan limit."),
+            409: CONFLICT,
+        },
+    )
+    def patch(self, request: Request) -> Response:
+        server = server_of(request)
+        serializer = EmailServerWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        email_server_update(server=server, fields=dict(serializer.validated_data))
+        server = email_server_get(organization=server.organization, server_id=server.pk)
+        return Response(server_representation(server))

@@ -1,0 +1,89 @@
+"""Server keys on the send API: `Authorization: Bearer <key>` (Resend, useSend and most
+HTTP clients' built-in scheme) or `X-Server-Token: <key>` (the header Postmark users know
+as `X-Postmark-Server-Token`).
+
+A server key acts on its one server; the account endpoints take only `Api-Key` account
+keys (api/authentication.py), and these views take only server keys, so neither kind of
+key reaches the other's endpoints. Wrong keys count against the client address in the
+same throttle as wrong account keys (api/throttling.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions, permissions
+from rest_framework.request import Request
+
+from mailplane.api.authentication import AuthThrottled
+from mailplane.api.throttling import auth_failure_limits, client_key
+from mailplane.servers.models import EmailServer, ServerKey, ServerKeyKind
+from mailplane.servers.services import server_key_authenticate
+
+BEARER = "Bearer"
+TOKEN_HEADER = "HTTP_X_SERVER_TOKEN"
+
+
+class ServerKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Any, ServerKey] | None:
+        secret = request.META.get(TOKEN_HEADER)
+        if secret is None:
+            header = authentication.get_authorization_header(request).decode("latin-1")
+            keyword, _, rest = header.partition(" ")
+            if not header or keyword.lower() != BEARER.lower():
+                return None
+            secret = rest
+        limits = auth_failure_limits()
+        client = client_key(request.META)
+        wait = limits.retry_after(client=client)
+        if wait is not None:
+            raise AuthThrottled(wait)
+        secret = secret.strip()
+        if not secret or " " in secret:
+            limits.failed(client=client)
+            raise exceptions.AuthenticationFailed("malformed server key")
+        key = server_key_authenticate(secret=secret)
+        if key is None:
+            limits.failed(client=client)
+            raise exceptions.AuthenticationFailed("invalid or revoked server key")
+        return key.server.organization.owner, key
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'{BEARER} realm="server key"'  # a 401, not a 403, without a key
+
+
+def server_of(request: Request) -> EmailServer:
+    key = request.auth
+    assert isinstance(key, ServerKey)
+    return key.server
+
+
+class HasServerKey(permissions.BasePermission):
+    """Authenticated by a server key (not merely by some authenticator)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, ServerKey)
+
+
+class FullAccessKey(HasServerKey):
+    """Seed 004: a send-only key sends and nothing else."""
+
+    message = "this server key is send-only: reading or changing the server needs a full key"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        key = request.auth
+        return isinstance(key, ServerKey) and key.kind == ServerKeyKind.FULL
+
+
+class ServerKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "mailplane.api.server_auth.ServerKeyAuthentication"
+    name = "ServerKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A server key (`mps_…`, from `POST /api/servers/{id}/keys/`) as "
+            "`Authorization: Bearer <key>`, or in `X-Server-Token: <key>`.",
+        }

@@ -1,0 +1,126 @@
+"""/api/server/messages/: a server key reads its server's messages (Postmark: GET
+/messages/outbound with a server token). Any server key, send-only included: seed 004's
+send-only key sends "and reads its own messages" (issue 11). Another server's message,
+even of the same account, is not found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.messages import (
+    MessageDetailSerializer,
+    MessageSerializer,
+    message_representation,
+)
+from mailplane.api.pagination import LimitOffsetPagination
+from mailplane.api.schema import AutoSchema
+from mailplane.api.server_auth import HasServerKey, ServerKeyAuthentication, server_of
+from mailplane.core.errors import ValidationFailed
+from mailplane.queue.models import OutboundMessage, RecipientStatus
+from mailplane.servers.selectors import server_message_get, server_message_list
+
+
+class _ServerFields(serializers.Serializer[Any]):
+    stream = serializers.CharField(help_text="The stream id it was sent on.")
+    tags = serializers.ListField(child=serializers.CharField())
+    metadata = serializers.DictField(child=serializers.CharField())
+    sandbox = serializers.BooleanField(help_text="Sent on a sandbox server: never delivered.")
+
+
+class ServerMessageSerializer(MessageSerializer, _ServerFields):
+    """A list entry: the account's message fields plus the server's."""
+
+
+class ServerMessageDetailSerializer(MessageDetailSerializer, _ServerFields):
+    """The detail: plus every delivery event, oldest first."""
+
+
+FILTERS = {
+    # name: (max length, description)
+    "recipient": (320, "Only messages to this address (exact, any case)."),
+    "status": (20, "Only messages with a recipient in this status."),
+    "tag": (100, "Only messages with this tag."),
+    "stream": (50, "Only messages of this stream id."),
+}
+
+
+def _text_param(request: Request, name: str, max_length: int) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ValidationFailed.on(name, "give this parameter once")
+    if not values or values[0] == "":
+        return None
+    if len(values[0]) > max_length:
+        raise ValidationFailed.on(name, f"must be at most {max_length} characters")
+    return values[0]
+
+
+class _FilterSchema(AutoSchema):
+    """Every query parameter here takes "" as absent (`_text_param`, api/fields.py), and
+    the schema says so: `allowEmptyValue` (OpenAPI 3.0.3 §4.7.12)."""
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> Any:
+        operation = super().get_operation(*args, **kwargs)
+        for parameter in (operation or {}).get("parameters", []):
+            if parameter.get("in") == "query":
+                parameter["allowEmptyValue"] = True
+        return operation
+
+
+def _representation(message: OutboundMessage, *, events: bool) -> dict[str, Any]:
+    link = message.server_link
+    return {
+        **message_representation(message, events=events),
+        "stream": link.stream.stream_id,
+        "tags": link.tags,
+        "metadata": link.metadata,
+        "sandbox": link.sandbox,
+    }
+
+
+class ServerMessageListView(APIView):
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [HasServerKey]
+    pagination_class = LimitOffsetPagination
+    schema = _FilterSchema()
+
+    @extend_schema(
+        operation_id="server_messages_list",
+        parameters=[
+            OpenApiParameter(
+                name,
+                str,
+                description=text,
+                enum=RecipientStatus.values if name == "status" else None,
+            )
+            for name, (_, text) in FILTERS.items()
+        ],
+        responses=ServerMessageSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        found = {name: _text_param(request, name, size) for name, (size, _) in FILTERS.items()}
+        if found["status"] is not None and found["status"] not in RecipientStatus.values:
+            raise ValidationFailed.on(
+                "status", f"must be one of {', '.join(RecipientStatus.values)}"
+            )
+        qs = server_message_list(server=server_of(request), **found)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(qs, request, view=self) or []
+        return paginator.get_paginated_response([_representation(m, events=False) for m in page])
+
+
+class ServerMessageDetailView(APIView):
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [HasServerKey]
+
+    @extend_schema(operation_id="server_messages_retrieve", responses=ServerMessageDetailSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        message = server_message_get(server=server_of(request), message_id=pk)
+        return Response(_representation(message, events=True))

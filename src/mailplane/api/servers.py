@@ -1,0 +1,185 @@
+"""/api/servers/…: email servers, their streams and their keys, managed with an account key.
+
+Postmark splits its API the same way: an account token manages servers, a server token
+sends (api/send.py). Another account's server ids are not found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mailplane.api.authentication import organization_of
+from mailplane.api.fields import BoundedCharField
+from mailplane.api.pagination import LimitOffsetPagination
+from mailplane.api.schema import CONFLICT, LIMIT_REACHED
+from mailplane.servers.models import EmailServer, ServerKeyKind, StreamKind
+from mailplane.servers.selectors import email_server_get, email_server_list, server_key_list
+from mailplane.servers.services import (
+    email_server_create,
+    email_server_delete,
+    email_server_update,
+    server_key_create,
+    server_key_revoke,
+)
+
+
+class StreamSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    stream_id = serializers.CharField(help_text="What a send request names in `stream`.")
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=StreamKind.choices)
+
+
+class EmailServerSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    color = serializers.CharField(allow_blank=True, help_text='"#rrggbb", or "" for none.')
+    default_stream = serializers.CharField(
+        allow_null=True, help_text="The stream id used when a send request names none."
+    )
+    auto_suppress_bounces = serializers.BooleanField()
+    auto_suppress_complaints = serializers.BooleanField()
+    sandbox = serializers.BooleanField(
+        help_text="Messages are validated and recorded as delivered, and never sent."
+    )
+    streams = StreamSerializer(many=True)
+    created_at = serializers.DateTimeField()
+
+
+class EmailServerWriteSerializer(serializers.Serializer[Any]):
+    name = BoundedCharField(max_length=100)
+    color = BoundedCharField(max_length=7, allow_blank=True, required=False)
+    default_stream = BoundedCharField(
+        max_length=50, required=False, help_text="`outbound` (default) or `broadcast`."
+    )
+    auto_suppress_bounces = serializers.BooleanField(required=False)
+    auto_suppress_complaints = serializers.BooleanField(required=False)
+    sandbox = serializers.BooleanField(
+        required=False,
+        help_text="Default: false on plans with API sending, true (and required) on starter.",
+    )
+
+
+def server_representation(server: EmailServer) -> dict[str, Any]:
+    streams = sorted(server.streams.all(), key=lambda s: s.pk)
+    default = next((s.stream_id for s in streams if s.pk == server.default_stream_id), None)
+    return {
+        "id": server.pk,
+        "name": server.name,
+        "color": server.color,
+        "default_stream": default,
+        "auto_suppress_bounces": server.auto_suppress_bounces,
+        "auto_suppress_complaints": server.auto_suppress_complaints,
+        "sandbox": server.sandbox,
+        "streams": [
+            {"id": s.pk, "stream_id": s.stream_id, "name": s.name, "kind": s.kind} for s in streams
+        ],
+        "created_at": server.created_at,
+    }
+
+
+class EmailServerListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(responses=EmailServerSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        servers = email_server_list(organization=organization_of(request))
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(servers, request, view=self) or []
+        return paginator.get_paginated_response([server_representation(s) for s in page])
+
+    @extend_schema(
+        request=EmailServerWriteSerializer,
+        responses={201: EmailServerSerializer, 403: LIMIT_REACHED, 409: CONFLICT},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EmailServerWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        server = email_server_create(
+            organization=organization_of(request), **serializer.validated_data
+        )
+        server = email_server_get(organization=server.organization, server_id=server.pk)
+        return Response(server_representation(server), status=status.HTTP_201_CREATED)
+
+
+class EmailServerDetailView(APIView):
+    @extend_schema(responses=EmailServerSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        server = email_server_get(organization=organization_of(request), server_id=pk)
+        return Response(server_representation(server))
+
+    @extend_schema(
+        request=EmailServerWriteSerializer(partial=True),
+        responses={200: EmailServerSerializer, 403: LIMIT_REACHED, 409: CONFLICT},
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        org = organization_of(request)
+        server = email_server_get(organization=org, server_id=pk)
+        serializer = EmailServerWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        email_server_update(server=server, fields=dict(serializer.validated_data))
+        return Response(server_representation(email_server_get(organization=org, server_id=pk)))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        email_server_delete(organization=organization_of(request), server_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ServerKeySerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    server = serializers.IntegerField(source="server_id")
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=ServerKeyKind.choices)
+    prefix = serializers.CharField(help_text="The key's first characters, to tell keys apart.")
+    created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+class ServerKeyIssuedSerializer(ServerKeySerializer):
+    key = serializers.CharField(help_text="The key itself: shown this once.")
+
+
+class ServerKeyCreateSerializer(serializers.Serializer[Any]):
+    name = BoundedCharField(max_length=100, required=False, default="default")
+    kind = serializers.ChoiceField(
+        choices=ServerKeyKind.choices,
+        required=False,
+        default=ServerKeyKind.SEND_ONLY,
+        help_text="`send_only` (default): send only; `full`: also read and change the server.",
+    )
+
+
+class ServerKeyListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(responses=ServerKeySerializer(many=True))
+    def get(self, request: Request, pk: int) -> Response:
+        server = email_server_get(organization=organization_of(request), server_id=pk)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(server_key_list(server=server), request, view=self)
+        return paginator.get_paginated_response(ServerKeySerializer(page or [], many=True).data)
+
+    @extend_schema(request=ServerKeyCreateSerializer, responses={201: ServerKeyIssuedSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        server = email_server_get(organization=organization_of(request), server_id=pk)
+        serializer = ServerKeyCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = server_key_create(server=server, **serializer.validated_data)
+        body: dict[str, Any] = dict(ServerKeySerializer(issued.server_key).data)
+        body["key"] = issued.secret  # shown once, never again
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ServerKeyDetailView(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        server_key_revoke(organization=organization_of(request), key_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,22 @@
+"""The send path's own refusals, on top of core/errors.py's tree:
+
+DomainError
+├── SenderNotVerified   `from` is no verified identity of the account   (HTTP 422)
+└── MessageTooLarge     the composed message is over MESSAGE_MAX_BYTES   (HTTP 413)
+"""
+
+from __future__ import annotations
+
+from mailplane.core.errors import DomainError
+
+
+class SenderNotVerified(DomainError):
+    # 422, not 400: the request is well formed; the account lacks the identity (the
+    # issue asks for it, and Postmark answers an unconfirmed signature the same way).
+    code = "sender_not_verified"
+    http_status = 422
+
+
+class MessageTooLarge(DomainError):
+    code = "message_too_large"
+    http_status = 413

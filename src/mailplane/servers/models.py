@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from django.db import models
+
+from mailplane.queue.models import OutboundMessage
+from mailplane.tenancy.models import Organization
+
+
+class StreamKind(models.TextChoices):
+    TRANSACTIONAL = "transactional"  # one-to-one mail a user triggered (receipts, resets)
+    BROADCAST = "broadcast"  # one-to-many mail (newsletters, announcements)
+
+
+class EmailServer(models.Model):
+    """Seed 004's server: a project or environment boundary for API sending."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="email_servers"
+    )
+    name = models.CharField(max_length=100)
+    color = models.CharField(max_length=7, blank=True)  # "#rrggbb" or ""
+    # Null only between the server's insert and its streams' (servers.services).
+    default_stream = models.ForeignKey(
+        "MessageStream", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    auto_suppress_bounces = models.BooleanField(default=True)
+    auto_suppress_complaints = models.BooleanField(default=True)
+    # Sandbox: messages are accepted, validated and recorded as delivered, and never sent.
+    sandbox = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="one_server_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MessageStream(models.Model):
+    """A channel of one server for one kind of mail (Postmark's message streams).
+
+    `stream_id` is what a send request names (`"stream": "outbound"`), as Postmark's
+    `MessageStream` does; each server is created with `outbound` (transactional) and
+    `broadcast`, Postmark's default ids."""
+
+    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="streams")
+    stream_id = models.SlugField(max_length=50)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=StreamKind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["server", "stream_id"], name="one_stream_id")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server_id}/{self.stream_id}"
+
+
+class ServerKeyKind(models.TextChoices):
+    FULL = "full"  # send, and read and change the server's settings
+    SEND_ONLY = "send_only"  # send, nothing else
+
+
+class ServerKey(models.Model):
+    """A key scoped to one server. As account keys: only a digest is kept, shown once."""
+
+    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="keys")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=ServerKeyKind.choices)
+    prefix = models.CharField(max_length=16, db_index=True)
+    key_digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class ServerMessage(models.Model):
+    """What the send API knows of a queued message beyond the queue's row: its server,
+    stream, tags and metadata. One row per OutboundMessage sent through a server, written
+    in the enqueue's transaction; the queue itself stays unaware of servers."""
+
+    message = models.OneToOneField(
+        OutboundMessage, on_delete=models.CASCADE, primary_key=True, related_name="server_link"
+    )
+    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="messages")
+    stream = models.ForeignKey(MessageStream, on_delete=models.CASCADE, related_name="messages")
+    tags = models.JSONField(default=list)
+    metadata = models.JSONField(default=dict)
+    sandbox = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"message {self.message_id} on server {self.server_id}"
+
+
+class IdempotencyStatus(models.TextChoices):
+    PROCESSING = "processing"
+    DONE = "done"
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` on one server and the answer it got (sending/
+    idempotency.py). Kept 24 hours, as Resend, useSend and Hyvor Relay keep theirs."""
+
+    server = models.ForeignKey(
+        EmailServer, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=256)
+    request_digest = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=IdempotencyStatus.choices)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server", "key"], name="one_idempotency_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} on server {self.server_id} ({self.status})"
+
+
+class MessageTag(models.Model):
+    """One tag of a server message, as a row so the logs can search by tag with an index
+    (ServerMessage.tags keeps them in order for reading; SQLite has no JSON containment)."""
+
+    message = models.ForeignKey(ServerMessage, on_delete=models.CASCADE, related_name="tag_rows")
+    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="+")
+    tag = models.CharField(max_length=100)
+
+    class Meta:
+        indexes = [models.Index(fields=["server", "tag"], name="server_tag")]
+
+    def __str__(self) -> str:
+        return self.tag

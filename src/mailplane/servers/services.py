@@ -1,0 +1,216 @@
+"""Writes for email servers, their streams and their keys (keyword-only, typed)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from mailplane.core import crypto
+from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, ValidationFailed
+from mailplane.queue.models import OutboundMessage
+from mailplane.servers.models import (
+    EmailServer,
+    MessageStream,
+    ServerKey,
+    ServerKeyKind,
+    StreamKind,
+)
+from mailplane.tenancy.models import Organization
+from mailplane.tenancy.plans import PlanName
+
+# Seed 004's limits ("Free 1, Pro 5, Enterprise unlimited"); our starter plan is the free
+# tier. Seed 002 makes API sending a Pro feature, so a starter account's one server is a
+# sandbox: it can try the whole API, and nothing it sends leaves.
+SERVERS_ALLOWED: dict[PlanName, int | None] = {
+    PlanName.STARTER: 1,
+    PlanName.PRO: 5,
+    PlanName.ENTERPRISE: None,
+}
+# The streams every server starts with, under Postmark's default ids.
+DEFAULT_STREAMS = (
+    ("outbound", "Default Transactional Stream", StreamKind.TRANSACTIONAL),
+    ("broadcast", "Default Broadcast Stream", StreamKind.BROADCAST),
+)
+KEY_PREFIX = "mps_"  # account keys are mp_…: the prefix tells a server key at a glance
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+UPDATABLE = frozenset(
+    {"name", "color", "default_stream", "auto_suppress_bounces", "auto_suppress_complaints",
+     "sandbox"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedServerKey:
+    server_key: ServerKey
+    secret: str  # the only time the clear key exists
+
+
+def servers_allowed(organization: Organization) -> int | None:
+    return SERVERS_ALLOWED[PlanName(organization.plan)]
+
+
+def _sandbox_check(organization: Organization, sandbox: bool) -> None:
+    if not sandbox and not organization.plan_limits.api_sending:
+        raise NotAllowed(
+            "sandbox: API sending is a Pro feature; on the starter plan a server runs in "
+            "sandbox mode (messages are validated and recorded, never delivered)",
+            details={"sandbox": ["must be true on the starter plan"]},
+        )
+
+
+def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    """Field checks the serializer cannot make alone (shape is checked there)."""
+    if "name" in fields:
+        fields["name"] = str(fields["name"]).strip()
+        if not fields["name"]:
+            raise ValidationFailed.on("name", "must not be blank")
+    color = fields.get("color")
+    if color and not _COLOR.fullmatch(color):
+        raise ValidationFailed.on("color", 'must be "#rrggbb" (hex) or ""')
+    return fields
+
+
+def email_server_create(
+    *,
+    organization: Organization,
+    name: str,
+    color: str = "",
+    default_stream: str = "outbound",
+    auto_suppress_bounces: bool = True,
+    auto_suppress_complaints: bool = True,
+    sandbox: bool | None = None,
+) -> EmailServer:
+    """A server with its transactional and broadcast streams, within the plan's limit.
+
+    sandbox None: the plan decides (starter: sandbox; plans with API sending: live)."""
+    if sandbox is None:
+        sandbox = not organization.plan_limits.api_sending
+    _sandbox_check(organization, sandbox)
+    fields = _clean({"name": name, "color": color})
+    stream_ids = [s[0] for s in DEFAULT_STREAMS]
+    if default_stream not in stream_ids:
+        raise ValidationFailed.on("default_stream", f"must be one of {', '.join(stream_ids)}")
+    with transaction.atomic():
+        # Lock the account row: two concurrent creates cannot both pass the count.
+        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        limit = servers_allowed(organization)
+        if limit is not None and organization.email_servers.count() >= limit:
+            raise LimitReached(
+                f"the {organization.plan} plan allows {limit} email server"
+                f"{'s' if limit != 1 else ''}",
+                details={"servers": [f"limit of {limit} reached"]},
+            )
+        if organization.email_servers.filter(name=fields["name"]).exists():
+            raise Conflict(
+                f"a server named {fields['name']!r} exists",
+                details={"name": ["a server with this name exists"]},
+            )
+        server = EmailServer.objects.create(
+            organization=organization,
+            name=fields["name"],
+            color=fields["color"],
+            auto_suppress_bounces=auto_suppress_bounces,
+            auto_suppress_complaints=auto_suppress_complaints,
+            sandbox=sandbox,
+        )
+        streams = MessageStream.objects.bulk_create(
+            MessageStream(server=server, stream_id=sid, name=title, kind=kind)
+            for sid, title, kind in DEFAULT_STREAMS
+        )
+        server.default_stream = next(s for s in streams if s.stream_id == default_stream)
+        server.save(update_fields=["default_stream"])
+    return server
+
+
+def email_server_update(*, server: EmailServer, fields: dict[str, Any]) -> EmailServer:
+    """Change any of UPDATABLE; `default_stream` names one of the server's stream ids."""
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise ValidationFailed.on(sorted(unknown)[0], "cannot be changed")
+    fields = _clean(dict(fields))
+    if "sandbox" in fields:
+        _sandbox_check(server.organization, bool(fields["sandbox"]))
+    if "default_stream" in fields:
+        stream = server.streams.filter(stream_id=fields["default_stream"]).first()
+        if stream is None:
+            raise ValidationFailed.on("default_stream", "no such stream on this server")
+        fields["default_stream"] = stream
+    for name, value in fields.items():
+        setattr(server, name, value)
+    try:
+        with transaction.atomic():
+            server.save(update_fields=list(fields))
+    except IntegrityError as exc:
+        raise Conflict(
+            "a server with this name exists", details={"name": ["a server with this name exists"]}
+        ) from exc
+    return server
+
+
+def email_server_delete(*, organization: Organization, server_id: int) -> None:
+    """Seed 004: the server's streams, keys and logs (its messages and their events) go
+    with it; nothing of any other server does."""
+    with transaction.atomic():
+        server = EmailServer.objects.filter(organization=organization, pk=server_id).first()
+        if server is None:
+            raise NotFound("server not found")
+        OutboundMessage.objects.filter(
+            organization=organization, server_link__server=server
+        ).delete()
+        server.delete()
+
+
+def server_key_create(
+    *, server: EmailServer, name: str = "default", kind: str = ServerKeyKind.SEND_ONLY
+) -> IssuedServerKey:
+    if kind not in ServerKeyKind.values:
+        raise ValidationFailed.on("kind", f"must be one of {', '.join(ServerKeyKind.values)}")
+    secret = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    key = ServerKey.objects.create(
+        server=server,
+        name=name,
+        kind=kind,
+        prefix=secret[: len(KEY_PREFIX) + 6],
+        key_digest=crypto.digest(secret),
+    )
+    return IssuedServerKey(server_key=key, secret=secret)
+
+
+def server_key_revoke(*, organization: Organization, key_id: int) -> ServerKey:
+    key = ServerKey.objects.filter(
+        server__organization=organization, pk=key_id, revoked_at=None
+    ).first()
+    if key is None:
+        raise NotFound("server key not found")
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    return key
+
+
+def server_key_authenticate(*, secret: str) -> ServerKey | None:
+    """The live key with this secret's digest (crypto.digest, as account keys), or None."""
+    if not secret.startswith(KEY_PREFIX):
+        return None  # not a server key: no query
+    key = (
+        ServerKey.objects.select_related("server", "server__organization")
+        .filter(
+            key_digest=crypto.digest(secret),
+            revoked_at=None,
+            server__organization__is_active=True,
+        )
+        .first()
+    )
+    if key is None:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ServerKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key

@@ -1,0 +1,48 @@
+"""Email servers and server-key clients for the send API's tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rest_framework.test import APIClient
+
+from mailplane.servers.models import EmailServer
+from mailplane.servers.services import email_server_create, server_key_create
+from tests.support.fixtures import Account
+
+
+@dataclass
+class ServerAccess:
+    account: Account
+    server: EmailServer
+    key: str  # a send-only key
+    full_key: str
+    client: APIClient  # the send-only key, as `Authorization: Bearer`
+    full_client: APIClient
+
+
+def server_client(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+def server_make(
+    account: Account, name: str = "my-app-production", **kwargs: object
+) -> ServerAccess:
+    server = email_server_create(organization=account.org, name=name, **kwargs)  # type: ignore[arg-type]
+    key = server_key_create(server=server, name="send", kind="send_only").secret
+    full = server_key_create(server=server, name="admin", kind="full").secret
+    return ServerAccess(account, server, key, full, server_client(key), server_client(full))
+
+
+def send_body(**fields: object) -> dict[str, object]:
+    """A valid send request; a field given as None is left out."""
+    body: dict[str, object] = {
+        "from": "Alice <alice@acme.test>",
+        "to": "carol@dest.test",
+        "subject": "Hello",
+        "text": "Hi Carol.",
+    }
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not None}
