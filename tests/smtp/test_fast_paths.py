@@ -91,7 +91,7 @@ def test_mx_asks_the_dns_once_per_ttl_for_spf_and_dmarc(listeners, carol, dns_se
     _send(listeners, "a@quiet.test", carol.address, times=3)
     files = maildir_files(carol)
     assert len(files) == 6
-    assert all(b"spf=pass" in f.read_bytes() for f in files[:3])
+    assert sum(b"spf=pass" in f.read_bytes() for f in files) == 3  # the cached answer too
     assert len(dns_server.queried("sender.test", "TXT")) == 1
     assert len(dns_server.queried("_dmarc.sender.test", "TXT")) == 1
     # RFC 2308 §5: a negative answer is cached for its SOA's TTL too.
