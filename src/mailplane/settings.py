@@ -216,6 +216,8 @@ MAILPLANE: dict[str, Any] = {
     "MX_PORT": config.env_int("MAILPLANE_MX_PORT", 2525),
     "SMTP_MAX_MESSAGE_BYTES": config.env_int("MAILPLANE_SMTP_MAX_MESSAGE_BYTES", 25 * 1024 * 1024),
     "SMTP_MAX_RECIPIENTS": config.env_int("MAILPLANE_SMTP_MAX_RECIPIENTS", 100),
+    # Processes per SMTP listener service sharing its ports (SO_REUSEPORT); 0 = one per CPU.
+    "SMTP_PROCESSES": config.env_int("MAILPLANE_SMTP_PROCESSES", 1),
     # IMAP: implicit TLS (993 in production) and STARTTLS (143 in production).
     "IMAP_PORT": config.env_int("MAILPLANE_IMAP_PORT", 9993),
     "IMAP_STARTTLS_PORT": config.env_int("MAILPLANE_IMAP_STARTTLS_PORT", 1143),

@@ -24,6 +24,7 @@ from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_create, mailbox_validate
 from mailplane.smtp import server
+from mailplane.smtp.__main__ import loop_factory
 from mailplane.smtp.logins import CredentialCache, LoginGuard
 from mailplane.smtp.mx import MXHandler
 from mailplane.smtp.submission import SubmissionHandler
@@ -66,7 +67,9 @@ def listeners(
         failure_delay=0.01,
     )
     mx = MXHandler(hostname="mx.mailplane.test", max_recipients=LIMITS.max_recipients)
-    loop = asyncio.new_event_loop()
+    # The service's own event loop (uvloop unless MAILPLANE_SMTP_EVENT_LOOP=asyncio).
+    factory = loop_factory()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="smtp-test-loop", daemon=True)
     thread.start()
 
@@ -102,6 +105,7 @@ def listeners(
             for s in servers:
                 await s.wait_closed()
             await sub.aclose()
+            await mx.aclose()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)

@@ -206,7 +206,8 @@ class AsyncDnsPythonResolver:
         return list(answer)
 
 
-def _settings() -> tuple[str, float]:
+def resolver_settings() -> tuple[str, float]:
+    """(resolver spec, timeout) as settings.MAILPLANE has them."""
     conf = settings.MAILPLANE
     return str(conf.get("DNS_RESOLVER") or ""), float(conf.get("DNS_TIMEOUT") or 3.0)
 
@@ -256,7 +257,7 @@ def _cached_async(spec: str, timeout: float) -> AsyncResolver:
 
 def resolver_describe() -> str:
     """Which resolver the checks and lookups use, for the start-up banner."""
-    spec, _ = _settings()
+    spec, _ = resolver_settings()
     if spec:
         return f"{spec} (MAILPLANE_DNS_RESOLVER)"
     try:
@@ -268,11 +269,11 @@ def resolver_describe() -> str:
 
 def resolver_from_settings() -> Resolver:
     """The resolver settings.MAILPLANE names (a misconfigured one fails every lookup)."""
-    return _cached(*_settings())
+    return _cached(*resolver_settings())
 
 
 def async_resolver_from_settings() -> AsyncResolver:
-    return _cached_async(*_settings())
+    return _cached_async(*resolver_settings())
 
 
 # Enough for the MX, A and AAAA answers of every destination a busy worker sees within
@@ -287,4 +288,4 @@ def caching_async_resolver_from_settings(*, cache_size: int = ANSWER_CACHE_SIZE)
     lifetime, e.g. one per delivery provider, whose batches ask the same MX and address
     questions for every chunk.
     """
-    return _async_resolver(*_settings(), cache_size=cache_size)
+    return _async_resolver(*resolver_settings(), cache_size=cache_size)

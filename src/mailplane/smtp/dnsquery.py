@@ -4,25 +4,64 @@ The shared resolver (`mailplane.dns.resolver`) follows settings.MAILPLANE["DNS_R
 so tests point it at their local DNS server. Calls block: callers run them in the pool.
 pyspf resolves through a module-level `DNSLookup` function; it is replaced here, once, so
 SPF sees the same resolver (and dnspython 2's `resolve` rather than the removed `query`).
+
+Answers are cached for their TTL (negative ones for their SOA's, RFC 2308 §5), as any
+recursive resolver would: every message from the same sender asks the same SPF and DMARC
+questions, and an MX under load would otherwise send three queries per message. The cache
+belongs to the resolver configuration; a settings change (tests point MAILPLANE at a reset
+DNS server) starts an empty one. Domain verification keeps the uncached resolver: there a
+record the user has just edited must be seen at once.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import spf
+from django.core.signals import setting_changed
 
-from mailplane.dns.resolver import DnsError, RecordMissing, resolver_from_settings
+from mailplane.dns.resolver import (
+    ANSWER_CACHE_SIZE,
+    DnsError,
+    DnsPythonResolver,
+    LookupFailed,
+    RecordMissing,
+    Resolver,
+    resolver_from_settings,
+    resolver_settings,
+)
 
 
 class TemporaryDnsError(Exception):
     """Timeout or SERVFAIL: the answer may exist; results become temperror."""
 
 
+@functools.lru_cache(maxsize=8)
+def _caching_resolver(spec: str, timeout: float) -> Resolver | None:
+    try:
+        return DnsPythonResolver(spec, timeout, cache_size=ANSWER_CACHE_SIZE)
+    except (LookupFailed, ValueError):
+        return None  # the shared resolver says why, on every lookup
+
+
+def caching_resolver() -> Resolver:
+    """The resolver settings.MAILPLANE names, with an answer cache (`TtlCache`)."""
+    return _caching_resolver(*resolver_settings()) or resolver_from_settings()
+
+
+def _settings_changed(*, setting: str, **_: Any) -> None:
+    if setting == "MAILPLANE":
+        _caching_resolver.cache_clear()
+
+
+setting_changed.connect(_settings_changed)
+
+
 def lookup(name: str, rdtype: str) -> list[Any]:
     """Records of `rdtype` at `name`; [] for NXDOMAIN/NODATA; TemporaryDnsError otherwise."""
     try:
-        return list(resolver_from_settings().resolve(name, rdtype))
+        return list(caching_resolver().resolve(name, rdtype))
     except RecordMissing:
         return []
     except DnsError as exc:

@@ -78,6 +78,7 @@ async def submission_start(
     tls_context: ssl.SSLContext,
     handler: SubmissionHandler,
     limits: Limits,
+    reuse_port: bool = False,
 ) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
     implicit = await loop.create_server(
@@ -93,6 +94,7 @@ async def submission_start(
         implicit_port,
         ssl=tls_context,
         reuse_address=True,
+        reuse_port=reuse_port,  # several listener processes (smtp/__main__.py)
         backlog=512,
     )
     starttls = await loop.create_server(
@@ -107,6 +109,7 @@ async def submission_start(
         host,
         starttls_port,
         reuse_address=True,
+        reuse_port=reuse_port,  # several listener processes (smtp/__main__.py)
         backlog=512,
     )
     return [implicit, starttls]
@@ -119,6 +122,7 @@ async def mx_start(
     tls_context: ssl.SSLContext | None,
     handler: MXHandler,
     limits: Limits,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
@@ -133,6 +137,7 @@ async def mx_start(
         host,
         port,
         reuse_address=True,
+        reuse_port=reuse_port,  # several listener processes (smtp/__main__.py)
         backlog=512,
     )
 

@@ -164,6 +164,19 @@ def _unique_name(size: int) -> str:
     return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size}"
 
 
+# Mailbox roots this process has made complete (maildir_ensure: ~20 mkdir/stat calls). A
+# root deleted since then is noticed when its tmp/ file cannot be created, and made again.
+_ENSURED: set[Path] = set()
+
+
+def _ensured_root(organization_id: int, address: str) -> Path:
+    root = mailbox_storage_path(organization_id=organization_id, address=address)
+    if root not in _ENSURED:
+        maildir_ensure(organization_id=organization_id, address=address)
+        _ENSURED.add(root)
+    return root
+
+
 def maildir_deliver_many(items: Sequence[MaildirItem]) -> list[Path]:
     """Write several messages durably; the paths in `new/`, in the order of `items`.
 
@@ -180,15 +193,18 @@ def maildir_deliver_many(items: Sequence[MaildirItem]) -> list[Path]:
         for item in items:
             key = (item.organization_id, item.address.lower())
             if key not in roots:
-                roots[key] = maildir_ensure(
-                    organization_id=item.organization_id, address=item.address
-                )
+                roots[key] = _ensured_root(item.organization_id, item.address)
             root = roots[key]
             parts = [] if item.folder == "INBOX" else item.folder.split("/")
             target = maildir_folder_path(root, parts)
             unique = _unique_name(len(item.raw))
             tmp_path = target / "tmp" / unique
-            fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileNotFoundError:  # removed since this process last made it: again
+                _ENSURED.discard(root)
+                roots[key] = _ensured_root(item.organization_id, item.address)
+                fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             handle = open(fd, "wb")  # noqa: SIM115 - closed below, after the sync
             handles.append(handle)
             written.append((tmp_path, target / "new" / unique))
