@@ -54,9 +54,7 @@ def message_compose(request: SendRequest) -> bytes:
         if request.cc:
             _header_set(message, "Cc", ", ".join(box.formatted() for box in request.cc))
         if request.reply_to:
-            _header_set(
-                message, "Reply-To", ", ".join(box.formatted() for box in request.reply_to)
-            )
+            _header_set(message, "Reply-To", ", ".join(box.formatted() for box in request.reply_to))
         _header_set(message, "Subject", request.subject)
         for name, value in request.headers:
             _header_set(message, name, value)
