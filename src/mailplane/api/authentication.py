@@ -3,7 +3,8 @@ client address (api/throttling.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -13,6 +14,7 @@ from mailplane.tenancy.models import ApiKey, Organization
 from mailplane.tenancy.services import api_key_authenticate
 
 KEYWORD = "Api-Key"
+K = TypeVar("K")
 
 
 class AuthThrottled(exceptions.Throttled):
@@ -29,6 +31,33 @@ class AuthThrottled(exceptions.Throttled):
         self.wait = seconds  # DRF's handler turns this into the Retry-After header
 
 
+def key_checked(
+    request: Request,
+    secret: str,
+    lookup: Callable[..., K | None],
+    *,
+    malformed: str,
+    unknown: str,
+) -> K:
+    """The key `lookup(secret=…)` finds, for either kind of key (account or server): a
+    client address over its wrong-key budget gets 429 before any lookup, and a malformed
+    or unknown key counts against that budget and gets 401."""
+    limits = auth_failure_limits()
+    client = client_key(request.META)
+    wait = limits.retry_after(client=client)
+    if wait is not None:
+        raise AuthThrottled(wait)
+    secret = secret.strip()
+    if not secret or " " in secret:
+        limits.failed(client=client)
+        raise exceptions.AuthenticationFailed(malformed)
+    key = lookup(secret=secret)
+    if key is None:
+        limits.failed(client=client)
+        raise exceptions.AuthenticationFailed(unknown)
+    return key
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
         header = authentication.get_authorization_header(request).decode("latin-1")
@@ -37,19 +66,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         keyword, _, secret = header.partition(" ")
         if keyword.lower() != KEYWORD.lower():
             return None
-        limits = auth_failure_limits()
-        client = client_key(request.META)
-        wait = limits.retry_after(client=client)
-        if wait is not None:
-            raise AuthThrottled(wait)
-        secret = secret.strip()
-        if not secret or " " in secret:
-            limits.failed(client=client)
-            raise exceptions.AuthenticationFailed("malformed Api-Key header")
-        key = api_key_authenticate(secret=secret)
-        if key is None:
-            limits.failed(client=client)
-            raise exceptions.AuthenticationFailed("invalid or revoked API key")
+        key = key_checked(
+            request,
+            secret,
+            api_key_authenticate,
+            malformed="malformed Api-Key header",
+            unknown="invalid or revoked API key",
+        )
         return key.organization.owner, key
 
     def authenticate_header(self, request: Request) -> str:

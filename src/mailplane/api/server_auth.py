@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, permissions
 from rest_framework.request import Request
 
-from mailplane.api.authentication import AuthThrottled
-from mailplane.api.throttling import auth_failure_limits, client_key
+from mailplane.api.authentication import key_checked
 from mailplane.servers.models import EmailServer, ServerKey, ServerKeyKind
 from mailplane.servers.services import server_key_authenticate
 
@@ -34,19 +33,13 @@ class ServerKeyAuthentication(authentication.BaseAuthentication):
             if not header or keyword.lower() != BEARER.lower():
                 return None
             secret = rest
-        limits = auth_failure_limits()
-        client = client_key(request.META)
-        wait = limits.retry_after(client=client)
-        if wait is not None:
-            raise AuthThrottled(wait)
-        secret = secret.strip()
-        if not secret or " " in secret:
-            limits.failed(client=client)
-            raise exceptions.AuthenticationFailed("malformed server key")
-        key = server_key_authenticate(secret=secret)
-        if key is None:
-            limits.failed(client=client)
-            raise exceptions.AuthenticationFailed("invalid or revoked server key")
+        key = key_checked(
+            request,
+            secret,
+            server_key_authenticate,
+            malformed="malformed server key",
+            unknown="invalid or revoked server key",
+        )
         return key.server.organization.owner, key
 
     def authenticate_header(self, request: Request) -> str:
