@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +50,23 @@ def _claim(job_id: str) -> Job | None:
         started_at=now, attempts=F("attempts") + 1
     )
     return Job.objects.select_related("organization").get(pk=job_id) if claimed else None
+
+
+def job_secret_take(*, job: Job, kind: str, wipe: Callable[[dict[str, Any]], None]) -> bool:
+    """Hand out the secrets a finished `kind` job keeps in its (encrypted) payload once:
+    True for the one caller that gets them, after `wipe(payload)` has blanked them and the
+    job is saved without them. The flag flips in one conditional UPDATE, so of two
+    concurrent reads exactly one wins; a job of another kind, unfinished, or already taken
+    gives False and is left alone."""
+    if job.kind != kind or job.status != JobStatus.SUCCESS or job.secret_taken:
+        return False
+    if not Job.objects.filter(pk=job.pk, secret_taken=False).update(secret_taken=True):
+        return False
+    payload = dict(job.payload or {})
+    wipe(payload)
+    job.payload, job.secret_taken = payload, True
+    job.save(update_fields=["payload"])
+    return True
 
 
 def job_set_progress(*, job: Job, progress: int) -> None:

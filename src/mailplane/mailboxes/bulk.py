@@ -28,9 +28,9 @@ from django.db.models import Model
 from mailplane.core.errors import DomainError, LimitReached, ValidationFailed
 from mailplane.core.ids import id_or_none, id_parse
 from mailplane.domains.models import Domain
-from mailplane.jobs.models import Job, JobStatus
+from mailplane.jobs.models import Job
 from mailplane.jobs.registry import job_handler
-from mailplane.jobs.services import job_set_progress, job_start
+from mailplane.jobs.services import job_secret_take, job_set_progress, job_start
 from mailplane.mailboxes import passwords
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_create, mailbox_validate
@@ -343,21 +343,19 @@ def mailbox_bulk_passwords_take(*, job: Job) -> dict[int, str]:
     the first time they are asked for; then wiped from the job's encrypted payload, as
     mailbox_task_password_take does for a single create. Chosen passwords are never
     returned (the caller has them), nor those of rows that failed."""
-    if job.kind != BULK_CREATE_JOB or job.status != JobStatus.SUCCESS or job.secret_taken:
-        return {}
-    if not Job.objects.filter(pk=job.pk, secret_taken=False).update(secret_taken=True):
-        return {}
     created = {
         int(entry["row"])
         for entry in (job.result or {}).get("rows", [])
         if entry.get("status") == "created"
     }
     taken: dict[int, str] = {}
-    payload = dict(job.payload or {})
-    for row in payload.get("rows", []):
-        if row.get("password_generated") and int(row["line"]) in created:
-            taken[int(row["line"])] = str(row["cells"].get("password") or "")
-        row["cells"] = {**row["cells"], "password": ""}
-    job.payload, job.secret_taken = payload, True
-    job.save(update_fields=["payload"])
+
+    def wipe(payload: dict[str, Any]) -> None:
+        for row in payload.get("rows", []):
+            if row.get("password_generated") and int(row["line"]) in created:
+                taken[int(row["line"])] = str(row["cells"].get("password") or "")
+            row["cells"] = {**row["cells"], "password": ""}
+
+    if not job_secret_take(job=job, kind=BULK_CREATE_JOB, wipe=wipe):
+        return {}
     return {line: password for line, password in taken.items() if password}

@@ -16,7 +16,7 @@ from mailplane.core.ids import id_parse
 from mailplane.domains.models import Domain
 from mailplane.jobs.models import Job, JobStatus
 from mailplane.jobs.registry import job_handler
-from mailplane.jobs.services import job_start
+from mailplane.jobs.services import job_secret_take, job_start
 from mailplane.mailboxes import passwords
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.projects.models import Project
@@ -281,16 +281,16 @@ def mailbox_task_password_take(*, job: Job) -> str | None:
     password already shown. The flag flips in one conditional UPDATE: of two concurrent
     reads, one gets it.
     """
-    if job.kind != CREATE_JOB or job.status != JobStatus.SUCCESS or job.secret_taken:
+    taken: list[str] = []
+
+    def wipe(payload: dict[str, Any]) -> None:
+        if payload.get("password_generated"):
+            taken.append(str(payload.get("password") or ""))
+        payload["password"] = ""
+
+    if not job_secret_take(job=job, kind=CREATE_JOB, wipe=wipe):
         return None
-    if not Job.objects.filter(pk=job.pk, secret_taken=False).update(secret_taken=True):
-        return None
-    payload = dict(job.payload or {})
-    password = str(payload.get("password") or "") if payload.get("password_generated") else ""
-    payload["password"] = ""
-    job.payload, job.secret_taken = payload, True
-    job.save(update_fields=["payload"])
-    return password or None
+    return (taken[0] if taken else "") or None
 
 
 def mailbox_update(
