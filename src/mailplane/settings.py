@@ -252,6 +252,11 @@ MAILPLANE: dict[str, Any] = {
     ),
     "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
     "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
+    # The cell this host's processes serve (monitoring labels; dedicated cells: issue 14).
+    "CELL": os.environ.get("MAILPLANE_CELL", "shared").strip() or "shared",
+    # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only
+    # (behind a reverse proxy on the same host every client looks like loopback).
+    "METRICS_TOKEN": os.environ.get("MAILPLANE_METRICS_TOKEN", "").strip(),
 }
 
 LOGGING = {
