@@ -17,7 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from mailplane.delivery.bounce_classes import bounce_class, retried, suppresses
+from mailplane.delivery.bounce_classes import (
+    BounceRule,
+    bounce_class,
+    bounce_rules_of,
+    retried,
+    suppresses,
+)
 from mailplane.delivery.bounces import verp_address
 from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.providers.base import Envelope
@@ -238,7 +244,11 @@ _STATUS = {
 
 
 def outcome_transition(
-    outcome: Outcome, *, now: datetime, rng: Callable[[], float]
+    outcome: Outcome,
+    *,
+    now: datetime,
+    rng: Callable[[], float],
+    rules: Sequence[BounceRule] = (),
 ) -> tuple[Transition, SendResult]:
     """The queue transition an attempt's outcome makes: retry time and expiry for
     temporary failures (and 5xx rate limits), a bounce class for every failure, a
@@ -246,7 +256,7 @@ def outcome_transition(
     row, result = outcome.row, outcome.result
     attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
     attempts = row.attempts + (1 if attempted else 0)
-    klass = bounce_class(result) if attempted else None
+    klass = bounce_class(result, rules) if attempted else None
     if retried(result, klass):  # a 5xx that is really a rate limit: later, not a bounce
         result = SendResult(Status.TEMPORARY, result.reply, result.remote_host, result.code)
     expired = False
@@ -283,7 +293,13 @@ def outcomes_record(
 ) -> None:
     """Record every outcome through the queue's transitions (row, event, suppression in
     one transaction), then send DSNs for the failures."""
-    decided = [outcome_transition(o, now=now, rng=rng) for o in outcomes]
+    rules = bounce_rules_of(
+        o.row.message_id for o in outcomes if o.result.status is not Status.DELIVERED
+    )
+    decided = [
+        outcome_transition(o, now=now, rng=rng, rules=rules.get(o.row.message_id, ()))
+        for o in outcomes
+    ]
     results = {t.row.pk: result for t, result in decided}
     applied = transitions_apply([t for t, _ in decided], now=now, claimed_by=worker_id)
     failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)
