@@ -259,6 +259,10 @@ MAILPLANE: dict[str, Any] = {
     ),
     "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
     "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
+    # MI Shield's rspamd (shield/): its URL ("" = the built-in checks only; `mailplane serve`
+    # sets it when it starts rspamd, MAILPLANE_RSPAMD=1) and seconds per check.
+    "RSPAMD_URL": os.environ.get("MAILPLANE_RSPAMD_URL", "").strip(),
+    "RSPAMD_TIMEOUT": float(os.environ.get("MAILPLANE_RSPAMD_TIMEOUT", "2")),
     # The cell this host's processes serve (monitoring labels; dedicated cells: issue 14).
     "CELL": os.environ.get("MAILPLANE_CELL", "shared").strip() or "shared",
     # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only
