@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "mailplane.queue",
     "mailplane.dnsproviders",
     "mailplane.servers",
+    "mailplane.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -167,6 +168,8 @@ SPECTACULAR_SETTINGS = {
         "RecordStatusEnum": "mailplane.domains.models.RecordStatus",
         "DnsProviderKindEnum": "mailplane.dnsproviders.models.DnsProviderKind",
         "DnsProviderStatusEnum": "mailplane.dnsproviders.models.ConnectionStatus",
+        "WebhookEventTypeEnum": "mailplane.webhooks.models.WebhookEventType",
+        "WebhookDeliveryStateEnum": "mailplane.webhooks.models.DeliveryState",
     },
 }
 
@@ -252,6 +255,12 @@ MAILPLANE: dict[str, Any] = {
     ),
     "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
     "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
+    # Webhooks may call private, loopback and link-local addresses (webhooks/guard.py):
+    # on in embedded mode (one machine, its receivers local) and test runs, off in
+    # production, where such a URL would reach our own network (SSRF).
+    "WEBHOOKS_ALLOW_PRIVATE": config.env_bool(
+        "MAILPLANE_WEBHOOKS_ALLOW_PRIVATE", config.embedded_mode() or config.under_pytest()
+    ),
 }
 
 LOGGING = {

@@ -125,7 +125,7 @@ def test_lists_are_described_as_pages():
     lists = [
         (p, op) for p, m, op in _operations() if m == "get" and p.endswith(("s/", "/mailbox/"))
     ]
-    assert len(lists) == 11, [p for p, _ in lists]
+    assert len(lists) == 16, [p for p, _ in lists]
     for path, op in lists:
         names = {p["name"] for p in op.get("parameters", [])}
         assert {"limit", "offset"} <= names, path
