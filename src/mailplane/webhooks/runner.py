@@ -28,6 +28,7 @@ import httpx
 from django.db import connections
 from django.utils import timezone
 
+from mailplane.core.errors import ValidationFailed
 from mailplane.delivery.worker import _CallerThread
 from mailplane.webhooks.config import conf
 from mailplane.webhooks.consumer import events_consume
@@ -145,7 +146,7 @@ class WebhookWorker:
                 excerpt=excerpt,
                 retry_after=response.headers.get("retry-after"),
             )
-        except AddressRefused as exc:
+        except (AddressRefused, ValidationFailed) as exc:  # the guard's refusals
             return result(error=str(exc))
         except httpx.TimeoutException:
             return result(error=f"timed out after {self.timeout:g} s")
