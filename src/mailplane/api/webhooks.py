@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
-from mailplane.api.schema import LIMIT_REACHED
+from mailplane.api.schema import LIMIT_REACHED, error
 from mailplane.api.server_auth import FullAccessKey, ServerKeyAuthentication, server_of
 from mailplane.servers.models import EmailServer
 from mailplane.servers.selectors import email_server_get
@@ -261,65 +261,83 @@ class _ReplayOps(_Scoped):
         return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)
 
 
-LIST_GET = extend_schema(responses=WebhookEndpointSerializer(many=True))
-LIST_POST = extend_schema(
-    request=WebhookEndpointWriteSerializer,
-    responses={201: WebhookEndpointIssuedSerializer, 403: LIMIT_REACHED},
-)
-DETAIL_GET = extend_schema(responses=WebhookEndpointSerializer)
-DETAIL_PATCH = extend_schema(
-    request=WebhookEndpointWriteSerializer(partial=True),
-    responses={200: WebhookEndpointSerializer},
-)
-DETAIL_DELETE = extend_schema(responses={204: None})
-ROTATE = extend_schema(request=None, responses=WebhookSecretSerializer)
-ATTEMPTS = extend_schema(responses=WebhookAttemptSerializer(many=True))
-REPLAY = extend_schema(
-    request=WebhookReplaySerializer, responses={202: WebhookReplayedSerializer, 403: LIMIT_REACHED}
-)
+SEND_ONLY = error("A send-only key (webhooks need a full key).")
+LIMIT_OR_SEND_ONLY = error("A send-only key, or the server's endpoint limit.")
+
+
+class _Schemas:
+    """Each operation's schema, for one door: the server door adds its 403 (a send-only
+    key) to every operation."""
+
+    def __init__(self, *, server_key: bool) -> None:
+        extra: dict[int, Any] = {403: SEND_ONLY} if server_key else {}
+        limit = LIMIT_OR_SEND_ONLY if server_key else LIMIT_REACHED
+        self.list_get = extend_schema(
+            responses={200: WebhookEndpointSerializer(many=True), **extra}
+        )
+        self.list_post = extend_schema(
+            request=WebhookEndpointWriteSerializer,
+            responses={201: WebhookEndpointIssuedSerializer, 403: limit},
+        )
+        self.detail_get = extend_schema(responses={200: WebhookEndpointSerializer, **extra})
+        self.detail_patch = extend_schema(
+            request=WebhookEndpointWriteSerializer(partial=True),
+            responses={200: WebhookEndpointSerializer, **extra},
+        )
+        self.detail_delete = extend_schema(responses={204: None, **extra})
+        self.rotate = extend_schema(request=None, responses={200: WebhookSecretSerializer, **extra})
+        self.attempts = extend_schema(responses={200: WebhookAttemptSerializer(many=True), **extra})
+        self.replay = extend_schema(
+            request=WebhookReplaySerializer,
+            responses={202: WebhookReplayedSerializer, 403: limit},
+        )
+
+
+ACCOUNT = _Schemas(server_key=False)
+SERVER = _Schemas(server_key=True)
 
 
 # --- account keys
 
 
 class ServerWebhookListView(_AccountScope, _ListOps):
-    @LIST_GET
+    @ACCOUNT.list_get
     def get(self, request: Request, pk: int) -> Response:
         return self.list(request, pk)
 
-    @LIST_POST
+    @ACCOUNT.list_post
     def post(self, request: Request, pk: int) -> Response:
         return self.create(request, pk)
 
 
 class WebhookDetailView(_AccountScope, _DetailOps):
-    @DETAIL_GET
+    @ACCOUNT.detail_get
     def get(self, request: Request, pk: int) -> Response:
         return self.retrieve(request, pk)
 
-    @DETAIL_PATCH
+    @ACCOUNT.detail_patch
     def patch(self, request: Request, pk: int) -> Response:
         return self.update(request, pk)
 
-    @DETAIL_DELETE
+    @ACCOUNT.detail_delete
     def delete(self, request: Request, pk: int) -> Response:
         return self.destroy(request, pk)
 
 
 class WebhookRotateView(_AccountScope, _RotateOps):
-    @ROTATE
+    @ACCOUNT.rotate
     def post(self, request: Request, pk: int) -> Response:
         return self.rotate(request, pk)
 
 
 class WebhookAttemptListView(_AccountScope, _AttemptOps):
-    @ATTEMPTS
+    @ACCOUNT.attempts
     def get(self, request: Request, pk: int) -> Response:
         return self.attempts(request, pk)
 
 
 class WebhookReplayView(_AccountScope, _ReplayOps):
-    @REPLAY
+    @ACCOUNT.replay
     def post(self, request: Request, pk: int) -> Response:
         return self.replay(request, pk)
 
@@ -341,48 +359,42 @@ class WebhookNoticeListView(APIView):
 
 
 class ServerSelfWebhookListView(_ServerScope, _ListOps):
-    @extend_schema(
-        operation_id="server_webhooks_list", responses=WebhookEndpointSerializer(many=True)
-    )
+    @SERVER.list_get
     def get(self, request: Request) -> Response:
         return self.list(request, None)
 
-    @extend_schema(
-        operation_id="server_webhooks_create",
-        request=WebhookEndpointWriteSerializer,
-        responses={201: WebhookEndpointIssuedSerializer, 403: LIMIT_REACHED},
-    )
+    @SERVER.list_post
     def post(self, request: Request) -> Response:
         return self.create(request, None)
 
 
 class ServerSelfWebhookDetailView(_ServerScope, _DetailOps):
-    @DETAIL_GET
+    @SERVER.detail_get
     def get(self, request: Request, pk: int) -> Response:
         return self.retrieve(request, pk)
 
-    @DETAIL_PATCH
+    @SERVER.detail_patch
     def patch(self, request: Request, pk: int) -> Response:
         return self.update(request, pk)
 
-    @DETAIL_DELETE
+    @SERVER.detail_delete
     def delete(self, request: Request, pk: int) -> Response:
         return self.destroy(request, pk)
 
 
 class ServerSelfWebhookRotateView(_ServerScope, _RotateOps):
-    @ROTATE
+    @SERVER.rotate
     def post(self, request: Request, pk: int) -> Response:
         return self.rotate(request, pk)
 
 
 class ServerSelfWebhookAttemptListView(_ServerScope, _AttemptOps):
-    @ATTEMPTS
+    @SERVER.attempts
     def get(self, request: Request, pk: int) -> Response:
         return self.attempts(request, pk)
 
 
 class ServerSelfWebhookReplayView(_ServerScope, _ReplayOps):
-    @REPLAY
+    @SERVER.replay
     def post(self, request: Request, pk: int) -> Response:
         return self.replay(request, pk)
