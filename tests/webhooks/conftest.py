@@ -52,12 +52,12 @@ def hooked(account: Account, receiver: Receiver) -> Hooked:  # noqa: F811
 
 
 def send(hooked: Hooked, **fields: object) -> list[QueuedRecipient]:
-    sent = message_send(
-        server=hooked.live.server, request=send_request_parse(send_body(**fields))
-    )
+    sent = message_send(server=hooked.live.server, request=send_request_parse(send_body(**fields)))
     assert sent.message is not None
     return list(
-        QueuedRecipient.objects.filter(message=sent.message).select_related("message").order_by("id")
+        QueuedRecipient.objects.filter(message=sent.message)
+        .select_related("message")
+        .order_by("id")
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,8 @@ def test_the_reference_library_verifies_our_signature():
         Webhook(signing.secret_generate()).verify(body, headers)  # another secret
 
 
-def _dt(ts: int):
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+def _dt(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 @pytest.fixture(scope="module")

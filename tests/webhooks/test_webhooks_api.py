@@ -130,7 +130,8 @@ def test_another_servers_endpoint_is_not_found_through_a_server_key(account):
             f"/api/server/webhooks/{created['id']}/{suffix}", {"delivery": 1}, format="json"
         )
         assert reply.status_code == 404
-    assert mine.full_client.get(f"/api/server/webhooks/{created['id']}/attempts/").status_code == 404
+    attempts = mine.full_client.get(f"/api/server/webhooks/{created['id']}/attempts/")
+    assert attempts.status_code == 404
     assert WebhookEndpoint.objects.get(pk=created["id"]).enabled
 
 

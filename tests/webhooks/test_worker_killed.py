@@ -71,8 +71,10 @@ def test_a_killed_worker_loses_nothing_and_duplicates_only_by_webhook_id(hooked:
     second = _worker()
     try:
         wait_for(
-            lambda: WebhookDelivery.objects.count() == 2 * MESSAGES + 5
-            and not WebhookDelivery.objects.exclude(state=DeliveryState.DELIVERED).exists(),
+            lambda: (
+                WebhookDelivery.objects.count() == 2 * MESSAGES + 5
+                and not WebhookDelivery.objects.exclude(state=DeliveryState.DELIVERED).exists()
+            ),
             timeout=90,
             what="every delivery delivered",
         )
