@@ -69,6 +69,8 @@ class Receiver:
                     self.send_header("content-length", str(len(answer.body)))
                     self.end_headers()
                     self.wfile.write(answer.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading (a huge answer, a timeout): as it may
                 finally:
                     with receiver.lock:
                         receiver.in_flight -= 1

@@ -72,8 +72,21 @@ def deliveries_claim(*, worker_id: str, now: datetime, limit: int, lease: float)
     )
     until = now + timedelta(seconds=lease)
     with transaction.atomic():
+        # Endpoints at their cap are left out before choosing, so that one endpoint's
+        # backlog cannot fill every claim while the others wait.
+        full = [
+            pk
+            for pk, n, cap in WebhookDelivery.objects.filter(
+                state=DeliveryState.PENDING, claimed_until__gte=now
+            )
+            .values("endpoint_id")
+            .annotate(n=Count("id"))
+            .values_list("endpoint_id", "n", "endpoint__max_concurrency")
+            if n >= cap
+        ]
         candidates = list(
             WebhookDelivery.objects.filter(_due(now))
+            .exclude(endpoint_id__in=full)
             .filter(Q(message__isnull=True) | ~Exists(earlier))
             .order_by("next_attempt_at", "id")
             .values_list("pk", "endpoint_id")[: limit * 4]

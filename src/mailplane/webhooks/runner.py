@@ -157,9 +157,10 @@ class WebhookWorker:
             return result(error=f"{type(exc).__name__}: {exc}"[:500])
 
     async def _excerpt(self, response: httpx.Response) -> str:
-        """The first bytes of the answer, never the whole of a huge one."""
+        """The first bytes of the answer (decoded, if compressed), never the whole of a
+        huge one: reading stops there."""
         kept = bytearray()
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             kept += chunk
             if len(kept) >= self.excerpt:
                 break
