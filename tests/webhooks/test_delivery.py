@@ -182,3 +182,28 @@ def test_both_signatures_are_sent_while_a_rotation_overlaps(hooked: Hooked):
     assert len(got.headers["webhook-signature"].split(" ")) == 2
     Webhook(new).verify(got.body, got.headers)
     Webhook(hooked.secret).verify(got.body, got.headers)  # the old one still verifies
+
+
+def test_one_endpoints_backlog_does_not_hold_up_another(hooked: Hooked, receiver, settings):
+    """A slow endpoint at its cap with a long backlog; another server's endpoint still gets
+    its event at once (claims leave full endpoints out before choosing)."""
+    from mailplane.webhooks.services import webhook_endpoint_create
+    from tests.support.servers import server_make
+    from tests.support.webhook_receiver import Receiver
+    from tests.webhooks.conftest import send as send_on
+
+    settings.MAILPLANE = {**settings.MAILPLANE, "WEBHOOKS_BATCH_SIZE": 2}
+    WebhookEndpoint.objects.filter(pk=hooked.endpoint.pk).update(max_concurrency=1)
+    hooked.receiver.script = lambda n, body: Answer(delay=0.1)
+    for i in range(30):
+        send(hooked, to=f"r{i}@dest.test")
+    fast = Receiver()
+    try:
+        other = server_make(hooked.live.account, name="other")
+        webhook_endpoint_create(server=other.server, url=fast.url(), event_types=["queued"])
+        send_on(Hooked(other, hooked.endpoint, "", fast), to="x@dest.test")
+        WebhookWorker().run_until_idle(timeout=20, until=lambda: bool(fast.accepted()))
+        assert len(fast.accepted()) == 1
+        assert len(hooked.receiver.received) < 10  # the backlog is far from done
+    finally:
+        fast.close()
