@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from mailplane.queue.events import events_after
+from mailplane.queue.events import events_after, events_last_seq
 from mailplane.queue.models import DeliveryEvent, EventType, QueuedRecipient
 from mailplane.servers.models import ServerMessage
 from mailplane.webhooks.models import (
@@ -97,6 +97,8 @@ def cursor_position() -> int:
 def events_consume(*, limit: int = 1000) -> int:
     """Read up to `limit` events past the cursor into deliveries; returns how many events
     were read (0: caught up)."""
+    if events_last_seq() <= cursor_position():
+        return 0  # caught up: no lock taken, nothing written
     with transaction.atomic():
         cursor = _cursor_locked()
         events = events_after(cursor=cursor.seq, limit=limit)

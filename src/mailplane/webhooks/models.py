@@ -99,7 +99,11 @@ class WebhookDelivery(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["state", "next_attempt_at"], name="webhook_due"),
-            models.Index(fields=["endpoint", "message", "state"], name="webhook_message_order"),
+            # The claim's "no earlier pending event of this message" test: all equality
+            # but the seq, so neither database scans the endpoint's whole history.
+            models.Index(
+                fields=["message", "endpoint", "state", "event_seq"], name="webhook_message_order"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "event_seq"], name="one_delivery_per_event")
