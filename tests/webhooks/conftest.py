@@ -67,9 +67,19 @@ def step(
     status: RecipientStatus | None,
     reply: str = "",
     now: datetime | None = None,
+    bounce_class: str = "",
 ) -> None:
     """One state transition through the queue's one writer, as delivery would make it."""
     transitions_apply(
-        [Transition(row=row, event=event, status=status, reply=reply, remote_host="mx.dest.test")],
+        [
+            Transition(
+                row=row,
+                event=event,
+                status=status,
+                reply=reply,
+                remote_host="mx.dest.test",
+                bounce_class=bounce_class,
+            )
+        ],
         now=now or timezone.now(),
     )

@@ -23,7 +23,7 @@ def test_each_event_becomes_one_delivery_per_subscribed_endpoint(hooked: Hooked,
         server=hooked.live.server, url=receiver.url("/bounces"), event_types=["bounced"]
     ).endpoint
     carol, dave = send(hooked, to=["carol@dest.test", "dave@dest.test"], metadata={"k": "v"})
-    step(dave, EventType.BOUNCED, RecipientStatus.BOUNCED, "550 5.1.1 unknown")
+    step(dave, EventType.BOUNCED, RecipientStatus.BOUNCED, "550 5.1.1 unknown", bounce_class="hard")
     step(carol, EventType.FAILED, RecipientStatus.FAILED, "no route")
     assert events_consume() == 4
     assert events_consume() == 0  # caught up: nothing twice

@@ -30,8 +30,20 @@ def _message_life(hooked: Hooked) -> list[tuple[str, str | None]]:
     this order."""
     carol, dave = send(hooked, to=["carol@dest.test", "dave@dest.test"], tags=["welcome"])
     step(carol, EventType.DELIVERED, RecipientStatus.DELIVERED, "250 2.0.0 queued as X1")
-    step(dave, EventType.DEFERRED, RecipientStatus.DEFERRED, "451 4.7.1 try later")
-    step(dave, EventType.BOUNCED, RecipientStatus.BOUNCED, "550 5.1.1 no such user")
+    step(
+        dave,
+        EventType.DEFERRED,
+        RecipientStatus.DEFERRED,
+        "451 4.7.1 try later",
+        bounce_class="rate_limit",
+    )
+    step(
+        dave,
+        EventType.BOUNCED,
+        RecipientStatus.BOUNCED,
+        "550 5.1.1 no such user",
+        bounce_class="hard",
+    )
     step(carol, EventType.UNSUBSCRIBED, None, "list-unsubscribe")
     return [
         ("queued", "carol@dest.test"),
@@ -63,6 +75,8 @@ def test_a_message_life_arrives_once_each_signed_after_five_failures(hooked: Hoo
         assert data["server_id"] == hooked.live.server.pk
         assert (data["stream"], data["tags"]) == ("outbound", ["welcome"])
         seen.append((payload["type"], data["recipient"]))
+        if payload["type"] == "deferred":
+            assert data["bounce_class"] == "rate_limit"
         if payload["type"] == "bounced":
             assert data["bounce_class"] == "hard"
             assert data["remote_reply"] == "550 5.1.1 no such user"

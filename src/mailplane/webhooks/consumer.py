@@ -43,13 +43,6 @@ def _timestamp(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def bounce_class(reply: str) -> str:
-    """hard: the receiver refused for good (a 5xx, RFC 5321 §4.2.1); soft: the message
-    expired after temporary failures, or a DSN said so without a 5.x.x code."""
-    text = reply.strip()
-    return "hard" if text[:1] == "5" or " 5." in text[:12] else "soft"
-
-
 def payload_body(
     *, event: DeliveryEvent, kind: str, link: ServerMessage, rcpt_to: str | None
 ) -> str:
@@ -70,8 +63,10 @@ def payload_body(
         "remote_host": event.remote_host,
         "detail": event.detail,
     }
-    if kind == WebhookEventType.BOUNCED:
-        data["bounce_class"] = bounce_class(event.remote_reply)
+    if kind in (WebhookEventType.BOUNCED, WebhookEventType.DEFERRED):
+        # The queue's class of the failure (delivery/bounce_classes.py): hard, soft,
+        # mailbox_full, rate_limit, block, spam, policy; null when none was recorded.
+        data["bounce_class"] = event.bounce_class or None
     body = {"type": kind, "timestamp": _timestamp(event.created_at), "data": data}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
