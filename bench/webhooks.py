@@ -93,7 +93,7 @@ async def _receive(port: int, out: Path) -> None:
 # --- the run
 
 
-def _seed(env: dict[str, str], port: int) -> Any:
+def _seed(env: dict[str, str], port: int, concurrency: int) -> Any:
     bench_django(env=env)
     from mailplane.servers.services import email_server_create
     from mailplane.webhooks.models import WebhookEventType
@@ -105,7 +105,7 @@ def _seed(env: dict[str, str], port: int) -> Any:
         server=server,
         url=f"http://127.0.0.1:{port}/hook",
         event_types=WebhookEventType.values,
-        max_concurrency=10,
+        max_concurrency=concurrency,
     )
     return server
 
@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=500, help="live: messages/s")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=1, help="webhook processes (PG: >1)")
+    parser.add_argument(
+        "--endpoint-concurrency", type=int, default=50, help="the endpoint's max_concurrency"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args(argv)
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver = subprocess.Popen([sys.executable, __file__, "--receiver", str(port), str(out)])
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        server = _seed(env, port)
+        server = _seed(env, port, args.endpoint_concurrency)
         db = "PostgreSQL" if args.database_url else "SQLite"
         print(f"webhooks bench: {db}, {args.workers} worker(s), {os.cpu_count()} CPUs")
 
