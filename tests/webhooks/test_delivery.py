@@ -73,7 +73,7 @@ def test_a_message_life_arrives_once_each_signed_after_five_failures(hooked: Hoo
         assert set(payload) == {"type", "timestamp", "data"}
         data = payload["data"]
         assert data["server_id"] == hooked.live.server.pk
-        assert (data["stream"], data["tags"]) == ("outbound", ["welcome"])
+        assert (data["stream"], data["tags"], data["sandbox"]) == ("outbound", ["welcome"], False)
         seen.append((payload["type"], data["recipient"]))
         if payload["type"] == "deferred":
             assert data["bounce_class"] == "rate_limit"

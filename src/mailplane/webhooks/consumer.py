@@ -59,6 +59,7 @@ def payload_body(
         "from": message.mail_from,
         "tags": link.tags,
         "metadata": link.metadata,
+        "sandbox": link.sandbox,  # a sandbox server's message: recorded, never sent
         "remote_reply": event.remote_reply,
         "remote_host": event.remote_host,
         "detail": event.detail,
