@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "mailplane.dnsproviders",
     "mailplane.servers",
     "mailplane.webhooks",
+    "mailplane.pools",
 ]
 
 MIDDLEWARE = [

@@ -31,6 +31,7 @@ from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.retry import retry_delay
 from mailplane.delivery.signing import SignRequest
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.pools.selectors import PoolChoice, Source, pool_choices
 from mailplane.queue.models import (
     EventType,
     MessageBody,
@@ -70,6 +71,8 @@ class Job:
     envelope: Envelope
     # What DKIM-signing the envelope needs, until the worker has signed it (then None).
     sign: SignSpec | None = None
+    # The message's IP pool address (pools/), or None: the relay's own source, if any.
+    source: Source | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +82,7 @@ class BatchContext:
     bodies: dict[int, bytes]
     suppressed: set[tuple[int, str]]
     local: dict[str, Mailbox]
+    pools: dict[int, PoolChoice]  # by message id, for messages with an IP pool
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -96,7 +100,8 @@ def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
         m.address: m
         for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
     }
-    return BatchContext(bodies=bodies, suppressed=suppressed, local=local)
+    pools = pool_choices(list({(r.message_id, r.message.organization_id) for r in rows}))
+    return BatchContext(bodies=bodies, suppressed=suppressed, local=local, pools=pools)
 
 
 # --- the checklist -------------------------------------------------------------------
@@ -138,6 +143,19 @@ def fail_if_no_relay(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
             EventType.FAILED,
         )
     return None
+
+
+def defer_if_the_pool_has_no_address(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
+    """A message whose pool has no enabled address waits (and the operator sees why) rather
+    than leaving from an address that is not its pool's: a dedicated key's reputation
+    must not be spent elsewhere, nor another's on it."""
+    choice = ctx.pools.get(row.message_id)
+    if choice is None or choice.sources:
+        return None
+    return Outcome(
+        row,
+        SendResult.temporary(f"451 4.3.2 IP pool {choice.pool} has no enabled address", "local"),
+    )
 
 
 def sign_spec(message: OutboundMessage) -> SignSpec | None:
@@ -182,6 +200,7 @@ STEPS: tuple[Callable[[QueuedRecipient, BatchContext], Outcome | None], ...] = (
     hold_if_suppressed,
     fail_if_no_relay,
     deliver_locally_if_hosted,
+    defer_if_the_pool_has_no_address,
 )
 
 
@@ -216,7 +235,9 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
                 rcpt_domain=row.rcpt_domain,
                 data=ctx.bodies[row.message_id],
             )
-            jobs.append(Job(row, envelope, sign_spec(row.message)))
+            choice = ctx.pools.get(row.message_id)
+            source = choice.source_for(row.message_id) if choice is not None else None
+            jobs.append(Job(row, envelope, sign_spec(row.message), source))
     return done, jobs
 
 
