@@ -126,6 +126,10 @@ def _delivery(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "mailplane.delivery"]
 
 
+def _webhooks(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "mailplane.webhooks"]
+
+
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
@@ -134,6 +138,8 @@ SERVICES: dict[str, Service] = {
         Service("beat", _beat),
         Service("imap", _imap),
         Service("delivery", _delivery, copies=lambda args: args.delivery_processes),
+        # Signed event webhooks (webhooks/runner.py); any number of them on PostgreSQL.
+        Service("webhooks", _webhooks),
     )
 }
 
