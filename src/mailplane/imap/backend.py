@@ -32,6 +32,7 @@ import re
 import time
 import weakref
 from argparse import Namespace
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -624,6 +625,33 @@ class MailplaneMailboxSet(MailboxSet):
         return await mbx.reset()
 
 
+# Parsed dovecot-uidlist files, shared by every session of the process: under load each
+# of ten sessions on one mailbox re-parsed the same file after every change (16 % of the
+# server's time in imaptest's stress run). pymap replaces the file whole (write, then
+# rename), so (mtime, size, inode) names one content; readers never modify the records.
+_UIDLISTS: OrderedDict[str, tuple[tuple[int, int, int], dict[int, Record]]] = OrderedDict()
+_UIDLISTS_MAX = 1024  # folders kept parsed
+
+
+def uidlist_records(folder: str) -> dict[int, Record]:
+    """The records of `folder`'s dovecot-uidlist by UID (do not modify the result)."""
+    path = UidList.get_file(folder)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    cached = _UIDLISTS.get(path)
+    if cached is not None and cached[0] == stamp:
+        _UIDLISTS.move_to_end(path)
+        return cached[1]
+    records = {rec.uid: rec for rec in UidList.file_read(folder).records}
+    _UIDLISTS[path] = (stamp, records)
+    if len(_UIDLISTS) > _UIDLISTS_MAX:
+        _UIDLISTS.popitem(last=False)
+    return records
+
+
 # Maildir unique names start "<seconds>.M<microseconds>P<pid>Q<counter>" (ours and the
 # stdlib's): the delivery time, to the microsecond, then the sequence within the process.
 _UNIQUE_NAME = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
@@ -726,12 +754,16 @@ class WatchedMailboxData(MailboxData):
     """pymap's folder state, with change detection by directory mtimes.
 
     - IDLE waits until new/ or cur/ changes (or DONE), then re-scans.
-    - `reset()` (a full scan plus a rewrite of dovecot-uidlist, which pymap runs before
-      every command) is skipped when neither directory changed since the last scan.
-    - UID records are parsed once per uidlist change instead of once per message
-      (pymap re-reads the whole file for each message a FETCH touches: O(n²)).
-    A stamp younger than `_SETTLE` seconds is not trusted: two changes within one
-    file-system timestamp tick would look like one.
+    - `reset()` (which pymap runs before every command) brings the Maildir's table of
+      contents up to date (`TocMaildir.toc_sync`: a listing only if new/ or cur/ changed,
+      off the loop) and rewrites dovecot-uidlist only when a key without a UID appeared.
+    - Message metadata comes from that table: no file-system call per message, and an
+      expunged message still in dovecot-uidlist is a dictionary miss, not a re-listing.
+    - UID records are parsed once per uidlist change, for every session of the process
+      (`uidlist_records`), instead of once per message (pymap: O(n²)).
+    - Per-message loops give other connections a turn every `YIELD_EVERY` messages.
+    IDLE's mtime stamps younger than `_SETTLE` seconds are not trusted: two changes within
+    one file-system timestamp tick would look like one.
     """
 
     _SETTLE = 1_000_000_000  # ns
@@ -742,8 +774,6 @@ class WatchedMailboxData(MailboxData):
         self._poll = poll
         self._folder = path
         self._scanned: tuple[int, int] | None = None
-        self._records: dict[int, Record] = {}
-        self._records_stamp: tuple[int, int, int] | None = None
         self._flags_stamp: tuple[int, int, int] | None = None
         self._steps = 0
 
@@ -780,6 +810,10 @@ class WatchedMailboxData(MailboxData):
             for rec in uidl.records:
                 keys.pop(rec.key, None)
             for key in sorted(keys, key=_arrival_order):
+                if isinstance(maildir, TocMaildir) and not maildir.content_exists(key):
+                    # Expunged by another session since our listing: a UID now would bring
+                    # back a message that no longer exists (one stat per new key only).
+                    continue
                 filename = key + ":" + keys[key]
                 fields = {
                     "E": str(ObjectId.random_email_id()),
@@ -794,16 +828,7 @@ class WatchedMailboxData(MailboxData):
 
     def _uid_records(self) -> dict[int, Record]:
         """dovecot-uidlist's records by UID, parsed again only when the file changed."""
-        path = UidList.get_file(self._path)
-        try:
-            st = os.stat(path)
-            file_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except FileNotFoundError:
-            file_stamp = None
-        if file_stamp is None or file_stamp != self._records_stamp:
-            self._records = {rec.uid: rec for rec in UidList.file_read(self._path).records}
-            self._records_stamp = file_stamp
-        return self._records
+        return uidlist_records(self._path)
 
     async def _get_maildir_msg(
         self, uid: int, *, fresh: bool = False
