@@ -30,7 +30,13 @@ from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
-from mailplane.servers.models import EmailServer, MessageStream, MessageTag, ServerMessage
+from mailplane.servers.models import (
+    EmailServer,
+    MessageStream,
+    MessageTag,
+    ServerKey,
+    ServerMessage,
+)
 
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
@@ -150,7 +156,9 @@ def _dry(server: EmailServer, prepared: Prepared) -> bool:
     return server.sandbox or prepared.request.test_mode
 
 
-def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
+def messages_send(
+    *, server: EmailServer, prepared: Sequence[Prepared], server_key: ServerKey | None = None
+) -> list[Sent]:
     """Queue prepared messages, their server links and their early outcomes in ONE
     transaction. A sandbox server's (or a test-mode request's) recipients go straight to
     delivered, suppressed ones to suppressed, through the queue's transitions before the
@@ -176,6 +184,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                 message=m,
                 server=server,
                 stream=p.stream,
+                server_key=server_key,
                 tags=p.request.tags,
                 metadata=p.request.metadata,
                 sandbox=_dry(server, p),
