@@ -228,8 +228,10 @@ def test_noop_is_answered_promptly_while_another_client_stores_and_fetches_a_big
     assert not errors, errors
     heavy_s = busy["end"] - busy["start"]
     assert len(latencies) >= 5, (latencies, heavy_s)
-    # The heavy client's six commands take seconds; no NOOP waited for one of them.
-    assert max(latencies) < 0.5, (max(latencies), heavy_s)
+    # The heavy client's six commands take seconds; no NOOP waited for one of them. Both
+    # figures stretch with the machine's load, so the bound is a share of the heavy run
+    # (with a floor): before, one NOOP waited 3.4 s of a 9.6 s run (35 %); now about 10 %.
+    assert max(latencies) < max(0.5, 0.2 * heavy_s), (max(latencies), heavy_s)
 
 
 # The table itself, on a real directory: the timestamp-granularity trade-off.
