@@ -43,8 +43,10 @@ def imaptest_dir() -> Path | None:
     if configured:
         return Path(configured)
     repo = Path(__file__).resolve().parents[2]
-    for ancestor in repo.parents:
-        candidate = ancestor / "shared" / "tools" / "imaptest"
+    # Beside the checkout, or (a clone made elsewhere, as CI's may be) the workplace's own.
+    candidates = [a / "shared" / "tools" / "imaptest" for a in repo.parents]
+    candidates.append(Path("/work/shared/tools/imaptest"))
+    for candidate in candidates:
         if (candidate / "run-compliance.sh").exists():
             return candidate
     return None
