@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import Sum
 
+from mailplane.core.windows import Allowance, day_of, hour_of, window_add, window_counts
 from mailplane.pools.models import AddressUsage, IpPool, PoolAddress
 from mailplane.pools.selectors import PoolChoice, Source
 
@@ -83,24 +84,9 @@ def stage_of(address: PoolAddress) -> Stage | None:
     return schedule[min(address.warmup_day, len(schedule)) - 1]
 
 
-def hour_of(now: datetime) -> datetime:
-    return now.replace(minute=0, second=0, microsecond=0)
-
-
-def day_of(now: datetime) -> datetime:
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 @dataclass
-class _Allowance:
-    row: PoolAddress
-    hour: int  # sends left this hour
-    day: int  # sends left today
-    granted: int = 0
-
-    @property
-    def left(self) -> int:
-        return min(self.hour, self.day) - self.granted
+class _Allowance(Allowance):
+    row: PoolAddress | None = None
 
 
 @dataclass
@@ -132,28 +118,20 @@ def warmup_admit(items: Sequence[tuple[int, PoolChoice, Source]], *, now: dateti
         if not warming:
             admission.sources = {key: preferred for key, _, preferred in items}
             return admission
-        ids = [a.pk for a in warming]
-        this_hour = dict(
-            AddressUsage.objects.filter(address_id__in=ids, hour=hour).values_list(
-                "address_id", "sent"
-            )
-        )
-        today = dict(
-            AddressUsage.objects.filter(
-                address_id__in=ids, hour__gte=day, hour__lt=day + timedelta(days=1)
-            )
-            .values("address_id")
-            .annotate(sent=Sum("sent"))
-            .values_list("address_id", "sent")
+        this_hour, today = window_counts(
+            AddressUsage.objects.all(),
+            owner="address_id",
+            count="sent",
+            owners=[a.pk for a in warming],
+            now=now,
         )
         caps: dict[str, _Allowance] = {}
         for row in warming:
             stage = stage_of(row)
             assert stage is not None  # warmup_day > 0
+            used_hour, used_day = this_hour.get(row.pk, 0), today.get(row.pk, 0)
             caps[row.address] = _Allowance(
-                row,
-                max(0, stage.hourly - this_hour.get(row.pk, 0)),
-                max(0, stage.daily - today.get(row.pk, 0)),
+                max(0, stage.hourly - used_hour), max(0, stage.daily - used_day), row=row
             )
         for key, choice, preferred in items:
             chosen = _pick(choice, preferred, caps)
@@ -165,7 +143,7 @@ def warmup_admit(items: Sequence[tuple[int, PoolChoice, Source]], *, now: dateti
             if allowance is not None:
                 allowance.granted += 1
         for allowance in caps.values():
-            if allowance.granted:
+            if allowance.granted and allowance.row is not None:
                 _count(allowance.row, hour, sent=allowance.granted)
     return admission
 
@@ -175,7 +153,7 @@ def _pick(choice: PoolChoice, preferred: Source, caps: dict[str, _Allowance]) ->
     that has."""
     for source in (preferred, *choice.sources):
         allowance = caps.get(source.address)
-        if allowance is None or allowance.left > 0:
+        if allowance is None or allowance.fits():
             return source
     return None
 
@@ -184,15 +162,12 @@ def _retry_at(
     choice: PoolChoice, caps: dict[str, _Allowance], hour: datetime, day: datetime
 ) -> datetime:
     """The next hour, unless every address of the pool has spent its day: then tomorrow."""
-    day_left = any(caps[s.address].day - caps[s.address].granted > 0 for s in choice.sources)
+    day_left = any(caps[s.address].day_fits() for s in choice.sources)
     return hour + timedelta(hours=1) if day_left else day + timedelta(days=1)
 
 
 def _count(address: PoolAddress, hour: datetime, *, sent: int = 0, bounced: int = 0) -> None:
-    usage, _ = AddressUsage.objects.get_or_create(address=address, hour=hour)
-    AddressUsage.objects.filter(pk=usage.pk).update(
-        sent=F("sent") + sent, bounced=F("bounced") + bounced
-    )
+    window_add(AddressUsage, hour=hour, lookup={"address": address}, sent=sent, bounced=bounced)
 
 
 def warmup_bounces_record(bounced: dict[str, int], *, now: datetime) -> None:
