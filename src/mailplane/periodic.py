@@ -17,4 +17,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "mailplane.pools.tasks.warmup_advance_daily",
         "schedule": 3600.0,
     },
+    # Bounce and complaint rates over the last day (reputation/pause.py).
+    "reputation-evaluate": {
+        "task": "mailplane.reputation.tasks.reputation_evaluate_recent",
+        "schedule": 300.0,
+    },
 }

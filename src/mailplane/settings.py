@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "mailplane.servers",
     "mailplane.webhooks",
     "mailplane.pools",
+    "mailplane.reputation",
 ]
 
 MIDDLEWARE = [
@@ -272,6 +273,16 @@ MAILPLANE: dict[str, Any] = {
     "WEBHOOKS_ALLOW_PRIVATE": config.env_bool(
         "MAILPLANE_WEBHOOKS_ALLOW_PRIVATE", config.embedded_mode() or config.under_pytest()
     ),
+    # The automatic pause of a server or key (reputation/pause.py; the defaults follow SES
+    # and Gmail): hard-bounce and complaint rates over the window, judged from this volume.
+    "REPUTATION_PAUSE_BOUNCE_RATE": float(
+        os.environ.get("MAILPLANE_REPUTATION_PAUSE_BOUNCE_RATE", "0.10")
+    ),
+    "REPUTATION_PAUSE_COMPLAINT_RATE": float(
+        os.environ.get("MAILPLANE_REPUTATION_PAUSE_COMPLAINT_RATE", "0.003")
+    ),
+    "REPUTATION_PAUSE_MIN_VOLUME": config.env_int("MAILPLANE_REPUTATION_PAUSE_MIN_VOLUME", 1000),
+    "REPUTATION_PAUSE_WINDOW_HOURS": config.env_int("MAILPLANE_REPUTATION_PAUSE_WINDOW_HOURS", 24),
     # The cell this host's processes serve (monitoring labels; dedicated cells: issue 14).
     "CELL": os.environ.get("MAILPLANE_CELL", "shared").strip() or "shared",
     # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only

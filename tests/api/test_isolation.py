@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from django.urls import URLPattern
+from django.utils import timezone
 
 from mailplane.api import urls as api_urls
 from mailplane.dnsproviders.models import DomainDnsPublication
@@ -22,6 +23,7 @@ from mailplane.projects.models import Project
 from mailplane.queue.models import OutboundMessage
 from mailplane.queue.services import message_enqueue
 from mailplane.relays.services import relay_server_create
+from mailplane.reputation.pause import owner_pause
 from mailplane.sending.requests import send_request_parse
 from mailplane.sending.services import message_send
 from mailplane.servers.models import BounceRule, EmailServer, ServerKey
@@ -92,6 +94,7 @@ def victim(account):
     )
     assert sent_again.message is not None
     events_consume()
+    owner_pause(owner=server, reason="victim-paused-secret", now=timezone.now())
     delivery = WebhookDelivery.objects.get(endpoint=webhook)
     WebhookAttempt.objects.create(
         delivery=delivery,
@@ -201,13 +204,18 @@ WALK = {
     "server-detail": [
         ("get", "/api/servers/{server}/", None),
         ("patch", "/api/servers/{server}/", {"name": "pwned", "sandbox": True}),
+        ("patch", "/api/servers/{server}/", {"hourly_cap": 1, "daily_cap": 1}),
         ("delete", "/api/servers/{server}/", None),
     ],
     "server-key-list": [
         ("get", "/api/servers/{server}/keys/", None),
         ("post", "/api/servers/{server}/keys/", {"name": "mine", "kind": "full"}),
     ],
-    "server-key-detail": [("delete", "/api/server-keys/{server_key}/", None)],
+    "server-key-detail": [
+        ("patch", "/api/server-keys/{server_key}/", {"hourly_cap": 1, "cap_mode": "refuse"}),
+        ("delete", "/api/server-keys/{server_key}/", None),
+    ],
+    "reputation-notice-list": [("get", "/api/reputation-notices/", None)],
     "server-webhook-list": [
         ("get", "/api/servers/{server}/webhooks/", None),
         (
@@ -329,6 +337,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "victim-prod-secret",
         "victim-key-secret",
         "victim-rule-secret",
+        "victim-paused-secret",
         victim["server_key"].prefix,
         "secret-hook",
         "victim-receiver-secret",
@@ -378,7 +387,13 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     assert victim["key"].revoked_at is None
     server = EmailServer.objects.get(pk=victim["server"].pk)
     assert (server.name, server.sandbox) == ("victim-prod-secret", False)
-    assert ServerKey.objects.get(pk=victim["server_key"].pk).revoked_at is None
+    assert (server.hourly_cap, server.daily_cap) == (None, None)
+    victim_key = ServerKey.objects.get(pk=victim["server_key"].pk)
+    assert (victim_key.revoked_at, victim_key.hourly_cap, victim_key.cap_mode) == (
+        None,
+        None,
+        "hold",
+    )
     assert ServerKey.objects.filter(server=server).count() == 1
     assert list(BounceRule.objects.values_list("server_id", "contains")) == [
         (server.pk, "victim-rule-secret")

@@ -54,7 +54,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, SuspiciousOperation):
         exc = _refused_request(exc)
     if isinstance(exc, DomainError):
-        return Response(exc.http_body(), status=exc.http_status)
+        return Response(exc.http_body(), status=exc.http_status, headers=exc.http_headers())
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -44,6 +44,7 @@ from mailplane.api.servers import (
 )
 from mailplane.core.errors import DomainError, ValidationFailed
 from mailplane.queue.models import RecipientStatus
+from mailplane.reputation.errors import OverCap, SendingPaused
 from mailplane.sending.idempotency import (
     HEADER,
     idempotency_claim,
@@ -53,7 +54,13 @@ from mailplane.sending.idempotency import (
     request_digest,
 )
 from mailplane.sending.requests import MAX_RECIPIENTS, MESSAGE_MAX_BYTES, send_request_parse
-from mailplane.sending.services import Prepared, SendContext, Sent, message_prepare, messages_send
+from mailplane.sending.services import (
+    Prepared,
+    SendContext,
+    Sent,
+    message_prepare,
+    messages_send_checked,
+)
 from mailplane.servers.models import EmailServer
 from mailplane.servers.selectors import email_server_get
 from mailplane.servers.services import email_server_update
@@ -254,6 +261,10 @@ def _answer(request: Request, server: EmailServer, run: Callable[[], tuple[int, 
             status, body = run()
             body = _as_json(body)
             idempotency_complete(server=server, key=key, status=status, body=body)
+    except (OverCap, SendingPaused):
+        # "Later" is no answer to keep: the same request may succeed then.
+        idempotency_release(server=server, key=key)
+        raise
     except DomainError as exc:
         # A client error is an answer too: the same request gets it again.
         refusal = error_body(exc.code, exc.message, exc.details)
@@ -267,6 +278,14 @@ def _answer(request: Request, server: EmailServer, run: Callable[[], tuple[int, 
 
 SENDER_NOT_VERIFIED = error("`from` is not a verified sender identity of the account.")
 MESSAGE_TOO_LARGE = error(f"The message (or the body) is over {MESSAGE_MAX_BYTES} bytes.")
+SENDING_PAUSED = error(
+    "`sending_paused`: the server or key is paused (its bounce or complaint rate), until an "
+    "operator resumes it; or `limit_reached`: more recipients than a volume cap allows at all."
+)
+OVER_CAP = error(
+    "`over_cap`: a key in `refuse` mode is over its (or its server's) hourly or daily cap; "
+    "`Retry-After` and `details.retry_at` say when the message would be accepted."
+)
 
 
 class EmailSendView(APIView):
@@ -280,9 +299,11 @@ class EmailSendView(APIView):
         parameters=[IDEMPOTENCY],
         responses={
             200: SentSerializer,
+            403: SENDING_PAUSED,
             409: IDEMPOTENCY_CONFLICT,
             413: MESSAGE_TOO_LARGE,
             422: SENDER_NOT_VERIFIED,
+            429: OVER_CAP,
         },
     )
     def post(self, request: Request) -> Response:
@@ -291,9 +312,11 @@ class EmailSendView(APIView):
         def run() -> tuple[int, Any]:
             send = send_request_parse(request.data)
             prepared = message_prepare(ctx=SendContext.load(server), request=send)
-            [sent] = messages_send(
+            [sent] = messages_send_checked(
                 server=server, prepared=[prepared], server_key=server_key_of(request)
             )
+            if isinstance(sent, OverCap):
+                raise sent
             return 200, _sent(sent)
 
         return _answer(request, server, run)
@@ -310,6 +333,7 @@ class EmailBatchView(APIView):
         parameters=[IDEMPOTENCY],
         responses={
             200: BatchItemSerializer(many=True),
+            403: SENDING_PAUSED,
             409: IDEMPOTENCY_CONFLICT,
             413: MESSAGE_TOO_LARGE,
         },
@@ -345,11 +369,18 @@ class EmailBatchView(APIView):
                         **error_body(exc.code, exc.message, exc.details),
                     }
                 )
-        sent = messages_send(
+        sent = messages_send_checked(
             server=server, prepared=[p for _, p in accepted], server_key=server_key_of(request)
         )
         for (index, _), one in zip(accepted, sent, strict=True):
-            results[index] = {"index": index, **_sent(one)}
+            if isinstance(one, OverCap):
+                results[index] = {
+                    "index": index,
+                    "status": "error",
+                    **error_body(one.code, one.message, one.details),
+                }
+            else:
+                results[index] = {"index": index, **_sent(one)}
         return results
 
 

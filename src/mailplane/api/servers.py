@@ -19,7 +19,13 @@ from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT, LIMIT_REACHED
 from mailplane.queue.models import BounceClass
-from mailplane.servers.models import ContentFilter, EmailServer, ServerKeyKind, StreamKind
+from mailplane.servers.models import (
+    CapMode,
+    ContentFilter,
+    EmailServer,
+    ServerKeyKind,
+    StreamKind,
+)
 from mailplane.servers.selectors import (
     bounce_rule_list,
     email_server_get,
@@ -27,6 +33,7 @@ from mailplane.servers.selectors import (
     server_key_list,
 )
 from mailplane.servers.services import (
+    CAP_MAX,
     bounce_rule_create,
     bounce_rule_delete,
     email_server_create,
@@ -34,7 +41,37 @@ from mailplane.servers.services import (
     email_server_update,
     server_key_create,
     server_key_revoke,
+    server_key_update,
 )
+
+CAPS_HELP = (
+    "Recipients per clock hour / day (UTC), null for none. Over it, a key in `refuse` mode "
+    "gets 429 with `Retry-After` and `retry_at`; otherwise delivery holds the mail until "
+    "the window allows, in order."
+)
+
+
+def _cap_field(window: str) -> serializers.IntegerField:
+    return serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=CAP_MAX,
+        help_text=f"{window.capitalize()} volume cap. {CAPS_HELP}",
+    )
+
+
+class PausedFields(serializers.Serializer[Any]):
+    """What the automatic pause shows (reputation/pause.py)."""
+
+    hourly_cap = serializers.IntegerField(allow_null=True)
+    daily_cap = serializers.IntegerField(allow_null=True)
+    paused_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Set when the bounce or complaint rate crossed its limit: sends are "
+        "refused (403 `sending_paused`) until an operator resumes it.",
+    )
+    paused_reason = serializers.CharField(allow_blank=True)
 
 
 class StreamSerializer(serializers.Serializer[Any]):
@@ -44,7 +81,7 @@ class StreamSerializer(serializers.Serializer[Any]):
     kind = serializers.ChoiceField(choices=StreamKind.choices)
 
 
-class EmailServerSerializer(serializers.Serializer[Any]):
+class EmailServerSerializer(PausedFields):
     id = serializers.IntegerField()
     name = serializers.CharField()
     color = serializers.CharField(allow_blank=True, help_text='"#rrggbb", or "" for none.')
@@ -85,6 +122,8 @@ class EmailServerWriteSerializer(serializers.Serializer[Any]):
         max_value=1000,
         help_text="Score (rspamd's scale; default 10) at which the content filter acts.",
     )
+    hourly_cap = _cap_field("hourly")
+    daily_cap = _cap_field("daily")
 
 
 def server_representation(server: EmailServer) -> dict[str, Any]:
@@ -100,6 +139,10 @@ def server_representation(server: EmailServer) -> dict[str, Any]:
         "sandbox": server.sandbox,
         "content_filter": server.content_filter,
         "content_threshold": server.content_threshold,
+        "hourly_cap": server.hourly_cap,
+        "daily_cap": server.daily_cap,
+        "paused_at": server.paused_at,
+        "paused_reason": server.paused_reason,
         "streams": [
             {"id": s.pk, "stream_id": s.stream_id, "name": s.name, "kind": s.kind} for s in streams
         ],
@@ -155,7 +198,7 @@ class EmailServerDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ServerKeySerializer(serializers.Serializer[Any]):
+class ServerKeySerializer(PausedFields):
     id = serializers.IntegerField()
     server = serializers.IntegerField(source="server_id")
     name = serializers.CharField()
@@ -164,6 +207,7 @@ class ServerKeySerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     last_used_at = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
+    cap_mode = serializers.ChoiceField(choices=CapMode.choices)
 
 
 class ServerKeyIssuedSerializer(ServerKeySerializer):
@@ -178,6 +222,22 @@ class ServerKeyCreateSerializer(serializers.Serializer[Any]):
         default=ServerKeyKind.SEND_ONLY,
         help_text="`send_only` (default): send only; `full`: also read and change the server.",
     )
+    hourly_cap = _cap_field("hourly")
+    daily_cap = _cap_field("daily")
+    cap_mode = serializers.ChoiceField(
+        choices=CapMode.choices,
+        required=False,
+        help_text="Over a cap (the key's or its server's): `hold` (default) queues the mail "
+        "and delivers it when the window allows; `refuse` answers 429 with the time it "
+        "would be accepted.",
+    )
+
+
+class ServerKeyUpdateSerializer(serializers.Serializer[Any]):
+    name = BoundedCharField(max_length=100, required=False)
+    hourly_cap = _cap_field("hourly")
+    daily_cap = _cap_field("daily")
+    cap_mode = serializers.ChoiceField(choices=CapMode.choices, required=False)
 
 
 class ServerKeyListView(APIView):
@@ -202,6 +262,17 @@ class ServerKeyListView(APIView):
 
 
 class ServerKeyDetailView(APIView):
+    @extend_schema(request=ServerKeyUpdateSerializer, responses={200: ServerKeySerializer})
+    def patch(self, request: Request, pk: int) -> Response:
+        serializer = ServerKeyUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = server_key_update(
+            organization=organization_of(request),
+            key_id=pk,
+            fields=dict(serializer.validated_data),
+        )
+        return Response(ServerKeySerializer(key).data)
+
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         server_key_revoke(organization=organization_of(request), key_id=pk)

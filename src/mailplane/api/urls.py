@@ -17,6 +17,7 @@ from mailplane.api import (
     projects,
     provider_webhooks,
     relays,
+    reputation,
     send,
     server_messages,
     servers,
@@ -127,6 +128,11 @@ urlpatterns = [
     ),
     path(
         "api/webhook-notices/", webhooks.WebhookNoticeListView.as_view(), name="webhook-notice-list"
+    ),
+    path(
+        "api/reputation-notices/",
+        reputation.ReputationNoticeListView.as_view(),
+        name="reputation-notice-list",
     ),
     path(
         "api/server/webhooks/",

@@ -91,6 +91,10 @@ class DomainError(Exception):
         """The API's one error shape (api/errors.py): {"error": {code, message, details}}."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
+    def http_headers(self) -> dict[str, str]:
+        """Header fields the HTTP answer carries (Retry-After on a 429); none by default."""
+        return {}
+
     def smtp_reply(self) -> str:
         """`550 5.7.1 Mailbox is suspended`: what an aiosmtpd handler hook returns."""
         return f"{self.smtp.code} {self.smtp.enhanced} {_one_line(self.message)}"

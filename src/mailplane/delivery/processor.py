@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from django.db import transaction
 from django.utils import timezone
 
 from mailplane.delivery.bounce_classes import (
@@ -46,6 +47,7 @@ from mailplane.queue.models import (
 )
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.relays.models import RelayStatus
+from mailplane.reputation.caps import caps_admit, caps_release
 from mailplane.storage.maildir import maildir_deliver
 
 log = logging.getLogger("mailplane.delivery")
@@ -56,7 +58,7 @@ class Outcome:
     row: QueuedRecipient
     result: SendResult
     kind: EventType | None = None  # SUPPRESSED / FAILED override; else from result.status
-    # Held without an attempt until then (a warm-up cap), rather than a retry's backoff.
+    # Held without an attempt until then (a warm-up or volume cap, a pause), not a backoff.
     retry_at: datetime | None = None
     source: Source | None = None  # the pool address it was sent from
 
@@ -247,7 +249,33 @@ def batch_prepare(
             choice = ctx.pools.get(row.message_id)
             source = choice.source_for(row.message_id) if choice is not None else None
             jobs.append(Job(row, envelope, sign_spec(row.message), source))
-    return done, _within_warmup_caps(jobs, ctx, done, now=now)
+    with transaction.atomic():  # caps and warm-up reserve together, or neither
+        jobs, charged = _within_volume_caps(jobs, done, now=now)
+        admitted = _within_warmup_caps(jobs, ctx, done, now=now)
+        sent = {job.row.pk for job in admitted}
+        caps_release([c for pk, c in charged.items() if pk not in sent], now=now)
+    return done, admitted
+
+
+def _within_volume_caps(
+    jobs: list[Job], done: list[Outcome], *, now: datetime
+) -> tuple[list[Job], dict[int, list[str]]]:
+    """The jobs their servers' and keys' volume caps admit (hold mode) and whose server
+    and key are not paused; the others wait, unattempted (reputation/caps.py)."""
+    if not jobs:
+        return jobs, {}
+    admission = caps_admit([job.row for job in jobs], now=now)
+    if not admission.held:
+        return jobs, admission.charged
+    admitted = []
+    for job in jobs:
+        held = admission.held.get(job.row.pk)
+        if held is None:
+            admitted.append(job)
+            continue
+        reply, retry = held
+        done.append(Outcome(job.row, SendResult.temporary(reply, "local"), retry_at=retry))
+    return admitted, admission.charged
 
 
 def _within_warmup_caps(

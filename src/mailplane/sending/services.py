@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -27,6 +28,9 @@ from mailplane.queue.models import (
 )
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
+from mailplane.reputation.caps import caps_reserve
+from mailplane.reputation.errors import OverCap
+from mailplane.reputation.pause import sending_pause_check
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
@@ -245,6 +249,30 @@ def messages_send(
         )
         for m, p in zip(messages, prepared, strict=True)
     ]
+
+
+def messages_send_checked(
+    *,
+    server: EmailServer,
+    prepared: Sequence[Prepared],
+    server_key: ServerKey | None = None,
+    now: datetime | None = None,
+) -> list[Sent | OverCap]:
+    """messages_send behind the reputation checks (reputation/): a paused server or key
+    refuses the whole request (SendingPaused); a key in `refuse` mode has its messages
+    reserved within its own and its server's caps in the enqueue's transaction, and
+    those that do not fit come back as OverCap, in their places."""
+    sending_pause_check(server=server, server_key=server_key)
+    with transaction.atomic():
+        waits = caps_reserve(
+            server=server,
+            server_key=server_key,
+            counts=[len(p.request.recipients) for p in prepared],
+            now=now or timezone.now(),
+        )
+        admitted = [p for p, wait in zip(prepared, waits, strict=True) if wait is None]
+        sent = iter(messages_send(server=server, prepared=admitted, server_key=server_key))
+    return [next(sent) if wait is None else wait for wait in waits]
 
 
 def message_send(*, server: EmailServer, request: SendRequest) -> Sent:

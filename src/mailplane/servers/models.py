@@ -16,7 +16,30 @@ class ContentFilter(models.TextChoices):
     OFF = "off"
 
 
-class EmailServer(models.Model):
+class CapMode(models.TextChoices):
+    """What a server key's mail over its (or its server's) hourly or daily cap gets."""
+
+    HOLD = "hold"  # accepted and queued; delivery holds it until the window allows
+    REFUSE = "refuse"  # the send API answers 429 with the time it would be accepted
+
+
+class Reputation(models.Model):
+    """Volume caps and the automatic pause (reputation/), on a server and on a key."""
+
+    # Counted in recipients, per clock hour and day (UTC); null: no cap.
+    hourly_cap = models.PositiveIntegerField(null=True, blank=True)
+    daily_cap = models.PositiveIntegerField(null=True, blank=True)
+    # Paused (reputation/pause.py): sends refused until an operator resumes it.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.CharField(max_length=300, blank=True)
+    # The last resume: the rates that paused it are judged again only from then on.
+    resumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class EmailServer(Reputation):
     """Seed 004's server: a project or environment boundary for API sending."""
 
     organization = models.ForeignKey(
@@ -77,7 +100,7 @@ class ServerKeyKind(models.TextChoices):
     SEND_ONLY = "send_only"  # send, nothing else
 
 
-class ServerKey(models.Model):
+class ServerKey(Reputation):
     """A key scoped to one server. As account keys: only a digest is kept, shown once."""
 
     server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="keys")
@@ -88,6 +111,7 @@ class ServerKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    cap_mode = models.CharField(max_length=10, choices=CapMode.choices, default=CapMode.HOLD)
 
     class Meta:
         ordering = ["id"]

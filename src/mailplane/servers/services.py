@@ -16,6 +16,7 @@ from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, 
 from mailplane.queue.models import BounceClass, OutboundMessage
 from mailplane.servers.models import (
     BounceRule,
+    CapMode,
     ContentFilter,
     EmailServer,
     MessageStream,
@@ -47,8 +48,10 @@ _RULE_STATUS = re.compile(r"[245]\d\d|[245]\.\d{1,3}(\.\d{1,3})?")
 BOUNCE_RULES_PER_SERVER = 100  # each is checked against every failed reply
 UPDATABLE = frozenset(
     {"name", "color", "default_stream", "auto_suppress_bounces", "auto_suppress_complaints",
-     "sandbox", "content_filter", "content_threshold"}
+     "sandbox", "content_filter", "content_threshold", "hourly_cap", "daily_cap"}
 )  # fmt: skip
+KEY_UPDATABLE = frozenset({"name", "hourly_cap", "daily_cap", "cap_mode"})
+CAP_MAX = 1_000_000_000  # recipients; more is no cap at all: leave it null
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,27 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def caps_clean(fields: dict[str, Any], *, current: Any = None) -> dict[str, Any]:
+    """Volume caps (reputation/caps.py): whole numbers of recipients from 1 to CAP_MAX or
+    null, the hourly one not over the daily one (with `current`'s for the one not given)."""
+    for name in ("hourly_cap", "daily_cap"):
+        value = fields.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= CAP_MAX:
+            raise ValidationFailed.on(name, f"must be a whole number from 1 to {CAP_MAX}, or null")
+    hourly = fields.get("hourly_cap", getattr(current, "hourly_cap", None))
+    daily = fields.get("daily_cap", getattr(current, "daily_cap", None))
+    if hourly is not None and daily is not None and hourly > daily:
+        field = "hourly_cap" if "hourly_cap" in fields else "daily_cap"
+        raise ValidationFailed.on(
+            field, f"the hourly cap ({hourly}) is over the daily one ({daily})"
+        )
+    if "cap_mode" in fields and fields["cap_mode"] not in CapMode.values:
+        raise ValidationFailed.on("cap_mode", f"must be one of {', '.join(CapMode.values)}")
+    return fields
+
+
 def email_server_create(
     *,
     organization: Organization,
@@ -100,6 +124,8 @@ def email_server_create(
     sandbox: bool | None = None,
     content_filter: str = ContentFilter.REJECT,
     content_threshold: float = 10.0,
+    hourly_cap: int | None = None,
+    daily_cap: int | None = None,
 ) -> EmailServer:
     """A server with its transactional and broadcast streams, within the plan's limit.
 
@@ -115,6 +141,7 @@ def email_server_create(
             "content_threshold": content_threshold,
         }
     )
+    caps_clean({"hourly_cap": hourly_cap, "daily_cap": daily_cap})
     stream_ids = [s[0] for s in DEFAULT_STREAMS]
     if default_stream not in stream_ids:
         raise ValidationFailed.on("default_stream", f"must be one of {', '.join(stream_ids)}")
@@ -142,6 +169,8 @@ def email_server_create(
             sandbox=sandbox,
             content_filter=fields["content_filter"],
             content_threshold=fields["content_threshold"],
+            hourly_cap=hourly_cap,
+            daily_cap=daily_cap,
         )
         streams = MessageStream.objects.bulk_create(
             MessageStream(server=server, stream_id=sid, name=title, kind=kind)
@@ -157,7 +186,7 @@ def email_server_update(*, server: EmailServer, fields: dict[str, Any]) -> Email
     unknown = set(fields) - UPDATABLE
     if unknown:
         raise ValidationFailed.on(sorted(unknown)[0], "cannot be changed")
-    fields = _clean(dict(fields))
+    fields = caps_clean(_clean(dict(fields)), current=server)
     if "sandbox" in fields:
         _sandbox_check(server.organization, bool(fields["sandbox"]))
     if "default_stream" in fields:
@@ -191,10 +220,17 @@ def email_server_delete(*, organization: Organization, server_id: int) -> None:
 
 
 def server_key_create(
-    *, server: EmailServer, name: str = "default", kind: str = ServerKeyKind.SEND_ONLY
+    *,
+    server: EmailServer,
+    name: str = "default",
+    kind: str = ServerKeyKind.SEND_ONLY,
+    hourly_cap: int | None = None,
+    daily_cap: int | None = None,
+    cap_mode: str = CapMode.HOLD,
 ) -> IssuedServerKey:
     if kind not in ServerKeyKind.values:
         raise ValidationFailed.on("kind", f"must be one of {', '.join(ServerKeyKind.values)}")
+    caps_clean({"hourly_cap": hourly_cap, "daily_cap": daily_cap, "cap_mode": cap_mode})
     secret = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
     key = ServerKey.objects.create(
         server=server,
@@ -202,8 +238,38 @@ def server_key_create(
         kind=kind,
         prefix=secret[: len(KEY_PREFIX) + 6],
         key_digest=crypto.digest(secret),
+        hourly_cap=hourly_cap,
+        daily_cap=daily_cap,
+        cap_mode=cap_mode,
     )
     return IssuedServerKey(server_key=key, secret=secret)
+
+
+def server_key_update(
+    *, organization: Organization, key_id: int, fields: dict[str, Any]
+) -> ServerKey:
+    """Change a live key's name, caps or cap mode (any of KEY_UPDATABLE)."""
+    unknown = set(fields) - KEY_UPDATABLE
+    if unknown:
+        raise ValidationFailed.on(sorted(unknown)[0], "cannot be changed")
+    with transaction.atomic():
+        # Under the key's lock: caps_reserve reads the caps under it too.
+        key = (
+            ServerKey.objects.select_for_update()
+            .filter(server__organization=organization, pk=key_id, revoked_at=None)
+            .first()
+        )
+        if key is None:
+            raise NotFound("server key not found")
+        fields = caps_clean(dict(fields), current=key)
+        if "name" in fields:
+            fields["name"] = str(fields["name"]).strip()
+            if not fields["name"]:
+                raise ValidationFailed.on("name", "must not be blank")
+        for name, value in fields.items():
+            setattr(key, name, value)
+        key.save(update_fields=list(fields))
+    return key
 
 
 def server_key_revoke(*, organization: Organization, key_id: int) -> ServerKey:
