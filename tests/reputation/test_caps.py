@@ -188,3 +188,36 @@ def test_concurrent_refuse_mode_requests_never_overshoot(
     assert sorted(statuses) == [200] * 5 + [429] * 11
     assert OutboundMessage.objects.count() == 5
     assert CapUsage.objects.get(scope=f"key:{key.server_key.pk}").recipients == 5
+
+
+def test_a_batch_item_over_a_cap_itself_is_refused_alone(account: Any) -> None:
+    verified_domain(account, "acme.test")
+    live = server_make(account)
+    key = server_key_create(server=live.server, name="strict", hourly_cap=2, cap_mode="refuse")
+    batch = [
+        send_body(to="a@dest.test"),
+        send_body(to=["x@dest.test", "y@dest.test", "z@dest.test"]),  # 3 > 2, ever
+        send_body(to="b@dest.test"),
+    ]
+    reply = server_client(key.secret).post("/api/email/batch/", batch, format="json")
+    items = reply.json()
+    assert [i["status"] for i in items] == ["queued", "error", "queued"], items
+    assert items[1]["error"]["code"] == "limit_reached"
+    assert items[1]["error"]["details"] == {"to": ["at most 2 recipients per hour"]}
+
+
+def test_a_429_is_not_kept_as_the_idempotent_answer(account: Any) -> None:
+    verified_domain(account, "acme.test")
+    live = server_make(account)
+    key = server_key_create(server=live.server, name="strict", hourly_cap=1, cap_mode="refuse")
+    client = server_client(key.secret)
+    _send(client, 1, "first")
+    headers = {"HTTP_IDEMPOTENCY_KEY": "order-77"}
+    body = send_body(to="again@dest.test")
+    refused = client.post("/api/email/", body, format="json", **headers)
+    assert refused.status_code == 429
+    # The account raises the cap; the client retries with the same key, and is served.
+    account.client.patch(f"/api/server-keys/{key.server_key.pk}/", {"hourly_cap": 5}, format="json")
+    again = client.post("/api/email/", body, format="json", **headers)
+    assert again.status_code == 200, again.content
+    assert "Idempotent-Replayed" not in again

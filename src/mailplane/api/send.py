@@ -315,7 +315,7 @@ class EmailSendView(APIView):
             [sent] = messages_send_checked(
                 server=server, prepared=[prepared], server_key=server_key_of(request)
             )
-            if isinstance(sent, OverCap):
+            if isinstance(sent, DomainError):
                 raise sent
             return 200, _sent(sent)
 
@@ -373,7 +373,7 @@ class EmailBatchView(APIView):
             server=server, prepared=[p for _, p in accepted], server_key=server_key_of(request)
         )
         for (index, _), one in zip(accepted, sent, strict=True):
-            if isinstance(one, OverCap):
+            if isinstance(one, DomainError):
                 results[index] = {
                     "index": index,
                     "status": "error",

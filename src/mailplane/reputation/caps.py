@@ -28,7 +28,7 @@ from typing import TypeGuard
 from django.db import transaction
 from django.db.models import Q
 
-from mailplane.core.errors import LimitReached
+from mailplane.core.errors import DomainError, LimitReached
 from mailplane.core.windows import Allowance, hour_of, window_add, window_counts
 from mailplane.queue.models import QueuedRecipient
 from mailplane.reputation.errors import OverCap
@@ -86,14 +86,28 @@ def _name(owner: Reputation) -> str:
     return f"server key {owner.pk}" if isinstance(owner, ServerKey) else f"server {owner.pk}"
 
 
+def _never_fits(owners: Sequence[Reputation], n: int) -> LimitReached | None:
+    """A message over a cap itself: no wait helps, so not a 429."""
+    for owner in owners:
+        for cap, window in ((owner.hourly_cap, "hour"), (owner.daily_cap, "day")):
+            if cap is not None and n > cap:
+                return LimitReached(
+                    f"the message has {n} recipients, over the cap of {cap} per {window} of "
+                    f"{_name(owner)}",
+                    details={"to": [f"at most {cap} recipients per {window}"]},
+                )
+    return None
+
+
 def caps_reserve(
     *, server: EmailServer, server_key: ServerKey | None, counts: Sequence[int], now: datetime
-) -> list[OverCap | None]:
+) -> list[DomainError | None]:
     """Refuse mode: reserve each message's recipients (`counts`, in order) within the
-    server's and the key's caps; None for a message admitted, else why and until when.
-    A batch is admitted as a prefix: after the first refusal the rest wait too, so that
-    what is accepted keeps the batch's order. Call inside the enqueue's transaction: the
-    count and the messages commit (or roll back) together."""
+    server's and the key's caps; None for a message admitted, else why (OverCap: until
+    when; LimitReached: more recipients than a cap takes at all). A batch is admitted as
+    a prefix: after the first OverCap the rest wait too, so that what is accepted keeps
+    the batch's order. Call inside the enqueue's transaction: the count and the messages
+    commit (or roll back) together."""
     if server_key is None or server_key.cap_mode != CapMode.REFUSE:
         return [None] * len(counts)
     if not (_capped(server) or _capped(server_key)):
@@ -102,17 +116,13 @@ def caps_reserve(
         locked_server, locked_key = _locked(server, server_key)
         owners: list[Reputation] = [o for o in (locked_server, locked_key) if _capped(o)]
         allowances = _allowances(owners, now=now)
-        results: list[OverCap | None] = []
+        results: list[DomainError | None] = []
         refused: OverCap | None = None
         for n in counts:
-            for owner in owners:  # never accepted, whatever the wait: say so plainly
-                for cap, window in ((owner.hourly_cap, "hour"), (owner.daily_cap, "day")):
-                    if cap is not None and n > cap:
-                        raise LimitReached(
-                            f"the message has {n} recipients, over the cap of {cap} per "
-                            f"{window} of {_name(owner)}",
-                            details={"to": [f"at most {cap} recipients per {window}"]},
-                        )
+            never = _never_fits(owners, n)
+            if never is not None:
+                results.append(never)
+                continue
             if refused is None:
                 full = [(o, allowances[scope_of(o)]) for o in owners]
                 over = [(o, a) for o, a in full if not a.fits(n)]

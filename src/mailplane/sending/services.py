@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from mailplane.core.errors import ValidationFailed
+from mailplane.core.errors import DomainError, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
 from mailplane.queue.models import (
@@ -29,7 +29,6 @@ from mailplane.queue.models import (
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.reputation.caps import caps_reserve
-from mailplane.reputation.errors import OverCap
 from mailplane.reputation.pause import sending_pause_check
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
@@ -257,11 +256,11 @@ def messages_send_checked(
     prepared: Sequence[Prepared],
     server_key: ServerKey | None = None,
     now: datetime | None = None,
-) -> list[Sent | OverCap]:
+) -> list[Sent | DomainError]:
     """messages_send behind the reputation checks (reputation/): a paused server or key
     refuses the whole request (SendingPaused); a key in `refuse` mode has its messages
     reserved within its own and its server's caps in the enqueue's transaction, and
-    those that do not fit come back as OverCap, in their places."""
+    those that do not fit come back as their refusal (OverCap: until when), in place."""
     sending_pause_check(server=server, server_key=server_key)
     with transaction.atomic():
         waits = caps_reserve(
