@@ -252,6 +252,11 @@ MAILPLANE: dict[str, Any] = {
     ),
     "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
     "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
+    # Where recipients reach the control plane over HTTPS: broadcast messages' one-click
+    # unsubscribe links (RFC 8058 requires https) are <PUBLIC_URL>/unsubscribe/<token>/.
+    "PUBLIC_URL": os.environ.get(
+        "MAILPLANE_PUBLIC_URL", f"https://{os.environ.get('MAILPLANE_SMTP_HOST', 'localhost')}"
+    ).rstrip("/"),
 }
 
 LOGGING = {

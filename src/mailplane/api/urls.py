@@ -16,10 +16,12 @@ from mailplane.api import (
     projects,
     provider_webhooks,
     relays,
+    scheduling,
     send,
     server_messages,
     servers,
     tasks,
+    unsubscribe,
 )
 from mailplane.api.fields import IdConverter
 
@@ -92,9 +94,20 @@ urlpatterns = [
         server_messages.ServerMessageDetailView.as_view(),
         name="server-message-detail",
     ),
+    path(
+        "api/server/messages/<id:pk>/cancel/",
+        scheduling.ServerMessageCancelView.as_view(),
+        name="server-message-cancel",
+    ),
     path("api/email/", send.EmailSendView.as_view(), name="email-send"),
     path("api/email/batch/", send.EmailBatchView.as_view(), name="email-batch"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
+    # Broadcast messages' List-Unsubscribe links (RFC 8058): the token is the credential.
+    path(
+        "unsubscribe/<str:token>/",
+        unsubscribe.UnsubscribeView.as_view(),
+        name="unsubscribe",
+    ),
     # Provider event webhooks: signed by the provider, not called with an API key.
     path(
         "webhooks/mailgun/<id:relay_id>/",

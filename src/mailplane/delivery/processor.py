@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from mailplane.delivery.bounces import verp_address
@@ -72,6 +72,10 @@ class BatchContext:
     bodies: dict[int, bytes]
     suppressed: set[tuple[int, str]]
     local: dict[str, Mailbox]
+    # Suppressions of one message stream (an unsubscribe from a broadcast stream), as
+    # (stream id, address), and the stream of each message sent through an email server.
+    stream_suppressed: set[tuple[int, str]] = field(default_factory=set)
+    streams: dict[int, int] = field(default_factory=dict)
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -80,23 +84,45 @@ def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
         b.message_id: bytes(b.raw) for b in MessageBody.objects.filter(message_id__in=message_ids)
     }
     addresses = {r.rcpt_to.lower() for r in rows}
-    suppressed = set(
-        Suppression.objects.filter(
-            organization_id__in={r.message.organization_id for r in rows}, address__in=addresses
-        ).values_list("organization_id", "address")
-    )
+    suppressed: set[tuple[int, str]] = set()
+    stream_suppressed: set[tuple[int, str]] = set()
+    for organization_id, address, stream_id in Suppression.objects.filter(
+        organization_id__in={r.message.organization_id for r in rows}, address__in=addresses
+    ).values_list("organization_id", "address", "stream_id"):
+        if stream_id is None:
+            suppressed.add((organization_id, address))
+        else:
+            stream_suppressed.add((stream_id, address))
+    streams: dict[int, int] = {}
+    if stream_suppressed:  # the join only when some stream has one of these addresses
+        streams = {
+            int(pk): int(stream_id)
+            for pk, stream_id in OutboundMessage.objects.filter(
+                pk__in=message_ids, server_link__isnull=False
+            ).values_list("pk", "server_link__stream_id")
+        }
     local = {
         m.address: m
         for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
     }
-    return BatchContext(bodies=bodies, suppressed=suppressed, local=local)
+    return BatchContext(
+        bodies=bodies,
+        suppressed=suppressed,
+        local=local,
+        stream_suppressed=stream_suppressed,
+        streams=streams,
+    )
 
 
 # --- the checklist -------------------------------------------------------------------
 
 
 def hold_if_suppressed(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
-    if (row.message.organization_id, row.rcpt_to.lower()) in ctx.suppressed:
+    address = row.rcpt_to.lower()
+    stream = ctx.streams.get(row.message_id)
+    if (row.message.organization_id, address) in ctx.suppressed or (
+        stream is not None and (stream, address) in ctx.stream_suppressed
+    ):
         return Outcome(
             row,
             SendResult.permanent("550 5.7.1 recipient is on the suppression list"),
