@@ -95,8 +95,10 @@ def recipients_claim(
         ).select_related("message")
     )
     _attach_shared(rows)
-    # Grouped by destination so one connection carries a domain's messages.
-    return sorted(rows, key=lambda r: (r.rcpt_domain, r.pk))
+    # Grouped by destination so one connection carries a domain's messages; interactive
+    # rows first, so that each leads its destination's group and goes out on the first
+    # connection, ahead of the bulk rows claimed with it.
+    return sorted(rows, key=lambda r: (r.priority, r.rcpt_domain, r.pk))
 
 
 def recipients_renew(
