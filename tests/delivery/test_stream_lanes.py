@@ -69,7 +69,12 @@ def test_the_claim_takes_interactive_rows_first_and_bulk_within_its_share(accoun
 
 
 def test_a_broadcast_backlog_does_not_delay_a_transactional_message(
-    transactional_db, account, dns_server, mx_sinks, settings, tmp_path  # noqa: F811
+    transactional_db,
+    account,
+    dns_server,
+    mx_sinks,  # noqa: F811
+    settings,
+    tmp_path,
 ):
     window = 100
     settings.MAILPLANE = {

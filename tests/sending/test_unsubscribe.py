@@ -24,7 +24,7 @@ from mailplane.queue.models import (
 )
 from mailplane.servers.models import MessageStream, ServerMessage, StreamKind
 from tests.support.http_client import http_call
-from tests.support.servers import ServerAccess, send_body, server_make
+from tests.support.servers import ServerAccess, send_body
 from tests.support.smtp_sink import mx_port, mx_sinks  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,9 +51,7 @@ def _link(message_id: int) -> tuple[str, str]:
 
 
 def _events(message_id: int) -> list[str]:
-    return list(
-        DeliveryEvent.objects.filter(message_id=message_id).values_list("type", flat=True)
-    )
+    return list(DeliveryEvent.objects.filter(message_id=message_id).values_list("type", flat=True))
 
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -190,7 +188,11 @@ def test_the_confirmation_page_changes_nothing_and_its_form_unsubscribes(
 
 
 def test_delivery_holds_a_queued_broadcast_after_an_unsubscribe(
-    live, dns_server, mx_sinks, settings, tmp_path  # noqa: F811
+    live,
+    dns_server,
+    mx_sinks,  # noqa: F811
+    settings,
+    tmp_path,
 ):
     """Unsubscribed after it was queued: delivery's checklist suppresses it (that stream
     only; the transactional message to the same address is delivered)."""
