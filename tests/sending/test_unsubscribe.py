@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import re
+import smtplib
 from email.policy import default as default_policy
 
 import dkim
@@ -23,8 +24,10 @@ from mailplane.queue.models import (
     SuppressionReason,
 )
 from mailplane.servers.models import MessageStream, ServerMessage, StreamKind
+from tests.smtp.conftest import listeners, tls_pair  # noqa: F401
+from tests.support.fixtures import verified_domain
 from tests.support.http_client import http_call
-from tests.support.servers import ServerAccess, send_body
+from tests.support.servers import ServerAccess, send_body, server_make
 from tests.support.smtp_sink import mx_port, mx_sinks  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
@@ -63,7 +66,13 @@ def test_broadcast_messages_carry_one_click_unsubscribe_and_transactional_do_not
     sent = _broadcast(live)
     parsed = email.message_from_bytes(_raw(sent["id"]), policy=default_policy)
     [value] = parsed.get_all("List-Unsubscribe")
-    assert re.fullmatch(r"<https://mail\.example\.test/unsubscribe/[a-z2-7]{26}/>", str(value))
+    domain = live.server.organization.domains.get(name="acme.test")
+    host = re.escape(domain.return_path_host)
+    assert re.fullmatch(
+        r"<https://mail\.example\.test/unsubscribe/([a-z2-7]{26})/>, "
+        rf"<mailto:unsubscribe\+\1@{host}>",
+        str(value),
+    ), value
     assert parsed.get_all("List-Unsubscribe-Post") == [ONE_CLICK]
     # The token is opaque: no address in it, and only its digest is stored.
     path, token = _link(sent["id"])
@@ -340,3 +349,40 @@ def test_a_huge_declared_body_is_refused_before_it_is_read(live, live_server, tr
     )
     assert reply.status == 413
     assert not Suppression.objects.exists()
+
+
+def _mailto(message_id: int) -> str:
+    found = re.search(rb"<mailto:([^>]+)>", _raw(message_id).replace(b"\r\n ", b" "))
+    assert found is not None
+    return found[1].decode()
+
+
+def test_mail_to_the_mailto_uri_unsubscribes_through_the_mx(listeners, account):  # noqa: F811
+    """RFC 2369 §3.2: a message to the mailto URI, over SMTP to our MX (which serves the
+    return path host for bounces already), unsubscribes like the one-click POST."""
+    verified_domain(account, "acme.test")
+    live = server_make(account)
+    sent = _broadcast(live)
+    address = _mailto(sent["id"])
+    with smtplib.SMTP(listeners.host, listeners.mx, timeout=10) as client:
+        client.ehlo("mx.dest.test")
+        message = f"From: carol@dest.test\r\nTo: {address}\r\nSubject: unsubscribe\r\n\r\n."
+        assert client.sendmail("carol@dest.test", [address], message) == {}
+        # Mail clients may upper-case it; a replay changes nothing.
+        assert client.sendmail("carol@dest.test", [address.upper()], message) == {}
+        # A token that is not ours, at the same host: 550 5.1.1, at RCPT.
+        host = address.rpartition("@")[2]
+        code, reply = client.ehlo()
+        client.mail("carol@dest.test")
+        code, reply = client.rcpt(f"unsubscribe+{'a' * 26}@{host}")
+        assert (code, reply[:5]) == (550, b"5.1.1")
+        client.rset()
+    [suppression] = Suppression.objects.all()
+    assert (suppression.address, suppression.stream_id) == ("carol@dest.test", sent_stream(sent))
+    assert _events(sent["id"]) == ["queued", "unsubscribed"]
+    detail = DeliveryEvent.objects.get(message_id=sent["id"], type="unsubscribed").detail
+    assert detail.startswith("mailto")
+
+
+def sent_stream(sent: dict) -> int:
+    return ServerMessage.objects.get(message_id=sent["id"]).stream_id

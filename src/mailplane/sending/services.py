@@ -142,7 +142,9 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         sender=request.sender.address,
         # RFC 5321 §4.4: the trace clause names the protocol the message came in by.
         received=f"by {settings.MAILPLANE['SHARED_SMTP_HOST']} with HTTP",
-        list_unsubscribe=unsubscribe.header() if unsubscribe else None,
+        list_unsubscribe=(
+            unsubscribe.header(return_path_host=domain.return_path_host) if unsubscribe else None
+        ),
     )
     if len(raw) > MESSAGE_MAX_BYTES:
         sizes = {

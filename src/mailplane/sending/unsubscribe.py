@@ -8,6 +8,9 @@ plain text), and it is bound to one server, one stream and one recipient: a broa
 message has exactly one (sending/services.py refuses more, so that one recipient's link
 never unsubscribes another).
 
+The mailto URI (RFC 2369 §3.2) carries the same token in its local part: mail to it,
+received by the MX at the domain's return path host, unsubscribes the same way.
+
 Following the link suppresses the address for that stream only (its transactional mail
 still goes) and appends an `unsubscribed` event, both through queue/transitions.py. A
 replay changes nothing and answers as the first time (idempotent), as mailbox providers
@@ -30,6 +33,14 @@ from mailplane.queue.transitions import unsubscribe_record
 from mailplane.servers.models import ServerMessage
 
 _TOKEN = re.compile(r"[a-z2-7]{26}")  # 16 bytes in unpadded base32
+MAILTO_LOCAL = "unsubscribe"  # unsubscribe+<token>@<return path host>: 38 characters
+
+
+def mailto_token(address: str) -> str | None:
+    """The token of an `unsubscribe+<token>@…` address (any case), or None."""
+    local = address.rpartition("@")[0].lower()
+    prefix, plus, token = local.partition("+")
+    return token if plus and prefix == MAILTO_LOCAL and _TOKEN.fullmatch(token) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +48,13 @@ class IssuedToken:
     token: str  # goes into the message, never stored
     digest: str  # stored on the message's ServerMessage
 
-    def header(self) -> ListUnsubscribe:
-        return ListUnsubscribe(url=f"{settings.MAILPLANE['PUBLIC_URL']}/unsubscribe/{self.token}/")
+    def header(self, *, return_path_host: str) -> ListUnsubscribe:
+        """The HTTPS URI (one-click) and a mailto URI at the sender domain's return path
+        host, whose MX is ours already for bounces (smtp/mx.py takes the mail)."""
+        return ListUnsubscribe(
+            url=f"{settings.MAILPLANE['PUBLIC_URL']}/unsubscribe/{self.token}/",
+            mailto=f"{MAILTO_LOCAL}+{self.token}@{return_path_host}",
+        )
 
 
 @dataclass(frozen=True, slots=True)
