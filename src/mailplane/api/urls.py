@@ -13,6 +13,7 @@ from mailplane.api import (
     index,
     mailboxes,
     messages,
+    monitoring,
     projects,
     provider_webhooks,
     relays,
@@ -30,6 +31,7 @@ register_converter(IdConverter, "id")
 urlpatterns = [
     path("api/", index.ApiIndexView.as_view(), name="api-index"),
     path("api/userinfo/", account.UserInfoView.as_view(), name="userinfo"),
+    path("api/status/", monitoring.StatusView.as_view(), name="status"),
     path("api/api-keys/", account.ApiKeyListView.as_view(), name="api-key-list"),
     path("api/api-keys/<id:pk>/", account.ApiKeyDetailView.as_view(), name="api-key-detail"),
     path("api/relay-servers/", relays.RelayServerListView.as_view(), name="relay-server-list"),
@@ -78,6 +80,16 @@ urlpatterns = [
     path("api/servers/", servers.EmailServerListView.as_view(), name="server-list"),
     path("api/servers/<id:pk>/", servers.EmailServerDetailView.as_view(), name="server-detail"),
     path("api/servers/<id:pk>/keys/", servers.ServerKeyListView.as_view(), name="server-key-list"),
+    path(
+        "api/servers/<id:pk>/bounce-rules/",
+        servers.BounceRuleListView.as_view(),
+        name="bounce-rule-list",
+    ),
+    path(
+        "api/bounce-rules/<id:pk>/",
+        servers.BounceRuleDetailView.as_view(),
+        name="bounce-rule-detail",
+    ),
     path(
         "api/server-keys/<id:pk>/",
         servers.ServerKeyDetailView.as_view(),

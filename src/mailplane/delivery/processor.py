@@ -14,9 +14,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from mailplane.delivery.bounce_classes import (
+    BounceRule,
+    bounce_class,
+    bounce_rules_of,
+    retried,
+    suppresses,
+)
 from mailplane.delivery.bounces import verp_address
 from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.providers.base import Envelope
@@ -70,12 +77,10 @@ class BatchContext:
     """What the steps need, loaded once per batch (no query per recipient)."""
 
     bodies: dict[int, bytes]
-    suppressed: set[tuple[int, str]]
+    # (organization, address, stream or None for the whole account)
+    suppressed: set[tuple[int, str, int | None]]
     local: dict[str, Mailbox]
-    # Suppressions of one message stream (an unsubscribe from a broadcast stream), as
-    # (stream id, address), and the stream of each message sent through an email server.
-    stream_suppressed: set[tuple[int, str]] = field(default_factory=set)
-    streams: dict[int, int] = field(default_factory=dict)
+    streams: dict[int, int | None]  # message -> its server stream (None: no server)
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -84,44 +89,34 @@ def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
         b.message_id: bytes(b.raw) for b in MessageBody.objects.filter(message_id__in=message_ids)
     }
     addresses = {r.rcpt_to.lower() for r in rows}
-    suppressed: set[tuple[int, str]] = set()
-    stream_suppressed: set[tuple[int, str]] = set()
-    for organization_id, address, stream_id in Suppression.objects.filter(
-        organization_id__in={r.message.organization_id for r in rows}, address__in=addresses
-    ).values_list("organization_id", "address", "stream_id"):
-        if stream_id is None:
-            suppressed.add((organization_id, address))
-        else:
-            stream_suppressed.add((stream_id, address))
-    streams: dict[int, int] = {}
-    if stream_suppressed:  # the join only when some stream has one of these addresses
-        streams = {
-            int(pk): int(stream_id)
-            for pk, stream_id in OutboundMessage.objects.filter(
-                pk__in=message_ids, server_link__isnull=False
-            ).values_list("pk", "server_link__stream_id")
-        }
+    suppressed: set[tuple[int, str, int | None]] = set(
+        Suppression.objects.filter(
+            organization_id__in={r.message.organization_id for r in rows}, address__in=addresses
+        ).values_list("organization_id", "address", "stream_id")
+    )
+    # A stream's suppression holds for that stream only (queue/transitions.py); by the
+    # relation's name: the queue's link to servers is the servers package's.
+    streams: dict[int, int | None] = {}
+    if suppressed:
+        links = OutboundMessage.objects.filter(pk__in=message_ids).values_list(
+            "pk", "server_link__stream_id"
+        )
+        streams = {pk: (int(stream) if stream is not None else None) for pk, stream in links}
     local = {
         m.address: m
         for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
     }
-    return BatchContext(
-        bodies=bodies,
-        suppressed=suppressed,
-        local=local,
-        stream_suppressed=stream_suppressed,
-        streams=streams,
-    )
+    return BatchContext(bodies=bodies, suppressed=suppressed, local=local, streams=streams)
 
 
 # --- the checklist -------------------------------------------------------------------
 
 
 def hold_if_suppressed(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
-    address = row.rcpt_to.lower()
+    org, address = row.message.organization_id, row.rcpt_to.lower()
     stream = ctx.streams.get(row.message_id)
-    if (row.message.organization_id, address) in ctx.suppressed or (
-        stream is not None and (stream, address) in ctx.stream_suppressed
+    if (org, address, None) in ctx.suppressed or (
+        stream is not None and (org, address, stream) in ctx.suppressed
     ):
         return Outcome(
             row,
@@ -242,12 +237,12 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
 # --- recording ------------------------------------------------------------------------
 
 
-def _event_kind(outcome: Outcome, *, expired: bool) -> EventType:
+def _event_kind(outcome: Outcome, result: SendResult, *, expired: bool) -> EventType:
     if outcome.kind is not None:
         return outcome.kind
-    if outcome.result.status is Status.DELIVERED:
+    if result.status is Status.DELIVERED:
         return EventType.DELIVERED
-    if outcome.result.status is Status.PERMANENT or expired:
+    if result.status is Status.PERMANENT or expired:
         return EventType.BOUNCED
     return EventType.DEFERRED
 
@@ -263,13 +258,21 @@ _STATUS = {
 
 
 def outcome_transition(
-    outcome: Outcome, *, now: datetime, rng: Callable[[], float]
+    outcome: Outcome,
+    *,
+    now: datetime,
+    rng: Callable[[], float],
+    rules: Sequence[BounceRule] = (),
 ) -> tuple[Transition, SendResult]:
     """The queue transition an attempt's outcome makes: retry time and expiry for
-    temporary failures, a suppression for permanent ones."""
+    temporary failures (and 5xx rate limits), a bounce class for every failure, a
+    suppression for hard bounces only (delivery/bounce_classes.py)."""
     row, result = outcome.row, outcome.result
     attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
     attempts = row.attempts + (1 if attempted else 0)
+    klass = bounce_class(result, rules) if attempted else None
+    if retried(result, klass):  # a 5xx that is really a rate limit: later, not a bounce
+        result = SendResult(Status.TEMPORARY, result.reply, result.remote_host, result.code)
     expired = False
     next_attempt: datetime | None = None
     if result.status is Status.TEMPORARY:
@@ -282,8 +285,8 @@ def outcome_transition(
                 result.remote_host,
                 result.code,
             )
-    kind = _event_kind(outcome, expired=expired)
-    hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT
+    kind = _event_kind(outcome, result, expired=expired)
+    hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT and suppresses(klass)
     transition = Transition(
         row=row,
         event=kind,
@@ -294,6 +297,7 @@ def outcome_transition(
         attempts=attempts,
         next_attempt_at=next_attempt,
         suppress=SuppressionReason.HARD_BOUNCE if hard else None,
+        bounce_class=(klass or "") if kind in (EventType.BOUNCED, EventType.DEFERRED) else "",
     )
     return transition, result
 
@@ -303,7 +307,13 @@ def outcomes_record(
 ) -> None:
     """Record every outcome through the queue's transitions (row, event, suppression in
     one transaction), then send DSNs for the failures."""
-    decided = [outcome_transition(o, now=now, rng=rng) for o in outcomes]
+    rules = bounce_rules_of(
+        o.row.message_id for o in outcomes if o.result.status is not Status.DELIVERED
+    )
+    decided = [
+        outcome_transition(o, now=now, rng=rng, rules=rules.get(o.row.message_id, ()))
+        for o in outcomes
+    ]
     results = {t.row.pk: result for t, result in decided}
     applied = transitions_apply([t for t, _ in decided], now=now, claimed_by=worker_id)
     failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)

@@ -123,6 +123,18 @@ class EventType(models.TextChoices):
     CANCELLED = "cancelled"  # a scheduled message cancelled before it was due
 
 
+class BounceClass(models.TextChoices):
+    """What kind of failure a deferral or bounce was (delivery/bounce_classes.py)."""
+
+    HARD = "hard"  # the address or domain does not exist: suppressed
+    SOFT = "soft"  # temporary, none of the below
+    MAILBOX_FULL = "mailbox_full"
+    RATE_LIMIT = "rate_limit"
+    BLOCK = "block"  # sending address or domain on a block list, reputation
+    SPAM = "spam"  # content refused
+    POLICY = "policy"  # authentication, relaying, size, local policy
+
+
 class DeliveryEvent(models.Model):
     """One transition of a message or recipient, in the outbox (queue/transitions.py).
 
@@ -140,6 +152,8 @@ class DeliveryEvent(models.Model):
     remote_reply = models.TextField(blank=True)
     remote_host = models.CharField(max_length=253, blank=True)
     detail = models.TextField(blank=True)
+    # Deferrals and bounces: what kind of failure ("" for every other event).
+    bounce_class = models.CharField(max_length=12, choices=BounceClass.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -171,10 +185,6 @@ class Suppression(models.Model):
     """An address this organization no longer sends to (RFC 3463 5.x.x bounces and the like).
 
     Per organization: one tenant's hard bounce says nothing about another's list hygiene.
-    `stream` narrows it to one message stream of an email server: an unsubscribe from a
-    broadcast stream stops that stream's mail, not the password resets of the transactional
-    one (Postmark keeps suppressions per stream). Referenced by name: the queue imports
-    nothing of servers/ (the stream's server deletes its suppressions with it).
     """
 
     organization = models.ForeignKey(
@@ -186,6 +196,10 @@ class Suppression(models.Model):
     message = models.ForeignKey(
         OutboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The one stream of an email server it holds for (Postmark: suppressions are per
+    # stream); null: the whole account (mailbox mail, and every stream). Named by string,
+    # so the queue imports nothing of servers (servers imports the queue); the stream's
+    # server deletes its suppressions with it.
     stream = models.ForeignKey(
         "servers.MessageStream",
         on_delete=models.CASCADE,
@@ -193,12 +207,10 @@ class Suppression(models.Model):
         blank=True,
         related_name="suppressions",
     )  # None: every message of the organization
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [
-            # Two partial constraints: NULLs are distinct in a plain UNIQUE (SQL), so one
-            # over (organization, address, stream) would let account-wide rows repeat.
             models.UniqueConstraint(
                 fields=["organization", "address"],
                 condition=models.Q(stream__isnull=True),
@@ -210,6 +222,7 @@ class Suppression(models.Model):
                 name="one_stream_suppression",
             ),
         ]
+        indexes = [models.Index(fields=["stream", "created_at"], name="stream_suppressions")]
 
     def __str__(self) -> str:
         return f"{self.address} suppressed ({self.reason})"

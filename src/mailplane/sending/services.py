@@ -57,6 +57,7 @@ class Prepared:
     raw: bytes
     suppressed: frozenset[str] = frozenset()  # recipients (lower-case) on the list
     unsubscribe: IssuedToken | None = None  # a broadcast message's List-Unsubscribe token
+    send_at: datetime | None = None  # held in the queue until then
 
     @property
     def priority(self) -> Priority:
@@ -112,6 +113,20 @@ def _verified_domain(ctx: SendContext, name: str) -> Domain | None:
     return ctx.domains[name]
 
 
+def _suppressed(
+    ctx: SendContext, stream: MessageStream, recipients: Sequence[str]
+) -> frozenset[str]:
+    """Recipients on the stream's list or the account-wide one (queue/transitions.py)."""
+    addresses = [a.lower() for a in recipients]
+    return frozenset(
+        Suppression.objects.filter(
+            organization_id=ctx.server.organization_id, address__in=addresses
+        )
+        .filter(Q(stream__isnull=True) | Q(stream=stream))
+        .values_list("address", flat=True)
+    )
+
+
 def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
     if stream_id is None:
         default = ctx.server.default_stream_id
@@ -159,21 +174,14 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         )
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
-    addresses = [a.lower() for a in request.recipients]
-    suppressed = frozenset(
-        Suppression.objects.filter(
-            organization_id=ctx.server.organization_id, address__in=addresses
-        )
-        .filter(Q(stream__isnull=True) | Q(stream=stream))
-        .values_list("address", flat=True)
-    )
     return Prepared(
         request=request,
         stream=stream,
         domain=domain,
         raw=raw,
-        suppressed=suppressed,
+        suppressed=_suppressed(ctx, stream, request.recipients),
         unsubscribe=unsubscribe,
+        send_at=request.send_at,
     )
 
 
@@ -233,7 +241,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
             domain=p.domain,
             priority=p.priority,
             # A dry message is recorded as delivered at once, scheduled or not.
-            send_at=None if _dry(server, p) else p.request.send_at,
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for p in prepared
     ]
@@ -290,7 +298,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
             recipients=list(p.request.recipients),
             sandbox=_dry(server, p),
             suppressed=[a for a in p.request.recipients if a.lower() in p.suppressed],
-            send_at=None if _dry(server, p) else p.request.send_at,
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for m, p in zip(messages, prepared, strict=True)
     ]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailqueue', '0005_event_seq_required'),
+        ('mailqueue', '0007_suppressions_per_stream'),
     ]
 
     operations = [
