@@ -151,7 +151,9 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             details={"from": [f"no verified sender identity for {request.sender.domain} (domain)"]},
         )
     stream = _stream(ctx, request.stream)
-    unsubscribe = _broadcast_check(stream, request)
+    unsubscribe = broadcast_check(
+        stream, recipients=request.recipients, header_names=[name for name, _ in request.headers]
+    )
     raw = message_cleanup(
         message_compose(request),
         sender=request.sender.address,
@@ -189,8 +191,11 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
 UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 
 
-def _broadcast_check(stream: MessageStream, request: SendRequest) -> IssuedToken | None:
-    """A broadcast message's unsubscribe token, or StreamRefused (422).
+def broadcast_check(
+    stream: MessageStream, *, recipients: Sequence[str], header_names: Sequence[str]
+) -> IssuedToken | None:
+    """A broadcast message's unsubscribe token, or StreamRefused (422); None on other
+    streams. Plain arguments, so that a message submitted over SMTP can be checked too.
 
     As Postmark's broadcast streams when Postmark manages unsubscribes (its default and,
     here, the only mode): the stream writes List-Unsubscribe itself and the message's own
@@ -202,17 +207,17 @@ def _broadcast_check(stream: MessageStream, request: SendRequest) -> IssuedToken
     would let any of them unsubscribe the others; lists go out as a batch."""
     if stream.kind != StreamKind.BROADCAST:
         return None
-    for name, _ in request.headers:
+    for name in header_names:
         if name.lower() in UNSUBSCRIBE_HEADERS:
             raise StreamRefused(
                 f"headers: the broadcast stream {stream.stream_id!r} writes {name} itself "
                 "(one-click unsubscribe, RFC 8058): leave it out",
                 details={f"headers.{name}": ["set by broadcast streams: leave it out"]},
             )
-    if len(request.recipients) != 1:
+    if len(recipients) != 1:
         raise StreamRefused(
             f"to: a broadcast message goes to one recipient (it carries that recipient's "
-            f"unsubscribe link); send {len(request.recipients)} messages in a batch",
+            f"unsubscribe link); send {len(recipients)} messages in a batch",
             details={"to": ["one recipient (to, cc and bcc together) on a broadcast stream"]},
         )
     return unsubscribe_token_issue()
