@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from mailplane.delivery.worker import DeliveryWorker
 from mailplane.queue.models import DeliveryEvent, OutboundMessage, QueuedRecipient
+from mailplane.queue.transitions import scheduled_move
 from tests.support.fixtures import verified_domain
 from tests.support.servers import send_body, server_make
 from tests.support.smtp_sink import mx_port, mx_sinks  # noqa: F401
@@ -157,6 +158,9 @@ def test_bad_reschedules_are_refused_and_change_nothing(live):
         ({"send_at": "soon"}, 422, "send_at"),
         ({"send_at": _at(-timedelta(minutes=1))}, 422, "send_at"),
         ({"send_at": _at(timedelta(hours=80))}, 422, "send_at"),
+        ({"send_at": "9" * 500}, 422, "send_at"),
+        ({"send_at": 5}, 422, "send_at"),
+        ({"send_at": None}, 400, "send_at"),
         ({}, 400, "send_at"),
         ({"send_at": _at(timedelta(hours=1)), "subject": "x"}, 400, "subject"),
     ]
@@ -199,3 +203,19 @@ def test_a_sandbox_server_records_a_scheduled_message_as_delivered_at_once(accou
         "/api/email/", send_body(send_at=_at(timedelta(hours=1))), format="json"
     ).json()
     assert (reply["status"], reply["send_at"]) == ("delivered", None)
+
+
+def test_a_due_scheduled_row_is_the_workers_not_the_cancels(live):
+    """Once its send time has come a worker may hold the row: cancel and move leave it
+    (no race with a send), and say 0 moved (the API's 409)."""
+    sent = _schedule(live, timedelta(minutes=10))
+    row = QueuedRecipient.objects.get(message_id=sent["id"])
+    due = row.next_attempt_at + timedelta(seconds=1)
+    for send_at in (None, due + timedelta(hours=1)):
+        moved = scheduled_move(message_id=sent["id"], now=due, send_at=send_at, expires_at=None)
+        assert moved == 0
+    row.refresh_from_db()
+    assert row.status == "scheduled" and row.next_attempt_at < due
+    # A claim at that time takes it.
+    assert DeliveryWorker().claim(now=due) != []
+    assert [t for t, _ in _events(sent["id"])] == ["queued", "scheduled"]
