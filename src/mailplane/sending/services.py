@@ -38,6 +38,7 @@ from mailplane.servers.models import (
     EmailServer,
     MessageStream,
     MessageTag,
+    ServerKey,
     ServerMessage,
     StreamKind,
 )
@@ -228,7 +229,9 @@ def _dry(server: EmailServer, prepared: Prepared) -> bool:
     return server.sandbox or prepared.request.test_mode
 
 
-def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
+def messages_send(
+    *, server: EmailServer, prepared: Sequence[Prepared], server_key: ServerKey | None = None
+) -> list[Sent]:
     """Queue prepared messages, their server links and their early outcomes in ONE
     transaction. A sandbox server's (or a test-mode request's) recipients go straight to
     delivered, suppressed ones to suppressed, through the queue's transitions before the
@@ -257,6 +260,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                 message=m,
                 server=server,
                 stream=p.stream,
+                server_key=server_key,
                 tags=p.request.tags,
                 metadata=p.request.metadata,
                 sandbox=_dry(server, p),
