@@ -35,6 +35,7 @@ from mailplane.sending.errors import MessageTooLarge, SenderNotVerified, StreamR
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
 from mailplane.sending.unsubscribe import IssuedToken, unsubscribe_token_issue
 from mailplane.servers.models import (
+    ContentFilter,
     EmailServer,
     MessageStream,
     MessageTag,
@@ -42,6 +43,7 @@ from mailplane.servers.models import (
     ServerMessage,
     StreamKind,
 )
+from mailplane.shield.services import content_check, content_refusal
 
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
@@ -175,6 +177,15 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
             details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
         )
+    if ctx.server.content_filter == ContentFilter.REJECT:
+        verdict = content_check(
+            raw,
+            sender=request.sender.address,
+            recipients=request.recipients,
+            broadcast=stream.kind == StreamKind.BROADCAST,
+        )
+        if verdict.refuses(ctx.server.content_threshold):
+            raise content_refusal(verdict)
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
     return Prepared(
