@@ -18,9 +18,17 @@ from django.utils import timezone
 
 from mailplane.core.windows import hour_of
 from mailplane.delivery.worker import DeliveryWorker
+from mailplane.pools.services import (
+    pool_address_add,
+    pool_assign,
+    pool_create,
+    pool_schedule_set,
+)
+from mailplane.pools.warmup import warmup_advance
 from mailplane.queue.models import OutboundMessage, QueuedRecipient
 from mailplane.reputation.models import CapUsage
 from mailplane.servers.services import server_key_create
+from tests.pools.test_pools import _NET
 from tests.support.fixtures import verified_domain
 from tests.support.http_client import http_call
 from tests.support.servers import send_body, server_client, server_make
@@ -221,3 +229,27 @@ def test_a_429_is_not_kept_as_the_idempotent_answer(account: Any) -> None:
     again = client.post("/api/email/", body, format="json", **headers)
     assert again.status_code == 200, again.content
     assert "Idempotent-Replayed" not in again
+
+
+def test_recipients_a_warm_up_cap_holds_are_not_counted_against_the_volume_cap(
+    account: Any, dest: Any
+) -> None:
+    """Caps and warm-up reserve in one transaction: what warm-up holds gives its volume
+    reservation back, so the cap counts only what was sent."""
+    verified_domain(account, "acme.test")
+    live = server_make(account, hourly_cap=10)
+    pool = pool_create(name="warming")
+    pool_schedule_set(pool=pool, schedule=[{"daily": 2, "hourly": 1}, {"daily": 4, "hourly": 2}])
+    pool_address_add(pool=pool, address=f"{_NET}.70", helo_name="w70.mail.test", warmup=True)
+    pool_assign(pool=pool, organization=account.org)
+    warmup_advance(now=START)
+    _send(live.client, 3, "w")
+    _drain(DeliveryWorker(), START + timedelta(minutes=5))
+    assert len(dest.received) == 1  # the address's hourly 1
+    assert CapUsage.objects.get(scope=f"server:{live.server.pk}").recipients == 1
+    _drain(DeliveryWorker(), START + timedelta(hours=1, minutes=5))
+    assert len(dest.received) == 2
+    hour_two = CapUsage.objects.get(
+        scope=f"server:{live.server.pk}", hour=START + timedelta(hours=1)
+    )
+    assert hour_two.recipients == 1
