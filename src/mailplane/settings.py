@@ -208,6 +208,14 @@ MAILPLANE: dict[str, Any] = {
     # Host names mail clients use on shared infrastructure (userinfo ibx_smtp / ibx_imap).
     "SHARED_SMTP_HOST": os.environ.get("MAILPLANE_SMTP_HOST", "localhost"),
     "SHARED_IMAP_HOST": os.environ.get("MAILPLANE_IMAP_HOST", "localhost"),
+    # Where people reach the API over the web: the links Mailplane mails (sender identity
+    # confirmations) start with it.
+    "PUBLIC_URL": os.environ.get("MAILPLANE_PUBLIC_URL", "http://localhost:8000"),
+    # The platform's own sender (identity confirmations); default no-reply@PLATFORM_DOMAIN.
+    "SYSTEM_SENDER": os.environ.get(
+        "MAILPLANE_SYSTEM_SENDER",
+        "no-reply@" + os.environ.get("MAILPLANE_PLATFORM_DOMAIN", "mailplane.localhost"),
+    ),
     # Mail listeners. Embedded defaults are unprivileged (and clear of a local Postfix);
     # production sets 465/587/25/993/143 through the environment.
     "SMTP_BIND": os.environ.get("MAILPLANE_SMTP_BIND", "127.0.0.1"),

@@ -162,12 +162,39 @@ class Suppression(models.Model):
     message = models.ForeignKey(
         OutboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The stream the suppression holds for (Postmark: suppressions are per stream), with its
+    # server; both null: the whole account (mailbox mail, and every stream). Named by
+    # string, so the queue imports nothing of servers (servers imports the queue).
+    server = models.ForeignKey(
+        "servers.EmailServer",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="suppressions",
+    )
+    stream = models.ForeignKey(
+        "servers.MessageStream",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="suppressions",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["organization", "address"], name="one_suppression")
+            models.UniqueConstraint(
+                fields=["organization", "address"],
+                condition=models.Q(stream__isnull=True),
+                name="one_suppression",
+            ),
+            models.UniqueConstraint(
+                fields=["stream", "address"],
+                condition=models.Q(stream__isnull=False),
+                name="one_stream_suppression",
+            ),
         ]
+        indexes = [models.Index(fields=["stream", "created_at"], name="stream_suppressions")]
 
     def __str__(self) -> str:
         return f"{self.address} suppressed ({self.reason})"

@@ -7,7 +7,7 @@ DomainError
 
 from __future__ import annotations
 
-from mailplane.core.errors import DomainError
+from mailplane.core.errors import DomainError, SmtpStatus
 
 
 class SenderNotVerified(DomainError):
@@ -15,6 +15,8 @@ class SenderNotVerified(DomainError):
     # issue asks for it, and Postmark answers an unconfirmed signature the same way).
     code = "sender_not_verified"
     http_status = 422
+    # RFC 3463 §3.8: X.7.1 delivery not authorized (SMTP submission with a server key).
+    smtp_status = SmtpStatus(550, "5.7.1")
 
 
 class MessageTooLarge(DomainError):

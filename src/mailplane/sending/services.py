@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from mailplane.core.errors import ValidationFailed
@@ -27,10 +28,19 @@ from mailplane.queue.models import (
 )
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
+from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
-from mailplane.servers.models import EmailServer, MessageStream, MessageTag, ServerMessage
+from mailplane.servers.models import (
+    EmailServer,
+    IdentityStatus,
+    MessageMetadata,
+    MessageStream,
+    MessageTag,
+    SenderIdentity,
+    ServerMessage,
+)
 
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
@@ -39,13 +49,30 @@ SUPPRESSED_REPLY = "550 5.7.1 recipient is on the suppression list"
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A message that passed every check, ready for the queue."""
+    """A message that passed every check, ready for the queue: from the send API (a
+    SendRequest composed here) or from SMTP submission (bytes as the client sent them)."""
 
-    request: SendRequest
+    sender: str  # the envelope sender
+    recipients: list[str]
     stream: MessageStream
-    domain: Domain
+    identity: Identity
     raw: bytes
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    test_mode: bool = False
     suppressed: frozenset[str] = frozenset()  # recipients (lower-case) on the list
+    source: str = MessageSource.API  # MessageSource.SMTP: submitted with a server key
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What lets an address send: a verified domain of the account (its DKIM key signs
+    and its relay server carries the mail), or a confirmed single-address identity
+    (Postmark's Sender Signature: no DKIM key of ours for, say, gmail.com, so the
+    message goes unsigned by us through the account's first active relay server)."""
+
+    domain: Domain | None
+    relay_server: RelayServer | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +95,12 @@ class Sent:
 @dataclass(slots=True)
 class SendContext:
     """What checking many messages of one server reads once: its streams, its account's
-    verified domains by name (filled as senders are seen)."""
+    verified domains by name and identities by address (filled as senders are seen)."""
 
     server: EmailServer
     streams: dict[str, MessageStream]
     domains: dict[str, Domain | None] = field(default_factory=dict)
+    identities: dict[str, Identity | SenderNotVerified] = field(default_factory=dict)
 
     @classmethod
     def load(cls, server: EmailServer) -> SendContext:
@@ -93,6 +121,79 @@ def _verified_domain(ctx: SendContext, name: str) -> Domain | None:
     return ctx.domains[name]
 
 
+def _relay_of_account(organization_id: int) -> RelayServer | None:
+    return (
+        RelayServer.objects.filter(organization_id=organization_id, status=RelayStatus.ACTIVE)
+        .order_by("id")
+        .first()
+    )
+
+
+def sender_identity_check(ctx: SendContext, address: str) -> Identity:
+    """The identity `address` sends under, or SenderNotVerified naming what is missing
+    (HTTP 422; SMTP 550 5.7.1)."""
+    address = address.lower()
+    if address in ctx.identities:
+        found = ctx.identities[address]
+        if isinstance(found, SenderNotVerified):
+            raise found
+        return found
+    domain_name = address.rpartition("@")[2]
+    domain = _verified_domain(ctx, domain_name)
+    result: Identity | SenderNotVerified
+    if domain is not None:
+        result = Identity(domain=domain, relay_server=domain.relay_server)
+    else:
+        single = (
+            SenderIdentity.objects.filter(
+                organization_id=ctx.server.organization_id, address=address
+            )
+            .filter(Q(server__isnull=True) | Q(server=ctx.server))
+            .first()
+        )
+        if single is not None and single.status == IdentityStatus.VERIFIED:
+            result = Identity(
+                domain=None, relay_server=_relay_of_account(ctx.server.organization_id)
+            )
+        elif single is not None:
+            result = SenderNotVerified(
+                f"from: {address} is a sender identity awaiting confirmation: follow the "
+                "link mailed to it (or resend it), or verify the domain "
+                f"{domain_name}",
+                details={"from": [f"sender identity {address} (address) is not confirmed yet"]},
+            )
+        else:
+            result = SenderNotVerified(
+                f"from: {address} is not a verified sender identity of this account: add "
+                f"and verify the domain {domain_name}, or add the address {address} as a "
+                "sender identity and confirm it",
+                details={
+                    "from": [
+                        f"no verified sender identity for {domain_name} (domain) or "
+                        f"{address} (address)"
+                    ]
+                },
+            )
+    ctx.identities[address] = result
+    if isinstance(result, SenderNotVerified):
+        raise result
+    return result
+
+
+def _suppressed(
+    ctx: SendContext, stream: MessageStream, recipients: Sequence[str]
+) -> frozenset[str]:
+    """Recipients on the stream's list or the account-wide one (queue/transitions.py)."""
+    addresses = [a.lower() for a in recipients]
+    return frozenset(
+        Suppression.objects.filter(
+            organization_id=ctx.server.organization_id, address__in=addresses
+        )
+        .filter(Q(stream__isnull=True) | Q(stream=stream))
+        .values_list("address", flat=True)
+    )
+
+
 def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
     if stream_id is None:
         default = ctx.server.default_stream_id
@@ -109,13 +210,7 @@ def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
 
 def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
     """Check what the request alone cannot tell (identity, stream, size); compose."""
-    domain = _verified_domain(ctx, request.sender.domain)
-    if domain is None:
-        raise SenderNotVerified(
-            f"from: {request.sender.address} is not a verified sender identity of this "
-            f"account: add and verify the domain {request.sender.domain}",
-            details={"from": [f"no verified sender identity for {request.sender.domain} (domain)"]},
-        )
+    identity = sender_identity_check(ctx, request.sender.address)
     stream = _stream(ctx, request.stream)
     raw = message_cleanup(
         message_compose(request),
@@ -136,18 +231,47 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         )
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
-    addresses = [a.lower() for a in request.recipients]
-    suppressed = frozenset(
-        Suppression.objects.filter(
-            organization_id=ctx.server.organization_id, address__in=addresses
-        ).values_list("address", flat=True)
+    return Prepared(
+        sender=request.sender.address,
+        recipients=list(request.recipients),
+        stream=stream,
+        identity=identity,
+        raw=raw,
+        tags=request.tags,
+        metadata=request.metadata,
+        test_mode=request.test_mode,
+        suppressed=_suppressed(ctx, stream, request.recipients),
     )
-    return Prepared(request=request, stream=stream, domain=domain, raw=raw, suppressed=suppressed)
+
+
+def submitted_prepare(
+    *,
+    ctx: SendContext,
+    mail_from: str,
+    sender: str,
+    recipients: Sequence[str],
+    raw: bytes,
+    stream_id: str | None,
+) -> Prepared:
+    """A message submitted over SMTP with a server key: the From header's `sender` must be
+    an identity of the account, the stream is the one its header named (or the default).
+    `raw` is completed already (trace field, Date, Message-ID: smtp/submission.py)."""
+    identity = sender_identity_check(ctx, sender)
+    stream = _stream(ctx, stream_id)
+    return Prepared(
+        sender=mail_from,
+        recipients=list(recipients),
+        stream=stream,
+        identity=identity,
+        raw=raw,
+        suppressed=_suppressed(ctx, stream, recipients),
+        source=MessageSource.SMTP,
+    )
 
 
 def _dry(server: EmailServer, prepared: Prepared) -> bool:
     """Recorded as delivered and never sent: a sandbox server, or a request's test mode."""
-    return server.sandbox or prepared.request.test_mode
+    return server.sandbox or prepared.test_mode
 
 
 def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
@@ -160,12 +284,12 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
     requests = [
         EnqueueRequest(
             organization=server.organization,
-            mail_from=p.request.sender.address,
-            recipients=p.request.recipients,
+            mail_from=p.sender,
+            recipients=p.recipients,
             raw=p.raw,
-            source=MessageSource.API,
-            relay_server=p.domain.relay_server,
-            domain=p.domain,
+            source=p.source,
+            relay_server=p.identity.relay_server,
+            domain=p.identity.domain,
         )
         for p in prepared
     ]
@@ -176,8 +300,8 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                 message=m,
                 server=server,
                 stream=p.stream,
-                tags=p.request.tags,
-                metadata=p.request.metadata,
+                tags=p.tags,
+                metadata=p.metadata,
                 sandbox=_dry(server, p),
             )
             for m, p in zip(messages, prepared, strict=True)
@@ -185,7 +309,12 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
         MessageTag.objects.bulk_create(
             MessageTag(message=link, server=server, tag=tag)
             for link, p in zip(links, prepared, strict=True)
-            for tag in p.request.tags
+            for tag in p.tags
+        )
+        MessageMetadata.objects.bulk_create(
+            MessageMetadata(message=link, server=server, key=key, value=value)
+            for link, p in zip(links, prepared, strict=True)
+            for key, value in p.metadata.items()
         )
         suppressed = {m.pk: p.suppressed for m, p in zip(messages, prepared, strict=True)}
         dry = {m.pk for m, p in zip(messages, prepared, strict=True) if _dry(server, p)}
@@ -218,9 +347,9 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
         Sent(
             message=m,
             stream=p.stream,
-            recipients=list(p.request.recipients),
+            recipients=list(p.recipients),
             sandbox=_dry(server, p),
-            suppressed=[a for a in p.request.recipients if a.lower() in p.suppressed],
+            suppressed=[a for a in p.recipients if a.lower() in p.suppressed],
         )
         for m, p in zip(messages, prepared, strict=True)
     ]
