@@ -33,7 +33,9 @@ def test_every_list_route_is_found():
         "/api/messages/",
         "/api/projects/",
         "/api/relay-servers/",
+        "/api/sender-identities/",
         "/api/server/messages/",
+        "/api/server/suppressions/",
         "/api/servers/",
         "/api/servers/<id:pk>/keys/",
     ]

@@ -19,12 +19,14 @@ from mailplane.jobs.services import job_run
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_create, mailbox_validate
 from mailplane.projects.models import Project
-from mailplane.queue.models import OutboundMessage
+from mailplane.queue.models import OutboundMessage, Suppression
 from mailplane.queue.services import message_enqueue
+from mailplane.queue.transitions import SuppressionEntry, suppressions_add
 from mailplane.relays.services import relay_server_create
 from mailplane.sending.requests import send_request_parse
 from mailplane.sending.services import message_send
-from mailplane.servers.models import EmailServer, ServerKey
+from mailplane.servers.identities import sender_identity_create
+from mailplane.servers.models import EmailServer, SenderIdentity, ServerKey
 from mailplane.servers.services import email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
 from tests.support.fixtures import verified_domain
@@ -77,7 +79,14 @@ def victim(account):
             send_body(**{"from": "ceo@victim.test"}, subject="Victim secret subject")
         ),
     )
+    identity, _ = sender_identity_create(organization=account.org, address="press@gmail.test")
+    stream = server.streams.get(stream_id="outbound")
+    suppressions_add(
+        [SuppressionEntry(account.org.pk, "gone@elsewhere.test", "manual", server.pk, stream.pk)]
+    )
     return {
+        "identity": identity,
+        "suppression": Suppression.objects.get(server=server),
         "message": message,
         "server": server,
         "server_key": server_key.server_key,
@@ -180,6 +189,21 @@ WALK = {
         ("post", "/api/servers/{server}/keys/", {"name": "mine", "kind": "full"}),
     ],
     "server-key-detail": [("delete", "/api/server-keys/{server_key}/", None)],
+    "sender-identity-list": [
+        ("get", "/api/sender-identities/", None),
+        # An identity for another account's server: that server is not found.
+        ("post", "/api/sender-identities/", {"address": "x@gmail.test", "server": "{server}"}),
+    ],
+    "sender-identity-detail": [
+        ("get", "/api/sender-identities/{identity}/", None),
+        ("delete", "/api/sender-identities/{identity}/", None),
+    ],
+    "sender-identity-resend": [("post", "/api/sender-identities/{identity}/resend/", None)],
+    # Public (the token authenticates): a crafted token confirms nothing of anyone's.
+    "sender-identity-confirm": [
+        ("get", "/api/sender-identities/confirm/?token=mpi_" + "A" * 43, None),
+        ("post", "/api/sender-identities/confirm/", {"token": "mpi_" + "A" * 43}),
+    ],
     # Provider webhooks take no API key: the relay server's webhook secret authenticates
     # them. The victim's server has none set, so for anyone it has no receiver at all
     # (signed calls across tenants: tests/delivery/test_provider_webhooks.py).
@@ -236,6 +260,11 @@ SERVER_KEY_WALK = {
         ("get", "/api/server/messages/{sent}/", None),
         ("get", "/api/server/messages/{message}/", None),
     ],
+    "server-suppression-list": [
+        ("get", "/api/server/suppressions/", None),
+        ("get", "/api/server/suppressions/?address=gone@elsewhere.test", None),
+    ],
+    "server-suppression-detail": [("delete", "/api/server/suppressions/{suppression}/", None)],
     "server-self": [
         ("get", "/api/server/", None),
         ("patch", "/api/server/", {"name": "pwned", "default_stream": "broadcast"}),
@@ -264,6 +293,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "victim-prod-secret",
         "victim-key-secret",
         victim["server_key"].prefix,
+        "press@gmail.test",
     ]
     for method, template, body in WALK[route]:
         path = _fill(template, victim)
@@ -312,6 +342,11 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     assert ServerKey.objects.get(pk=victim["server_key"].pk).revoked_at is None
     assert ServerKey.objects.filter(server=server).count() == 1
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
+    identity = SenderIdentity.objects.get(pk=victim["identity"].pk)
+    assert (identity.status, identity.confirmation_sent_at) == (
+        "pending",
+        victim["identity"].confirmation_sent_at,
+    )
     mailbox = Mailbox.objects.get(pk=victim["mailbox"].pk)
     assert mailbox.password == "Victim-Password-42"
     assert not Mailbox.objects.filter(organization=other_account.org).exists()
@@ -345,7 +380,7 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             assert secret not in text, (path, secret, text)
         if route == "server-self":
             assert reply.json()["id"] == own.pk
-        if route == "server-message-list":
+        if route in ("server-message-list", "server-suppression-list"):
             assert reply.json()["count"] == 0
     after = OutboundMessage.objects.filter(organization=victim["account"].org).count()
     assert after == before  # nothing queued in the victim's account
@@ -353,3 +388,4 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
     assert not sent.filter(mail_from="ceo@victim.test").exists()
     server = EmailServer.objects.get(pk=victim["server"].pk)
     assert (server.name, server.default_stream.stream_id) == ("victim-prod-secret", "outbound")
+    assert Suppression.objects.filter(pk=victim["suppression"].pk).exists()

@@ -100,12 +100,20 @@ def test_a_form_post_answers_a_page(live):
     _add(live.account, "carol@example.org")
     token = _mailed_token("carol@example.org")
     form = live.client.generic(
-        "POST", CONFIRM, f"token={token}", content_type="application/x-www-form-urlencoded"
+        "POST",
+        CONFIRM,
+        f"token={token}",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="text/html",
     )
     assert form.status_code == 200 and b"Address confirmed" in form.content
     assert SenderIdentity.objects.get().status == "verified"
     used = live.client.generic(
-        "POST", CONFIRM, f"token={token}", content_type="application/x-www-form-urlencoded"
+        "POST",
+        CONFIRM,
+        f"token={token}",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="text/html,application/xhtml+xml",
     )
     assert used.status_code == 400 and used["Content-Type"].startswith("text/html")
     assert b"used" in used.content
@@ -238,8 +246,11 @@ def test_crafted_tokens_are_400_naming_the_token(live, token):
     reply = server_client("none").post(CONFIRM, {"token": token}, format="json")
     assert reply.status_code == 400, reply.content
     assert "token" in reply.json()["error"]["details"]
-    page = server_client("none").get(CONFIRM, {"token": token})
+    page = server_client("none").get(CONFIRM, {"token": token}, HTTP_ACCEPT="text/html")
     assert page.status_code == 400 and page["Content-Type"].startswith("text/html")
+    assert b"<script" not in page.content  # the token is never echoed unescaped
+    api = server_client("none").get(CONFIRM, {"token": token})
+    assert api.status_code == 400 and "token" in api.json()["error"]["details"]
     assert SenderIdentity.objects.get().status == "pending"
 
 

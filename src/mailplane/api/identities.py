@@ -4,7 +4,8 @@ reach only the send API). A verified domain covers its addresses without one.
 
 The confirmation link (servers/identities.py) is public: its token is the credential.
 GET shows a page with a Confirm button (mail scanners fetch links; a GET changes
-nothing), POST confirms: a form post from that page answers a page, an API call JSON.
+nothing), POST confirms. A browser (Accept: text/html) is answered pages, refusals
+included; any other client the API's JSON and its one error shape.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -162,6 +164,22 @@ def _refused_page(exc: DomainError) -> HttpResponse:
 
 
 _HTML = OpenApiResponse(OpenApiTypes.STR, description="A page for a person.")
+_BAD_TOKEN = error("The token is missing, malformed, unknown, used or expired (`details.token`).")
+
+
+class _JsonOrPage(BaseContentNegotiation):
+    """JSON whatever the Accept header says (DRF would answer a browser 406): the view
+    answers its pages itself, as HttpResponses."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: Any = None) -> Any:
+        return (renderers[0], renderers[0].media_type)
+
+
+def _wants_page(request: Request) -> bool:
+    return "text/html" in request.META.get("HTTP_ACCEPT", "")
 
 
 class SenderIdentityConfirmView(APIView):
@@ -170,11 +188,16 @@ class SenderIdentityConfirmView(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
     parser_classes = [BoundedJSONParser, FormParser]
+    content_negotiation_class = _JsonOrPage
 
     @extend_schema(
         operation_id="sender_identities_confirm_page",
         parameters=[OpenApiParameter("token", str, required=True, description="From the link.")],
-        responses={(200, "text/html"): _HTML, (400, "text/html"): _HTML},
+        responses={
+            (200, "text/html"): _HTML,
+            (400, "application/json"): _BAD_TOKEN,
+            (400, "text/html"): _HTML,
+        },
         description="The page the link opens: names the address, and a button POSTs the "
         "token. Changes nothing (mail scanners fetch links).",
     )
@@ -182,7 +205,9 @@ class SenderIdentityConfirmView(APIView):
         try:
             identity = sender_identity_pending(token=request.query_params.get("token"))
         except DomainError as exc:
-            return _refused_page(exc)
+            if _wants_page(request):
+                return _refused_page(exc)
+            raise
         token = html.escape(str(request.query_params["token"]))
         return _page(
             "Confirm your sender address",
@@ -199,16 +224,14 @@ class SenderIdentityConfirmView(APIView):
         responses={
             (200, "application/json"): SenderIdentitySerializer,
             (200, "text/html"): _HTML,
-            (400, "application/json"): error(
-                "The token is missing, malformed, unknown, used or expired (`details.token`)."
-            ),
+            (400, "application/json"): _BAD_TOKEN,
             (400, "text/html"): _HTML,
         },
-        description="Confirms the identity the token was mailed for (once). A form post "
-        "(the page's button) answers a page; JSON answers the identity.",
+        description="Confirms the identity the token was mailed for (once). A browser's form "
+        "post (the page's button) is answered a page; any other client JSON.",
     )
     def post(self, request: Request) -> Response | HttpResponse:
-        form = request.content_type.startswith("application/x-www-form-urlencoded")
+        form = _wants_page(request)
         try:
             serializer = ConfirmSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
