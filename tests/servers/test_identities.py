@@ -280,3 +280,16 @@ def test_deleting_an_identity_stops_sending_from_it(live):
     assert live.client.post("/api/email/", body, format="json").status_code == 200
     live.account.client.delete(f"/api/sender-identities/{identity_id}/")
     assert live.client.post("/api/email/", body, format="json").status_code == 422
+
+
+def test_confirmation_messages_are_capped_per_day(live, monkeypatch):
+    """Adding and deleting cannot be used to mail strangers without end."""
+    from mailplane.servers import identities
+
+    monkeypatch.setattr(identities, "CONFIRMATIONS_PER_DAY", 2)
+    for n in range(2):
+        identity_id = _add(live.account, f"k{n}@example.org").json()["id"]
+        live.account.client.delete(f"/api/sender-identities/{identity_id}/")
+    capped = _add(live.account, "k9@example.org")
+    assert capped.status_code == 403 and "address" in capped.json()["error"]["details"]
+    assert not SenderIdentity.objects.exists()  # refused whole: no identity without its mail

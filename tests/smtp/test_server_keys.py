@@ -203,3 +203,26 @@ def test_swaks_sends_with_a_server_key(listeners, live, mode, caplog):
     link = ServerMessage.objects.select_related("message", "stream").get()
     assert (link.message.subject, link.stream.stream_id) == ("via swaks", "broadcast")
     assert live.key not in caplog.text  # the key is never logged, only its prefix
+
+
+def test_a_servers_message_keeps_the_send_api_limits(listeners, live, monkeypatch):
+    from mailplane.sending import services
+
+    with smtps(listeners) as client:
+        client.login(live.key, live.key)
+        client.mail("alice@acme.test")
+        # The test listener allows 5 recipients; a server's cap (50) applies beneath it.
+        monkeypatch.setattr("mailplane.smtp.submission.MAX_RECIPIENTS", 2)
+        assert client.rcpt("a@dest.test")[0] == 250
+        assert client.rcpt("b@dest.test")[0] == 250
+        assert client.rcpt("c@dest.test")[0] == 452
+        client.rset()
+        monkeypatch.setattr(services, "MESSAGE_MAX_BYTES", 1000)
+        big = _message(extra="X-Pad: " + "x" * 990 + "\r\n")
+        code, text = _refusal(client, "alice@acme.test", ["a@dest.test"], big)
+        assert (code, text[:5]) == (552, "5.3.4")
+        monkeypatch.setattr(services, "MESSAGE_MAX_BYTES", 10 * 1024 * 1024)
+        huge_stream = _message(extra="X-Mailplane-Stream: " + "s" * 900 + "\r\n")
+        code, text = _refusal(client, "alice@acme.test", ["a@dest.test"], huge_stream)
+        assert code == 550 and len(text) < 200, text
+    assert not OutboundMessage.objects.exists()

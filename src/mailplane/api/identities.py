@@ -128,6 +128,7 @@ class SenderIdentityResendView(APIView):
         request=None,
         responses={
             200: SenderIdentitySerializer,
+            403: error("Too many confirmation messages for this account in 24 hours."),
             409: error("The identity is verified already."),
             429: error("A link was sent less than a minute ago (`details.retry_after`)."),
         },

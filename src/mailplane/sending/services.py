@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from mailplane.core.errors import ValidationFailed
+from mailplane.core.errors import SmtpStatus, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
 from mailplane.queue.models import (
@@ -204,7 +204,8 @@ def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
     stream = ctx.streams.get(stream_id)
     if stream is None:
         known = ", ".join(sorted(ctx.streams))
-        raise ValidationFailed.on("stream", f"no stream {stream_id!r} on this server ({known})")
+        shown = stream_id if len(stream_id) <= 50 else stream_id[:50] + "…"  # SMTP: one line
+        raise ValidationFailed.on("stream", f"no stream {shown!r} on this server ({known})")
     return stream
 
 
@@ -256,6 +257,12 @@ def submitted_prepare(
     """A message submitted over SMTP with a server key: the From header's `sender` must be
     an identity of the account, the stream is the one its header named (or the default).
     `raw` is completed already (trace field, Date, Message-ID: smtp/submission.py)."""
+    if len(raw) > MESSAGE_MAX_BYTES:
+        # The send API's limit for every message of a server (RFC 3463 X.3.4: too big).
+        raise MessageTooLarge(
+            f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
+            smtp=SmtpStatus(552, "5.3.4"),
+        )
     identity = sender_identity_check(ctx, sender)
     stream = _stream(ctx, stream_id)
     return Prepared(

@@ -42,6 +42,7 @@ TOKEN_PREFIX = "mpi_"
 TOKEN_LIFETIME = timedelta(hours=48)  # as long as DNS may take: the same patience
 RESEND_INTERVAL = timedelta(seconds=60)
 IDENTITIES_MAX = 100  # per account; a verified domain covers any number of addresses
+CONFIRMATIONS_PER_DAY = 200  # per account, so delete-and-add cannot mail strangers at will
 ADDRESS_MAX = 254  # RFC 5321 §4.5.3.1.3 (path) less the angle brackets
 _TOKEN = re.compile(r"mpi_[A-Za-z0-9_-]{43}")
 CONFIRM_PATH = "/api/sender-identities/confirm/"
@@ -122,6 +123,18 @@ def _relay_of(organization: Organization) -> RelayServer | None:
 def _confirmation_send(identity: SenderIdentity, *, now: datetime) -> IdentityMail:
     """A new token (the old one stops working) and its message on the queue, in the
     caller's transaction."""
+    sent = OutboundMessage.objects.filter(
+        organization=identity.organization,
+        source=MessageSource.SYSTEM,
+        mail_from=str(settings.MAILPLANE["SYSTEM_SENDER"]),
+        created_at__gte=now - timedelta(days=1),
+    ).count()
+    if sent >= CONFIRMATIONS_PER_DAY:
+        raise LimitReached(
+            f"{CONFIRMATIONS_PER_DAY} confirmation messages were sent for this account in "
+            "the last 24 hours: try again later",
+            details={"address": ["too many confirmation messages today"]},
+        )
     token = f"{TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
     identity.token_digest = crypto.digest(token)
     identity.token_expires_at = now + TOKEN_LIFETIME

@@ -34,6 +34,7 @@ from mailplane.message.cleanup import message_cleanup
 from mailplane.message.headers import fields_take, from_addresses, headers_of
 from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
+from mailplane.sending.requests import MAX_RECIPIENTS
 from mailplane.sending.services import SendContext, messages_send, submitted_prepare
 from mailplane.servers.models import EmailServer
 from mailplane.servers.services import KEY_PREFIX, server_key_authenticate
@@ -369,7 +370,10 @@ class SubmissionHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
+        limit = self.max_recipients
+        if isinstance(session.auth_data, ServerPrincipal):
+            limit = min(limit, MAX_RECIPIENTS)  # a server's messages: the send API's limit
+        if len(envelope.rcpt_tos) >= limit:
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest
             # in another transaction.
             return "452 4.5.3 Too many recipients"
