@@ -81,12 +81,10 @@ def victim(account):
     )
     identity, _ = sender_identity_create(organization=account.org, address="press@gmail.test")
     stream = server.streams.get(stream_id="outbound")
-    suppressions_add(
-        [SuppressionEntry(account.org.pk, "gone@elsewhere.test", "manual", server.pk, stream.pk)]
-    )
+    suppressions_add([SuppressionEntry(account.org.pk, "gone@elsewhere.test", "manual", stream.pk)])
     return {
         "identity": identity,
-        "suppression": Suppression.objects.get(server=server),
+        "suppression": Suppression.objects.get(stream__server=server),
         "message": message,
         "server": server,
         "server_key": server_key.server_key,

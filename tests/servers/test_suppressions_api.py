@@ -166,7 +166,7 @@ def test_hard_bounces_are_suppressed_on_the_stream_as_the_server_says(live, togg
     row = QueuedRecipient.objects.select_related("message").get(message_id=sent["id"])
     _record(row, EventType.BOUNCED, RecipientStatus.BOUNCED, SuppressionReason.HARD_BOUNCE)
     found = list(
-        Suppression.objects.values_list("address", "reason", "stream__stream_id", "server")
+        Suppression.objects.values_list("address", "reason", "stream__stream_id", "stream__server")
     )
     if toggle:
         assert found == [("gone@dest.test", "hard_bounce", "broadcast", live.server.pk)]
@@ -221,4 +221,4 @@ def test_deleting_the_server_deletes_its_suppressions_only(live, account):
     live.full_client.post(LIST, {"address": "a@d.test"}, format="json")
     other.full_client.post(LIST, {"address": "a@d.test"}, format="json")
     assert account.client.delete(f"/api/servers/{live.server.pk}/").status_code == 204
-    assert list(Suppression.objects.values_list("server", flat=True)) == [other.server.pk]
+    assert list(Suppression.objects.values_list("stream__server", flat=True)) == [other.server.pk]

@@ -156,11 +156,7 @@ def test_an_unconfirmed_identity_is_refused_naming_it(listeners, live):
 def test_the_streams_suppressions_apply(listeners, live):
     broadcast = live.server.streams.get(stream_id="broadcast")
     suppressions_add(
-        [
-            SuppressionEntry(
-                live.account.org.pk, "gone@dest.test", "manual", live.server.pk, broadcast.pk
-            )
-        ]
+        [SuppressionEntry(live.account.org.pk, "gone@dest.test", "manual", broadcast.pk)]
     )
     raw = _message(extra="X-PM-Message-Stream: broadcast\r\n")
     with smtps(listeners) as client:

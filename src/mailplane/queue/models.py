@@ -162,23 +162,17 @@ class Suppression(models.Model):
     message = models.ForeignKey(
         OutboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    # The stream the suppression holds for (Postmark: suppressions are per stream), with its
-    # server; both null: the whole account (mailbox mail, and every stream). Named by
-    # string, so the queue imports nothing of servers (servers imports the queue).
-    server = models.ForeignKey(
-        "servers.EmailServer",
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="suppressions",
-    )
+    # The one stream of an email server it holds for (Postmark: suppressions are per
+    # stream); null: the whole account (mailbox mail, and every stream). Named by string,
+    # so the queue imports nothing of servers (servers imports the queue); the stream's
+    # server deletes its suppressions with it.
     stream = models.ForeignKey(
         "servers.MessageStream",
         on_delete=models.CASCADE,
         null=True,
         blank=True,
         related_name="suppressions",
-    )
+    )  # None: every message of the organization
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -189,7 +183,7 @@ class Suppression(models.Model):
                 name="one_suppression",
             ),
             models.UniqueConstraint(
-                fields=["stream", "address"],
+                fields=["organization", "address", "stream"],
                 condition=models.Q(stream__isnull=False),
                 name="one_stream_suppression",
             ),

@@ -167,13 +167,12 @@ def _owned(ids: list[int], worker_id: str) -> set[int]:
 
 @dataclass(frozen=True, slots=True)
 class _Scope:
-    server_id: int | None
     stream_id: int | None
     bounces: bool  # the server's auto_suppress_bounces (True for mailbox mail)
     complaints: bool
 
 
-_ACCOUNT_WIDE = _Scope(None, None, True, True)
+_ACCOUNT_WIDE = _Scope(None, True, True)
 
 
 def _suppression_scopes(message_ids: set[int]) -> dict[int, _Scope]:
@@ -192,7 +191,7 @@ def _suppression_scopes(message_ids: set[int]) -> dict[int, _Scope]:
             if server_id is None:
                 scopes[pk] = _ACCOUNT_WIDE
             else:
-                scopes[pk] = _Scope(int(server_id), int(stream_id), bool(bounces), bool(complaints))
+                scopes[pk] = _Scope(int(stream_id), bool(bounces), bool(complaints))
     return scopes
 
 
@@ -211,7 +210,6 @@ class SuppressionEntry:
     organization_id: int
     address: str
     reason: SuppressionReason
-    server_id: int | None = None
     stream_id: int | None = None
     detail: str = ""
 
@@ -226,7 +224,6 @@ def suppressions_add(entries: Sequence[SuppressionEntry]) -> None:
                     organization_id=e.organization_id,
                     address=e.address.lower(),
                     reason=e.reason,
-                    server_id=e.server_id,
                     stream_id=e.stream_id,
                     detail=e.detail[:_REPLY_MAX],
                 )
@@ -295,7 +292,6 @@ def transitions_apply(
                         reason=t.suppress,
                         detail=t.reply[:_REPLY_MAX],
                         message_id=row.message_id,
-                        server_id=scope.server_id,
                         stream_id=scope.stream_id,
                     )
                 )

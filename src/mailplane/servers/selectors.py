@@ -133,7 +133,7 @@ def suppression_list(
     until: datetime | None = None,
 ) -> QuerySet[Suppression]:
     """The server's suppressions (every stream's, or one's), newest first."""
-    qs = Suppression.objects.filter(organization_id=server.organization_id, server=server)
+    qs = Suppression.objects.filter(organization_id=server.organization_id, stream__server=server)
     if stream is not None:
         qs = qs.filter(stream=stream)
     if address:

@@ -239,7 +239,6 @@ def suppression_add(
                     organization_id=server.organization_id,
                     address=address,
                     reason=SuppressionReason.MANUAL,
-                    server_id=server.pk,
                     stream_id=stream.pk,
                     detail=detail,
                 )
@@ -251,7 +250,7 @@ def suppression_add(
 def suppression_remove(*, server: EmailServer, suppression_id: int) -> None:
     """Reactivate an address on its stream: mail to it is sent again."""
     found = Suppression.objects.filter(
-        organization_id=server.organization_id, server=server, pk=suppression_id
+        organization_id=server.organization_id, stream__server=server, pk=suppression_id
     ).exists()
     if not found:
         raise NotFound("suppression not found")
