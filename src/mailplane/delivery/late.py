@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailplane.delivery.bounce_classes import bounce_class, suppresses
 from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.results import SendResult, Status
 from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus, SuppressionReason
@@ -53,9 +54,12 @@ def late_outcome_transition(outcome: LateOutcome) -> Transition:
     row, result = outcome.row, outcome.result
     reason = RECIPIENT_REPORTS.get(outcome.kind)
     status: RecipientStatus | None = None
+    failure = outcome.kind in (EventType.BOUNCED, EventType.DEFERRED)
+    klass = bounce_class(result) if failure else None
     if reason is None and outcome.kind is not EventType.DEFERRED and row.status in OPEN_STATUSES:
         status = RecipientStatus(outcome.kind.value)
-        if outcome.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
+        permanent = result.status is Status.PERMANENT
+        if outcome.kind is EventType.BOUNCED and permanent and suppresses(klass):
             reason = SuppressionReason.HARD_BOUNCE
     # Else the far end retries (deferred), the row has ended already, or the report is about
     # the recipient: an event only (and, whatever the row's status, the suppression the
@@ -68,6 +72,7 @@ def late_outcome_transition(outcome: LateOutcome) -> Transition:
         remote_host=result.remote_host,
         detail=outcome.detail,
         suppress=reason,
+        bounce_class=klass or "",
     )
 
 

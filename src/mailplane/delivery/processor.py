@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from mailplane.delivery.bounce_classes import bounce_class, retried, suppresses
 from mailplane.delivery.bounces import verp_address
 from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.providers.base import Envelope
@@ -230,12 +231,12 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
 # --- recording ------------------------------------------------------------------------
 
 
-def _event_kind(outcome: Outcome, *, expired: bool) -> EventType:
+def _event_kind(outcome: Outcome, result: SendResult, *, expired: bool) -> EventType:
     if outcome.kind is not None:
         return outcome.kind
-    if outcome.result.status is Status.DELIVERED:
+    if result.status is Status.DELIVERED:
         return EventType.DELIVERED
-    if outcome.result.status is Status.PERMANENT or expired:
+    if result.status is Status.PERMANENT or expired:
         return EventType.BOUNCED
     return EventType.DEFERRED
 
@@ -254,10 +255,14 @@ def outcome_transition(
     outcome: Outcome, *, now: datetime, rng: Callable[[], float]
 ) -> tuple[Transition, SendResult]:
     """The queue transition an attempt's outcome makes: retry time and expiry for
-    temporary failures, a suppression for permanent ones."""
+    temporary failures (and 5xx rate limits), a bounce class for every failure, a
+    suppression for hard bounces only (delivery/bounce_classes.py)."""
     row, result = outcome.row, outcome.result
     attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
     attempts = row.attempts + (1 if attempted else 0)
+    klass = bounce_class(result) if attempted else None
+    if retried(result, klass):  # a 5xx that is really a rate limit: later, not a bounce
+        result = SendResult(Status.TEMPORARY, result.reply, result.remote_host, result.code)
     expired = False
     next_attempt: datetime | None = None
     if result.status is Status.TEMPORARY:
@@ -270,8 +275,8 @@ def outcome_transition(
                 result.remote_host,
                 result.code,
             )
-    kind = _event_kind(outcome, expired=expired)
-    hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT
+    kind = _event_kind(outcome, result, expired=expired)
+    hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT and suppresses(klass)
     transition = Transition(
         row=row,
         event=kind,
@@ -282,6 +287,7 @@ def outcome_transition(
         attempts=attempts,
         next_attempt_at=next_attempt,
         suppress=SuppressionReason.HARD_BOUNCE if hard else None,
+        bounce_class=(klass or "") if kind in (EventType.BOUNCED, EventType.DEFERRED) else "",
     )
     return transition, result
 

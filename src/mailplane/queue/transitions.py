@@ -150,6 +150,7 @@ class Transition:
     attempts: int | None = None  # None: unchanged
     next_attempt_at: datetime | None = None  # None: unchanged
     suppress: SuppressionReason | None = None  # the address is suppressed for this reason
+    bounce_class: str = ""  # deferrals and bounces: delivery/bounce_classes.py
 
 
 def _owned(ids: list[int], worker_id: str) -> set[int]:
@@ -281,6 +282,7 @@ def transitions_apply(
                     remote_reply=t.reply,
                     remote_host=t.remote_host,
                     detail=t.detail,
+                    bounce_class=t.bounce_class,
                 )
             )
             scope = scopes.get(row.message_id, _ACCOUNT_WIDE)
