@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailqueue', '0005_event_seq_required'),
+        ('mailqueue', '0006_event_bounce_class'),
         ('servers', '0002_sender_identities_and_metadata_rows'),
         ('tenancy', '0002_log_retention_override'),
     ]
