@@ -263,6 +263,10 @@ SERVER_KEY_WALK = {
         ("get", "/api/server/suppressions/", None),
         ("get", "/api/server/suppressions/?address=gone@elsewhere.test", None),
     ],
+    "server-suppression-export": [
+        ("get", "/api/server/suppressions/export/", None),
+        ("get", "/api/server/suppressions/export/?stream=outbound", None),
+    ],
     "server-suppression-detail": [("delete", "/api/server/suppressions/{suppression}/", None)],
     "server-self": [
         ("get", "/api/server/", None),
@@ -375,7 +379,8 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             assert reply.status_code == 404, (method, path, text)
         else:
             assert reply.status_code in {200, 422}, (method, path, text)
-        for secret in ("victim-prod-secret", "Victim secret subject", victim["server_secret"]):
+        secrets = ("victim-prod-secret", "Victim secret subject", victim["server_secret"])
+        for secret in (*secrets, "gone@elsewhere.test"):
             assert secret not in text, (path, secret, text)
         if route == "server-self":
             assert reply.json()["id"] == own.pk

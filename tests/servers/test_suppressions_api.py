@@ -222,3 +222,35 @@ def test_deleting_the_server_deletes_its_suppressions_only(live, account):
     other.full_client.post(LIST, {"address": "a@d.test"}, format="json")
     assert account.client.delete(f"/api/servers/{live.server.pk}/").status_code == 204
     assert list(Suppression.objects.values_list("stream__server", flat=True)) == [other.server.pk]
+
+
+def test_the_list_exports_as_csv(live):
+    import csv
+    import io
+
+    for address, stream in [("=cmd@d.test", "outbound"), ("b@d.test", "broadcast")]:
+        live.full_client.post(LIST, {"address": address, "stream": stream}, format="json")
+    reply = live.full_client.get(f"{LIST}export/", HTTP_ACCEPT="text/csv")
+    assert reply.status_code == 200 and reply["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(reply.content.decode())))
+    assert rows[0] == ["address", "stream", "reason", "detail", "message", "created_at"]
+    assert [r[:3] for r in rows[1:]] == [
+        ["b@d.test", "broadcast", "manual"],
+        ["'=cmd@d.test", "outbound", "manual"],  # a formula cell is defused
+    ]
+    only = live.full_client.get(f"{LIST}export/?stream=broadcast")
+    assert only.content.decode().count("\r\n") == 2
+    bad = live.full_client.get(f"{LIST}export/?reason=nope", HTTP_ACCEPT="text/csv")
+    assert bad.status_code == 400 and "reason" in bad.json()["error"]["details"]
+    assert live.client.get(f"{LIST}export/").status_code == 403  # send-only
+
+
+def test_an_export_over_the_cap_asks_for_filters(live, monkeypatch):
+    from mailplane.api import server_suppressions
+
+    monkeypatch.setattr(server_suppressions, "EXPORT_MAX_ROWS", 1)
+    for address in ("a@d.test", "b@d.test"):
+        live.full_client.post(LIST, {"address": address}, format="json")
+    reply = live.full_client.get(f"{LIST}export/")
+    assert reply.status_code == 400 and "narrow" in reply.json()["error"]["message"]
+    assert live.full_client.get(f"{LIST}export/?address=a@d.test").status_code == 200

@@ -9,9 +9,14 @@ the address on that stream. Only queue/transitions.py writes them.
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.db.models import QuerySet
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +28,7 @@ from mailplane.api.schema import CONFLICT, error
 from mailplane.api.server_auth import FullAccessKey, ServerKeyAuthentication, server_of
 from mailplane.api.server_messages import FilterSchema, datetime_param, text_param
 from mailplane.core.errors import NotFound, ValidationFailed
+from mailplane.exports.writer import cell_text
 from mailplane.queue.models import Suppression, SuppressionReason
 from mailplane.servers.models import EmailServer, MessageStream
 from mailplane.servers.selectors import stream_get, suppression_list
@@ -79,6 +85,34 @@ FILTERS = {
 }
 
 
+def _filtered(request: Request) -> QuerySet[Suppression]:
+    server = server_of(request)
+    found = {name: text_param(request, name, size) for name, (size, _) in FILTERS.items()}
+    if found["reason"] is not None and found["reason"] not in SuppressionReason.values:
+        raise ValidationFailed.on("reason", f"must be one of {', '.join(SuppressionReason.values)}")
+    stream = _stream(server, found["stream"]) if found["stream"] else None
+    return suppression_list(
+        server=server,
+        stream=stream,
+        address=found["address"],
+        reason=found["reason"],
+        since=datetime_param(request, "from"),
+        until=datetime_param(request, "to"),
+    )
+
+
+_PARAMETERS = [
+    *(
+        OpenApiParameter(
+            name, str, description=text, enum=SuppressionReason.values if name == "reason" else None
+        )
+        for name, (_, text) in FILTERS.items()
+    ),
+    OpenApiParameter("from", str, description="Added at or after (ISO 8601)."),
+    OpenApiParameter("to", str, description="Added before (ISO 8601)."),
+]
+
+
 class SuppressionListView(APIView):
     authentication_classes = [ServerKeyAuthentication]
     permission_classes = [FullAccessKey]
@@ -87,39 +121,12 @@ class SuppressionListView(APIView):
 
     @extend_schema(
         operation_id="server_suppressions_list",
-        parameters=[
-            *(
-                OpenApiParameter(
-                    name,
-                    str,
-                    description=text,
-                    enum=SuppressionReason.values if name == "reason" else None,
-                )
-                for name, (_, text) in FILTERS.items()
-            ),
-            OpenApiParameter("from", str, description="Added at or after (ISO 8601)."),
-            OpenApiParameter("to", str, description="Added before (ISO 8601)."),
-        ],
+        parameters=_PARAMETERS,
         responses={200: SuppressionSerializer(many=True), 403: SEND_ONLY},
     )
     def get(self, request: Request) -> Response:
-        server = server_of(request)
-        found = {name: text_param(request, name, size) for name, (size, _) in FILTERS.items()}
-        if found["reason"] is not None and found["reason"] not in SuppressionReason.values:
-            raise ValidationFailed.on(
-                "reason", f"must be one of {', '.join(SuppressionReason.values)}"
-            )
-        stream = _stream(server, found["stream"]) if found["stream"] else None
-        qs = suppression_list(
-            server=server,
-            stream=stream,
-            address=found["address"],
-            reason=found["reason"],
-            since=datetime_param(request, "from"),
-            until=datetime_param(request, "to"),
-        )
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(qs, request, view=self) or []
+        page = paginator.paginate_queryset(_filtered(request), request, view=self) or []
         return paginator.get_paginated_response([_representation(s) for s in page])
 
     @extend_schema(
@@ -142,6 +149,51 @@ class SuppressionListView(APIView):
             server=server, stream=stream, address=data["address"], detail=data["detail"]
         )
         return Response(_representation(entry), status=status.HTTP_201_CREATED)
+
+
+EXPORT_MAX_ROWS = 100_000  # past it, narrow the export with the filters
+EXPORT_COLUMNS = ("address", "stream", "reason", "detail", "message", "created_at")
+_CSV = OpenApiResponse(
+    OpenApiTypes.STR,
+    description="RFC 4180 CSV, UTF-8, a header row then one row per suppression "
+    "(newest first); cells starting with a formula character get a leading `'`.",
+)
+
+
+class SuppressionExportView(APIView):
+    """The same entries as the list, as a CSV file (the suppression export users of
+    Postal and useSend ask for)."""
+
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [FullAccessKey]
+    schema = FilterSchema()
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # A client asking for text/csv must still get JSON errors, not a 406.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="server_suppressions_export",
+        parameters=_PARAMETERS,
+        responses={(200, "text/csv"): _CSV, 403: SEND_ONLY},
+        description=f"At most {EXPORT_MAX_ROWS:,} rows: a larger list is a 400 asking for filters.",
+    )
+    def get(self, request: Request) -> HttpResponse:
+        entries = list(_filtered(request)[: EXPORT_MAX_ROWS + 1])
+        if len(entries) > EXPORT_MAX_ROWS:
+            raise ValidationFailed.on(
+                "from", f"more than {EXPORT_MAX_ROWS} suppressions: narrow the export"
+            )
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for entry in entries:
+            row = _representation(entry)
+            row["created_at"] = row["created_at"].isoformat()
+            writer.writerow([cell_text(row[c]) for c in EXPORT_COLUMNS])
+        response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="suppressions.csv"'
+        return response
 
 
 class SuppressionDetailView(APIView):

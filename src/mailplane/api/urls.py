@@ -102,6 +102,11 @@ urlpatterns = [
         name="server-suppression-list",
     ),
     path(
+        "api/server/suppressions/export/",
+        server_suppressions.SuppressionExportView.as_view(),
+        name="server-suppression-export",
+    ),
+    path(
         "api/server/suppressions/<id:pk>/",
         server_suppressions.SuppressionDetailView.as_view(),
         name="server-suppression-detail",
