@@ -26,8 +26,8 @@ from mailplane.relays.services import relay_server_create
 from mailplane.sending.requests import send_request_parse
 from mailplane.sending.services import message_send
 from mailplane.servers.identities import sender_identity_create
-from mailplane.servers.models import EmailServer, SenderIdentity, ServerKey
-from mailplane.servers.services import email_server_create, server_key_create
+from mailplane.servers.models import BounceRule, EmailServer, SenderIdentity, ServerKey
+from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
 from tests.support.fixtures import verified_domain
 from tests.support.servers import send_body, server_client
@@ -73,6 +73,9 @@ def victim(account):
     )
     server = email_server_create(organization=account.org, name="victim-prod-secret")
     server_key = server_key_create(server=server, name="victim-key-secret", kind="full")
+    bounce_rule = bounce_rule_create(
+        server=server, contains="victim-rule-secret", bounce_class="policy"
+    )
     sent = message_send(
         server=server,
         request=send_request_parse(
@@ -88,6 +91,7 @@ def victim(account):
         "message": message,
         "server": server,
         "server_key": server_key.server_key,
+        "bounce_rule": bounce_rule,
         "server_secret": server_key.secret,
         "sent": sent.message,
         "project": project,
@@ -203,6 +207,11 @@ WALK = {
         ("get", "/api/sender-identities/confirm/?token=mpi_" + "A" * 43, None),
         ("post", "/api/sender-identities/confirm/", {"token": "mpi_" + "A" * 43}),
     ],
+    "bounce-rule-list": [
+        ("get", "/api/servers/{server}/bounce-rules/", None),
+        ("post", "/api/servers/{server}/bounce-rules/", {"status": "550", "bounce_class": "soft"}),
+    ],
+    "bounce-rule-detail": [("delete", "/api/bounce-rules/{bounce_rule}/", None)],
     # Provider webhooks take no API key: the relay server's webhook secret authenticates
     # them. The victim's server has none set, so for anyone it has no receiver at all
     # (signed calls across tenants: tests/delivery/test_provider_webhooks.py).
@@ -295,6 +304,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "victim cloudflare",
         "victim-prod-secret",
         "victim-key-secret",
+        "victim-rule-secret",
         victim["server_key"].prefix,
         "press@gmail.test",
     ]
@@ -344,6 +354,9 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     assert (server.name, server.sandbox) == ("victim-prod-secret", False)
     assert ServerKey.objects.get(pk=victim["server_key"].pk).revoked_at is None
     assert ServerKey.objects.filter(server=server).count() == 1
+    assert list(BounceRule.objects.values_list("server_id", "contains")) == [
+        (server.pk, "victim-rule-secret")
+    ]
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
     identity = SenderIdentity.objects.get(pk=victim["identity"].pk)
     assert (identity.status, identity.confirmation_sent_at) == (

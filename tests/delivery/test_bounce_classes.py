@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from mailplane.delivery.bounce_classes import BounceRule, bounce_class, retried, suppresses
@@ -18,6 +16,8 @@ from mailplane.queue.models import (
     QueuedRecipient,
     Suppression,
 )
+from tests.support.fixtures import verified_domain
+from tests.support.servers import send_body, server_make
 
 # Replies as the big receivers word them (their published reference pages), and the class.
 REPLIES = [
@@ -114,8 +114,15 @@ def test_only_hard_suppresses_and_only_a_5xx_rate_limit_is_retried() -> None:
 def test_an_override_rule_wins_over_the_table() -> None:
     reply = SendResult.from_smtp(550, "5.1.1 mailbox unavailable (policy CX-17)", "mx")
     assert bounce_class(reply) == "hard"
-    rule = BounceRule(re.compile(r"policy cx-\d+", re.I), BounceClass.POLICY)
-    assert bounce_class(reply, [rule]) == "policy"
+    assert bounce_class(reply, [BounceRule("Policy CX-17", "", BounceClass.POLICY)]) == "policy"
+    assert bounce_class(reply, [BounceRule("", "5.1", BounceClass.SOFT)]) == "soft"
+    assert bounce_class(reply, [BounceRule("", "5.1.1", BounceClass.SOFT)]) == "soft"
+    assert bounce_class(reply, [BounceRule("", "550", BounceClass.SOFT)]) == "soft"
+    # A status prefix is a whole part: 5.1.1 is not 5.1.10, 5.7 is not 5.1.
+    assert bounce_class(reply, [BounceRule("", "5.1.10", BounceClass.SOFT)]) == "hard"
+    assert bounce_class(reply, [BounceRule("", "5.7", BounceClass.SOFT)]) == "hard"
+    assert bounce_class(reply, [BounceRule("cx-17", "4.1", BounceClass.SOFT)]) == "hard"
+    assert bounce_class(reply, [BounceRule("", "551", BounceClass.SOFT)]) == "hard"
 
 
 def _events(message: object) -> dict[str, tuple[str, str]]:
@@ -185,3 +192,83 @@ def test_a_late_bounce_suppresses_only_when_hard(sender) -> None:  # type: ignor
         "late-gone@dest.test": ("bounced", "hard"),
     }
     assert list(Suppression.objects.values_list("address", flat=True)) == ["late-gone@dest.test"]
+
+
+# --- a server's own rules ----------------------------------------------------------------
+
+
+def test_rules_through_the_api_and_their_hostile_bodies(account) -> None:  # type: ignore[no-untyped-def]
+    server = server_make(account).server
+    path = f"/api/servers/{server.pk}/bounce-rules/"
+    made = account.client.post(
+        path, {"contains": "CX-17", "status": "5.1", "bounce_class": "soft"}, format="json"
+    )
+    assert made.status_code == 201, made.json()
+    assert {k: made.json()[k] for k in ("contains", "status", "bounce_class")} == {
+        "contains": "CX-17",
+        "status": "5.1",
+        "bounce_class": "soft",
+    }
+    assert account.client.get(path).json()["count"] == 1
+    bad = [
+        ({"bounce_class": "soft"}, "contains"),
+        ({"status": "5.x", "bounce_class": "soft"}, "status"),
+        ({"status": "600", "bounce_class": "soft"}, "status"),
+        ({"status": "5.7.1.1", "bounce_class": "soft"}, "status"),
+        ({"contains": "x", "bounce_class": "fatal"}, "bounce_class"),
+        ({"contains": "x" * 201, "bounce_class": "soft"}, "contains"),
+        ({"contains": ["x"], "bounce_class": "soft"}, "contains"),
+        ({"contains": "x\x00", "bounce_class": "soft"}, "contains"),
+    ]
+    for body, field in bad:
+        reply = account.client.post(path, body, format="json")
+        assert reply.status_code == 400, (body, reply.content)
+        assert field in reply.json()["error"]["details"], (body, reply.json())
+    assert account.client.get(path).json()["count"] == 1
+    rule_id = made.json()["id"]
+    assert account.client.delete(f"/api/bounce-rules/{rule_id}/").status_code == 204
+    assert account.client.delete(f"/api/bounce-rules/{rule_id}/").status_code == 404
+
+
+def test_a_server_has_a_bounded_number_of_rules(account) -> None:  # type: ignore[no-untyped-def]
+    from mailplane.servers.services import BOUNCE_RULES_PER_SERVER, bounce_rule_create
+
+    server = server_make(account).server
+    for n in range(BOUNCE_RULES_PER_SERVER):
+        bounce_rule_create(server=server, contains=f"r{n}", bounce_class="soft")
+    reply = account.client.post(
+        f"/api/servers/{server.pk}/bounce-rules/",
+        {"contains": "one more", "bounce_class": "soft"},
+        format="json",
+    )
+    assert reply.status_code == 403
+    assert reply.json()["error"]["code"] == "limit_reached"
+
+
+def test_a_servers_rule_overrides_the_class_of_its_mail_only(  # type: ignore[no-untyped-def]
+    account, dns_server, mx_sinks, settings, tmp_path
+) -> None:
+    """The receiver answers 550 5.1.1 for a policy of its own (its text says so): with the
+    server's rule the recipient bounces as `policy` and is not suppressed; the same reply
+    to another server's mail stays `hard` and suppresses."""
+    from mailplane.sending.requests import send_request_parse
+    from mailplane.sending.services import message_send
+    from mailplane.servers.services import bounce_rule_create
+
+    settings.MAILPLANE = {**settings.MAILPLANE, "STORAGE_ROOT": str(tmp_path / "storage")}
+    verified_domain(account, "acme.test")
+    ruled, plain = server_make(account, "ruled").server, server_make(account, "plain").server
+    bounce_rule_create(server=ruled, contains="policy cx-17", status="5.1", bounce_class="policy")
+    sink = mx_sinks("accept")
+    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
+    dns_server.a("mx1.dest.test", sink.address)
+    reply = "550 5.1.1 Mailbox unavailable (Policy CX-17)"
+    sink.handler.rcpt_replies.update({"a@dest.test": reply, "b@dest.test": reply})
+    first = message_send(server=ruled, request=send_request_parse(send_body(to="a@dest.test")))
+    second = message_send(server=plain, request=send_request_parse(send_body(to="b@dest.test")))
+
+    DeliveryWorker().run_once()
+
+    assert _events(first.message) == {"a@dest.test": ("bounced", "policy")}
+    assert _events(second.message) == {"b@dest.test": ("bounced", "hard")}
+    assert list(Suppression.objects.values_list("address", flat=True)) == ["b@dest.test"]

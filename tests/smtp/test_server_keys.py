@@ -52,6 +52,7 @@ def test_the_key_as_user_and_password_sends_on_the_named_stream(listeners, live,
     assert message.domain is not None and message.domain.name == "acme.test"
     link = ServerMessage.objects.get(message=message)
     assert (link.server, link.stream.stream_id) == (live.server, "broadcast")
+    assert link.server_key == live.server.keys.get(name="send")  # for its IP pool
     stored = bytes(MessageBody.objects.get(message=message).raw)
     assert b"X-PM-Message-Stream" not in stored and b"X-Keep: yes" in stored
     assert b"with ESMTPSA" in stored and b"Message-ID: <" in stored
@@ -107,10 +108,16 @@ def test_undecodable_and_huge_keys_are_535(listeners, live, password):
     assert code == 535
 
 
-def test_a_revoked_key_no_longer_logs_in(listeners, live):
-    server_key_revoke(organization=live.account.org, key_id=live.server.keys.get(name="send").pk)
+def test_a_revoked_key_no_longer_logs_in_nor_sends(listeners, live):
+    key_id = live.server.keys.get(name="send").pk
+    with smtps(listeners) as client:
+        client.login(live.key, live.key)
+        server_key_revoke(organization=live.account.org, key_id=key_id)  # mid-session
+        code, text = _refusal(client, "alice@acme.test", ["carol@dest.test"], _message())
+        assert (code, text[:5]) == (550, "5.7.1")
     with smtps(listeners) as client, pytest.raises(smtplib.SMTPAuthenticationError):
         client.login(live.key, live.key)
+    assert not OutboundMessage.objects.exists()
 
 
 def test_refusals_are_5xx_and_queue_nothing(listeners, live, other_account, quiet_logs):

@@ -34,6 +34,7 @@ from mailplane.api.server_auth import (
     FullAccessKey,
     HasServerKey,
     ServerKeyAuthentication,
+    server_key_of,
     server_of,
 )
 from mailplane.api.servers import (
@@ -290,7 +291,9 @@ class EmailSendView(APIView):
         def run() -> tuple[int, Any]:
             send = send_request_parse(request.data)
             prepared = message_prepare(ctx=SendContext.load(server), request=send)
-            [sent] = messages_send(server=server, prepared=[prepared])
+            [sent] = messages_send(
+                server=server, prepared=[prepared], server_key=server_key_of(request)
+            )
             return 200, _sent(sent)
 
         return _answer(request, server, run)
@@ -316,9 +319,9 @@ class EmailBatchView(APIView):
     )
     def post(self, request: Request) -> Response:
         server = server_of(request)
-        return _answer(request, server, lambda: (200, self._batch(server, request.data)))
+        return _answer(request, server, lambda: (200, self._batch(request, server, request.data)))
 
-    def _batch(self, server: EmailServer, items: Any) -> list[dict[str, Any]]:
+    def _batch(self, request: Request, server: EmailServer, items: Any) -> list[dict[str, Any]]:
         if not isinstance(items, list):
             raise ValidationFailed.on("body", "must be a JSON array of messages")
         if not items:
@@ -342,7 +345,9 @@ class EmailBatchView(APIView):
                         **error_body(exc.code, exc.message, exc.details),
                     }
                 )
-        sent = messages_send(server=server, prepared=[p for _, p in accepted])
+        sent = messages_send(
+            server=server, prepared=[p for _, p in accepted], server_key=server_key_of(request)
+        )
         for (index, _), one in zip(accepted, sent, strict=True):
             results[index] = {"index": index, **_sent(one)}
         return results

@@ -25,11 +25,12 @@ code (RFC 5321 §4.2.3).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mailplane.delivery.results import SendResult, Status
 from mailplane.queue.models import BounceClass
+from mailplane.servers.selectors import bounce_rules_for_messages
 
 # (pattern over the lower-cased reply, class), first match wins. Rate limits and blocks come
 # before addressing: "550 5.1.1 ... blocked" from a list service is a block, and "too many
@@ -101,11 +102,27 @@ _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 @dataclass(frozen=True, slots=True)
 class BounceRule:
-    """An override: replies matching `pattern` (a regular expression, case-insensitive)
-    get `bounce_class`, before the built-in table."""
+    """An override (servers.models.BounceRule): replies that contain `contains` (any case)
+    and whose code or enhanced status starts with `status` ("550", "5.7", "5.7.1") get
+    `bounce_class`, before the built-in table."""
 
-    pattern: re.Pattern[str]
+    contains: str
+    status: str
     bounce_class: BounceClass
+
+    def matches(self, reply: str) -> bool:
+        """`reply` lower-cased."""
+        if self.contains and self.contains.lower() not in reply:
+            return False
+        if not self.status:
+            return True
+        if "." not in self.status:
+            return reply.startswith(self.status)
+        found = _ENHANCED.search(reply)
+        if found is None:
+            return False
+        enhanced = found.group(0)
+        return enhanced == self.status or enhanced.startswith(self.status + ".")
 
 
 def _from_enhanced(klass: str, subject: str, detail: str) -> BounceClass | None:
@@ -136,7 +153,7 @@ def bounce_class(result: SendResult, rules: Sequence[BounceRule] = ()) -> Bounce
         return None
     reply = result.reply.lower()
     for rule in rules:
-        if rule.pattern.search(reply):
+        if rule.matches(reply):
             return rule.bounce_class
     for pattern, klass in _PHRASES:
         if pattern.search(reply):
@@ -156,6 +173,18 @@ def bounce_class(result: SendResult, rules: Sequence[BounceRule] = ()) -> Bounce
     if code == 552:
         return BounceClass.MAILBOX_FULL
     return BounceClass.POLICY
+
+
+def bounce_rules_of(message_ids: Iterable[int]) -> dict[int, list[BounceRule]]:
+    """The override rules of each failed message's server (none for a batch of deliveries:
+    no query then)."""
+    wanted = set(message_ids)
+    if not wanted:
+        return {}
+    return {
+        message_id: [BounceRule(r.contains, r.status, BounceClass(r.bounce_class)) for r in rows]
+        for message_id, rows in bounce_rules_for_messages(wanted).items()
+    }
 
 
 def suppresses(klass: BounceClass | None) -> bool:

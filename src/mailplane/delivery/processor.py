@@ -17,7 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from mailplane.delivery.bounce_classes import bounce_class, retried, suppresses
+from mailplane.delivery.bounce_classes import (
+    BounceRule,
+    bounce_class,
+    bounce_rules_of,
+    retried,
+    suppresses,
+)
 from mailplane.delivery.bounces import verp_address
 from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.providers.base import Envelope
@@ -25,6 +31,7 @@ from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.retry import retry_delay
 from mailplane.delivery.signing import SignRequest
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.pools.selectors import PoolChoice, Source, pool_choices
 from mailplane.queue.models import (
     EventType,
     MessageBody,
@@ -64,6 +71,8 @@ class Job:
     envelope: Envelope
     # What DKIM-signing the envelope needs, until the worker has signed it (then None).
     sign: SignSpec | None = None
+    # The message's IP pool address (pools/), or None: the relay's own source, if any.
+    source: Source | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +84,7 @@ class BatchContext:
     suppressed: set[tuple[int, str, int | None]]
     local: dict[str, Mailbox]
     streams: dict[int, int | None]  # message -> its server stream (None: no server)
+    pools: dict[int, PoolChoice]  # by message id, for messages with an IP pool
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -100,7 +110,10 @@ def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
         m.address: m
         for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
     }
-    return BatchContext(bodies=bodies, suppressed=suppressed, local=local, streams=streams)
+    pools = pool_choices(list({(r.message_id, r.message.organization_id) for r in rows}))
+    return BatchContext(
+        bodies=bodies, suppressed=suppressed, local=local, streams=streams, pools=pools
+    )
 
 
 # --- the checklist -------------------------------------------------------------------
@@ -148,6 +161,19 @@ def fail_if_no_relay(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
     return None
 
 
+def defer_if_the_pool_has_no_address(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
+    """A message whose pool has no enabled address waits (and the operator sees why) rather
+    than leaving from an address that is not its pool's: a dedicated key's reputation
+    must not be spent elsewhere, nor another's on it."""
+    choice = ctx.pools.get(row.message_id)
+    if choice is None or choice.sources:
+        return None
+    return Outcome(
+        row,
+        SendResult.temporary(f"451 4.3.2 IP pool {choice.pool} has no enabled address", "local"),
+    )
+
+
 def sign_spec(message: OutboundMessage) -> SignSpec | None:
     domain = message.domain
     if domain is None or not domain.dkim_private_key or not domain.dkim_selector:
@@ -190,6 +216,7 @@ STEPS: tuple[Callable[[QueuedRecipient, BatchContext], Outcome | None], ...] = (
     hold_if_suppressed,
     fail_if_no_relay,
     deliver_locally_if_hosted,
+    defer_if_the_pool_has_no_address,
 )
 
 
@@ -224,7 +251,9 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
                 rcpt_domain=row.rcpt_domain,
                 data=ctx.bodies[row.message_id],
             )
-            jobs.append(Job(row, envelope, sign_spec(row.message)))
+            choice = ctx.pools.get(row.message_id)
+            source = choice.source_for(row.message_id) if choice is not None else None
+            jobs.append(Job(row, envelope, sign_spec(row.message), source))
     return done, jobs
 
 
@@ -252,7 +281,11 @@ _STATUS = {
 
 
 def outcome_transition(
-    outcome: Outcome, *, now: datetime, rng: Callable[[], float]
+    outcome: Outcome,
+    *,
+    now: datetime,
+    rng: Callable[[], float],
+    rules: Sequence[BounceRule] = (),
 ) -> tuple[Transition, SendResult]:
     """The queue transition an attempt's outcome makes: retry time and expiry for
     temporary failures (and 5xx rate limits), a bounce class for every failure, a
@@ -260,7 +293,7 @@ def outcome_transition(
     row, result = outcome.row, outcome.result
     attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
     attempts = row.attempts + (1 if attempted else 0)
-    klass = bounce_class(result) if attempted else None
+    klass = bounce_class(result, rules) if attempted else None
     if retried(result, klass):  # a 5xx that is really a rate limit: later, not a bounce
         result = SendResult(Status.TEMPORARY, result.reply, result.remote_host, result.code)
     expired = False
@@ -297,7 +330,13 @@ def outcomes_record(
 ) -> None:
     """Record every outcome through the queue's transitions (row, event, suppression in
     one transaction), then send DSNs for the failures."""
-    decided = [outcome_transition(o, now=now, rng=rng) for o in outcomes]
+    rules = bounce_rules_of(
+        o.row.message_id for o in outcomes if o.result.status is not Status.DELIVERED
+    )
+    decided = [
+        outcome_transition(o, now=now, rng=rng, rules=rules.get(o.row.message_id, ()))
+        for o in outcomes
+    ]
     results = {t.row.pk: result for t, result in decided}
     applied = transitions_apply([t for t, _ in decided], now=now, claimed_by=worker_id)
     failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)

@@ -51,6 +51,7 @@ from mailplane.delivery.processor import (
 from mailplane.delivery.providers import Provider, provider_for, providers_close
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.signing import sign_many
+from mailplane.pools.selectors import Source
 from mailplane.queue.models import QueuedRecipient
 
 log = logging.getLogger("mailplane.delivery")
@@ -273,7 +274,7 @@ class DeliveryWorker:
         self.lease = lease or timedelta(seconds=float(conf("DELIVERY_LEASE_SECONDS")))
         self.concurrency = concurrency or int(conf("DELIVERY_CONCURRENCY"))
         self.rng = rng
-        self._providers: dict[tuple[int, Any], Provider] = {}
+        self._providers: dict[tuple[int, Any, Source | None], Provider] = {}
 
     # -- database steps (run on the database thread) ----------------------------------------
 
@@ -308,11 +309,17 @@ class DeliveryWorker:
     def _provider(self, job: Job) -> Provider:
         relay = job.row.message.relay_server
         assert relay is not None  # fail_if_no_relay ran
-        key = (relay.pk, relay.updated_at)
+        key = (relay.pk, relay.updated_at, job.source)
         if key not in self._providers:
+            configuration = dict(relay.configuration or {})
+            if job.source is not None:
+                # The pool's address and its name replace the relay's own (SMTP relays
+                # bind them; HTTP providers send from their own addresses and ignore them).
+                configuration["source_address"] = job.source.address
+                configuration["helo_name"] = job.source.helo_name
             self._providers[key] = provider_for(
                 provider=relay.provider,
-                configuration=dict(relay.configuration or {}),
+                configuration=configuration,
                 credentials=relay.credentials,
             )
         return self._providers[key]
@@ -320,10 +327,10 @@ class DeliveryWorker:
     def groups(self, jobs: Sequence[Job]) -> list[tuple[Provider, list[Job]]]:
         """(provider, chunk) pairs: per relay and destination domain, at most
         max_connections_per_domain chunks, each carried over one connection."""
-        by_destination: dict[tuple[int, str], list[Job]] = defaultdict(list)
+        by_destination: dict[tuple[int, Source | None, str], list[Job]] = defaultdict(list)
         for job in jobs:
             relay_id = job.row.message.relay_server_id or 0
-            by_destination[(relay_id, job.row.rcpt_domain)].append(job)
+            by_destination[(relay_id, job.source, job.row.rcpt_domain)].append(job)
         pairs = []
         for group in by_destination.values():
             provider = self._provider(group[0])

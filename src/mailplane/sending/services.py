@@ -39,6 +39,7 @@ from mailplane.servers.models import (
     MessageStream,
     MessageTag,
     SenderIdentity,
+    ServerKey,
     ServerMessage,
 )
 
@@ -281,7 +282,9 @@ def _dry(server: EmailServer, prepared: Prepared) -> bool:
     return server.sandbox or prepared.test_mode
 
 
-def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
+def messages_send(
+    *, server: EmailServer, prepared: Sequence[Prepared], server_key: ServerKey | None = None
+) -> list[Sent]:
     """Queue prepared messages, their server links and their early outcomes in ONE
     transaction. A sandbox server's (or a test-mode request's) recipients go straight to
     delivered, suppressed ones to suppressed, through the queue's transitions before the
@@ -307,6 +310,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                 message=m,
                 server=server,
                 stream=p.stream,
+                server_key=server_key,
                 tags=p.tags,
                 metadata=p.metadata,
                 sandbox=_dry(server, p),

@@ -36,7 +36,7 @@ from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.sending.requests import MAX_RECIPIENTS
 from mailplane.sending.services import SendContext, messages_send, submitted_prepare
-from mailplane.servers.models import EmailServer
+from mailplane.servers.models import ServerKey
 from mailplane.servers.services import KEY_PREFIX, server_key_authenticate
 from mailplane.smtp.db import blocking
 from mailplane.smtp.ingest import GroupCommitter
@@ -91,13 +91,14 @@ def server_submission_accept(
 ) -> int:
     """Blocking: check, complete and queue a server key's message under its server, in
     one transaction; the message id. Raises a DomainError for a refusal."""
-    server = (
-        EmailServer.objects.select_related("organization", "default_stream")
-        .filter(pk=principal.server_id, organization__is_active=True)
+    key = (
+        ServerKey.objects.select_related("server", "server__organization", "server__default_stream")
+        .filter(pk=principal.key_id, revoked_at=None, server__organization__is_active=True)
         .first()
     )
-    if server is None:  # deleted (or the account suspended) since the login
-        raise NotAllowed("The server of this key no longer exists")
+    if key is None:  # revoked, its server deleted or the account suspended since the login
+        raise NotAllowed("This server key is no longer valid")
+    server = key.server
     raw, taken = fields_take(raw, STREAM_HEADERS)
     streams = {v.strip() for values in taken.values() for v in values}
     if len(streams) > 1:
@@ -131,7 +132,8 @@ def server_submission_accept(
         if "stream" in refused.details:  # no such stream on this server: not a syntax error
             refused.smtp = SmtpStatus(550, "5.7.1")
         raise
-    (sent,) = messages_send(server=server, prepared=[prepared])
+    # The key goes with the message: an IP pool may be assigned to it (pools/).
+    (sent,) = messages_send(server=server, prepared=[prepared], server_key=key)
     return int(sent.message.pk)
 
 

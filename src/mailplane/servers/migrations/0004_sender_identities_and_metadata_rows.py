@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('servers', '0001_initial'),
+        ('servers', '0003_message_server_key'),
         ('tenancy', '0002_log_retention_override'),
     ]
 
