@@ -37,6 +37,7 @@ def test_every_list_route_is_found():
         "/api/server/messages/",
         "/api/server/suppressions/",
         "/api/servers/",
+        "/api/servers/<id:pk>/bounce-rules/",
         "/api/servers/<id:pk>/keys/",
     ]
 
