@@ -19,4 +19,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "mailplane.queue.tasks.message_logs_prune",
         "schedule": 3600.0,
     },
+    "pools-warmup-advance": {
+        "task": "mailplane.pools.tasks.warmup_advance_daily",
+        "schedule": 3600.0,
+    },
 }

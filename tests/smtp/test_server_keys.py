@@ -229,3 +229,20 @@ def test_a_servers_message_keeps_the_send_api_limits(listeners, live, monkeypatc
         code, text = _refusal(client, "alice@acme.test", ["a@dest.test"], huge_stream)
         assert code == 550 and len(text) < 200, text
     assert not OutboundMessage.objects.exists()
+
+
+def test_the_servers_content_filter_applies(listeners, live):
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "alice@acme.test", "c@dest.test", "x"
+    message.set_content("Run the attachment.")
+    message.add_attachment(b"MZ", maintype="application", subtype="octet-stream",
+                           filename="setup.exe")  # fmt: skip
+    with smtps(listeners) as client:
+        client.login(live.key, live.key)
+        raw = message.as_bytes(policy=SMTP)
+        code, text = _refusal(client, "alice@acme.test", ["c@dest.test"], raw)
+    assert (code, text[:5]) == (550, "5.7.1") and "content filter" in text, text
+    assert not OutboundMessage.objects.exists()

@@ -25,6 +25,7 @@ TOOLS = {
     "npm": "npm",
     "unshare": "util-linux",
     "chromium": "chromium",  # headless, driven by Playwright (tests/e2e/test_docs_page.py)
+    "rspamd": "rspamd",  # MI Shield's scanner (tests/shield/)
 }
 
 MODE_SKIP = "[other pass] "

@@ -22,7 +22,13 @@ def add_commands(sub: Any) -> None:
     add.add_argument("--pool", required=True)
     add.add_argument("--address", required=True)
     add.add_argument("--helo", required=True, help="EHLO name (the address's PTR record)")
+    add.add_argument(
+        "--warmup", action="store_true", help="a new address: ramp it up (pools/warmup.py)"
+    )
     add.set_defaults(func=pool_address_add_command)
+    schedule = pool.add_parser("set-schedule", help="the pool's warm-up ramp, as JSON on stdin")
+    schedule.add_argument("--pool", required=True)
+    schedule.set_defaults(func=pool_schedule_command)
     for verb, enabled in (("enable-address", True), ("disable-address", False)):
         toggle = pool.add_parser(verb)
         toggle.add_argument("--address", required=True)
@@ -66,8 +72,23 @@ def pool_create_command(args: argparse.Namespace) -> int:
 def pool_address_add_command(args: argparse.Namespace) -> int:
     from mailplane.pools.services import pool_address_add
 
-    row = pool_address_add(pool=_pool(args.pool), address=args.address, helo_name=args.helo)
-    print(f"{row.address} ({row.helo_name}) added to {args.pool}")
+    row = pool_address_add(
+        pool=_pool(args.pool), address=args.address, helo_name=args.helo, warmup=args.warmup
+    )
+    warming = ", warming up from day 1" if row.warmup_day else ""
+    print(f"{row.address} ({row.helo_name}) added to {args.pool}{warming}")
+    return 0
+
+
+@_guard
+def pool_schedule_command(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from mailplane.pools.services import pool_schedule_set
+
+    pool = pool_schedule_set(pool=_pool(args.pool), schedule=json.load(sys.stdin))
+    print(f"{pool.name}: {len(pool.warmup_schedule)} warm-up stages")
     return 0
 
 
@@ -124,7 +145,9 @@ def pool_list_command(args: argparse.Namespace) -> int:
     for pool in pool_list():
         print(f"{pool.name}{' (dedicated)' if pool.dedicated else ''}")
         for a in pool.addresses.all():
-            print(f"  {a.address:<40} {a.helo_name}{'' if a.enabled else '  (disabled)'}")
+            state = f"  warm-up day {a.warmup_day}" if a.warmup_day else ""
+            disabled = "" if a.enabled else "  (disabled)"
+            print(f"  {a.address:<40} {a.helo_name}{state}{disabled}")
         for s in pool.assignments.all():
             scope = ", ".join(
                 f"{name} {value}"

@@ -12,10 +12,12 @@ Each step either returns an Outcome (stop) or None (continue).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+from django.utils import timezone
 
 from mailplane.delivery.bounce_classes import (
     BounceRule,
@@ -32,6 +34,7 @@ from mailplane.delivery.retry import retry_delay
 from mailplane.delivery.signing import SignRequest
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.pools.selectors import PoolChoice, Source, pool_choices
+from mailplane.pools.warmup import warmup_admit, warmup_bounces_record
 from mailplane.queue.models import (
     EventType,
     MessageBody,
@@ -53,6 +56,9 @@ class Outcome:
     row: QueuedRecipient
     result: SendResult
     kind: EventType | None = None  # SUPPRESSED / FAILED override; else from result.status
+    # Held without an attempt until then (a warm-up cap), rather than a retry's backoff.
+    retry_at: datetime | None = None
+    source: Source | None = None  # the pool address it was sent from
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +226,16 @@ STEPS: tuple[Callable[[QueuedRecipient, BatchContext], Outcome | None], ...] = (
 )
 
 
-def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
+def batch_prepare(
+    rows: Sequence[QueuedRecipient], *, now: datetime | None = None
+) -> tuple[list[Outcome], list[Job]]:
     """Run the checklist up to sending: outcomes decided here, and envelopes to send.
 
     DKIM is left to the caller (sign_requests, jobs_signed): the worker signs on the event
     loop, off its single database thread."""
     if not rows:
         return [], []
+    now = now or timezone.now()
     ctx = batch_context_load(rows)
     done: list[Outcome] = []
     jobs: list[Job] = []
@@ -254,7 +263,35 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
             choice = ctx.pools.get(row.message_id)
             source = choice.source_for(row.message_id) if choice is not None else None
             jobs.append(Job(row, envelope, sign_spec(row.message), source))
-    return done, jobs
+    return done, _within_warmup_caps(jobs, ctx, done, now=now)
+
+
+def _within_warmup_caps(
+    jobs: list[Job], ctx: BatchContext, done: list[Outcome], *, now: datetime
+) -> list[Job]:
+    """The jobs the pools' warm-up caps admit (each on the address it may use); the others
+    wait, unattempted, until their pool has room (pools/warmup.py)."""
+    pooled = [
+        (i, ctx.pools[job.row.message_id], job.source)
+        for i, job in enumerate(jobs)
+        if job.source is not None
+    ]
+    if not pooled:
+        return jobs
+    admission = warmup_admit(pooled, now=now)
+    admitted = []
+    for i, job in enumerate(jobs):
+        if i in admission.held:
+            pool, retry = admission.held[i]
+            reply = (
+                f"451 4.7.0 warm-up: IP pool {pool} is at its caps until {retry:%Y-%m-%d %H:%M} UTC"
+            )
+            done.append(Outcome(job.row, SendResult.temporary(reply, "local"), retry_at=retry))
+            continue
+        if i in admission.sources:
+            job.source = admission.sources[i]
+        admitted.append(job)
+    return admitted
 
 
 # --- recording ------------------------------------------------------------------------
@@ -291,6 +328,20 @@ def outcome_transition(
     temporary failures (and 5xx rate limits), a bounce class for every failure, a
     suppression for hard bounces only (delivery/bounce_classes.py)."""
     row, result = outcome.row, outcome.result
+    if outcome.retry_at is not None:  # held before any attempt: no backoff, no class
+        return (
+            Transition(
+                row=row,
+                event=EventType.DEFERRED,
+                status=RecipientStatus.DEFERRED,
+                reply=result.reply,
+                remote_host=result.remote_host,
+                detail="held, not attempted",
+                attempts=row.attempts,
+                next_attempt_at=outcome.retry_at,
+            ),
+            result,
+        )
     attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
     attempts = row.attempts + (1 if attempted else 0)
     klass = bounce_class(result, rules) if attempted else None
@@ -339,6 +390,13 @@ def outcomes_record(
     ]
     results = {t.row.pk: result for t, result in decided}
     applied = transitions_apply([t for t, _ in decided], now=now, claimed_by=worker_id)
+    sources = {o.row.pk: o.source for o in outcomes if o.source is not None}
+    bounced: Counter[str] = Counter(
+        source.address
+        for t in applied
+        if t.event is EventType.BOUNCED and (source := sources.get(t.row.pk)) is not None
+    )
+    warmup_bounces_record(dict(bounced), now=now)
     failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)
     for t in applied:
         if t.event in (EventType.BOUNCED, EventType.FAILED):

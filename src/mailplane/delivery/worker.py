@@ -166,7 +166,7 @@ class _Run:
         rows = [r for r in claimed if r.pk not in self.held]
         self.held.update(r.pk for r in rows)
         if rows:
-            done, jobs = await self.call(worker.prepare, rows)
+            done, jobs = await self.call(worker.prepare, rows, now=self.now)
             self.finished.extend(done)
             # Every row is an outcome or a job; one that is neither must not be renewed for
             # ever (it would never be tried again while we live).
@@ -227,7 +227,10 @@ class _Run:
             except Exception as exc:  # a provider bug must not lose the claim's outcome
                 log.exception("provider failed")
                 results = [SendResult.temporary(f"451 4.3.0 internal error: {exc}")] * len(chunk)
-        return [Outcome(job.row, result) for job, result in zip(chunk, results, strict=True)]
+        return [
+            Outcome(job.row, result, source=job.source)
+            for job, result in zip(chunk, results, strict=True)
+        ]
 
     async def record(self, batch: list[Outcome]) -> None:
         await self.call(self.worker.record, batch, now=self.now)
@@ -294,9 +297,11 @@ class DeliveryWorker:
             worker_id=self.worker_id, ids=ids, lease=self.lease, now=now or timezone.now()
         )
 
-    def prepare(self, rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
+    def prepare(
+        self, rows: Sequence[QueuedRecipient], *, now: datetime | None = None
+    ) -> tuple[list[Outcome], list[Job]]:
         """The checklist; DKIM is left to the send task (signed on the event loop)."""
-        return batch_prepare(rows)
+        return batch_prepare(rows, now=now)
 
     def record(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
         if outcomes:

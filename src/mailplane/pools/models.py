@@ -12,6 +12,9 @@ class IpPool(models.Model):
     name = models.SlugField(max_length=50, unique=True)
     # Dedicated: assigned to one server key and nothing else.
     dedicated = models.BooleanField(default=False)
+    # The warm-up ramp of its new addresses: [{"daily": n, "hourly": m}, …] by day; empty:
+    # pools/warmup.py's DEFAULT_RAMP.
+    warmup_schedule = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -29,6 +32,9 @@ class PoolAddress(models.Model):
     address = models.GenericIPAddressField(unique=True)  # in one pool only
     helo_name = models.CharField(max_length=253)
     enabled = models.BooleanField(default=True)
+    # Warm-up stage: day n of the pool's ramp (its caps apply), 0 once warm (no caps).
+    warmup_day = models.PositiveIntegerField(default=0)
+    warmup_checked_on = models.DateField(null=True, blank=True)  # the last day judged
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -56,3 +62,21 @@ class PoolAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pool_id} for org {self.organization_id}"
+
+
+class AddressUsage(models.Model):
+    """What one address sent (and how much of it bounced) in one clock hour (UTC): the
+    warm-up's counts, reserved before sending so that concurrent workers share a cap."""
+
+    address = models.ForeignKey(PoolAddress, on_delete=models.CASCADE, related_name="usage")
+    hour = models.DateTimeField()  # the hour's start
+    sent = models.PositiveIntegerField(default=0)
+    bounced = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["address", "hour"], name="one_usage_per_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address_id} at {self.hour:%Y-%m-%d %H}: {self.sent}"

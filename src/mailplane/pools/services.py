@@ -8,6 +8,7 @@ from django.db import transaction
 
 from mailplane.core.errors import Conflict, NotFound, ValidationFailed
 from mailplane.pools.models import IpPool, PoolAddress, PoolAssignment
+from mailplane.pools.warmup import schedule_validate
 from mailplane.relays.schemas import is_hostname
 from mailplane.servers.models import EmailServer, MessageStream, ServerKey
 from mailplane.tenancy.models import Organization
@@ -19,7 +20,9 @@ def pool_create(*, name: str, dedicated: bool = False) -> IpPool:
     return IpPool.objects.create(name=name, dedicated=dedicated)
 
 
-def pool_address_add(*, pool: IpPool, address: str, helo_name: str) -> PoolAddress:
+def pool_address_add(
+    *, pool: IpPool, address: str, helo_name: str, warmup: bool = False
+) -> PoolAddress:
     """The address must be one this host can bind (the delivery worker binds it); the HELO
     name should be the address's PTR name (receivers compare them)."""
     try:
@@ -34,7 +37,19 @@ def pool_address_add(*, pool: IpPool, address: str, helo_name: str) -> PoolAddre
         raise Conflict(
             f"{ip} is in pool {existing.pool.name} already", details={"address": ["in use"]}
         )
-    return PoolAddress.objects.create(pool=pool, address=str(ip), helo_name=helo)
+    return PoolAddress.objects.create(
+        pool=pool, address=str(ip), helo_name=helo, warmup_day=1 if warmup else 0
+    )
+
+
+def pool_schedule_set(*, pool: IpPool, schedule: object) -> IpPool:
+    """The pool's own warm-up ramp ([] for the default one)."""
+    try:
+        pool.warmup_schedule = [] if schedule == [] else schedule_validate(schedule)
+    except ValueError as exc:
+        raise ValidationFailed.on("schedule", str(exc)) from None
+    pool.save(update_fields=["warmup_schedule"])
+    return pool
 
 
 def pool_address_enable(*, address: str, enabled: bool) -> PoolAddress:

@@ -33,6 +33,7 @@ from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
 from mailplane.servers.models import (
+    ContentFilter,
     EmailServer,
     IdentityStatus,
     MessageMetadata,
@@ -41,7 +42,9 @@ from mailplane.servers.models import (
     SenderIdentity,
     ServerKey,
     ServerMessage,
+    StreamKind,
 )
+from mailplane.shield.services import content_check, content_refusal
 
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
@@ -231,6 +234,7 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
             details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
         )
+    _content_gate(ctx, raw, request.sender.address, request.recipients, stream)
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
     return Prepared(
@@ -244,6 +248,18 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         test_mode=request.test_mode,
         suppressed=_suppressed(ctx, stream, request.recipients),
     )
+
+
+def _content_gate(
+    ctx: SendContext, raw: bytes, sender: str, recipients: Sequence[str], stream: MessageStream
+) -> None:
+    """The server's content filter (shield/), for API and SMTP messages alike."""
+    if ctx.server.content_filter == ContentFilter.REJECT:
+        verdict = content_check(
+            raw, sender=sender, recipients=recipients, broadcast=stream.kind == StreamKind.BROADCAST
+        )
+        if verdict.refuses(ctx.server.content_threshold):
+            raise content_refusal(verdict)
 
 
 def submitted_prepare(
@@ -266,6 +282,8 @@ def submitted_prepare(
         )
     identity = sender_identity_check(ctx, sender)
     stream = _stream(ctx, stream_id)
+    if raw:  # (an envelope-sender check passes no message)
+        _content_gate(ctx, raw, sender, recipients, stream)
     return Prepared(
         sender=mail_from,
         recipients=list(recipients),

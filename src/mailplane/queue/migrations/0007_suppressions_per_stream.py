@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('mailqueue', '0006_event_bounce_class'),
-        ('servers', '0004_sender_identities_and_metadata_rows'),
+        ('servers', '0005_sender_identities_and_metadata_rows'),
         ('tenancy', '0002_log_retention_override'),
     ]
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('servers', '0003_message_server_key'),
+        ('servers', '0004_content_filter'),
         ('tenancy', '0002_log_retention_override'),
     ]
 
