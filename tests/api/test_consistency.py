@@ -36,9 +36,14 @@ def test_every_list_route_is_found():
         "/api/sender-identities/",
         "/api/server/messages/",
         "/api/server/suppressions/",
+        "/api/server/webhooks/",
+        "/api/server/webhooks/<id:pk>/attempts/",
         "/api/servers/",
         "/api/servers/<id:pk>/bounce-rules/",
         "/api/servers/<id:pk>/keys/",
+        "/api/servers/<id:pk>/webhooks/",
+        "/api/webhook-notices/",
+        "/api/webhooks/<id:pk>/attempts/",
     ]
 
 
