@@ -214,9 +214,6 @@ MAILPLANE: dict[str, Any] = {
     # Host names mail clients use on shared infrastructure (userinfo ibx_smtp / ibx_imap).
     "SHARED_SMTP_HOST": os.environ.get("MAILPLANE_SMTP_HOST", "localhost"),
     "SHARED_IMAP_HOST": os.environ.get("MAILPLANE_IMAP_HOST", "localhost"),
-    # Where people reach the API over the web: the links Mailplane mails (sender identity
-    # confirmations) start with it.
-    "PUBLIC_URL": os.environ.get("MAILPLANE_PUBLIC_URL", "http://localhost:8000"),
     # The platform's own sender (identity confirmations); default no-reply@PLATFORM_DOMAIN.
     "SYSTEM_SENDER": os.environ.get(
         "MAILPLANE_SYSTEM_SENDER",
@@ -285,6 +282,12 @@ MAILPLANE: dict[str, Any] = {
     # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only
     # (behind a reverse proxy on the same host every client looks like loopback).
     "METRICS_TOKEN": os.environ.get("MAILPLANE_METRICS_TOKEN", "").strip(),
+    # Where recipients reach the control plane over HTTPS: broadcast messages' one-click
+    # unsubscribe links (RFC 8058 requires https) are <PUBLIC_URL>/unsubscribe/<token>/;
+    # sender identity confirmations <PUBLIC_URL>/api/sender-identities/confirm/?token=….
+    "PUBLIC_URL": os.environ.get(
+        "MAILPLANE_PUBLIC_URL", f"https://{os.environ.get('MAILPLANE_SMTP_HOST', 'localhost')}"
+    ).rstrip("/"),
 }
 
 LOGGING = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -18,10 +19,12 @@ from django.utils import timezone
 from mailplane.core.errors import SmtpStatus, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
+from mailplane.message.headers import headers_of, prepend
 from mailplane.queue.models import (
     EventType,
     MessageSource,
     OutboundMessage,
+    Priority,
     QueuedRecipient,
     RecipientStatus,
     Suppression,
@@ -30,8 +33,9 @@ from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.sending.compose import message_compose
-from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
+from mailplane.sending.errors import MessageTooLarge, SenderNotVerified, StreamRefused
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
+from mailplane.sending.unsubscribe import IssuedToken, unsubscribe_token_issue
 from mailplane.servers.models import (
     ContentFilter,
     EmailServer,
@@ -65,7 +69,14 @@ class Prepared:
     metadata: dict[str, str] = field(default_factory=dict)
     test_mode: bool = False
     suppressed: frozenset[str] = frozenset()  # recipients (lower-case) on the list
+    unsubscribe: IssuedToken | None = None  # a broadcast message's List-Unsubscribe token
+    send_at: datetime | None = None  # held in the queue until then
     source: str = MessageSource.API  # MessageSource.SMTP: submitted with a server key
+
+    @property
+    def priority(self) -> Priority:
+        """Broadcast mail waits in the bulk lane (delivery/claims.py)."""
+        return Priority.BULK if self.stream.kind == StreamKind.BROADCAST else Priority.INTERACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +97,17 @@ class Sent:
     recipients: list[str]
     sandbox: bool
     suppressed: list[str] = field(default_factory=list)
+    send_at: datetime | None = None  # held in the queue until then
 
     @property
     def status(self) -> str:
         """The message's: `suppressed` when every recipient is, else `delivered` on a
-        sandbox server and `queued` on a live one."""
+        sandbox server, `scheduled` with a send time and `queued` on a live one."""
         if len(self.suppressed) == len(self.recipients):
             return RecipientStatus.SUPPRESSED
-        return RecipientStatus.DELIVERED if self.sandbox else RecipientStatus.QUEUED
+        if self.sandbox:
+            return RecipientStatus.DELIVERED
+        return RecipientStatus.SCHEDULED if self.send_at else RecipientStatus.QUEUED
 
 
 @dataclass(slots=True)
@@ -213,15 +227,31 @@ def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
     return stream
 
 
+def _return_path_host(identity: Identity) -> str:
+    """Where the unsubscribe mailto (and bounces) go: the domain's bounce host; the
+    platform's for a single-address identity (we hold no domain of gmail.com's)."""
+    if identity.domain is not None:
+        return identity.domain.return_path_host
+    return str(settings.MAILPLANE["PLATFORM_DOMAIN"])
+
+
 def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
     """Check what the request alone cannot tell (identity, stream, size); compose."""
     identity = sender_identity_check(ctx, request.sender.address)
     stream = _stream(ctx, request.stream)
+    unsubscribe = broadcast_check(
+        stream, recipients=request.recipients, header_names=[name for name, _ in request.headers]
+    )
     raw = message_cleanup(
         message_compose(request),
         sender=request.sender.address,
         # RFC 5321 §4.4: the trace clause names the protocol the message came in by.
         received=f"by {settings.MAILPLANE['SHARED_SMTP_HOST']} with HTTP",
+        list_unsubscribe=(
+            unsubscribe.header(return_path_host=_return_path_host(identity))
+            if unsubscribe
+            else None
+        ),
     )
     if len(raw) > MESSAGE_MAX_BYTES:
         sizes = {
@@ -247,6 +277,8 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         metadata=request.metadata,
         test_mode=request.test_mode,
         suppressed=_suppressed(ctx, stream, request.recipients),
+        unsubscribe=unsubscribe,
+        send_at=request.send_at,
     )
 
 
@@ -282,7 +314,15 @@ def submitted_prepare(
         )
     identity = sender_identity_check(ctx, sender)
     stream = _stream(ctx, stream_id)
+    unsubscribe = None
     if raw:  # (an envelope-sender check passes no message)
+        # A broadcast stream's rules and one-click fields, as for the API (RFC 8058).
+        unsubscribe = broadcast_check(
+            stream, recipients=recipients, header_names=list(headers_of(raw).keys())
+        )
+        if unsubscribe is not None:
+            fields = unsubscribe.header(return_path_host=_return_path_host(identity)).fields()
+            raw = prepend(raw, fields)
         _content_gate(ctx, raw, sender, recipients, stream)
     return Prepared(
         sender=mail_from,
@@ -292,7 +332,44 @@ def submitted_prepare(
         raw=raw,
         suppressed=_suppressed(ctx, stream, recipients),
         source=MessageSource.SMTP,
+        unsubscribe=unsubscribe,
     )
+
+
+# Fields a broadcast stream writes itself (RFC 2369, RFC 8058).
+UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def broadcast_check(
+    stream: MessageStream, *, recipients: Sequence[str], header_names: Sequence[str]
+) -> IssuedToken | None:
+    """A broadcast message's unsubscribe token, or StreamRefused (422); None on other
+    streams. Plain arguments, so that a message submitted over SMTP can be checked too.
+
+    As Postmark's broadcast streams when Postmark manages unsubscribes (its default and,
+    here, the only mode): the stream writes List-Unsubscribe itself and the message's own
+    is refused, not silently replaced ("there is not a way to edit the List-Unsubscribe
+    headers", Postmark's support article 1299), so the sender learns that its link would
+    not be the one mail clients show. On transactional streams the header is the
+    sender's own business and passes. One recipient per broadcast message: the link is
+    that recipient's (RFC 8058 §3.1), and one link in a message several people read
+    would let any of them unsubscribe the others; lists go out as a batch."""
+    if stream.kind != StreamKind.BROADCAST:
+        return None
+    for name in header_names:
+        if name.lower() in UNSUBSCRIBE_HEADERS:
+            raise StreamRefused(
+                f"headers: the broadcast stream {stream.stream_id!r} writes {name} itself "
+                "(one-click unsubscribe, RFC 8058): leave it out",
+                details={f"headers.{name}": ["set by broadcast streams: leave it out"]},
+            )
+    if len(recipients) != 1:
+        raise StreamRefused(
+            f"to: a broadcast message goes to one recipient (it carries that recipient's "
+            f"unsubscribe link); send {len(recipients)} messages in a batch",
+            details={"to": ["one recipient (to, cc and bcc together) on a broadcast stream"]},
+        )
+    return unsubscribe_token_issue()
 
 
 def _dry(server: EmailServer, prepared: Prepared) -> bool:
@@ -318,6 +395,9 @@ def messages_send(
             source=p.source,
             relay_server=p.identity.relay_server,
             domain=p.identity.domain,
+            priority=p.priority,
+            # A dry message is recorded as delivered at once, scheduled or not.
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for p in prepared
     ]
@@ -332,6 +412,7 @@ def messages_send(
                 tags=p.tags,
                 metadata=p.metadata,
                 sandbox=_dry(server, p),
+                unsubscribe_digest=p.unsubscribe.digest if p.unsubscribe else None,
             )
             for m, p in zip(messages, prepared, strict=True)
         )
@@ -379,6 +460,7 @@ def messages_send(
             recipients=list(p.recipients),
             sandbox=_dry(server, p),
             suppressed=[a for a in p.recipients if a.lower() in p.suppressed],
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for m, p in zip(messages, prepared, strict=True)
     ]

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('servers', '0004_content_filter'),
+        ('servers', '0005_broadcast_unsubscribe_token'),
         ('tenancy', '0002_log_retention_override'),
     ]
 
