@@ -42,7 +42,10 @@ def test_the_key_as_user_and_password_sends_on_the_named_stream(listeners, live,
     raw = _message(extra="X-PM-Message-Stream: broadcast\r\nX-Keep: yes\r\n")
     with smtps(listeners) as client:
         client.login(live.key, live.key)  # Postmark: both are the server token
-        assert client.sendmail("alice@acme.test", ["carol@dest.test", "dan@dest.test"], raw) == {}
+        # One recipient: a broadcast message carries that recipient's unsubscribe link.
+        assert client.sendmail("alice@acme.test", ["carol@dest.test"], raw) == {}
+        code, text = _refusal(client, "alice@acme.test", ["c@dest.test", "d@dest.test"], raw)
+        assert (code, text[:5]) == (554, "5.0.0") or code == 550, text
     message = OutboundMessage.objects.get()
     assert (message.source, message.mailbox, message.mail_from) == (
         MessageSource.SMTP,
@@ -56,13 +59,11 @@ def test_the_key_as_user_and_password_sends_on_the_named_stream(listeners, live,
     stored = bytes(MessageBody.objects.get(message=message).raw)
     assert b"X-PM-Message-Stream" not in stored and b"X-Keep: yes" in stored
     assert b"with ESMTPSA" in stored and b"Message-ID: <" in stored
+    assert b"List-Unsubscribe: <" in stored and b"List-Unsubscribe-Post: " in stored
     # Logged under the server, like API mail.
     listed = live.client.get("/api/server/messages/?stream=broadcast").json()
     assert [m["id"] for m in listed["results"]] == [message.pk]
-    assert sorted(QueuedRecipient.objects.values_list("rcpt_to", flat=True)) == [
-        "carol@dest.test",
-        "dan@dest.test",
-    ]
+    assert list(QueuedRecipient.objects.values_list("rcpt_to", flat=True)) == ["carol@dest.test"]
 
 
 def test_the_fixed_user_name_and_our_own_header_over_starttls(listeners, live):
@@ -168,7 +169,8 @@ def test_the_streams_suppressions_apply(listeners, live):
     raw = _message(extra="X-PM-Message-Stream: broadcast\r\n")
     with smtps(listeners) as client:
         client.login(live.key, live.key)
-        client.sendmail("alice@acme.test", ["gone@dest.test", "carol@dest.test"], raw)
+        client.sendmail("alice@acme.test", ["gone@dest.test"], raw)
+        client.sendmail("alice@acme.test", ["carol@dest.test"], raw)
         client.sendmail("alice@acme.test", ["gone@dest.test"], _message())  # outbound
     rows = QueuedRecipient.objects.order_by("pk").values_list("rcpt_to", "status")
     assert list(rows) == [
