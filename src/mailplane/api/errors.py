@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from mailplane.api.parsers import body_too_large
-from mailplane.core.errors import DomainError
+from mailplane.core.errors import DomainError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,10 @@ def _flatten(detail: Any) -> Any:
     return [str(detail)]
 
 
-class RequestRefused(DomainError):
+class RequestRefused(ValidationFailed):
+    """A request Django refused (bad Host header, too many fields): bad input, 400."""
+
     code = "bad_request"
-    http_status = 400
 
 
 def _refused_request(exc: SuspiciousOperation) -> DomainError:
@@ -50,11 +51,18 @@ def _refused_request(exc: SuspiciousOperation) -> DomainError:
     return RequestRefused(message, details={"request": [message]})
 
 
+def domain_error_response(exc: DomainError) -> Response:
+    """The one rendering of a domain error over HTTP: its status and body, and when it says
+    when to try again, Retry-After (RFC 9110 §10.2.3)."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return Response(exc.http_body(), status=exc.http_status, headers=headers)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, SuspiciousOperation):
         exc = _refused_request(exc)
     if isinstance(exc, DomainError):
-        return Response(exc.http_body(), status=exc.http_status)
+        return domain_error_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

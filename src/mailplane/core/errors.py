@@ -15,7 +15,13 @@ DomainError                          HTTP             SMTP         IMAP
 ├── LimitReached      plan or quota  403 limit_...    452 4.3.1    NO [LIMIT]
 ├── NotAllowed        state/plan     403 not_allowed  550 5.7.1    NO [NOPERM]
 │                     forbids it
+├── TooLarge          over a size    413 too_large    552 5.3.4    NO [TOOBIG]
+│                     limit
 └── Unavailable       try later      503 unavailable  451 4.3.0    NO [UNAVAILABLE]
+
+Every class below DomainError names all three answers itself, or inherits them from one
+of these (tests/core/test_errors.py walks every subclass in the tree): DomainError's own
+defaults are never what a client sees.
 
 A class gives the defaults; one raise may be more precise for SMTP (RFC 3463 has a code
 for "mailbox disabled", 5.2.1, which HTTP and IMAP have no use for):
@@ -79,11 +85,13 @@ class DomainError(Exception):
         *,
         details: dict[str, list[str]] | None = None,
         smtp: SmtpStatus | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
         self.smtp = smtp or self.smtp_status
+        self.retry_after = retry_after
 
     # One rendering per protocol; the front ends call these and nothing else.
 
@@ -145,6 +153,18 @@ class NotAllowed(DomainError):
     # RFC 3463 §3.8: X.7.1 delivery not authorized, message refused.
     smtp_status = SmtpStatus(550, "5.7.1")
     imap_status = ImapStatus("NO", "NOPERM")
+
+
+class TooLarge(DomainError):
+    """Over a size limit: a message, an upload, a request body."""
+
+    code = "too_large"
+    http_status = 413
+    # RFC 3463 §3.4: X.3.4 message too big for system; RFC 5321 §4.5.3.1.10 (and §4.2.2)
+    # answers a message over the size limit with 552.
+    smtp_status = SmtpStatus(552, "5.3.4")
+    # RFC 9051 §7.1: TOOBIG, the server refuses to save or handle data this large.
+    imap_status = ImapStatus("NO", "TOOBIG")
 
 
 class Unavailable(DomainError):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from mailplane.core.errors import ValidationFailed
+from mailplane.core.errors import DomainError, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
 from mailplane.queue.models import (
@@ -29,9 +30,10 @@ from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
-from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
+from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest, send_request_parse
 from mailplane.servers.models import EmailServer, MessageStream, MessageTag, ServerMessage
 
+BATCH_MAX = 500  # Postmark's batch limit
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
 SUPPRESSED_REPLY = "550 5.7.1 recipient is on the suppression list"
@@ -229,3 +231,28 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
 def message_send(*, server: EmailServer, request: SendRequest) -> Sent:
     prepared = message_prepare(ctx=SendContext.load(server), request=request)
     return messages_send(server=server, prepared=[prepared])[0]
+
+
+def messages_send_batch(*, server: EmailServer, items: Any) -> list[Sent | DomainError]:
+    """A batch request's messages: one result per item, in order, the refusal of an item
+    in its place (it stops no other); the accepted ones queued in one transaction. A body
+    that is no batch at all is refused whole (ValidationFailed)."""
+    if not isinstance(items, list):
+        raise ValidationFailed.on("body", "must be a JSON array of messages")
+    if not items:
+        raise ValidationFailed.on("body", "must hold at least one message")
+    if len(items) > BATCH_MAX:
+        raise ValidationFailed.on(
+            "body", f"holds {len(items)} messages: at most {BATCH_MAX} per batch"
+        )
+    ctx = SendContext.load(server)
+    checked: list[Prepared | DomainError] = []
+    for item in items:
+        try:
+            checked.append(message_prepare(ctx=ctx, request=send_request_parse(item)))
+        except DomainError as exc:
+            checked.append(exc)
+    sent = iter(
+        messages_send(server=server, prepared=[p for p in checked if isinstance(p, Prepared)])
+    )
+    return [one if isinstance(one, DomainError) else next(sent) for one in checked]
