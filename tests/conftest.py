@@ -33,6 +33,12 @@ def _forget_wrong_api_keys() -> Iterator[None]:
     if _limits_for.cache_info().currsize:
         auth_failure_limits().reset()
         _limits_for.cache_clear()
+    # Nor the requests it made: each test has the whole request quota (api/ratelimits.py).
+    from mailplane.api.ratelimits import _counters_for, rate_counters
+
+    if _counters_for.cache_info().currsize:
+        rate_counters().reset()
+        _counters_for.cache_clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything else does work for the request: a refused one costs one counter call.
+    "mailplane.api.ratelimits.RateLimitMiddleware",
     # Static files (the docs' Swagger UI and Redoc from drf-spectacular-sidecar, the admin's)
     # served by the app itself in both modes: gunicorn serves none, and DEBUG is off.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -238,6 +240,10 @@ MAILPLANE: dict[str, Any] = {
     # Wrong API keys per client IP within the window before 429 (api/throttling.py).
     "API_AUTH_FAILURES_PER_IP": config.env_int("MAILPLANE_API_AUTH_FAILURES_PER_IP", 20),
     "API_AUTH_FAILURE_WINDOW": config.env_int("MAILPLANE_API_AUTH_FAILURE_WINDOW", 300),
+    # Requests per window under /api/, "<requests>/<seconds>" ("0": none): per credential
+    # presented and per client address (api/ratelimits.py). Shared through REDIS_URL.
+    "API_RATE_PER_KEY": os.environ.get("MAILPLANE_API_RATE_PER_KEY", "12000/60"),
+    "API_RATE_PER_IP": os.environ.get("MAILPLANE_API_RATE_PER_IP", "24000/60"),
     # Reverse proxies whose X-Forwarded-For names the client (default: none, REMOTE_ADDR).
     "TRUSTED_PROXIES": [
         p.strip() for p in os.environ.get("MAILPLANE_TRUSTED_PROXIES", "").split(",") if p.strip()
@@ -252,6 +258,11 @@ MAILPLANE: dict[str, Any] = {
     ),
     "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
     "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
+    # The cell this host's processes serve (monitoring labels; dedicated cells: issue 14).
+    "CELL": os.environ.get("MAILPLANE_CELL", "shared").strip() or "shared",
+    # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only
+    # (behind a reverse proxy on the same host every client looks like loopback).
+    "METRICS_TOKEN": os.environ.get("MAILPLANE_METRICS_TOKEN", "").strip(),
 }
 
 LOGGING = {

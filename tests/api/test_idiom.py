@@ -9,7 +9,8 @@ constant 4xx/5xx itself or catches a DomainError is doing the handler's.
 
 Two modules are the machinery the rules name, each allowed only the one thing it exists
 for: `fields.py` queries (`OwnedField` resolves a body's reference to the caller's own
-object, for every serializer), `errors.py` builds error bodies (it is the handler).
+object, for every serializer), `errors.py` builds error answers and catches DomainError (it
+is the handler: DRF's, and `domain_errors_rendered` for plain Django views).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import mailplane.api
 
 API = Path(mailplane.api.__file__).parent
 # module -> the kinds of problem it exists to have (see the docstring)
-ALLOWED = {"fields.py": {"query"}, "errors.py": {"error body", "error status"}}
+ALLOWED = {"fields.py": {"query"}, "errors.py": {"error body", "error status", "catch"}}
 DATABASE_NAMES = {"transaction", "IntegrityError", "connection", "connections"}
 RESPONSES = {"Response", "JsonResponse", "HttpResponse"}
 

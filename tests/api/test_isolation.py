@@ -98,6 +98,7 @@ def victim(account):
 WALK = {
     "api-index": [("get", "/api/", None)],  # public: paths only, no account data
     "userinfo": [("get", "/api/userinfo/", None)],
+    "status": [("get", "/api/status/", None)],  # the intruder's own queue, the cell's services
     "api-key-list": [("get", "/api/api-keys/", None)],
     "api-key-detail": [("delete", "/api/api-keys/{key}/", None)],
     "relay-server-list": [("get", "/api/relay-servers/", None)],

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 # (name, path, what it is): the collections a client starts from.
 RESOURCES = [
     ("userinfo", "/api/userinfo/", "the account: plan, limits, SMTP/IMAP hosts and ports"),
+    ("status", "/api/status/", "the account's cell: its mail services up or down, its queue"),
     ("api_keys", "/api/api-keys/", "API keys (a new key is shown once)"),
     ("relay_servers", "/api/relay-servers/", "relay servers that send the account's mail"),
     ("projects", "/api/projects/", "projects grouping domains and mailboxes"),

@@ -7,7 +7,9 @@ module adds what every operation shares, so that no view can forget it:
   API key is required, 404 where the path names an object, 400 where a body or query
   parameters are read, 413 and 415 where a body is read, 414 where a query is read
   (gunicorn's limit on the request line, answered in the same shape);
-- the `Retry-After` header of a 429.
+- the `Retry-After` header of a 429, and the `RateLimit-Policy` / `RateLimit` headers of
+  every answer (api/ratelimits.py): every operation, public ones too, has a per-address
+  quota.
 
 Views add the errors only they can give (403 limits, 409 duplicates) in their own
 `responses`; a code a view declares is never overwritten here.
@@ -25,6 +27,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from mailplane.api.ratelimits import RATE_LIMITED_PATHS
 from mailplane.jobs.models import Job, JobStatus
 
 
@@ -82,7 +85,8 @@ def error(description: str) -> OpenApiResponse:
 
 UNAUTHENTICATED = error("No API key, or a malformed, invalid or revoked one.")
 THROTTLED = error(
-    "This client address sent too many wrong API keys; `Retry-After` (and "
+    "Too many requests: this key's or this client address's quota for the window is spent "
+    "(see `RateLimit`), or the address sent too many wrong API keys. `Retry-After` (and "
     "`details.retry_after`) says how many seconds to wait."
 )
 NOT_FOUND = error("No such object in this account (another account's ids are not found too).")
@@ -100,6 +104,22 @@ RETRY_AFTER = OpenApiParameter(
     response=[429],
     description="Seconds to wait before trying again (RFC 9110 §10.2.3).",
 )
+RATELIMIT_POLICY = OpenApiParameter(
+    "RateLimit-Policy",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    response=True,
+    description='The quotas that apply, e.g. `"key";q=12000;w=60, "ip";q=24000;w=60` '
+    "(draft-ietf-httpapi-ratelimit-headers: q requests per w seconds).",
+)
+RATELIMIT = OpenApiParameter(
+    "RateLimit",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    response=True,
+    description='What is left of each quota, e.g. `"key";r=11999;t=42`: r requests in the '
+    "next t seconds.",
+)
 
 
 _BLANK = {"type": "string", "maxLength": 0}
@@ -110,8 +130,8 @@ class AutoSchema(openapi.AutoSchema):
 
     def get_override_parameters(self) -> list[Any]:
         parameters = list(super().get_override_parameters())
-        if self._requires_key():
-            parameters.append(RETRY_AFTER)
+        if self.path.startswith(RATE_LIMITED_PATHS):
+            parameters.extend([RETRY_AFTER, RATELIMIT_POLICY, RATELIMIT])
         return parameters
 
     def _insert_field_validators(self, field: Any, schema: dict[str, Any]) -> None:
@@ -163,7 +183,7 @@ class AutoSchema(openapi.AutoSchema):
             errors.append((414, URI_TOO_LONG))
         if reads_body:
             errors.append((415, UNSUPPORTED))
-        if self._requires_key():
+        if self.path.startswith(RATE_LIMITED_PATHS):
             errors.append((429, THROTTLED))
         return errors
 

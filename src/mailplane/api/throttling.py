@@ -230,12 +230,8 @@ def auth_failure_limits() -> AuthFailureLimits:
     )
 
 
-def client_key(meta: dict[str, Any]) -> str:
-    """Who is calling, for counting: the peer address, or the client a trusted proxy names.
-
-    IPv6 clients count per /64, the block one subscriber gets (RFC 6177 §3), so an
-    attacker cannot take a fresh address for each try.
-    """
+def client_address(meta: dict[str, Any]) -> str:
+    """The peer address, or the client a trusted proxy names ("" when neither parses)."""
     address = str(meta.get("REMOTE_ADDR") or "")
     trusted = set(settings.MAILPLANE["TRUSTED_PROXIES"])
     if address in trusted:
@@ -247,9 +243,21 @@ def client_key(meta: dict[str, Any]) -> str:
                 address = hop
                 break
     try:
-        ip = ipaddress.ip_address(address)
+        return str(ipaddress.ip_address(address))
     except ValueError:
+        return ""
+
+
+def client_key(meta: dict[str, Any]) -> str:
+    """Who is calling, for counting: the client's address (see `client_address`).
+
+    IPv6 clients count per /64, the block one subscriber gets (RFC 6177 §3), so an
+    attacker cannot take a fresh address for each try.
+    """
+    address = client_address(meta)
+    if not address:
         return "unknown"
+    ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)

@@ -13,6 +13,7 @@ from mailplane.api import (
     index,
     mailboxes,
     messages,
+    monitoring,
     projects,
     provider_webhooks,
     relays,
@@ -28,6 +29,7 @@ register_converter(IdConverter, "id")
 urlpatterns = [
     path("api/", index.ApiIndexView.as_view(), name="api-index"),
     path("api/userinfo/", account.UserInfoView.as_view(), name="userinfo"),
+    path("api/status/", monitoring.StatusView.as_view(), name="status"),
     path("api/api-keys/", account.ApiKeyListView.as_view(), name="api-key-list"),
     path("api/api-keys/<id:pk>/", account.ApiKeyDetailView.as_view(), name="api-key-detail"),
     path("api/relay-servers/", relays.RelayServerListView.as_view(), name="relay-server-list"),

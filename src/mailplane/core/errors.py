@@ -15,6 +15,8 @@ DomainError                          HTTP             SMTP         IMAP
 ├── LimitReached      plan or quota  403 limit_...    452 4.3.1    NO [LIMIT]
 ├── NotAllowed        state/plan     403 not_allowed  550 5.7.1    NO [NOPERM]
 │                     forbids it
+├── NotAuthenticated  credentials    401 not_auth...  530 5.7.0    NO [AUTHENTICATIONFAILED]
+│                     missing/wrong
 ├── TooLarge          over a size    413 too_large    552 5.3.4    NO [TOOBIG]
 │                     limit
 └── Unavailable       try later      503 unavailable  451 4.3.0    NO [UNAVAILABLE]
@@ -25,7 +27,8 @@ defaults are never what a client sees.
 
 A class gives the defaults; one raise may be more precise for SMTP (RFC 3463 has a code
 for "mailbox disabled", 5.2.1, which HTTP and IMAP have no use for):
-`NotAllowed("Mailbox disabled", smtp=SmtpStatus(550, "5.2.1"))`.
+`NotAllowed("Mailbox disabled", smtp=SmtpStatus(550, "5.2.1"))`. A temporary error may say
+when to try again (`retry_after`, seconds): over HTTP it is Retry-After (`http_headers()`).
 """
 
 from __future__ import annotations
@@ -99,6 +102,11 @@ class DomainError(Exception):
         """The API's one error shape (api/errors.py): {"error": {code, message, details}}."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
+    def http_headers(self) -> dict[str, str]:
+        """Header fields that go with the body: Retry-After (RFC 9110 §10.2.3) when the
+        error says when to try again."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+
     def smtp_reply(self) -> str:
         """`550 5.7.1 Mailbox is suspended`: what an aiosmtpd handler hook returns."""
         return f"{self.smtp.code} {self.smtp.enhanced} {_one_line(self.message)}"
@@ -155,6 +163,25 @@ class NotAllowed(DomainError):
     imap_status = ImapStatus("NO", "NOPERM")
 
 
+class NotAuthenticated(DomainError):
+    """Credentials are required and none (or wrong ones) came: who is asking is unknown."""
+
+    code = "not_authenticated"
+    http_status = 401
+    # RFC 4954 §6: 530 5.7.0 Authentication required.
+    smtp_status = SmtpStatus(530, "5.7.0")
+    # RFC 5530 §3: AUTHENTICATIONFAILED.
+    imap_status = ImapStatus("NO", "AUTHENTICATIONFAILED")
+
+    def __init__(self, message: str, *, challenge: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.challenge = challenge
+
+    def http_headers(self) -> dict[str, str]:
+        # RFC 9110 §11.6.1: a 401 carries the challenge the client must answer.
+        return {**super().http_headers(), "WWW-Authenticate": self.challenge}
+
+
 class TooLarge(DomainError):
     """Over a size limit: a message, an upload, a request body."""
 
@@ -175,3 +202,12 @@ class Unavailable(DomainError):
     # RFC 3463 §3.4: X.3.0 other or undefined mail system status, temporary.
     smtp_status = SmtpStatus(451, "4.3.0")
     imap_status = ImapStatus("NO", "UNAVAILABLE")
+
+
+class RateLimited(Unavailable):
+    """Too many requests in a window: temporary, `retry_after` says when the window ends."""
+
+    code = "rate_limited"
+    # RFC 6585 §4: 429 Too Many Requests. SMTP and IMAP keep Unavailable's 451 4.3.0 and
+    # NO [UNAVAILABLE]: try again later.
+    http_status = 429
