@@ -12,8 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 from django.db import DatabaseError, connection, connections, transaction
@@ -30,40 +29,10 @@ from mailplane.queue.models import (
 )
 from mailplane.queue.services import message_enqueue
 from mailplane.queue.transitions import Transition, transitions_apply
+from tests.queue.dbfail import database_trigger, refused_by_database
 from tests.support.tools import skip_for_mode
 
 RAW = b"From: <john@acme.test>\r\nSubject: Hi\r\n\r\nBody\r\n"
-
-
-@contextmanager
-def refused_by_database(table: str, verb: str, condition: str) -> Iterator[None]:
-    """While active, an INSERT or UPDATE (`verb`) on `table` whose NEW row matches
-    `condition` (SQL on NEW) fails inside the database."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute(
-                f"CREATE TRIGGER mailplane_test_refuse BEFORE {verb} ON {table} "
-                f"WHEN {condition} BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
-            )
-        else:
-            cursor.execute(
-                "CREATE FUNCTION mailplane_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF {condition} THEN RAISE EXCEPTION 'refused by test trigger'; END IF; "
-                "RETURN NEW; END $$"
-            )
-            cursor.execute(
-                f"CREATE TRIGGER mailplane_test_refuse BEFORE {verb} ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION mailplane_test_refuse()"
-            )
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            if connection.vendor == "sqlite":
-                cursor.execute("DROP TRIGGER IF EXISTS mailplane_test_refuse")
-            else:
-                cursor.execute(f"DROP TRIGGER IF EXISTS mailplane_test_refuse ON {table}")
-                cursor.execute("DROP FUNCTION IF EXISTS mailplane_test_refuse()")
 
 
 def _enqueued(account, *recipients: str) -> list[QueuedRecipient]:
@@ -218,34 +187,16 @@ sys.exit(3)  # not reached: the process dies inside the transaction
 """
 
 
-@contextmanager
-def kills_the_writer(table: str, verb: str) -> Iterator[None]:
+def kills_the_writer(table: str, verb: str) -> AbstractContextManager[None]:
     """While active, the process whose `verb` on `table` fires the trigger is killed
     (SIGKILL) right after that statement, before anything after it in its transaction."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute(
-                f"CREATE TRIGGER mailplane_test_die AFTER {verb} ON {table} "
-                "BEGIN SELECT mailplane_test_die(); END"
-            )
-        else:
-            cursor.execute(
-                "CREATE FUNCTION mailplane_test_die() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                "BEGIN RAISE NOTICE 'mailplane_test_die'; RETURN NEW; END $$"
-            )
-            cursor.execute(
-                f"CREATE TRIGGER mailplane_test_die AFTER {verb} ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION mailplane_test_die()"
-            )
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            if connection.vendor == "sqlite":
-                cursor.execute("DROP TRIGGER IF EXISTS mailplane_test_die")
-            else:
-                cursor.execute(f"DROP TRIGGER IF EXISTS mailplane_test_die ON {table}")
-                cursor.execute("DROP FUNCTION IF EXISTS mailplane_test_die()")
+    return database_trigger(
+        "mailplane_test_die",
+        table,
+        f"AFTER {verb}",
+        sqlite="SELECT mailplane_test_die()",
+        plpgsql="RAISE NOTICE 'mailplane_test_die'",
+    )
 
 
 def _database_url() -> str:
