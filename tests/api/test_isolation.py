@@ -24,8 +24,8 @@ from mailplane.queue.services import message_enqueue
 from mailplane.relays.services import relay_server_create
 from mailplane.sending.requests import send_request_parse
 from mailplane.sending.services import message_send
-from mailplane.servers.models import EmailServer, ServerKey
-from mailplane.servers.services import email_server_create, server_key_create
+from mailplane.servers.models import BounceRule, EmailServer, ServerKey
+from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
 from tests.support.fixtures import verified_domain
 from tests.support.servers import send_body, server_client
@@ -71,6 +71,9 @@ def victim(account):
     )
     server = email_server_create(organization=account.org, name="victim-prod-secret")
     server_key = server_key_create(server=server, name="victim-key-secret", kind="full")
+    bounce_rule = bounce_rule_create(
+        server=server, contains="victim-rule-secret", bounce_class="policy"
+    )
     sent = message_send(
         server=server,
         request=send_request_parse(
@@ -81,6 +84,7 @@ def victim(account):
         "message": message,
         "server": server,
         "server_key": server_key.server_key,
+        "bounce_rule": bounce_rule,
         "server_secret": server_key.secret,
         "sent": sent.message,
         "project": project,
@@ -181,6 +185,11 @@ WALK = {
         ("post", "/api/servers/{server}/keys/", {"name": "mine", "kind": "full"}),
     ],
     "server-key-detail": [("delete", "/api/server-keys/{server_key}/", None)],
+    "bounce-rule-list": [
+        ("get", "/api/servers/{server}/bounce-rules/", None),
+        ("post", "/api/servers/{server}/bounce-rules/", {"status": "550", "bounce_class": "soft"}),
+    ],
+    "bounce-rule-detail": [("delete", "/api/bounce-rules/{bounce_rule}/", None)],
     # Provider webhooks take no API key: the relay server's webhook secret authenticates
     # them. The victim's server has none set, so for anyone it has no receiver at all
     # (signed calls across tenants: tests/delivery/test_provider_webhooks.py).
@@ -264,6 +273,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "victim cloudflare",
         "victim-prod-secret",
         "victim-key-secret",
+        "victim-rule-secret",
         victim["server_key"].prefix,
     ]
     for method, template, body in WALK[route]:
@@ -312,6 +322,9 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     assert (server.name, server.sandbox) == ("victim-prod-secret", False)
     assert ServerKey.objects.get(pk=victim["server_key"].pk).revoked_at is None
     assert ServerKey.objects.filter(server=server).count() == 1
+    assert list(BounceRule.objects.values_list("server_id", "contains")) == [
+        (server.pk, "victim-rule-secret")
+    ]
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
     mailbox = Mailbox.objects.get(pk=victim["mailbox"].pk)
     assert mailbox.password == "Victim-Password-42"

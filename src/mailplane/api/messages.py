@@ -46,6 +46,11 @@ class EventSerializer(serializers.Serializer[Any]):
     remote_reply = serializers.CharField(allow_blank=True)
     remote_host = serializers.CharField(allow_blank=True)
     detail = serializers.CharField(allow_blank=True)
+    bounce_class = serializers.CharField(
+        allow_blank=True,
+        help_text="Deferrals and bounces: hard (suppressed), soft, mailbox_full, rate_limit, "
+        'block, spam or policy; "" for other events.',
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -80,6 +85,7 @@ def _event(event: DeliveryEvent) -> dict[str, Any]:
         "remote_reply": event.remote_reply,
         "remote_host": event.remote_host,
         "detail": event.detail,
+        "bounce_class": event.bounce_class,
         "created_at": event.created_at,
     }
 

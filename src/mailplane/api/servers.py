@@ -18,9 +18,17 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT, LIMIT_REACHED
+from mailplane.queue.models import BounceClass
 from mailplane.servers.models import EmailServer, ServerKeyKind, StreamKind
-from mailplane.servers.selectors import email_server_get, email_server_list, server_key_list
+from mailplane.servers.selectors import (
+    bounce_rule_list,
+    email_server_get,
+    email_server_list,
+    server_key_list,
+)
 from mailplane.servers.services import (
+    bounce_rule_create,
+    bounce_rule_delete,
     email_server_create,
     email_server_delete,
     email_server_update,
@@ -182,4 +190,57 @@ class ServerKeyDetailView(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         server_key_revoke(organization=organization_of(request), key_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BounceRuleSerializer(serializers.Serializer[Any]):
+    """A bounce-class override: replies to this server's mail that contain `contains` and
+    whose code or enhanced status starts with `status` get `bounce_class` (oldest rule
+    first, before the built-in classification; only `hard` suppresses)."""
+
+    id = serializers.IntegerField(read_only=True)
+    contains = BoundedCharField(
+        max_length=200,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Text the reply contains, any case.",
+    )
+    status = BoundedCharField(
+        max_length=11,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text='A reply code ("550") or an enhanced status prefix ("5.7", "5.7.1").',
+    )
+    bounce_class = serializers.ChoiceField(choices=BounceClass.choices)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class BounceRuleListView(APIView):
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(responses=BounceRuleSerializer(many=True))
+    def get(self, request: Request, pk: int) -> Response:
+        server = email_server_get(organization=organization_of(request), server_id=pk)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(bounce_rule_list(server=server), request, view=self)
+        return paginator.get_paginated_response(BounceRuleSerializer(page or [], many=True).data)
+
+    @extend_schema(
+        request=BounceRuleSerializer,
+        responses={201: BounceRuleSerializer, 403: LIMIT_REACHED},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        server = email_server_get(organization=organization_of(request), server_id=pk)
+        serializer = BounceRuleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rule = bounce_rule_create(server=server, **serializer.validated_data)
+        return Response(BounceRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+
+class BounceRuleDetailView(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        bounce_rule_delete(organization=organization_of(request), rule_id=pk)
         return Response(status=status.HTTP_204_NO_CONTENT)

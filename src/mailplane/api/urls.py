@@ -79,6 +79,16 @@ urlpatterns = [
     path("api/servers/<id:pk>/", servers.EmailServerDetailView.as_view(), name="server-detail"),
     path("api/servers/<id:pk>/keys/", servers.ServerKeyListView.as_view(), name="server-key-list"),
     path(
+        "api/servers/<id:pk>/bounce-rules/",
+        servers.BounceRuleListView.as_view(),
+        name="bounce-rule-list",
+    ),
+    path(
+        "api/bounce-rules/<id:pk>/",
+        servers.BounceRuleDetailView.as_view(),
+        name="bounce-rule-detail",
+    ),
+    path(
         "api/server-keys/<id:pk>/",
         servers.ServerKeyDetailView.as_view(),
         name="server-key-detail",

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailplane.delivery.bounce_classes import BounceRule, bounce_class, bounce_rules_of, suppresses
 from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.results import SendResult, Status
 from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus, SuppressionReason
@@ -48,14 +49,17 @@ class LateOutcome:
     detail: str  # the event's detail: where the report came from (and its id, to dedupe)
 
 
-def late_outcome_transition(outcome: LateOutcome) -> Transition:
+def late_outcome_transition(outcome: LateOutcome, rules: Sequence[BounceRule] = ()) -> Transition:
     """The queue transition a late outcome makes (see the module docstring)."""
     row, result = outcome.row, outcome.result
     reason = RECIPIENT_REPORTS.get(outcome.kind)
     status: RecipientStatus | None = None
+    failure = outcome.kind in (EventType.BOUNCED, EventType.DEFERRED)
+    klass = bounce_class(result, rules) if failure else None
     if reason is None and outcome.kind is not EventType.DEFERRED and row.status in OPEN_STATUSES:
         status = RecipientStatus(outcome.kind.value)
-        if outcome.kind is EventType.BOUNCED and result.status is Status.PERMANENT:
+        permanent = result.status is Status.PERMANENT
+        if outcome.kind is EventType.BOUNCED and permanent and suppresses(klass):
             reason = SuppressionReason.HARD_BOUNCE
     # Else the far end retries (deferred), the row has ended already, or the report is about
     # the recipient: an event only (and, whatever the row's status, the suppression the
@@ -68,6 +72,7 @@ def late_outcome_transition(outcome: LateOutcome) -> Transition:
         remote_host=result.remote_host,
         detail=outcome.detail,
         suppress=reason,
+        bounce_class=klass or "",
     )
 
 
@@ -75,8 +80,11 @@ def late_outcomes_store(outcomes: Sequence[LateOutcome], *, now: datetime) -> Fa
     """Record the outcomes; return what the senders must be told (late_failures_report)."""
     failures: Failures = defaultdict(list)
     transitions: list[Transition] = []
+    rules = bounce_rules_of(
+        o.row.message_id for o in outcomes if o.kind in (EventType.BOUNCED, EventType.DEFERRED)
+    )
     for outcome in outcomes:
-        transition = late_outcome_transition(outcome)
+        transition = late_outcome_transition(outcome, rules.get(outcome.row.message_id, ()))
         transitions.append(transition)
         if transition.status is None:
             continue

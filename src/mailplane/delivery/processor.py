@@ -17,6 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from mailplane.delivery.bounce_classes import (
+    BounceRule,
+    bounce_class,
+    bounce_rules_of,
+    retried,
+    suppresses,
+)
 from mailplane.delivery.bounces import verp_address
 from mailplane.delivery.dsn import FailedRecipient, dsn_send
 from mailplane.delivery.providers.base import Envelope
@@ -216,12 +223,12 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
 # --- recording ------------------------------------------------------------------------
 
 
-def _event_kind(outcome: Outcome, *, expired: bool) -> EventType:
+def _event_kind(outcome: Outcome, result: SendResult, *, expired: bool) -> EventType:
     if outcome.kind is not None:
         return outcome.kind
-    if outcome.result.status is Status.DELIVERED:
+    if result.status is Status.DELIVERED:
         return EventType.DELIVERED
-    if outcome.result.status is Status.PERMANENT or expired:
+    if result.status is Status.PERMANENT or expired:
         return EventType.BOUNCED
     return EventType.DEFERRED
 
@@ -237,13 +244,21 @@ _STATUS = {
 
 
 def outcome_transition(
-    outcome: Outcome, *, now: datetime, rng: Callable[[], float]
+    outcome: Outcome,
+    *,
+    now: datetime,
+    rng: Callable[[], float],
+    rules: Sequence[BounceRule] = (),
 ) -> tuple[Transition, SendResult]:
     """The queue transition an attempt's outcome makes: retry time and expiry for
-    temporary failures, a suppression for permanent ones."""
+    temporary failures (and 5xx rate limits), a bounce class for every failure, a
+    suppression for hard bounces only (delivery/bounce_classes.py)."""
     row, result = outcome.row, outcome.result
     attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
     attempts = row.attempts + (1 if attempted else 0)
+    klass = bounce_class(result, rules) if attempted else None
+    if retried(result, klass):  # a 5xx that is really a rate limit: later, not a bounce
+        result = SendResult(Status.TEMPORARY, result.reply, result.remote_host, result.code)
     expired = False
     next_attempt: datetime | None = None
     if result.status is Status.TEMPORARY:
@@ -256,8 +271,8 @@ def outcome_transition(
                 result.remote_host,
                 result.code,
             )
-    kind = _event_kind(outcome, expired=expired)
-    hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT
+    kind = _event_kind(outcome, result, expired=expired)
+    hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT and suppresses(klass)
     transition = Transition(
         row=row,
         event=kind,
@@ -268,6 +283,7 @@ def outcome_transition(
         attempts=attempts,
         next_attempt_at=next_attempt,
         suppress=SuppressionReason.HARD_BOUNCE if hard else None,
+        bounce_class=(klass or "") if kind in (EventType.BOUNCED, EventType.DEFERRED) else "",
     )
     return transition, result
 
@@ -277,7 +293,13 @@ def outcomes_record(
 ) -> None:
     """Record every outcome through the queue's transitions (row, event, suppression in
     one transaction), then send DSNs for the failures."""
-    decided = [outcome_transition(o, now=now, rng=rng) for o in outcomes]
+    rules = bounce_rules_of(
+        o.row.message_id for o in outcomes if o.result.status is not Status.DELIVERED
+    )
+    decided = [
+        outcome_transition(o, now=now, rng=rng, rules=rules.get(o.row.message_id, ()))
+        for o in outcomes
+    ]
     results = {t.row.pk: result for t, result in decided}
     applied = transitions_apply([t for t, _ in decided], now=now, claimed_by=worker_id)
     failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)

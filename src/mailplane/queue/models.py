@@ -103,6 +103,18 @@ class EventType(models.TextChoices):
     UNSUBSCRIBED = "unsubscribed"  # asked for no more mail (not a spam report)
 
 
+class BounceClass(models.TextChoices):
+    """What kind of failure a deferral or bounce was (delivery/bounce_classes.py)."""
+
+    HARD = "hard"  # the address or domain does not exist: suppressed
+    SOFT = "soft"  # temporary, none of the below
+    MAILBOX_FULL = "mailbox_full"
+    RATE_LIMIT = "rate_limit"
+    BLOCK = "block"  # sending address or domain on a block list, reputation
+    SPAM = "spam"  # content refused
+    POLICY = "policy"  # authentication, relaying, size, local policy
+
+
 class DeliveryEvent(models.Model):
     """One transition of a message or recipient, in the outbox (queue/transitions.py).
 
@@ -120,6 +132,8 @@ class DeliveryEvent(models.Model):
     remote_reply = models.TextField(blank=True)
     remote_host = models.CharField(max_length=253, blank=True)
     detail = models.TextField(blank=True)
+    # Deferrals and bounces: what kind of failure ("" for every other event).
+    bounce_class = models.CharField(max_length=12, choices=BounceClass.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -143,6 +143,7 @@ class Transition:
     attempts: int | None = None  # None: unchanged
     next_attempt_at: datetime | None = None  # None: unchanged
     suppress: SuppressionReason | None = None  # the address is suppressed for this reason
+    bounce_class: str = ""  # deferrals and bounces: delivery/bounce_classes.py
 
 
 def _owned(ids: list[int], worker_id: str) -> set[int]:
@@ -198,6 +199,7 @@ def transitions_apply(
                     remote_reply=t.reply,
                     remote_host=t.remote_host,
                     detail=t.detail,
+                    bounce_class=t.bounce_class,
                 )
             )
             if t.suppress is not None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from mailplane.queue.models import OutboundMessage
+from mailplane.queue.models import BounceClass, OutboundMessage
 from mailplane.tenancy.models import Organization
 
 
@@ -145,3 +145,24 @@ class MessageTag(models.Model):
 
     def __str__(self) -> str:
         return self.tag
+
+
+class BounceRule(models.Model):
+    """An account's override of the bounce class for replies to this server's mail
+    (delivery/bounce_classes.py): the oldest matching rule wins over the built-in table.
+
+    A substring and a status prefix rather than a regular expression: a crafted pattern
+    would cost the delivery worker exponential time on every reply (no timeout in `re`).
+    """
+
+    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="bounce_rules")
+    contains = models.CharField(max_length=200, blank=True)  # case-insensitive
+    status = models.CharField(max_length=11, blank=True)  # "550", "5.7", "5.7.1"
+    bounce_class = models.CharField(max_length=12, choices=BounceClass.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.status or '*'} {self.contains!r} -> {self.bounce_class}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from django.db.models import QuerySet
 
 from mailplane.core.errors import NotFound
 from mailplane.queue.models import OutboundMessage
-from mailplane.servers.models import EmailServer, ServerKey
+from mailplane.servers.models import BounceRule, EmailServer, ServerKey, ServerMessage
 from mailplane.tenancy.models import Organization
 
 
@@ -71,3 +73,23 @@ def server_message_get(*, server: EmailServer, message_id: int) -> OutboundMessa
     if message is None:
         raise NotFound("message not found")
     return message
+
+
+def bounce_rule_list(*, server: EmailServer) -> QuerySet[BounceRule]:
+    return BounceRule.objects.filter(server=server).order_by("id")
+
+
+def bounce_rules_for_messages(message_ids: Collection[int]) -> dict[int, list[BounceRule]]:
+    """Each message's server's override rules, oldest first (two queries, any number of
+    messages); messages not sent through a server, or whose server has none, are absent."""
+    servers = dict(
+        ServerMessage.objects.filter(message_id__in=list(message_ids)).values_list(
+            "message_id", "server_id"
+        )
+    )
+    if not servers:
+        return {}
+    by_server: dict[int, list[BounceRule]] = {}
+    for rule in BounceRule.objects.filter(server_id__in=set(servers.values())).order_by("id"):
+        by_server.setdefault(rule.server_id, []).append(rule)
+    return {m: by_server[s] for m, s in servers.items() if s in by_server}

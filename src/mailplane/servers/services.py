@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from mailplane.core import crypto
 from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, ValidationFailed
-from mailplane.queue.models import OutboundMessage
+from mailplane.queue.models import BounceClass, OutboundMessage
 from mailplane.servers.models import (
+    BounceRule,
     EmailServer,
     MessageStream,
     ServerKey,
@@ -40,6 +41,9 @@ DEFAULT_STREAMS = (
 KEY_PREFIX = "mps_"  # account keys are mp_…: the prefix tells a server key at a glance
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+# A reply code ("550") or an RFC 3463 status prefix ("5.7", "5.7.1").
+_RULE_STATUS = re.compile(r"[245]\d\d|[245]\.\d{1,3}(\.\d{1,3})?")
+BOUNCE_RULES_PER_SERVER = 100  # each is checked against every failed reply
 UPDATABLE = frozenset(
     {"name", "color", "default_stream", "auto_suppress_bounces", "auto_suppress_complaints",
      "sandbox"}
@@ -214,3 +218,35 @@ def server_key_authenticate(*, secret: str) -> ServerKey | None:
         ServerKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def bounce_rule_create(
+    *, server: EmailServer, contains: str = "", status: str = "", bounce_class: str
+) -> BounceRule:
+    """An override of the bounce class for this server's mail (delivery/bounce_classes.py)."""
+    contains, status = contains.strip(), status.strip()
+    if not contains and not status:
+        raise ValidationFailed(
+            "a rule needs `contains`, `status` or both",
+            details={"contains": ["give a text, a status or both"]},
+        )
+    if status and not _RULE_STATUS.fullmatch(status):
+        raise ValidationFailed.on(
+            "status", 'a reply code ("550") or an enhanced status prefix ("5.7" or "5.7.1")'
+        )
+    if bounce_class not in BounceClass.values:
+        raise ValidationFailed.on("bounce_class", f"must be one of {', '.join(BounceClass.values)}")
+    with transaction.atomic():
+        # Counted under the server's row lock: two concurrent creates cannot pass the cap.
+        EmailServer.objects.select_for_update().filter(pk=server.pk).first()
+        if BounceRule.objects.filter(server=server).count() >= BOUNCE_RULES_PER_SERVER:
+            raise LimitReached(f"a server has at most {BOUNCE_RULES_PER_SERVER} bounce rules")
+        return BounceRule.objects.create(
+            server=server, contains=contains, status=status, bounce_class=bounce_class
+        )
+
+
+def bounce_rule_delete(*, organization: Organization, rule_id: int) -> None:
+    deleted, _ = BounceRule.objects.filter(server__organization=organization, pk=rule_id).delete()
+    if not deleted:
+        raise NotFound("bounce rule not found")
