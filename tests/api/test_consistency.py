@@ -35,6 +35,7 @@ def test_every_list_route_is_found():
         "/api/relay-servers/",
         "/api/server/messages/",
         "/api/servers/",
+        "/api/servers/<id:pk>/bounce-rules/",
         "/api/servers/<id:pk>/keys/",
     ]
 
@@ -57,6 +58,7 @@ def test_server_lists_have_the_one_paginated_shape(account):
     access = server_make(account)
     pages = [
         account.client.get(f"/api/servers/{access.server.pk}/keys/?limit=1").json(),
+        account.client.get(f"/api/servers/{access.server.pk}/bounce-rules/?limit=1").json(),
         access.client.get("/api/server/messages/?limit=1").json(),
     ]
     for page in pages:
