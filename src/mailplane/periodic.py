@@ -13,4 +13,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "mailplane.domains.tasks.domain_verify_pending",
         "schedule": 300.0,
     },
+    "pools-warmup-advance": {
+        "task": "mailplane.pools.tasks.warmup_advance_daily",
+        "schedule": 3600.0,
+    },
 }

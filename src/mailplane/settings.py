@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "mailplane.queue",
     "mailplane.dnsproviders",
     "mailplane.servers",
+    "mailplane.pools",
 ]
 
 MIDDLEWARE = [

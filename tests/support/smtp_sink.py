@@ -37,6 +37,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     peer: Any
+    helo: str = ""  # the name the client gave in EHLO/HELO
 
 
 @dataclass
@@ -87,7 +88,13 @@ class SinkHandler:
             await self.release.wait()
         data = envelope.original_content or b""
         self.received.append(
-            Received(str(envelope.mail_from), list(envelope.rcpt_tos), data, session.peer)
+            Received(
+                str(envelope.mail_from),
+                list(envelope.rcpt_tos),
+                data,
+                session.peer,
+                str(session.host_name or ""),
+            )
         )
         return "250 2.0.0 queued as sink"
 

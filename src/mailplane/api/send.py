@@ -32,6 +32,7 @@ from mailplane.api.server_auth import (
     FullAccessKey,
     HasServerKey,
     ServerKeyAuthentication,
+    server_key_of,
     server_of,
 )
 from mailplane.api.servers import (
@@ -273,7 +274,11 @@ class EmailSendView(APIView):
         server = server_of(request)
 
         def run() -> Answer:
-            sent = message_send(server=server, request=send_request_parse(request.data))
+            sent = message_send(
+                server=server,
+                request=send_request_parse(request.data),
+                server_key=server_key_of(request),
+            )
             return Answer(200, _sent(sent))
 
         return _answer(request, server, run)
@@ -301,7 +306,9 @@ class EmailBatchView(APIView):
         server = server_of(request)
 
         def run() -> Answer:
-            results = messages_send_batch(server=server, items=request.data)
+            results = messages_send_batch(
+                server=server, items=request.data, server_key=server_key_of(request)
+            )
             return Answer(200, [_item(index, one) for index, one in enumerate(results)])
 
         return _answer(request, server, run)

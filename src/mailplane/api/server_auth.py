@@ -47,9 +47,13 @@ class ServerKeyAuthentication(authentication.BaseAuthentication):
 
 
 def server_of(request: Request) -> EmailServer:
+    return server_key_of(request).server
+
+
+def server_key_of(request: Request) -> ServerKey:
     key = request.auth
     assert isinstance(key, ServerKey)
-    return key.server
+    return key
 
 
 class HasServerKey(permissions.BasePermission):

@@ -16,13 +16,14 @@ def _setup_django() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mailplane.cli import admin, serve, status
+    from mailplane.cli import admin, pools, serve, status
 
     parser = argparse.ArgumentParser(prog="mailplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve.add_commands(sub)
     admin.add_commands(sub)
     status.add_commands(sub)
+    pools.add_commands(sub)
     manage = sub.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
     manage.set_defaults(func=_manage)

@@ -12,10 +12,12 @@ Each step either returns an Outcome (stop) or None (continue).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+from django.utils import timezone
 
 from mailplane.delivery.bounce_classes import (
     BounceRule,
@@ -31,6 +33,8 @@ from mailplane.delivery.results import SendResult, Status
 from mailplane.delivery.retry import retry_delay
 from mailplane.delivery.signing import SignRequest
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
+from mailplane.pools.selectors import PoolChoice, Source, pool_choices
+from mailplane.pools.warmup import warmup_admit, warmup_bounces_record
 from mailplane.queue.models import (
     EventType,
     MessageBody,
@@ -52,6 +56,9 @@ class Outcome:
     row: QueuedRecipient
     result: SendResult
     kind: EventType | None = None  # SUPPRESSED / FAILED override; else from result.status
+    # Held without an attempt until then (a warm-up cap), rather than a retry's backoff.
+    retry_at: datetime | None = None
+    source: Source | None = None  # the pool address it was sent from
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,8 @@ class Job:
     envelope: Envelope
     # What DKIM-signing the envelope needs, until the worker has signed it (then None).
     sign: SignSpec | None = None
+    # The message's IP pool address (pools/), or None: the relay's own source, if any.
+    source: Source | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +88,7 @@ class BatchContext:
     bodies: dict[int, bytes]
     suppressed: set[tuple[int, str]]
     local: dict[str, Mailbox]
+    pools: dict[int, PoolChoice]  # by message id, for messages with an IP pool
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -96,7 +106,8 @@ def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
         m.address: m
         for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
     }
-    return BatchContext(bodies=bodies, suppressed=suppressed, local=local)
+    pools = pool_choices(list({(r.message_id, r.message.organization_id) for r in rows}))
+    return BatchContext(bodies=bodies, suppressed=suppressed, local=local, pools=pools)
 
 
 # --- the checklist -------------------------------------------------------------------
@@ -138,6 +149,19 @@ def fail_if_no_relay(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
             EventType.FAILED,
         )
     return None
+
+
+def defer_if_the_pool_has_no_address(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
+    """A message whose pool has no enabled address waits (and the operator sees why) rather
+    than leaving from an address that is not its pool's: a dedicated key's reputation
+    must not be spent elsewhere, nor another's on it."""
+    choice = ctx.pools.get(row.message_id)
+    if choice is None or choice.sources:
+        return None
+    return Outcome(
+        row,
+        SendResult.temporary(f"451 4.3.2 IP pool {choice.pool} has no enabled address", "local"),
+    )
 
 
 def sign_spec(message: OutboundMessage) -> SignSpec | None:
@@ -182,16 +206,20 @@ STEPS: tuple[Callable[[QueuedRecipient, BatchContext], Outcome | None], ...] = (
     hold_if_suppressed,
     fail_if_no_relay,
     deliver_locally_if_hosted,
+    defer_if_the_pool_has_no_address,
 )
 
 
-def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
+def batch_prepare(
+    rows: Sequence[QueuedRecipient], *, now: datetime | None = None
+) -> tuple[list[Outcome], list[Job]]:
     """Run the checklist up to sending: outcomes decided here, and envelopes to send.
 
     DKIM is left to the caller (sign_requests, jobs_signed): the worker signs on the event
     loop, off its single database thread."""
     if not rows:
         return [], []
+    now = now or timezone.now()
     ctx = batch_context_load(rows)
     done: list[Outcome] = []
     jobs: list[Job] = []
@@ -216,8 +244,38 @@ def batch_prepare(rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[
                 rcpt_domain=row.rcpt_domain,
                 data=ctx.bodies[row.message_id],
             )
-            jobs.append(Job(row, envelope, sign_spec(row.message)))
-    return done, jobs
+            choice = ctx.pools.get(row.message_id)
+            source = choice.source_for(row.message_id) if choice is not None else None
+            jobs.append(Job(row, envelope, sign_spec(row.message), source))
+    return done, _within_warmup_caps(jobs, ctx, done, now=now)
+
+
+def _within_warmup_caps(
+    jobs: list[Job], ctx: BatchContext, done: list[Outcome], *, now: datetime
+) -> list[Job]:
+    """The jobs the pools' warm-up caps admit (each on the address it may use); the others
+    wait, unattempted, until their pool has room (pools/warmup.py)."""
+    pooled = [
+        (i, ctx.pools[job.row.message_id], job.source)
+        for i, job in enumerate(jobs)
+        if job.source is not None
+    ]
+    if not pooled:
+        return jobs
+    admission = warmup_admit(pooled, now=now)
+    admitted = []
+    for i, job in enumerate(jobs):
+        if i in admission.held:
+            pool, retry = admission.held[i]
+            reply = (
+                f"451 4.7.0 warm-up: IP pool {pool} is at its caps until {retry:%Y-%m-%d %H:%M} UTC"
+            )
+            done.append(Outcome(job.row, SendResult.temporary(reply, "local"), retry_at=retry))
+            continue
+        if i in admission.sources:
+            job.source = admission.sources[i]
+        admitted.append(job)
+    return admitted
 
 
 # --- recording ------------------------------------------------------------------------
@@ -254,6 +312,20 @@ def outcome_transition(
     temporary failures (and 5xx rate limits), a bounce class for every failure, a
     suppression for hard bounces only (delivery/bounce_classes.py)."""
     row, result = outcome.row, outcome.result
+    if outcome.retry_at is not None:  # held before any attempt: no backoff, no class
+        return (
+            Transition(
+                row=row,
+                event=EventType.DEFERRED,
+                status=RecipientStatus.DEFERRED,
+                reply=result.reply,
+                remote_host=result.remote_host,
+                detail="held, not attempted",
+                attempts=row.attempts,
+                next_attempt_at=outcome.retry_at,
+            ),
+            result,
+        )
     attempted = outcome.kind not in (EventType.SUPPRESSED, EventType.FAILED)
     attempts = row.attempts + (1 if attempted else 0)
     klass = bounce_class(result, rules) if attempted else None
@@ -302,6 +374,13 @@ def outcomes_record(
     ]
     results = {t.row.pk: result for t, result in decided}
     applied = transitions_apply([t for t, _ in decided], now=now, claimed_by=worker_id)
+    sources = {o.row.pk: o.source for o in outcomes if o.source is not None}
+    bounced: Counter[str] = Counter(
+        source.address
+        for t in applied
+        if t.event is EventType.BOUNCED and (source := sources.get(t.row.pk)) is not None
+    )
+    warmup_bounces_record(dict(bounced), now=now)
     failures: dict[int, list[tuple[QueuedRecipient, SendResult]]] = defaultdict(list)
     for t in applied:
         if t.event in (EventType.BOUNCED, EventType.FAILED):

@@ -51,6 +51,7 @@ from mailplane.delivery.processor import (
 from mailplane.delivery.providers import Provider, provider_for, providers_close
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.signing import sign_many
+from mailplane.pools.selectors import Source
 from mailplane.queue.models import QueuedRecipient
 
 log = logging.getLogger("mailplane.delivery")
@@ -165,7 +166,7 @@ class _Run:
         rows = [r for r in claimed if r.pk not in self.held]
         self.held.update(r.pk for r in rows)
         if rows:
-            done, jobs = await self.call(worker.prepare, rows)
+            done, jobs = await self.call(worker.prepare, rows, now=self.now)
             self.finished.extend(done)
             # Every row is an outcome or a job; one that is neither must not be renewed for
             # ever (it would never be tried again while we live).
@@ -226,7 +227,10 @@ class _Run:
             except Exception as exc:  # a provider bug must not lose the claim's outcome
                 log.exception("provider failed")
                 results = [SendResult.temporary(f"451 4.3.0 internal error: {exc}")] * len(chunk)
-        return [Outcome(job.row, result) for job, result in zip(chunk, results, strict=True)]
+        return [
+            Outcome(job.row, result, source=job.source)
+            for job, result in zip(chunk, results, strict=True)
+        ]
 
     async def record(self, batch: list[Outcome]) -> None:
         await self.call(self.worker.record, batch, now=self.now)
@@ -273,7 +277,7 @@ class DeliveryWorker:
         self.lease = lease or timedelta(seconds=float(conf("DELIVERY_LEASE_SECONDS")))
         self.concurrency = concurrency or int(conf("DELIVERY_CONCURRENCY"))
         self.rng = rng
-        self._providers: dict[tuple[int, Any], Provider] = {}
+        self._providers: dict[tuple[int, Any, Source | None], Provider] = {}
 
     # -- database steps (run on the database thread) ----------------------------------------
 
@@ -293,9 +297,11 @@ class DeliveryWorker:
             worker_id=self.worker_id, ids=ids, lease=self.lease, now=now or timezone.now()
         )
 
-    def prepare(self, rows: Sequence[QueuedRecipient]) -> tuple[list[Outcome], list[Job]]:
+    def prepare(
+        self, rows: Sequence[QueuedRecipient], *, now: datetime | None = None
+    ) -> tuple[list[Outcome], list[Job]]:
         """The checklist; DKIM is left to the send task (signed on the event loop)."""
-        return batch_prepare(rows)
+        return batch_prepare(rows, now=now)
 
     def record(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
         if outcomes:
@@ -308,11 +314,17 @@ class DeliveryWorker:
     def _provider(self, job: Job) -> Provider:
         relay = job.row.message.relay_server
         assert relay is not None  # fail_if_no_relay ran
-        key = (relay.pk, relay.updated_at)
+        key = (relay.pk, relay.updated_at, job.source)
         if key not in self._providers:
+            configuration = dict(relay.configuration or {})
+            if job.source is not None:
+                # The pool's address and its name replace the relay's own (SMTP relays
+                # bind them; HTTP providers send from their own addresses and ignore them).
+                configuration["source_address"] = job.source.address
+                configuration["helo_name"] = job.source.helo_name
             self._providers[key] = provider_for(
                 provider=relay.provider,
-                configuration=dict(relay.configuration or {}),
+                configuration=configuration,
                 credentials=relay.credentials,
             )
         return self._providers[key]
@@ -320,10 +332,10 @@ class DeliveryWorker:
     def groups(self, jobs: Sequence[Job]) -> list[tuple[Provider, list[Job]]]:
         """(provider, chunk) pairs: per relay and destination domain, at most
         max_connections_per_domain chunks, each carried over one connection."""
-        by_destination: dict[tuple[int, str], list[Job]] = defaultdict(list)
+        by_destination: dict[tuple[int, Source | None, str], list[Job]] = defaultdict(list)
         for job in jobs:
             relay_id = job.row.message.relay_server_id or 0
-            by_destination[(relay_id, job.row.rcpt_domain)].append(job)
+            by_destination[(relay_id, job.source, job.row.rcpt_domain)].append(job)
         pairs = []
         for group in by_destination.values():
             provider = self._provider(group[0])

@@ -31,7 +31,13 @@ from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest, send_request_parse
-from mailplane.servers.models import EmailServer, MessageStream, MessageTag, ServerMessage
+from mailplane.servers.models import (
+    EmailServer,
+    MessageStream,
+    MessageTag,
+    ServerKey,
+    ServerMessage,
+)
 
 BATCH_MAX = 500  # Postmark's batch limit
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
@@ -152,7 +158,9 @@ def _dry(server: EmailServer, prepared: Prepared) -> bool:
     return server.sandbox or prepared.request.test_mode
 
 
-def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[Sent]:
+def messages_send(
+    *, server: EmailServer, prepared: Sequence[Prepared], server_key: ServerKey | None = None
+) -> list[Sent]:
     """Queue prepared messages, their server links and their early outcomes in ONE
     transaction. A sandbox server's (or a test-mode request's) recipients go straight to
     delivered, suppressed ones to suppressed, through the queue's transitions before the
@@ -178,6 +186,7 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
                 message=m,
                 server=server,
                 stream=p.stream,
+                server_key=server_key,
                 tags=p.request.tags,
                 metadata=p.request.metadata,
                 sandbox=_dry(server, p),
@@ -228,12 +237,16 @@ def messages_send(*, server: EmailServer, prepared: Sequence[Prepared]) -> list[
     ]
 
 
-def message_send(*, server: EmailServer, request: SendRequest) -> Sent:
+def message_send(
+    *, server: EmailServer, request: SendRequest, server_key: ServerKey | None = None
+) -> Sent:
     prepared = message_prepare(ctx=SendContext.load(server), request=request)
-    return messages_send(server=server, prepared=[prepared])[0]
+    return messages_send(server=server, prepared=[prepared], server_key=server_key)[0]
 
 
-def messages_send_batch(*, server: EmailServer, items: Any) -> list[Sent | DomainError]:
+def messages_send_batch(
+    *, server: EmailServer, items: Any, server_key: ServerKey | None = None
+) -> list[Sent | DomainError]:
     """A batch request's messages: one result per item, in order, the refusal of an item
     in its place (it stops no other); the accepted ones queued in one transaction. A body
     that is no batch at all is refused whole (ValidationFailed)."""
@@ -252,7 +265,6 @@ def messages_send_batch(*, server: EmailServer, items: Any) -> list[Sent | Domai
             checked.append(message_prepare(ctx=ctx, request=send_request_parse(item)))
         except DomainError as exc:
             checked.append(exc)
-    sent = iter(
-        messages_send(server=server, prepared=[p for p in checked if isinstance(p, Prepared)])
-    )
+    accepted = [p for p in checked if isinstance(p, Prepared)]
+    sent = iter(messages_send(server=server, prepared=accepted, server_key=server_key))
     return [one if isinstance(one, DomainError) else next(sent) for one in checked]

@@ -96,6 +96,11 @@ class ServerMessage(models.Model):
     )
     server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="messages")
     stream = models.ForeignKey(MessageStream, on_delete=models.CASCADE, related_name="messages")
+    # The key it was sent with (None over SMTP, or once the key is gone): IP pools can be
+    # assigned per key (pools/).
+    server_key = models.ForeignKey(
+        ServerKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     tags = models.JSONField(default=list)
     metadata = models.JSONField(default=dict)
     sandbox = models.BooleanField(default=False)

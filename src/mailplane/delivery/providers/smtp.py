@@ -492,6 +492,7 @@ class SmarthostProvider:
                 validate_certs=bool(configuration.get("tls_verify", True)),
                 username=str(credentials.get("username") or ""),
                 password=str(credentials.get("password") or ""),
+                source_address=configuration.get("source_address") or None,
             ),
             max_connections_per_domain=_max_connections(configuration),
         )
