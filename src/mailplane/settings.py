@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "mailplane.queue",
     "mailplane.dnsproviders",
     "mailplane.servers",
+    "mailplane.webhooks",
     "mailplane.pools",
 ]
 
@@ -170,6 +171,8 @@ SPECTACULAR_SETTINGS = {
         "RecordStatusEnum": "mailplane.domains.models.RecordStatus",
         "DnsProviderKindEnum": "mailplane.dnsproviders.models.DnsProviderKind",
         "DnsProviderStatusEnum": "mailplane.dnsproviders.models.ConnectionStatus",
+        "WebhookEventTypeEnum": "mailplane.webhooks.models.WebhookEventType",
+        "WebhookDeliveryStateEnum": "mailplane.webhooks.models.DeliveryState",
     },
 }
 
@@ -259,6 +262,16 @@ MAILPLANE: dict[str, Any] = {
     ),
     "GODADDY_API_URL": os.environ.get("MAILPLANE_GODADDY_API_URL", "https://api.godaddy.com"),
     "DNS_PROVIDER_TIMEOUT": float(os.environ.get("MAILPLANE_DNS_PROVIDER_TIMEOUT", "15")),
+    # MI Shield's rspamd (shield/): its URL ("" = the built-in checks only; `mailplane serve`
+    # sets it when it starts rspamd, MAILPLANE_RSPAMD=1) and seconds per check.
+    "RSPAMD_URL": os.environ.get("MAILPLANE_RSPAMD_URL", "").strip(),
+    "RSPAMD_TIMEOUT": float(os.environ.get("MAILPLANE_RSPAMD_TIMEOUT", "2")),
+    # Webhooks may call private, loopback and link-local addresses (webhooks/guard.py):
+    # on in embedded mode (one machine, its receivers local) and test runs, off in
+    # production, where such a URL would reach our own network (SSRF).
+    "WEBHOOKS_ALLOW_PRIVATE": config.env_bool(
+        "MAILPLANE_WEBHOOKS_ALLOW_PRIVATE", config.embedded_mode() or config.under_pytest()
+    ),
     # The cell this host's processes serve (monitoring labels; dedicated cells: issue 14).
     "CELL": os.environ.get("MAILPLANE_CELL", "shared").strip() or "shared",
     # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only

@@ -27,6 +27,9 @@ from mailplane.sending.services import message_send
 from mailplane.servers.models import BounceRule, EmailServer, ServerKey
 from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
+from mailplane.webhooks.consumer import events_consume
+from mailplane.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from mailplane.webhooks.services import webhook_endpoint_create
 from tests.support.fixtures import verified_domain
 from tests.support.servers import send_body, server_client
 
@@ -80,7 +83,27 @@ def victim(account):
             send_body(**{"from": "ceo@victim.test"}, subject="Victim secret subject")
         ),
     )
+    webhook = webhook_endpoint_create(
+        server=server, url="https://hooks.victim.test/secret-hook", event_types=["queued"]
+    ).endpoint
+    sent_again = message_send(
+        server=server,
+        request=send_request_parse(send_body(**{"from": "ceo@victim.test"}, subject="again")),
+    )
+    assert sent_again.message is not None
+    events_consume()
+    delivery = WebhookDelivery.objects.get(endpoint=webhook)
+    WebhookAttempt.objects.create(
+        delivery=delivery,
+        endpoint=webhook,
+        started_at=delivery.created_at,
+        status_code=500,
+        latency_ms=3,
+        response_excerpt="victim-receiver-secret",
+    )
     return {
+        "webhook": webhook,
+        "delivery": delivery,
         "message": message,
         "server": server,
         "server_key": server_key.server_key,
@@ -185,6 +208,25 @@ WALK = {
         ("post", "/api/servers/{server}/keys/", {"name": "mine", "kind": "full"}),
     ],
     "server-key-detail": [("delete", "/api/server-keys/{server_key}/", None)],
+    "server-webhook-list": [
+        ("get", "/api/servers/{server}/webhooks/", None),
+        (
+            "post",
+            "/api/servers/{server}/webhooks/",
+            {"url": "https://evil.test/", "event_types": ["delivered"]},
+        ),
+    ],
+    "webhook-detail": [
+        ("get", "/api/webhooks/{webhook}/", None),
+        ("patch", "/api/webhooks/{webhook}/", {"url": "https://evil.test/"}),
+        ("delete", "/api/webhooks/{webhook}/", None),
+    ],
+    "webhook-rotate-secret": [("post", "/api/webhooks/{webhook}/rotate-secret/", None)],
+    "webhook-attempt-list": [("get", "/api/webhooks/{webhook}/attempts/", None)],
+    "webhook-replay": [
+        ("post", "/api/webhooks/{webhook}/replay/", {"delivery": "{delivery}"}),
+    ],
+    "webhook-notice-list": [("get", "/api/webhook-notices/", None)],
     "bounce-rule-list": [
         ("get", "/api/servers/{server}/bounce-rules/", None),
         ("post", "/api/servers/{server}/bounce-rules/", {"status": "550", "bounce_class": "soft"}),
@@ -246,6 +288,19 @@ SERVER_KEY_WALK = {
         ("get", "/api/server/messages/{sent}/", None),
         ("get", "/api/server/messages/{message}/", None),
     ],
+    "server-self-webhook-list": [("get", "/api/server/webhooks/", None)],
+    "server-self-webhook-detail": [
+        ("get", "/api/server/webhooks/{webhook}/", None),
+        ("patch", "/api/server/webhooks/{webhook}/", {"enabled": False}),
+        ("delete", "/api/server/webhooks/{webhook}/", None),
+    ],
+    "server-self-webhook-rotate-secret": [
+        ("post", "/api/server/webhooks/{webhook}/rotate-secret/", None)
+    ],
+    "server-self-webhook-attempt-list": [("get", "/api/server/webhooks/{webhook}/attempts/", None)],
+    "server-self-webhook-replay": [
+        ("post", "/api/server/webhooks/{webhook}/replay/", {"delivery": 1}),
+    ],
     "server-self": [
         ("get", "/api/server/", None),
         ("patch", "/api/server/", {"name": "pwned", "default_stream": "broadcast"}),
@@ -275,6 +330,9 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "victim-key-secret",
         "victim-rule-secret",
         victim["server_key"].prefix,
+        "secret-hook",
+        "victim-receiver-secret",
+        victim["delivery"].webhook_id,
     ]
     for method, template, body in WALK[route]:
         path = _fill(template, victim)
@@ -326,6 +384,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         (server.pk, "victim-rule-secret")
     ]
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
+    _webhook_untouched(victim)
     mailbox = Mailbox.objects.get(pk=victim["mailbox"].pk)
     assert mailbox.password == "Victim-Password-42"
     assert not Mailbox.objects.filter(organization=other_account.org).exists()
@@ -355,11 +414,17 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             assert reply.status_code == 404, (method, path, text)
         else:
             assert reply.status_code in {200, 422}, (method, path, text)
-        for secret in ("victim-prod-secret", "Victim secret subject", victim["server_secret"]):
+        for secret in (
+            "victim-prod-secret",
+            "Victim secret subject",
+            victim["server_secret"],
+            "secret-hook",
+            "victim-receiver-secret",
+        ):
             assert secret not in text, (path, secret, text)
         if route == "server-self":
             assert reply.json()["id"] == own.pk
-        if route == "server-message-list":
+        if route in ("server-message-list", "server-self-webhook-list"):
             assert reply.json()["count"] == 0
     after = OutboundMessage.objects.filter(organization=victim["account"].org).count()
     assert after == before  # nothing queued in the victim's account
@@ -367,3 +432,17 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
     assert not sent.filter(mail_from="ceo@victim.test").exists()
     server = EmailServer.objects.get(pk=victim["server"].pk)
     assert (server.name, server.default_stream.stream_id) == ("victim-prod-secret", "outbound")
+    _webhook_untouched(victim)
+
+
+def _webhook_untouched(victim):
+    webhook = WebhookEndpoint.objects.get(pk=victim["webhook"].pk)
+    assert (webhook.url, webhook.enabled) == ("https://hooks.victim.test/secret-hook", True)
+    assert webhook.secret == victim["webhook"].secret  # not rotated
+    assert webhook.previous_secret == ""
+    delivery = WebhookDelivery.objects.get(pk=victim["delivery"].pk)
+    assert (delivery.state, delivery.next_attempt_at) == (
+        victim["delivery"].state,
+        victim["delivery"].next_attempt_at,
+    )  # not replayed
+    assert WebhookEndpoint.objects.filter(server=victim["server"]).count() == 1

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -25,9 +27,46 @@ TOOLS = {
     "npm": "npm",
     "unshare": "util-linux",
     "chromium": "chromium",  # headless, driven by Playwright (tests/e2e/test_docs_page.py)
+    "rspamd": "rspamd",  # MI Shield's scanner (tests/shield/)
 }
 
 MODE_SKIP = "[other pass] "
+
+# Dovecot's imaptest is no Debian package: its source and build script live in the shared
+# tools folder beside the checkout (../shared/tools/imaptest), or MAILPLANE_IMAPTEST_DIR.
+IMAPTEST_ENV = "MAILPLANE_IMAPTEST_DIR"
+
+
+def imaptest_dir() -> Path | None:
+    """The imaptest tools folder (build.sh, run-compliance.sh), if there is one."""
+    configured = os.environ.get(IMAPTEST_ENV)
+    if configured:
+        return Path(configured)
+    repo = Path(__file__).resolve().parents[2]
+    # Beside the checkout, or (a clone made elsewhere, as CI's may be) the workplace's own.
+    candidates = [a / "shared" / "tools" / "imaptest" for a in repo.parents]
+    candidates.append(Path("/work/shared/tools/imaptest"))
+    for candidate in candidates:
+        if (candidate / "run-compliance.sh").exists():
+            return candidate
+    return None
+
+
+def imaptest_build(timeout: float = 900) -> tuple[Path | None, str]:
+    """Build imaptest if needed (its build.sh: instant once built; apt-get needs root).
+
+    Returns the tools folder, or None and why (scripts/test calls this before the suite;
+    the test calls it again and treats None as a missing tool).
+    """
+    tools = imaptest_dir()
+    if tools is None:
+        return None, f"imaptest tools not found (../shared/tools/imaptest or {IMAPTEST_ENV})"
+    built = subprocess.run(
+        ["bash", str(tools / "build.sh")], capture_output=True, text=True, timeout=timeout
+    )
+    if built.returncode != 0:
+        return None, f"imaptest did not build: {built.stderr[-500:]}"
+    return tools, ""
 
 
 def packages_missing() -> list[str]:

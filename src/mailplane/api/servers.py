@@ -19,7 +19,7 @@ from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import CONFLICT, LIMIT_REACHED
 from mailplane.queue.models import BounceClass
-from mailplane.servers.models import EmailServer, ServerKeyKind, StreamKind
+from mailplane.servers.models import ContentFilter, EmailServer, ServerKeyKind, StreamKind
 from mailplane.servers.selectors import (
     bounce_rule_list,
     email_server_get,
@@ -56,6 +56,12 @@ class EmailServerSerializer(serializers.Serializer[Any]):
     sandbox = serializers.BooleanField(
         help_text="Messages are validated and recorded as delivered, and never sent."
     )
+    content_filter = serializers.ChoiceField(
+        choices=ContentFilter.choices,
+        help_text="MI Shield: `reject` refuses a message scoring at least `content_threshold` "
+        "(422 with the reasons); `off` sends whatever it scores.",
+    )
+    content_threshold = serializers.FloatField()
     streams = StreamSerializer(many=True)
     created_at = serializers.DateTimeField()
 
@@ -72,6 +78,13 @@ class EmailServerWriteSerializer(serializers.Serializer[Any]):
         required=False,
         help_text="Default: false on plans with API sending, true (and required) on starter.",
     )
+    content_filter = serializers.ChoiceField(choices=ContentFilter.choices, required=False)
+    content_threshold = serializers.FloatField(
+        required=False,
+        min_value=0.1,
+        max_value=1000,
+        help_text="Score (rspamd's scale; default 10) at which the content filter acts.",
+    )
 
 
 def server_representation(server: EmailServer) -> dict[str, Any]:
@@ -85,6 +98,8 @@ def server_representation(server: EmailServer) -> dict[str, Any]:
         "auto_suppress_bounces": server.auto_suppress_bounces,
         "auto_suppress_complaints": server.auto_suppress_complaints,
         "sandbox": server.sandbox,
+        "content_filter": server.content_filter,
+        "content_threshold": server.content_threshold,
         "streams": [
             {"id": s.pk, "stream_id": s.stream_id, "name": s.name, "kind": s.kind} for s in streams
         ],

@@ -21,6 +21,7 @@ from mailplane.api import (
     server_messages,
     servers,
     tasks,
+    webhooks,
 )
 from mailplane.api.fields import IdConverter
 
@@ -103,6 +104,54 @@ urlpatterns = [
         "api/server/messages/<id:pk>/",
         server_messages.ServerMessageDetailView.as_view(),
         name="server-message-detail",
+    ),
+    # Webhook endpoints of a server: with an account key, and with the server's full key.
+    path(
+        "api/servers/<id:pk>/webhooks/",
+        webhooks.ServerWebhookListView.as_view(),
+        name="server-webhook-list",
+    ),
+    path("api/webhooks/<id:pk>/", webhooks.WebhookDetailView.as_view(), name="webhook-detail"),
+    path(
+        "api/webhooks/<id:pk>/rotate-secret/",
+        webhooks.WebhookRotateView.as_view(),
+        name="webhook-rotate-secret",
+    ),
+    path(
+        "api/webhooks/<id:pk>/attempts/",
+        webhooks.WebhookAttemptListView.as_view(),
+        name="webhook-attempt-list",
+    ),
+    path(
+        "api/webhooks/<id:pk>/replay/", webhooks.WebhookReplayView.as_view(), name="webhook-replay"
+    ),
+    path(
+        "api/webhook-notices/", webhooks.WebhookNoticeListView.as_view(), name="webhook-notice-list"
+    ),
+    path(
+        "api/server/webhooks/",
+        webhooks.ServerSelfWebhookListView.as_view(),
+        name="server-self-webhook-list",
+    ),
+    path(
+        "api/server/webhooks/<id:pk>/",
+        webhooks.ServerSelfWebhookDetailView.as_view(),
+        name="server-self-webhook-detail",
+    ),
+    path(
+        "api/server/webhooks/<id:pk>/rotate-secret/",
+        webhooks.ServerSelfWebhookRotateView.as_view(),
+        name="server-self-webhook-rotate-secret",
+    ),
+    path(
+        "api/server/webhooks/<id:pk>/attempts/",
+        webhooks.ServerSelfWebhookAttemptListView.as_view(),
+        name="server-self-webhook-attempt-list",
+    ),
+    path(
+        "api/server/webhooks/<id:pk>/replay/",
+        webhooks.ServerSelfWebhookReplayView.as_view(),
+        name="server-self-webhook-replay",
     ),
     path("api/email/", send.EmailSendView.as_view(), name="email-send"),
     path("api/email/batch/", send.EmailBatchView.as_view(), name="email-batch"),

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,10 @@ def _delivery(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "mailplane.delivery"]
 
 
+def _webhooks(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "mailplane.webhooks"]
+
+
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
@@ -133,6 +138,8 @@ SERVICES: dict[str, Service] = {
         Service("beat", _beat),
         Service("imap", _imap),
         Service("delivery", _delivery, copies=lambda args: args.delivery_processes),
+        # Signed event webhooks (webhooks/runner.py); any number of them on PostgreSQL.
+        Service("webhooks", _webhooks),
     )
 }
 
@@ -151,6 +158,22 @@ def _smtp(kind: str) -> Command:
 # SMTP listeners (submission 465/587, inbound MX 25): started by a plain `mailplane serve`.
 register(Service("submission", _smtp("submission")))
 register(Service("mx", _smtp("mx")))
+
+
+def _rspamd_port() -> int:
+    return config.env_int("MAILPLANE_RSPAMD_PORT", 11433)
+
+
+def _rspamd(args: argparse.Namespace) -> list[str]:
+    from django.conf import settings
+
+    from mailplane.shield.rspamd_service import rspamd_command
+
+    return rspamd_command(root=Path(settings.DATA_DIR) / "rspamd", port=_rspamd_port())
+
+
+# MI Shield's scanner (shield/): with MAILPLANE_RSPAMD=1 (and Debian's rspamd installed).
+register(Service("rspamd", _rspamd, default=config.env_bool("MAILPLANE_RSPAMD")))
 
 
 def add_commands(sub: Any) -> None:
@@ -250,6 +273,18 @@ def run_serve(args: argparse.Namespace) -> int:
     if unknown:
         print(f"mailplane: unknown service(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if "rspamd" in names:
+        if shutil.which("rspamd") is None:
+            print(
+                "mailplane: rspamd is not installed (apt-get install rspamd), or unset "
+                "MAILPLANE_RSPAMD",
+                file=sys.stderr,
+            )
+            return 2
+        # The other services ask it (shield/services.py); an operator's own URL wins.
+        url = f"http://127.0.0.1:{_rspamd_port()}"
+        os.environ.setdefault("MAILPLANE_RSPAMD_URL", url)
+        settings.MAILPLANE["RSPAMD_URL"] = os.environ["MAILPLANE_RSPAMD_URL"]
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     if args.delivery_processes < 1 or (args.delivery_processes > 1 and engine == "sqlite3"):
         print(

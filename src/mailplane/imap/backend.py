@@ -32,6 +32,7 @@ import re
 import time
 import weakref
 from argparse import Namespace
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -43,7 +44,7 @@ from pymap.backend.maildir import Config as MaildirConfig
 from pymap.backend.maildir import FilterSet, Session
 from pymap.backend.maildir.flags import MaildirFlags
 from pymap.backend.maildir.layout import MaildirLayout
-from pymap.backend.maildir.mailbox import MailboxData, MailboxSet, Maildir, Message
+from pymap.backend.maildir.mailbox import LoadedMessage, MailboxData, MailboxSet, Maildir, Message
 from pymap.backend.maildir.subscriptions import Subscriptions
 from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.concurrent import Event, Subsystem
@@ -64,6 +65,7 @@ from pymap.interfaces.login import IdentityInterface, LoginInterface
 from pymap.interfaces.token import TokenCredentials
 from pymap.listtree import ListEntry, ListTree
 from pymap.mailbox import MailboxSnapshot
+from pymap.mime import MessageContent
 from pymap.parsing.response import ResponseCode, ResponseNo
 from pymap.parsing.specials import ObjectId
 from pymap.parsing.specials.flag import Flag, Wildcard
@@ -91,6 +93,7 @@ from mailplane.imap.names import (
     MailboxNameInvalid,
     mailbox_name_check,
 )
+from mailplane.imap.toc import TocMaildir
 from mailplane.storage.layout import ConfinedLayout
 from mailplane.storage.maildir import SPECIAL_FOLDERS, maildir_ensure
 
@@ -201,8 +204,10 @@ class _RawMessage(MaildirMessage):
         return self.raw
 
 
-class CrlfMaildir(Maildir):
+class CrlfMaildir(TocMaildir):
     """Keeps messages byte-exact with CRLF line ends, as `maildir_deliver` stores them.
+
+    Its table of contents is `TocMaildir`'s: listed once per command, not per lookup.
 
     The stdlib's email generator rewrites every line end to LF, both when `add` writes and
     when `get_message` is turned back into bytes, so pymap would serve LF-only messages.
@@ -233,7 +238,7 @@ class CrlfMaildir(Maildir):
         os.fsync(target.fileno())
 
     def add(self, message: Any) -> str:
-        key: str = super().add(message)
+        key = super().add(message)
         subdir = message.get_subdir() if isinstance(message, MaildirMessage) else "new"
         fd = os.open(os.path.join(self._path, subdir), os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -241,6 +246,41 @@ class CrlfMaildir(Maildir):
         finally:
             os.close(fd)
         return key
+
+
+class OffLoopMessage(Message):
+    """pymap's Maildir message, loaded without holding the event loop for long.
+
+    FETCH writes every response of a command before it next waits on the socket, and
+    pymap loads (reads and parses) each message's content on the way: FETCH BODY[] or
+    SEARCH BODY over thousands of messages held the event loop, and with it every other
+    connection, for the whole command. Here a large message is parsed on a worker thread,
+    and small ones (a fraction of a millisecond each; a thread hop would cost about as
+    much) give other connections a turn every `LOAD_YIELD_EVERY` loads.
+    """
+
+    __slots__: list[str] = []
+
+    LOAD_YIELD_EVERY = 8
+    PARSE_OFF_LOOP = 64 * 1024  # bytes
+    _loads = 0
+
+    async def load_content(self, requirement: FetchRequirement) -> LoadedMessage:
+        maildir, key = self._maildir, self._key
+        if key is None or maildir is None or requirement.has_none(FetchRequirement.CONTENT):
+            return LoadedMessage(self, requirement, None)
+        try:
+            raw = bytes(maildir.get_message(key))
+        except (KeyError, FileNotFoundError):
+            return LoadedMessage(self, requirement, None)
+        if len(raw) > self.PARSE_OFF_LOOP:
+            content = await asyncio.to_thread(MessageContent.parse, raw)
+        else:
+            content = MessageContent.parse(raw)
+            OffLoopMessage._loads += 1
+            if OffLoopMessage._loads % self.LOAD_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        return LoadedMessage(self, requirement, content)
 
 
 class _SecretCapture:
@@ -585,6 +625,33 @@ class MailplaneMailboxSet(MailboxSet):
         return await mbx.reset()
 
 
+# Parsed dovecot-uidlist files, shared by every session of the process: under load each
+# of ten sessions on one mailbox re-parsed the same file after every change (16 % of the
+# server's time in imaptest's stress run). pymap replaces the file whole (write, then
+# rename), so (mtime, size, inode) names one content; readers never modify the records.
+_UIDLISTS: OrderedDict[str, tuple[tuple[int, int, int], dict[int, Record]]] = OrderedDict()
+_UIDLISTS_MAX = 1024  # folders kept parsed
+
+
+def uidlist_records(folder: str) -> dict[int, Record]:
+    """The records of `folder`'s dovecot-uidlist by UID (do not modify the result)."""
+    path = UidList.get_file(folder)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    cached = _UIDLISTS.get(path)
+    if cached is not None and cached[0] == stamp:
+        _UIDLISTS.move_to_end(path)
+        return cached[1]
+    records = {rec.uid: rec for rec in UidList.file_read(folder).records}
+    _UIDLISTS[path] = (stamp, records)
+    if len(_UIDLISTS) > _UIDLISTS_MAX:
+        _UIDLISTS.popitem(last=False)
+    return records
+
+
 # Maildir unique names start "<seconds>.M<microseconds>P<pid>Q<counter>" (ours and the
 # stdlib's): the delivery time, to the microsecond, then the sequence within the process.
 _UNIQUE_NAME = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
@@ -646,11 +713,45 @@ def uidlist_lock_install() -> None:
 uidlist_lock_install()
 
 
+# Records by their dovecot-uidlist line. pymap parses the whole file into frozen dataclasses
+# at every read and every locked update (each APPEND, each reset that numbers a new file):
+# under imaptest's stress run that was a quarter of the server's time, for lines that had
+# not changed since the last read. A line names one record exactly, so it is parsed once.
+_RECORD_BY_LINE: dict[str, Record] = {}
+_RECORD_BY_LINE_MAX = 200_000  # lines kept (a few hundred bytes each); then start again
+
+
+def _uidlist_read(self: UidList, fp: Any) -> None:
+    """pymap's `UidList.read`, each distinct line parsed once per process."""
+    cache = _RECORD_BY_LINE
+    records = self._records
+    for line in fp:
+        rec = cache.get(line)
+        if rec is None:
+            rec = UidList._read_line(line)
+            if len(cache) >= _RECORD_BY_LINE_MAX:
+                cache.clear()
+            cache[line] = rec
+        records[rec.uid] = rec
+    # pymap's read went through set(), whose touch() is a no-op before the file is
+    # watched (reads happen before): nothing to mark here.
+
+
+def uidlist_read_install() -> None:
+    """Make pymap's UidList parse each dovecot-uidlist line once (`_uidlist_read`)."""
+    UidList.read = _uidlist_read  # type: ignore[method-assign]
+
+
+uidlist_read_install()
+
+
 def message_content_exists(message: Any) -> bool:
     """Whether a message's file is still there (another session may have expunged it)."""
     maildir, key = getattr(message, "_maildir", None), getattr(message, "_key", None)
     if maildir is None or key is None:
         return True
+    if isinstance(maildir, TocMaildir):
+        return maildir.content_exists(key)  # renamed since the listing: found again
     try:
         return os.path.exists(os.path.join(maildir._path, maildir._lookup(key)))
     except KeyError:
@@ -685,24 +786,28 @@ class WatchedMailboxData(MailboxData):
     """pymap's folder state, with change detection by directory mtimes.
 
     - IDLE waits until new/ or cur/ changes (or DONE), then re-scans.
-    - `reset()` (a full scan plus a rewrite of dovecot-uidlist, which pymap runs before
-      every command) is skipped when neither directory changed since the last scan.
-    - UID records are parsed once per uidlist change instead of once per message
-      (pymap re-reads the whole file for each message a FETCH touches: O(n²)).
-    A stamp younger than `_SETTLE` seconds is not trusted: two changes within one
-    file-system timestamp tick would look like one.
+    - `reset()` (which pymap runs before every command) brings the Maildir's table of
+      contents up to date (`TocMaildir.toc_sync`: a listing only if new/ or cur/ changed,
+      off the loop) and rewrites dovecot-uidlist only when a key without a UID appeared.
+    - Message metadata comes from that table: no file-system call per message, and an
+      expunged message still in dovecot-uidlist is a dictionary miss, not a re-listing.
+    - UID records are parsed once per uidlist change, for every session of the process
+      (`uidlist_records`), instead of once per message (pymap: O(n²)).
+    - Per-message loops give other connections a turn every `YIELD_EVERY` messages.
+    IDLE's mtime stamps younger than `_SETTLE` seconds are not trusted: two changes within
+    one file-system timestamp tick would look like one.
     """
 
     _SETTLE = 1_000_000_000  # ns
+    YIELD_EVERY = 64
 
     def __init__(self, mailbox_id: ObjectId, maildir: Maildir, path: str, poll: float) -> None:
         super().__init__(mailbox_id, maildir, path)
         self._poll = poll
         self._folder = path
         self._scanned: tuple[int, int] | None = None
-        self._records: dict[int, Record] = {}
-        self._records_stamp: tuple[int, int, int] | None = None
         self._flags_stamp: tuple[int, int, int] | None = None
+        self._steps = 0
 
     def _stamp(self) -> tuple[int, int]:
         try:
@@ -716,17 +821,31 @@ class WatchedMailboxData(MailboxData):
         return time.time_ns() - max(stamp) > self._SETTLE
 
     async def reset(self) -> MailboxData:
-        stamp = self._stamp()
-        if stamp == self._scanned and self._settled(stamp):
-            return self
+        maildir = self._maildir
+        if isinstance(maildir, TocMaildir):
+            # Once per command: the listing (only if new/ or cur/ changed) runs off the loop.
+            await maildir.toc_sync()
+            stamp = (maildir.keys_version, 0)
+            if stamp == self._scanned:
+                return self
+            infos = maildir.toc_infos()
+        else:
+            stamp = self._stamp()
+            if stamp == self._scanned and self._settled(stamp):
+                return self
+            infos = await self._get_keys()
         # pymap's reset, with new messages numbered in arrival order: pymap numbers them
         # in directory-listing order (hash order on ext4), which gave the oldest message of
         # a folder UID 3. RFC 9051 §2.3.1.1: UIDs ascend in the order messages were added.
-        keys = await self._get_keys()
         async with UidList.with_write(self._path) as uidl:
+            keys = dict(infos)
             for rec in uidl.records:
                 keys.pop(rec.key, None)
             for key in sorted(keys, key=_arrival_order):
+                if isinstance(maildir, TocMaildir) and not maildir.content_exists(key):
+                    # Expunged by another session since our listing: a UID now would bring
+                    # back a message that no longer exists (one stat per new key only).
+                    continue
                 filename = key + ":" + keys[key]
                 fields = {
                     "E": str(ObjectId.random_email_id()),
@@ -739,21 +858,81 @@ class WatchedMailboxData(MailboxData):
         self._scanned = stamp
         return self
 
-    async def _get_maildir_msg(self, uid: int) -> tuple[Record, MaildirMessage]:
-        path = UidList.get_file(self._path)
+    def _uid_records(self) -> dict[int, Record]:
+        """dovecot-uidlist's records by UID, parsed again only when the file changed."""
+        return uidlist_records(self._path)
+
+    async def _get_maildir_msg(
+        self, uid: int, *, fresh: bool = False
+    ) -> tuple[Record, MaildirMessage]:
+        """A message's record and metadata; `fresh` checks its file name on disk first.
+
+        Without `fresh` the metadata comes from the table of contents listed at the start
+        of the command (FETCH of flags, dates); a command that renames or reads the file
+        asks for `fresh`, so another session's rename since the listing is seen.
+        """
+        record = self._uid_records()[uid]  # KeyError: expunged, as in pymap
+        maildir = self._maildir
+        if fresh and isinstance(maildir, TocMaildir):
+            maildir.lookup_fresh(record.key)
+        return record, maildir.get_message_metadata(record.key)
+
+    async def _yield_sometimes(self) -> None:
+        """Let other connections run every `YIELD_EVERY` messages of a long command.
+
+        pymap's per-message coroutines never suspend, so STORE or FETCH over thousands of
+        messages would otherwise hold the event loop for the whole command.
+        """
+        self._steps += 1
+        if self._steps % self.YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        # pymap's, with the uidlist parsed once per change and metadata from the table:
+        # no file-system call per message (it ran before every command's answer).
+        records = self._uid_records()
+        maildir = self._maildir
+        if isinstance(maildir, TocMaildir) and not maildir.toc_has(r.key for r in records.values()):
+            # A record whose file the command's listing lacks: expunged, or written after
+            # the listing (another session's APPEND, numbered since). Hiding the second kind
+            # while a later UID shows would renumber messages when it appears (imaptest:
+            # "UID changed for sequence 25"); a listing taken after the uidlist was read
+            # holds every record's file that still exists. Once per call, and only if the
+            # directories changed since the last listing.
+            await maildir.toc_sync()
+        flags = self.maildir_flags
+        for uid, rec in list(records.items()):
+            try:
+                maildir_msg = maildir.get_message_metadata(rec.key)
+            except (KeyError, FileNotFoundError):
+                continue
+            await self._yield_sometimes()
+            yield OffLoopMessage.from_maildir(
+                uid,
+                maildir_msg,
+                maildir,
+                rec.key,
+                self._get_object_id(rec, "E"),
+                self._get_object_id(rec, "T"),
+                flags,
+            )
+
+    async def get(self, uid: int, cached_msg: Any) -> Message:
+        # pymap's, with `OffLoopMessage` and a turn for other connections now and then.
+        await self._yield_sometimes()
         try:
-            st = os.stat(path)
-            file_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except FileNotFoundError:
-            file_stamp = None
-        if file_stamp is None or file_stamp != self._records_stamp:
-            async with UidList.with_read(self._path) as uidl:
-                self._records = {rec.uid: rec for rec in uidl.records}
-            self._records_stamp = file_stamp
-        record = self._records[uid]  # KeyError: expunged, as in pymap
-        async with self.messages_lock.read_lock():
-            maildir_msg = self._maildir.get_message_metadata(record.key)
-        return record, maildir_msg
+            record, maildir_msg = await self._get_maildir_msg(uid)
+        except (KeyError, FileNotFoundError):
+            return OffLoopMessage.copy_expunged(cached_msg)
+        return OffLoopMessage.from_maildir(
+            uid,
+            maildir_msg,
+            self._maildir,
+            record.key,
+            self._get_object_id(record, "E"),
+            self._get_object_id(record, "T"),
+            self.maildir_flags,
+        )
 
     # Keywords (RFC 9051 §2.3.2). pymap reads dovecot-keywords once and never writes it, and
     # PERMANENTFLAGS had no "\\*": a keyword a client stored was silently dropped. Here the
@@ -845,13 +1024,40 @@ class WatchedMailboxData(MailboxData):
             new_rec = Record(uidl.next_uid, {"E": str(email_id), "T": str(thread_id)}, filename)
             uidl.next_uid += 1
             uidl.set(new_rec)
-        return Message.from_maildir(
+        return OffLoopMessage.from_maildir(
             new_rec.uid, maildir_msg, self._maildir, key, email_id, thread_id, self.maildir_flags
         )
 
     async def update(self, uid: int, cached_msg: Any, flag_set: frozenset[Flag], mode: Any) -> Any:
+        """pymap's STORE of one message, reading the current flags from the file's name.
+
+        The new flags are computed from the name on disk (`fresh`), not from the listing
+        at the start of the command, so a flag another session set since is kept.
+        """
         self.keywords_define(flag_set)
-        return await super().update(uid, cached_msg, flag_set, mode)
+        await self._yield_sometimes()
+        maildir = self._maildir
+        try:
+            record, maildir_msg = await self._get_maildir_msg(uid, fresh=True)
+        except (KeyError, FileNotFoundError):
+            msg = OffLoopMessage.copy_expunged(cached_msg)
+            msg.permanent_flags = mode.apply(msg.permanent_flags, flag_set)
+            return msg
+        flags = self.maildir_flags
+        new_flags = mode.apply(flags.from_maildir(maildir_msg.get_flags()), flag_set)
+        maildir_msg.set_flags(flags.to_maildir(new_flags))
+        with contextlib.suppress(KeyError, FileNotFoundError):
+            async with self.messages_lock.write_lock():
+                maildir.update_metadata(record.key, maildir_msg)
+        return OffLoopMessage.from_maildir(
+            uid,
+            maildir_msg,
+            maildir,
+            record.key,
+            self._get_object_id(record, "E"),
+            self._get_object_id(record, "T"),
+            flags,
+        )
 
     async def snapshot(self) -> MailboxSnapshot:
         snap = await super().snapshot()
@@ -873,7 +1079,7 @@ class WatchedMailboxData(MailboxData):
         # is empty. Same steps as pymap's, with the stored bytes carried over, and keywords
         # re-lettered for the destination (each mailbox numbers its own keywords).
         try:
-            record, metadata = await self._get_maildir_msg(uid)
+            record, metadata = await self._get_maildir_msg(uid, fresh=True)
             raw = self._maildir.get_bytes(record.key)
         except (KeyError, FileNotFoundError):
             return None

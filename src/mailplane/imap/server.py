@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import logging
 import ssl
 from asyncio import StreamReader, StreamWriter
@@ -48,6 +49,7 @@ from pymap.parsing.commands import InvalidCommand
 from pymap.parsing.exceptions import NotParseable
 from pymap.parsing.response import (
     CommandResponse,
+    Response,
     ResponseBad,
     ResponseBye,
     ResponseCode,
@@ -76,6 +78,7 @@ from mailplane.imap.protocol import protocol_install
 from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
+_PYMAP_LOG = logging.getLogger("pymap.imap")  # pymap's protocol trace (debug level)
 
 # pymap's plug-in registry; `pymap mailplane` would find the backend here.
 backends.add("mailplane", MailplaneBackend)
@@ -95,6 +98,8 @@ TLS_SHUTDOWN_TIMEOUT = 1.0
 # Deepest parenthesis nesting accepted in a command line. Real clients nest SEARCH keys a
 # few levels; pymap's parser and search evaluation recurse once (or more) per level.
 MAX_NESTING = 32
+# Untagged responses written per batch of a long answer (see `write_response`).
+WRITE_BATCH = 64
 
 
 def nesting_depth(line: bytes) -> int:
@@ -306,6 +311,46 @@ class MailplaneConnection(IMAPConnection):
         if self._state.authenticated:
             return self._config.parsing_params.max_append_len or PRE_AUTH_LITERAL_MAX
         return PRE_AUTH_LITERAL_MAX
+
+    async def write_response(self, resp: Response) -> None:
+        """pymap's, writing a long answer in batches with a turn for other clients between.
+
+        pymap writes each untagged response of a command separately (one TLS record and one
+        send each: STORE or FETCH over 3,000 messages was 3,000 of them in one loop step)
+        and then serialises the whole answer a second time for its debug log, whether or
+        not debug logging is on. Here `WRITE_BATCH` responses go out as one write, and the
+        loop serves other connections between batches.
+        """
+        if not isinstance(resp, CommandResponse) or len(resp._untagged) <= WRITE_BATCH:
+            await self._write_whole(resp)
+            return
+        writer = self.writer
+        try:
+            buffer = io.BytesIO()
+            for count, untagged in enumerate(resp._untagged, 1):
+                await untagged.async_write(buffer)
+                if count % WRITE_BATCH == 0:
+                    writer.write(buffer.getvalue())
+                    buffer = io.BytesIO()
+                    await writer.drain()
+                    await asyncio.sleep(0)
+            Response.write(resp, buffer)  # the tagged line alone
+            writer.write(buffer.getvalue())
+            await writer.drain()
+        except ConnectionError:
+            pass
+
+    async def _write_whole(self, resp: Response) -> None:
+        try:
+            buffer = io.BytesIO()
+            await resp.async_write(buffer)
+            self.writer.write(buffer.getvalue())
+            await self.writer.drain()
+        except ConnectionError:
+            pass
+        else:
+            if _PYMAP_LOG.isEnabledFor(logging.DEBUG):
+                self._print("%s <--| %s", bytes(resp))
 
     async def _bye(self, text: bytes, code: bytes | None = None) -> _ByeSent:
         self._bye_sent = True

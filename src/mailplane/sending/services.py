@@ -32,12 +32,15 @@ from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest, send_request_parse
 from mailplane.servers.models import (
+    ContentFilter,
     EmailServer,
     MessageStream,
     MessageTag,
     ServerKey,
     ServerMessage,
+    StreamKind,
 )
+from mailplane.shield.services import content_check, content_refusal
 
 BATCH_MAX = 500  # Postmark's batch limit
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
@@ -142,6 +145,15 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
             details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
         )
+    if ctx.server.content_filter == ContentFilter.REJECT:
+        verdict = content_check(
+            raw,
+            sender=request.sender.address,
+            recipients=request.recipients,
+            broadcast=stream.kind == StreamKind.BROADCAST,
+        )
+        if verdict.refuses(ctx.server.content_threshold):
+            raise content_refusal(verdict)
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
     addresses = [a.lower() for a in request.recipients]

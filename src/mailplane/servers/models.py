@@ -11,6 +11,11 @@ class StreamKind(models.TextChoices):
     BROADCAST = "broadcast"  # one-to-many mail (newsletters, announcements)
 
 
+class ContentFilter(models.TextChoices):
+    REJECT = "reject"  # over the threshold: refused at the API with the reasons (shield/)
+    OFF = "off"
+
+
 class EmailServer(models.Model):
     """Seed 004's server: a project or environment boundary for API sending."""
 
@@ -27,6 +32,11 @@ class EmailServer(models.Model):
     auto_suppress_complaints = models.BooleanField(default=True)
     # Sandbox: messages are accepted, validated and recorded as delivered, and never sent.
     sandbox = models.BooleanField(default=False)
+    # MI Shield, the pre-send content check (shield/): what a score at the threshold does.
+    content_filter = models.CharField(
+        max_length=10, choices=ContentFilter.choices, default=ContentFilter.REJECT
+    )
+    content_threshold = models.FloatField(default=10.0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -16,6 +16,7 @@ from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, 
 from mailplane.queue.models import BounceClass, OutboundMessage
 from mailplane.servers.models import (
     BounceRule,
+    ContentFilter,
     EmailServer,
     MessageStream,
     ServerKey,
@@ -46,7 +47,7 @@ _RULE_STATUS = re.compile(r"[245]\d\d|[245]\.\d{1,3}(\.\d{1,3})?")
 BOUNCE_RULES_PER_SERVER = 100  # each is checked against every failed reply
 UPDATABLE = frozenset(
     {"name", "color", "default_stream", "auto_suppress_bounces", "auto_suppress_complaints",
-     "sandbox"}
+     "sandbox", "content_filter", "content_threshold"}
 )  # fmt: skip
 
 
@@ -78,6 +79,13 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     color = fields.get("color")
     if color and not _COLOR.fullmatch(color):
         raise ValidationFailed.on("color", 'must be "#rrggbb" (hex) or ""')
+    if "content_filter" in fields and fields["content_filter"] not in ContentFilter.values:
+        raise ValidationFailed.on(
+            "content_filter", f"must be one of {', '.join(ContentFilter.values)}"
+        )
+    threshold = fields.get("content_threshold")
+    if threshold is not None and not 0 < float(threshold) <= 1000:
+        raise ValidationFailed.on("content_threshold", "must be over 0 and at most 1000")
     return fields
 
 
@@ -90,6 +98,8 @@ def email_server_create(
     auto_suppress_bounces: bool = True,
     auto_suppress_complaints: bool = True,
     sandbox: bool | None = None,
+    content_filter: str = ContentFilter.REJECT,
+    content_threshold: float = 10.0,
 ) -> EmailServer:
     """A server with its transactional and broadcast streams, within the plan's limit.
 
@@ -97,7 +107,14 @@ def email_server_create(
     if sandbox is None:
         sandbox = not organization.plan_limits.api_sending
     _sandbox_check(organization, sandbox)
-    fields = _clean({"name": name, "color": color})
+    fields = _clean(
+        {
+            "name": name,
+            "color": color,
+            "content_filter": content_filter,
+            "content_threshold": content_threshold,
+        }
+    )
     stream_ids = [s[0] for s in DEFAULT_STREAMS]
     if default_stream not in stream_ids:
         raise ValidationFailed.on("default_stream", f"must be one of {', '.join(stream_ids)}")
@@ -123,6 +140,8 @@ def email_server_create(
             auto_suppress_bounces=auto_suppress_bounces,
             auto_suppress_complaints=auto_suppress_complaints,
             sandbox=sandbox,
+            content_filter=fields["content_filter"],
+            content_threshold=fields["content_threshold"],
         )
         streams = MessageStream.objects.bulk_create(
             MessageStream(server=server, stream_id=sid, name=title, kind=kind)
