@@ -34,9 +34,14 @@ def test_every_list_route_is_found():
         "/api/projects/",
         "/api/relay-servers/",
         "/api/server/messages/",
+        "/api/server/webhooks/",
+        "/api/server/webhooks/<id:pk>/attempts/",
         "/api/servers/",
         "/api/servers/<id:pk>/bounce-rules/",
         "/api/servers/<id:pk>/keys/",
+        "/api/servers/<id:pk>/webhooks/",
+        "/api/webhook-notices/",
+        "/api/webhooks/<id:pk>/attempts/",
     ]
 
 
