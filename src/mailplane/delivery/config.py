@@ -3,11 +3,9 @@ defaults below (all overridable in tests)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from mailplane.core.process import setting_knob
 
 DEFAULTS: dict[str, Any] = {
     # RFC 5321 §4.5.3.2 suggests minutes per command; one minute keeps hung MXs from
@@ -37,17 +35,5 @@ DEFAULTS: dict[str, Any] = {
 
 
 def conf(name: str) -> Any:
-    """settings.MAILPLANE[name], else the environment's MAILPLANE_<name> (read as the
-    default's type), else the default: every delivery knob can be set per process."""
-    if name in settings.MAILPLANE:
-        return settings.MAILPLANE[name]
-    default = DEFAULTS[name]
-    raw = os.environ.get(f"MAILPLANE_{name}")
-    if raw is None:
-        return default
-    try:
-        return type(default)(raw)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"MAILPLANE_{name}={raw!r} is not a valid {type(default).__name__}"
-        ) from None
+    """A knob of this service (core/process.py setting_knob: settings, environment, default)."""
+    return setting_knob(name, DEFAULTS)

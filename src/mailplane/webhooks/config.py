@@ -3,11 +3,9 @@ defaults below (as delivery/config.py; all overridable in tests)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from mailplane.core.process import setting_knob
 
 DEFAULTS: dict[str, Any] = {
     # Standard Webhooks suggests 15 to 30 s; a receiver should answer fast and work later.
@@ -32,20 +30,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 def conf(name: str) -> Any:
-    if name in settings.MAILPLANE:
-        return settings.MAILPLANE[name]
-    default = DEFAULTS[name]
-    raw = os.environ.get(f"MAILPLANE_{name}")
-    if raw is None:
-        return default
-    try:
-        if isinstance(default, bool):
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
-        return type(default)(raw)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"MAILPLANE_{name}={raw!r} is not a valid {type(default).__name__}"
-        ) from None
+    """A knob of this service (core/process.py setting_knob: settings, environment, default)."""
+    return setting_knob(name, DEFAULTS)
 
 
 def retry_schedule() -> list[float]:
