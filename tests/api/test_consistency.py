@@ -65,6 +65,7 @@ def test_server_lists_have_the_one_paginated_shape(account):
     access = server_make(account)
     pages = [
         account.client.get(f"/api/servers/{access.server.pk}/keys/?limit=1").json(),
+        account.client.get(f"/api/servers/{access.server.pk}/bounce-rules/?limit=1").json(),
         access.client.get("/api/server/messages/?limit=1").json(),
     ]
     for page in pages:

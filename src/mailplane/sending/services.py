@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from mailplane.core.errors import SmtpStatus, ValidationFailed
+from mailplane.core.errors import DomainError, SmtpStatus, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
 from mailplane.message.headers import headers_of, prepend
@@ -34,7 +35,7 @@ from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.sending.compose import message_compose
 from mailplane.sending.errors import MessageTooLarge, SenderNotVerified, StreamRefused
-from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
+from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest, send_request_parse
 from mailplane.sending.unsubscribe import IssuedToken, unsubscribe_token_issue
 from mailplane.servers.models import (
     ContentFilter,
@@ -50,6 +51,7 @@ from mailplane.servers.models import (
 )
 from mailplane.shield.services import content_check, content_refusal
 
+BATCH_MAX = 500  # Postmark's batch limit
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
 SUPPRESSED_REPLY = "550 5.7.1 recipient is on the suppression list"
@@ -466,6 +468,34 @@ def messages_send(
     ]
 
 
-def message_send(*, server: EmailServer, request: SendRequest) -> Sent:
+def message_send(
+    *, server: EmailServer, request: SendRequest, server_key: ServerKey | None = None
+) -> Sent:
     prepared = message_prepare(ctx=SendContext.load(server), request=request)
-    return messages_send(server=server, prepared=[prepared])[0]
+    return messages_send(server=server, prepared=[prepared], server_key=server_key)[0]
+
+
+def messages_send_batch(
+    *, server: EmailServer, items: Any, server_key: ServerKey | None = None
+) -> list[Sent | DomainError]:
+    """A batch request's messages: one result per item, in order, the refusal of an item
+    in its place (it stops no other); the accepted ones queued in one transaction. A body
+    that is no batch at all is refused whole (ValidationFailed)."""
+    if not isinstance(items, list):
+        raise ValidationFailed.on("body", "must be a JSON array of messages")
+    if not items:
+        raise ValidationFailed.on("body", "must hold at least one message")
+    if len(items) > BATCH_MAX:
+        raise ValidationFailed.on(
+            "body", f"holds {len(items)} messages: at most {BATCH_MAX} per batch"
+        )
+    ctx = SendContext.load(server)
+    checked: list[Prepared | DomainError] = []
+    for item in items:
+        try:
+            checked.append(message_prepare(ctx=ctx, request=send_request_parse(item)))
+        except DomainError as exc:
+            checked.append(exc)
+    accepted = [p for p in checked if isinstance(p, Prepared)]
+    sent = iter(messages_send(server=server, prepared=accepted, server_key=server_key))
+    return [one if isinstance(one, DomainError) else next(sent) for one in checked]
