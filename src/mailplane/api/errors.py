@@ -80,10 +80,17 @@ def domain_errors_rendered(view: Callable[..., HttpResponse]) -> Callable[..., H
     return wrapped
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     if isinstance(exc, SuspiciousOperation):
         exc = _refused_request(exc)
     if isinstance(exc, DomainError):
+        # A view a person opens in a browser (a confirmation link) may answer its refusals
+        # as a page: `error_page(request, exc)` returns one, or None for the JSON shape.
+        page = getattr(context.get("view"), "error_page", None)
+        request = context.get("request")
+        answer = page(request, exc) if page is not None and request is not None else None
+        if answer is not None:
+            return answer
         return domain_error_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

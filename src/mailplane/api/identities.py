@@ -191,6 +191,10 @@ class SenderIdentityConfirmView(APIView):
     parser_classes = [BoundedJSONParser, FormParser]
     content_negotiation_class = _JsonOrPage
 
+    def error_page(self, request: Request, exc: DomainError) -> HttpResponse | None:
+        """A browser (the link, the page's button) is answered a page; API clients JSON."""
+        return _refused_page(exc) if _wants_page(request) else None
+
     @extend_schema(
         operation_id="sender_identities_confirm_page",
         parameters=[OpenApiParameter("token", str, required=True, description="From the link.")],
@@ -203,12 +207,7 @@ class SenderIdentityConfirmView(APIView):
         "token. Changes nothing (mail scanners fetch links).",
     )
     def get(self, request: Request) -> HttpResponse:
-        try:
-            identity = sender_identity_pending(token=request.query_params.get("token"))
-        except DomainError as exc:
-            if _wants_page(request):
-                return _refused_page(exc)
-            raise
+        identity = sender_identity_pending(token=request.query_params.get("token"))
         token = html.escape(str(request.query_params["token"]))
         return _page(
             "Confirm your sender address",
@@ -236,15 +235,11 @@ class SenderIdentityConfirmView(APIView):
         try:
             serializer = ConfirmSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            identity = sender_identity_confirm(token=serializer.validated_data["token"])
-        except DomainError as exc:
-            if form:
-                return _refused_page(exc)
-            raise
         except serializers.ValidationError:
             if form:
                 return _page("This link does not work", "<p>No token was given.</p>", 400)
             raise
+        identity = sender_identity_confirm(token=serializer.validated_data["token"])
         if form:
             return _page(
                 "Address confirmed",

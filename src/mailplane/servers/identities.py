@@ -29,7 +29,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from mailplane.core import crypto
-from mailplane.core.errors import Conflict, DomainError, LimitReached, NotFound, ValidationFailed
+from mailplane.core.errors import (
+    Conflict,
+    LimitReached,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
 from mailplane.queue.models import MessageSource, OutboundMessage
@@ -48,11 +54,11 @@ _TOKEN = re.compile(r"mpi_[A-Za-z0-9_-]{43}")
 CONFIRM_PATH = "/api/sender-identities/confirm/"
 
 
-class TooSoon(DomainError):
-    """A resend before RESEND_INTERVAL has passed since the last confirmation mail."""
+class TooSoon(RateLimited):
+    """A resend before RESEND_INTERVAL has passed since the last confirmation mail
+    (RateLimited's 429; 451 4.3.0 and NO [UNAVAILABLE] elsewhere: later)."""
 
     code = "throttled"
-    http_status = 429
 
 
 @dataclass(frozen=True, slots=True)
