@@ -129,7 +129,9 @@ def caps_reserve(
                 if over:
                     retry = max(a.reopens_at(now, n) for _, a in over)
                     names = ", ".join(_name(o) for o, _ in over)
-                    refused = OverCap(f"over the volume cap of {names}", retry_at=retry, now=now)
+                    refused = OverCap.until(
+                        f"over the volume cap of {names}", retry_at=retry, now=now
+                    )
                 else:
                     for _, allowance in full:
                         allowance.granted += n

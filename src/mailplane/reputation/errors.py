@@ -1,7 +1,9 @@
 """The reputation checks' refusals, on top of core/errors.py's tree:
 
 DomainError
-├── OverCap          a refuse-mode key's message is over a cap this hour/day   (HTTP 429)
+├── Unavailable
+│   └── RateLimited
+│       └── OverCap    a refuse-mode key's message is over a cap this hour/day (HTTP 429)
 └── NotAllowed
     └── SendingPaused  the server or key is paused (bounce or complaint rate)  (HTTP 403)
 """
@@ -11,31 +13,30 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from mailplane.core.errors import DomainError, NotAllowed, SmtpStatus
+from mailplane.core.errors import ImapStatus, NotAllowed, RateLimited, SmtpStatus
 
 
-class OverCap(DomainError):
+class OverCap(RateLimited):
     """429 (RFC 6585 §4) with Retry-After (RFC 9110 §10.2.3): the same request succeeds
-    at `retry_at`, when the window that is full opens again."""
+    at `retry_at`, when the window that is full opens again (`OverCap.until`)."""
 
     code = "over_cap"
-    http_status = 429
     # RFC 3463 §3.4: X.3.1 mail system full (temporary): a limit that resets.
     smtp_status = SmtpStatus(452, "4.3.1")
+    # RFC 9051 §7.1: [LIMIT], an operation refused for a limit of the server's.
+    imap_status = ImapStatus("NO", "LIMIT")
+    retry_at: datetime | None = None
 
-    def __init__(self, message: str, *, retry_at: datetime, now: datetime) -> None:
-        self.retry_at = retry_at
-        self.retry_after = max(1, math.ceil((retry_at - now).total_seconds()))
-        super().__init__(
+    @classmethod
+    def until(cls, message: str, *, retry_at: datetime, now: datetime) -> OverCap:
+        wait = max(1, math.ceil((retry_at - now).total_seconds()))
+        refusal = cls(
             f"{message}; accepted from {retry_at.isoformat()}",
-            details={
-                "retry_at": [retry_at.isoformat()],
-                "retry_after": [str(self.retry_after)],
-            },
+            details={"retry_at": [retry_at.isoformat()], "retry_after": [str(wait)]},
+            retry_after=wait,  # DomainError.http_headers: Retry-After
         )
-
-    def http_headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+        refusal.retry_at = retry_at
+        return refusal
 
 
 class SendingPaused(NotAllowed):

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('servers', '0006_server_and_key_caps_and_pause'),
+        ('servers', '0007_server_and_key_caps_and_pause'),
         ('tenancy', '0001_initial'),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('servers', '0005_broadcast_unsubscribe_token'),
+        ('servers', '0006_sender_identities_and_metadata_rows'),
     ]
 
     operations = [
