@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "mailplane.servers",
     "mailplane.webhooks",
     "mailplane.pools",
+    "mailplane.analytics",
 ]
 
 MIDDLEWARE = [
