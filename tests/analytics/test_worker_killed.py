@@ -5,6 +5,7 @@ lands between many commits."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from django.db import connection
 
 from mailplane.analytics.consumer import cursor_position
+from mailplane.cli.serve import SERVICES
 from mailplane.queue.events import events_last_seq
 from mailplane.queue.models import EventType, RecipientStatus
 from tests.analytics.conftest import Live, send, step, totals
@@ -40,8 +42,11 @@ def _consumer() -> subprocess.Popen[bytes]:
         "MAILPLANE_LOG_LEVEL": "WARNING",
     }
     env.pop("PYTEST_VERSION", None)
+    # The very command `mailplane serve` runs for its "analytics" service.
+    argv = SERVICES["analytics"].command(argparse.Namespace())
+    assert argv == [sys.executable, "-m", "mailplane.analytics"]
     return subprocess.Popen(
-        [sys.executable, "-m", "mailplane.analytics"],
+        argv,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -27,7 +27,10 @@ class StatCounter(models.Model):
     for one tag: `tag=""` counts every message, a tag's row only the messages carrying it
     (a message with two tags counts once in each, and once in "")."""
 
-    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique constraint below starts with it.
+    server = models.ForeignKey(
+        EmailServer, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     stream = models.ForeignKey(MessageStream, on_delete=models.CASCADE, related_name="+")
     tag = models.CharField(max_length=100, blank=True)
     hour = models.DateTimeField()  # the start of the UTC hour
@@ -50,7 +53,10 @@ class LatencyHistogram(models.Model):
     """Deliveries of one server on one UTC day whose queued → delivered time fell in one
     bucket (metrics.LATENCY_BOUNDS): percentiles without reading a single event."""
 
-    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique constraint below starts with it.
+    server = models.ForeignKey(
+        EmailServer, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     day = models.DateField()
     bucket = models.PositiveSmallIntegerField()
     count = models.BigIntegerField(default=0)
@@ -67,7 +73,10 @@ class LatencyHistogram(models.Model):
 class BounceDomainCount(models.Model):
     """Bounces of one server on one UTC day to one recipient domain."""
 
-    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique constraint below starts with it.
+    server = models.ForeignKey(
+        EmailServer, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     day = models.DateField()
     domain = models.CharField(max_length=253)
     count = models.BigIntegerField(default=0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from mailplane.analytics.metrics import (
@@ -132,21 +132,33 @@ def stats_rates(totals: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def stats_series(
+def counter_sums(
     *, server: EmailServer, window: Window, stream: str | None = None, tag: str | None = None
-) -> dict[str, Any]:
-    """Counts per bucket of the window (every bucket, zeros included), their totals and
-    rates, for the whole server or one stream, all mail or one tag's."""
+) -> QuerySet[Any, Any]:
+    """(bucket, metric, total) rows: one index range of `one_stat_counter` (server, tag,
+    hours), summed per bucket by the database."""
     rows = StatCounter.objects.filter(
         server=server, tag=tag or "", hour__gte=window.start, hour__lt=window.end
     )
     if stream:
         rows = rows.filter(stream=_stream_of(server, stream))
     trunc = TruncDay if window.group_by == DAY else TruncHour
-    grouped = rows.annotate(bucket=trunc("hour", tzinfo=UTC)).values("bucket", "metric")
+    return (
+        rows.annotate(bucket=trunc("hour", tzinfo=UTC))
+        .values("bucket", "metric")
+        .annotate(total=Sum("count"))
+        .order_by()
+    )
+
+
+def stats_series(
+    *, server: EmailServer, window: Window, stream: str | None = None, tag: str | None = None
+) -> dict[str, Any]:
+    """Counts per bucket of the window (every bucket, zeros included), their totals and
+    rates, for the whole server or one stream, all mail or one tag's."""
     by_bucket: dict[datetime, dict[str, Any]] = defaultdict(counts_empty)
     totals = counts_empty()
-    for row in grouped.annotate(total=Sum("count")).order_by():
+    for row in counter_sums(server=server, window=window, stream=stream, tag=tag):
         at = row["bucket"].astimezone(UTC)
         _count_add(by_bucket[at], row["metric"], int(row["total"]))
         _count_add(totals, row["metric"], int(row["total"]))
