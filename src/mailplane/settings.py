@@ -278,6 +278,11 @@ MAILPLANE: dict[str, Any] = {
     # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only
     # (behind a reverse proxy on the same host every client looks like loopback).
     "METRICS_TOKEN": os.environ.get("MAILPLANE_METRICS_TOKEN", "").strip(),
+    # Where recipients reach the control plane over HTTPS: broadcast messages' one-click
+    # unsubscribe links (RFC 8058 requires https) are <PUBLIC_URL>/unsubscribe/<token>/.
+    "PUBLIC_URL": os.environ.get(
+        "MAILPLANE_PUBLIC_URL", f"https://{os.environ.get('MAILPLANE_SMTP_HOST', 'localhost')}"
+    ).rstrip("/"),
 }
 
 LOGGING = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 
 import pytest
+from django.utils import timezone
 
 from mailplane.analytics import consumer
 from mailplane.analytics.consumer import cursor_position, events_count
@@ -25,6 +26,7 @@ from mailplane.queue.models import (
     RecipientStatus,
 )
 from mailplane.queue.services import message_enqueue
+from mailplane.queue.transitions import scheduled_move
 from tests.analytics.conftest import Live, send, step, totals
 from tests.support.servers import server_make
 
@@ -177,3 +179,17 @@ def test_every_bounce_class_has_a_metric():
     for kind in BounceClass.values:
         assert event_metrics(EventType.BOUNCED, kind, "") == ["bounced", f"bounced:{kind}"]
     assert event_metrics(EventType.DEFERRED, "soft", "") == ["deferred"]
+
+
+def test_scheduled_mail_is_counted_and_its_wait_is_no_latency(live: Live):
+    at = (timezone.now() + timedelta(hours=2)).isoformat()
+    (held,) = send(live, to="a@dest.test", send_at=at)
+    (dropped,) = send(live, to="b@dest.test", send_at=at)
+    assert scheduled_move(
+        message_id=dropped.message_id, now=timezone.now(), send_at=None, expires_at=None
+    )
+    held.refresh_from_db()
+    step(held, EventType.DELIVERED, RecipientStatus.DELIVERED, "250 ok")
+    events_count()
+    assert totals(live.server) == {"sent": 2, "scheduled": 2, "cancelled": 1, "delivered": 1}
+    assert not LatencyHistogram.objects.exists()

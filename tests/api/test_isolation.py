@@ -7,10 +7,12 @@ The walk is driven by the URL table: a route added without an isolation case her
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.urls import URLPattern
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from mailplane.analytics.consumer import events_count
 from mailplane.analytics.models import BounceDomainCount
@@ -22,13 +24,20 @@ from mailplane.jobs.services import job_run
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_create, mailbox_validate
 from mailplane.projects.models import Project
-from mailplane.queue.models import EventType, OutboundMessage, QueuedRecipient, RecipientStatus
+from mailplane.queue.models import (
+    DeliveryEvent,
+    EventType,
+    OutboundMessage,
+    QueuedRecipient,
+    RecipientStatus,
+    Suppression,
+)
 from mailplane.queue.services import message_enqueue
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.relays.services import relay_server_create
 from mailplane.sending.requests import send_request_parse
 from mailplane.sending.services import message_send
-from mailplane.servers.models import BounceRule, EmailServer, ServerKey
+from mailplane.servers.models import BounceRule, EmailServer, ServerKey, ServerMessage
 from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
 from mailplane.webhooks.consumer import events_consume
@@ -87,6 +96,17 @@ def victim(account):
             send_body(**{"from": "ceo@victim.test"}, subject="Victim secret subject")
         ),
     )
+    later = (timezone.now() + timedelta(hours=2)).isoformat()
+    scheduled = message_send(
+        server=server,
+        request=send_request_parse(send_body(**{"from": "ceo@victim.test"}, send_at=later)),
+    )
+    broadcast = message_send(
+        server=server,
+        request=send_request_parse(
+            send_body(**{"from": "ceo@victim.test"}, stream="broadcast", to="reader@x.test")
+        ),
+    )
     webhook = webhook_endpoint_create(
         server=server, url="https://hooks.victim.test/secret-hook", event_types=["queued"]
     ).endpoint
@@ -137,6 +157,8 @@ def victim(account):
         "bounce_rule": bounce_rule,
         "server_secret": server_key.secret,
         "sent": sent.message,
+        "scheduled": scheduled.message,
+        "broadcast": broadcast.message,
         "project": project,
         "domain": domain,
         "relay": relay,
@@ -303,6 +325,8 @@ def _fill_body(body, victim):
     return filled
 
 
+_SOON = (timezone.now() + timedelta(hours=1)).isoformat()
+
 # Routes that take a server key (api/send.py): the intruder walks them with a key of its
 # own server (test_intruder_server_key_reaches_only_its_server).
 SERVER_KEY_WALK = {
@@ -320,6 +344,11 @@ SERVER_KEY_WALK = {
     "server-message-detail": [
         ("get", "/api/server/messages/{sent}/", None),
         ("get", "/api/server/messages/{message}/", None),
+        ("patch", "/api/server/messages/{scheduled}/", {"send_at": _SOON}),
+    ],
+    "server-message-cancel": [
+        ("post", "/api/server/messages/{scheduled}/cancel/", None),
+        ("post", "/api/server/messages/{message}/cancel/", None),
     ],
     "server-self-webhook-list": [("get", "/api/server/webhooks/", None)],
     "server-self-webhook-detail": [
@@ -347,9 +376,13 @@ SERVER_KEY_WALK = {
 }
 
 
+# Routes whose path token is the only credential (test_unsubscribe_link_reaches_only_its_own).
+PUBLIC_WALK = {"unsubscribe"}
+
+
 def test_every_route_is_walked():
     names = {p.name for p in api_urls.urlpatterns if isinstance(p, URLPattern)}
-    walked = set(WALK) | set(SERVER_KEY_WALK)
+    walked = set(WALK) | set(SERVER_KEY_WALK) | PUBLIC_WALK
     assert names - walked == set(), "add isolation cases for these routes"
 
 
@@ -477,7 +510,38 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
     assert not sent.filter(mail_from="ceo@victim.test").exists()
     server = EmailServer.objects.get(pk=victim["server"].pk)
     assert (server.name, server.default_stream.stream_id) == ("victim-prod-secret", "outbound")
+    row = QueuedRecipient.objects.get(message=victim["scheduled"])
+    assert row.status == "scheduled"  # neither cancelled nor moved
+    assert not DeliveryEvent.objects.filter(message=victim["scheduled"], detail__startswith="moved")
     _webhook_untouched(victim)
+
+
+def test_unsubscribe_link_reaches_only_its_own(victim, other_account):
+    """No key, no cookie: only the token in the victim's message unsubscribes, and only
+    its recipient from its stream. Guesses, another message's id, the stored digest,
+    another account's key: 404, nothing suppressed."""
+    link = ServerMessage.objects.get(message=victim["broadcast"])
+    guesses = [
+        "a" * 26,
+        str(victim["broadcast"].pk),
+        link.unsubscribe_digest,
+        str(victim["sent"].pk),
+    ]
+    for client in (APIClient(), other_account.client):
+        for token in guesses:
+            for reply in (
+                client.get(f"/unsubscribe/{token}/"),
+                client.post(
+                    f"/unsubscribe/{token}/",
+                    "List-Unsubscribe=One-Click",
+                    content_type="application/x-www-form-urlencoded",
+                ),
+            ):
+                assert reply.status_code == 404, (token, reply.content)
+                for secret in ("victim", "reader@x.test"):
+                    assert secret not in reply.content.decode()
+    assert not Suppression.objects.exists()
+    assert not DeliveryEvent.objects.filter(type="unsubscribed").exists()
 
 
 def _webhook_untouched(victim):

@@ -84,11 +84,14 @@ def test_every_operation_is_described(path, method, op):
         assert responses[success[0]].get("content"), f"{method} {path}: no success body"
 
     webhook = path.startswith("/webhooks/")
+    # A List-Unsubscribe link (RFC 8058): its token is the only credential.
+    public = webhook or path.startswith("/unsubscribe/")
     view = _view_for(path)
     if path == "/api/":
         assert reads_nothing  # the index: public, lists paths, no data
-    elif webhook:
+    elif public:
         assert op["security"] == [] if "security" in op else True
+        assert "401" not in responses
     else:
         # The send API takes server keys (api/server_auth.py), everything else account keys.
         scheme = "ServerKey" if ServerKeyAuthentication in view.authentication_classes else "ApiKey"

@@ -97,6 +97,22 @@ def _tally(
             "pk", "created_at"
         )
     )
+    # A scheduled recipient waited for its send time by choice: that wait is no latency,
+    # so it is left out of the histogram (its events are counted all the same).
+    scheduled = (
+        set(
+            DeliveryEvent.objects.filter(
+                recipient_id__in={
+                    e.recipient_id
+                    for e in events
+                    if e.type == EventType.DELIVERED and e.recipient_id
+                },
+                type=EventType.SCHEDULED,
+            ).values_list("recipient_id", flat=True)
+        )
+        if queued_at
+        else set()
+    )
     bounced = {e.recipient_id for e in events if e.type == EventType.BOUNCED and e.recipient_id}
     rcpt_domain = dict(
         QueuedRecipient.objects.filter(pk__in=bounced).values_list("pk", "rcpt_domain")
@@ -118,7 +134,11 @@ def _tally(
         for tag in tags:
             for metric in metrics:
                 counters[(server, stream, tag, hour, metric)] += 1
-        if event.type == EventType.DELIVERED and event.message_id in queued_at:
+        if (
+            event.type == EventType.DELIVERED
+            and event.message_id in queued_at
+            and event.recipient_id not in scheduled
+        ):
             took = (event.created_at - queued_at[event.message_id]).total_seconds()
             latencies[(server, day, latency_bucket(max(took, 0.0)))] += 1
         if event.type == EventType.BOUNCED and event.recipient_id in rcpt_domain:

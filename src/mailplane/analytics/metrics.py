@@ -27,6 +27,9 @@ EVENT_METRICS: dict[str, str] = {
     EventType.UNSUBSCRIBED.value: "unsubscribed",
     EventType.SUPPRESSED.value: "suppressed",
     EventType.FAILED.value: "rejected",
+    # `send_at`: held for a send time (again when moved), and cancelled before it.
+    EventType.SCHEDULED.value: "scheduled",
+    EventType.CANCELLED.value: "cancelled",
 }
 TRACKING = [name for name in ("opened", "clicked") if name in EventType.values]
 EVENT_METRICS.update({name: name for name in TRACKING})

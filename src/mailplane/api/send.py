@@ -160,6 +160,13 @@ class SendMessageSerializer(serializers.Serializer[Any]):
         help_text="Check and record the message as delivered, and send nothing (as on a "
         "sandbox server; Mailgun's `o:testmode`).",
     )
+    send_at = serializers.DateTimeField(
+        required=False,
+        help_text="Hold the message until then: an RFC 3339 date-time with an offset, in "
+        "the future and at most 72 hours ahead (else 422 naming `send_at`). Until it "
+        "leaves it can be cancelled (`POST /api/server/messages/{id}/cancel/`) or moved "
+        "(`PATCH /api/server/messages/{id}/`).",
+    )
 
 
 # `from` is a Python keyword: declared after the class.
@@ -169,7 +176,12 @@ SendMessageSerializer._declared_fields["from"] = serializers.CharField(
 )
 
 
-SENT_STATUSES = [RecipientStatus.QUEUED, RecipientStatus.DELIVERED, RecipientStatus.SUPPRESSED]
+SENT_STATUSES = [
+    RecipientStatus.QUEUED,
+    RecipientStatus.SCHEDULED,
+    RecipientStatus.DELIVERED,
+    RecipientStatus.SUPPRESSED,
+]
 
 
 class SentSerializer(serializers.Serializer[Any]):
@@ -178,8 +190,9 @@ class SentSerializer(serializers.Serializer[Any]):
     stream = serializers.CharField()
     status = serializers.ChoiceField(
         choices=SENT_STATUSES,
-        help_text="`queued`; `delivered` on a sandbox server (recorded, never sent); "
-        "`suppressed` when every recipient is on the suppression list.",
+        help_text="`queued`; `scheduled` with a `send_at`; `delivered` on a sandbox server "
+        "(recorded, never sent); `suppressed` when every recipient is on the suppression "
+        "list.",
     )
     to = serializers.ListField(child=serializers.CharField(), help_text="Envelope recipients.")
     suppressed = serializers.ListField(
@@ -188,6 +201,9 @@ class SentSerializer(serializers.Serializer[Any]):
         "sent nothing.",
     )
     submitted_at = serializers.DateTimeField()
+    send_at = serializers.DateTimeField(
+        allow_null=True, help_text="When a scheduled message leaves; null: now."
+    )
 
 
 class BatchItemErrorSerializer(serializers.Serializer[Any]):
@@ -205,6 +221,7 @@ class BatchItemSerializer(serializers.Serializer[Any]):
     to = serializers.ListField(child=serializers.CharField(), required=False)
     suppressed = serializers.ListField(child=serializers.CharField(), required=False)
     submitted_at = serializers.DateTimeField(required=False)
+    send_at = serializers.DateTimeField(required=False, allow_null=True)
     error = BatchItemErrorSerializer(required=False, help_text="Why this one was refused.")
 
 
@@ -217,6 +234,7 @@ def _sent(sent: Sent) -> dict[str, Any]:
         "to": sent.recipients,
         "suppressed": sent.suppressed,
         "submitted_at": sent.message.created_at,
+        "send_at": sent.send_at,
     }
 
 
@@ -265,7 +283,11 @@ def _answer(request: Request, server: EmailServer, run: Callable[[], tuple[int, 
     return Response(body, status=status)
 
 
-SENDER_NOT_VERIFIED = error("`from` is not a verified sender identity of the account.")
+SENDER_NOT_VERIFIED = error(
+    "`from` is not a verified sender identity of the account; or `send_at` is not an RFC "
+    "3339 time within 72 hours; or the broadcast stream refuses the message (more than one "
+    "recipient, or a List-Unsubscribe header of its own)."
+)
 MESSAGE_TOO_LARGE = error(f"The message (or the body) is over {MESSAGE_MAX_BYTES} bytes.")
 
 

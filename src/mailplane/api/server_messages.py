@@ -20,11 +20,18 @@ from mailplane.api.messages import (
     message_representation,
 )
 from mailplane.api.pagination import LimitOffsetPagination
-from mailplane.api.schema import AutoSchema
+from mailplane.api.schema import AutoSchema, error
 from mailplane.api.server_auth import HasServerKey, ServerKeyAuthentication, server_of
 from mailplane.core.errors import ValidationFailed
 from mailplane.queue.models import OutboundMessage, RecipientStatus
+from mailplane.sending.schedule import server_message_update
 from mailplane.servers.selectors import server_message_get, server_message_list
+
+
+class RescheduleSerializer(serializers.Serializer[Any]):
+    send_at = serializers.CharField(
+        help_text="The new send time: RFC 3339 with an offset, at most 72 hours ahead.",
+    )
 
 
 class _ServerFields(serializers.Serializer[Any]):
@@ -85,6 +92,11 @@ def _representation(message: OutboundMessage, *, events: bool) -> dict[str, Any]
     }
 
 
+def message_detail(message: OutboundMessage) -> dict[str, Any]:
+    """A message with its events, as GET /api/server/messages/{id}/ shows it."""
+    return _representation(message, events=True)
+
+
 class ServerMessageListView(APIView):
     authentication_classes = [ServerKeyAuthentication]
     permission_classes = [HasServerKey]
@@ -123,4 +135,21 @@ class ServerMessageDetailView(APIView):
     @extend_schema(operation_id="server_messages_retrieve", responses=ServerMessageDetailSerializer)
     def get(self, request: Request, pk: int) -> Response:
         message = server_message_get(server=server_of(request), message_id=pk)
+        return Response(_representation(message, events=True))
+
+    @extend_schema(
+        operation_id="server_messages_reschedule",
+        request=RescheduleSerializer,
+        responses={
+            200: ServerMessageDetailSerializer,
+            409: error("The message is no longer scheduled (sent, being sent, cancelled)."),
+            422: error("`send_at` is not an RFC 3339 time in the next 72 hours."),
+        },
+        description="Move a scheduled message to another `send_at` before it leaves.",
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        # As the send API: the serializer is the schema's; sending/ reads the body (RFC 3339
+        # itself, so any bad `send_at` is the send API's 422, whatever its length or type).
+        fields = dict(request.data) if isinstance(request.data, dict) else {}
+        message = server_message_update(server=server_of(request), message_id=pk, fields=fields)
         return Response(_representation(message, events=True))

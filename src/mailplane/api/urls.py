@@ -17,11 +17,13 @@ from mailplane.api import (
     projects,
     provider_webhooks,
     relays,
+    scheduling,
     send,
     server_messages,
     servers,
     stats,
     tasks,
+    unsubscribe,
     webhooks,
 )
 from mailplane.api.fields import IdConverter
@@ -106,6 +108,11 @@ urlpatterns = [
         server_messages.ServerMessageDetailView.as_view(),
         name="server-message-detail",
     ),
+    path(
+        "api/server/messages/<id:pk>/cancel/",
+        scheduling.ServerMessageCancelView.as_view(),
+        name="server-message-cancel",
+    ),
     # Webhook endpoints of a server: with an account key, and with the server's full key.
     path(
         "api/servers/<id:pk>/webhooks/",
@@ -180,6 +187,12 @@ urlpatterns = [
     path("api/email/", send.EmailSendView.as_view(), name="email-send"),
     path("api/email/batch/", send.EmailBatchView.as_view(), name="email-batch"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
+    # Broadcast messages' List-Unsubscribe links (RFC 8058): the token is the credential.
+    path(
+        "unsubscribe/<str:token>/",
+        unsubscribe.UnsubscribeView.as_view(),
+        name="unsubscribe",
+    ),
     # Provider event webhooks: signed by the provider, not called with an API key.
     path(
         "webhooks/mailgun/<id:relay_id>/",

@@ -9,11 +9,17 @@ from a cursor without missing or inventing an event.
 
 Transitions:
     enqueue          (new rows)               → queued        messages_enqueue
+                                              → scheduled     (with a send time: queued,
+                                                              then scheduled, two events)
+    reschedule       scheduled (not yet due)  → scheduled     scheduled_move
+    cancel           scheduled (not yet due)  → cancelled     scheduled_move
     record outcome   queued/deferred          → delivered, deferred, bounced, failed,
                                                 suppressed    transitions_apply(claimed_by=…)
     late outcome     delivered/queued/deferred → bounced, failed, delivered
                                                               transitions_apply
     recipient report (status unchanged)       → complained, unsubscribed + suppression
+                                                              transitions_apply,
+                                                              unsubscribe_record (one-click)
 The claim (delivery/claims.py) takes a lease on rows; it changes no status and writes no
 event.
 """
@@ -26,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from mailplane.queue.models import (
     DeliveryEvent,
@@ -34,6 +40,7 @@ from mailplane.queue.models import (
     EventType,
     MessageBody,
     OutboundMessage,
+    Priority,
     QueuedRecipient,
     RecipientStatus,
     Suppression,
@@ -86,11 +93,21 @@ class NewMessage:
     raw: bytes
     recipients: Sequence[str]
     expires_at: datetime
+    priority: Priority = Priority.INTERACTIVE
+    send_at: datetime | None = None  # held until then (status scheduled); None: due now
+
+
+def _when(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def messages_enqueue(new: Sequence[NewMessage], *, now: datetime) -> list[OutboundMessage]:
     """Insert messages, bodies, one queued row per recipient and a `queued` event each, in
-    ONE transaction (all or nothing). Returns the messages with primary keys set."""
+    ONE transaction (all or nothing). Returns the messages with primary keys set.
+
+    A message with a send time waits in the queue itself (status scheduled, next attempt
+    at the send time: the claim finds it due then), not in a sleeping task; its rows get
+    a `scheduled` event after the `queued` one."""
     if not new:
         return []
     with transaction.atomic():
@@ -106,25 +123,36 @@ def messages_enqueue(new: Sequence[NewMessage], *, now: datetime) -> list[Outbou
                 message=m,
                 rcpt_to=rcpt,
                 rcpt_domain=rcpt.rpartition("@")[2].lower(),
-                status=RecipientStatus.QUEUED,
-                next_attempt_at=now,
+                status=RecipientStatus.SCHEDULED if n.send_at else RecipientStatus.QUEUED,
+                priority=n.priority,
+                next_attempt_at=n.send_at or now,
                 expires_at=n.expires_at,
             )
             for m, n in zip(messages, new, strict=True)
             for rcpt in n.recipients
         ]
         rows = QueuedRecipient.objects.bulk_create(recipients)
-        _events_append(
-            [
+        events = []
+        for row in rows:
+            events.append(
                 DeliveryEvent(
                     organization_id=row.message.organization_id,
                     message=row.message,
                     recipient=row,
                     type=EventType.QUEUED,
                 )
-                for row in rows
-            ]
-        )
+            )
+            if row.status == RecipientStatus.SCHEDULED:
+                events.append(
+                    DeliveryEvent(
+                        organization_id=row.message.organization_id,
+                        message=row.message,
+                        recipient=row,
+                        type=EventType.SCHEDULED,
+                        detail=f"until {_when(row.next_attempt_at)}",
+                    )
+                )
+        _events_append(events)
     return messages
 
 
@@ -233,3 +261,90 @@ def transitions_apply(
         Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
         _events_append(events)  # last: the sequence lock is held until commit only
     return applied
+
+
+def scheduled_move(
+    *, message_id: int, now: datetime, send_at: datetime | None, expires_at: datetime | None
+) -> int:
+    """Move (send_at given) or cancel (None) a scheduled message's rows that are not yet
+    due; return how many moved (0: nothing of it is scheduled any more).
+
+    Only rows whose send time is still ahead are touched: the claim takes rows once due
+    (next_attempt_at <= now), so none of these can be in a worker's hands, and a move never
+    races a send. The rows are locked until the transaction ends (PostgreSQL)."""
+    with transaction.atomic():
+        rows = list(
+            QueuedRecipient.objects.select_for_update()
+            .filter(
+                message_id=message_id, status=RecipientStatus.SCHEDULED, next_attempt_at__gt=now
+            )
+            .select_related("message")
+            .order_by("pk")
+        )
+        if not rows:
+            return 0
+        ids = [row.pk for row in rows]
+        if send_at is None:
+            fields: dict[str, object] = {"status": RecipientStatus.CANCELLED}
+            event, detail = EventType.CANCELLED, "cancelled before its send time"
+        else:
+            fields = {"next_attempt_at": send_at, "expires_at": expires_at}
+            event, detail = EventType.SCHEDULED, f"moved to {_when(send_at)}"
+        QueuedRecipient.objects.filter(pk__in=ids).update(
+            **fields, claimed_by="", claimed_until=None, updated_at=now
+        )
+        _events_append(
+            [
+                DeliveryEvent(
+                    organization_id=row.message.organization_id,
+                    message_id=row.message_id,
+                    recipient_id=row.pk,
+                    type=event,
+                    detail=detail,
+                )
+                for row in rows
+            ]
+        )
+    return len(rows)
+
+
+def unsubscribe_record(
+    *,
+    organization_id: int,
+    address: str,
+    stream_id: int,
+    row: QueuedRecipient | None,
+    detail: str,
+) -> bool:
+    """A recipient's unsubscribe from one stream (RFC 8058 one-click): a suppression of
+    the address for that stream and an `unsubscribed` event on the row the link came in
+    (None when the message has been pruned since: the suppression alone).
+
+    Idempotent: True the first time; a replay (or a concurrent duplicate, which loses
+    the unique constraint) changes nothing and appends no event."""
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # a savepoint: the duplicate's error ends here
+                Suppression.objects.create(
+                    organization_id=organization_id,
+                    address=address.lower(),
+                    stream_id=stream_id,
+                    reason=SuppressionReason.UNSUBSCRIBED,
+                    detail=detail[:_REPLY_MAX],
+                    message_id=row.message_id if row is not None else None,
+                )
+        except IntegrityError:
+            return False
+        if row is not None:
+            _events_append(
+                [
+                    DeliveryEvent(
+                        organization_id=organization_id,
+                        message_id=row.message_id,
+                        recipient_id=row.pk,
+                        type=EventType.UNSUBSCRIBED,
+                        detail=detail,
+                    )
+                ]
+            )
+    return True

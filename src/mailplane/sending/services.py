@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from mailplane.core.errors import ValidationFailed
@@ -21,6 +23,7 @@ from mailplane.queue.models import (
     EventType,
     MessageSource,
     OutboundMessage,
+    Priority,
     QueuedRecipient,
     RecipientStatus,
     Suppression,
@@ -28,8 +31,9 @@ from mailplane.queue.models import (
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.sending.compose import message_compose
-from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
+from mailplane.sending.errors import MessageTooLarge, SenderNotVerified, StreamRefused
 from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
+from mailplane.sending.unsubscribe import IssuedToken, unsubscribe_token_issue
 from mailplane.servers.models import (
     ContentFilter,
     EmailServer,
@@ -55,6 +59,13 @@ class Prepared:
     domain: Domain
     raw: bytes
     suppressed: frozenset[str] = frozenset()  # recipients (lower-case) on the list
+    unsubscribe: IssuedToken | None = None  # a broadcast message's List-Unsubscribe token
+    send_at: datetime | None = None  # held in the queue until then
+
+    @property
+    def priority(self) -> Priority:
+        """Broadcast mail waits in the bulk lane (delivery/claims.py)."""
+        return Priority.BULK if self.stream.kind == StreamKind.BROADCAST else Priority.INTERACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +75,17 @@ class Sent:
     recipients: list[str]
     sandbox: bool
     suppressed: list[str] = field(default_factory=list)
+    send_at: datetime | None = None  # held in the queue until then
 
     @property
     def status(self) -> str:
         """The message's: `suppressed` when every recipient is, else `delivered` on a
-        sandbox server and `queued` on a live one."""
+        sandbox server, `scheduled` with a send time and `queued` on a live one."""
         if len(self.suppressed) == len(self.recipients):
             return RecipientStatus.SUPPRESSED
-        return RecipientStatus.DELIVERED if self.sandbox else RecipientStatus.QUEUED
+        if self.sandbox:
+            return RecipientStatus.DELIVERED
+        return RecipientStatus.SCHEDULED if self.send_at else RecipientStatus.QUEUED
 
 
 @dataclass(slots=True)
@@ -102,6 +116,20 @@ def _verified_domain(ctx: SendContext, name: str) -> Domain | None:
     return ctx.domains[name]
 
 
+def _suppressed(
+    ctx: SendContext, stream: MessageStream, recipients: Sequence[str]
+) -> frozenset[str]:
+    """Recipients on the stream's list or the account-wide one (queue/transitions.py)."""
+    addresses = [a.lower() for a in recipients]
+    return frozenset(
+        Suppression.objects.filter(
+            organization_id=ctx.server.organization_id, address__in=addresses
+        )
+        .filter(Q(stream__isnull=True) | Q(stream=stream))
+        .values_list("address", flat=True)
+    )
+
+
 def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
     if stream_id is None:
         default = ctx.server.default_stream_id
@@ -126,11 +154,17 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             details={"from": [f"no verified sender identity for {request.sender.domain} (domain)"]},
         )
     stream = _stream(ctx, request.stream)
+    unsubscribe = broadcast_check(
+        stream, recipients=request.recipients, header_names=[name for name, _ in request.headers]
+    )
     raw = message_cleanup(
         message_compose(request),
         sender=request.sender.address,
         # RFC 5321 §4.4: the trace clause names the protocol the message came in by.
         received=f"by {settings.MAILPLANE['SHARED_SMTP_HOST']} with HTTP",
+        list_unsubscribe=(
+            unsubscribe.header(return_path_host=domain.return_path_host) if unsubscribe else None
+        ),
     )
     if len(raw) > MESSAGE_MAX_BYTES:
         sizes = {
@@ -154,13 +188,51 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             raise content_refusal(verdict)
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
-    addresses = [a.lower() for a in request.recipients]
-    suppressed = frozenset(
-        Suppression.objects.filter(
-            organization_id=ctx.server.organization_id, address__in=addresses
-        ).values_list("address", flat=True)
+    return Prepared(
+        request=request,
+        stream=stream,
+        domain=domain,
+        raw=raw,
+        suppressed=_suppressed(ctx, stream, request.recipients),
+        unsubscribe=unsubscribe,
+        send_at=request.send_at,
     )
-    return Prepared(request=request, stream=stream, domain=domain, raw=raw, suppressed=suppressed)
+
+
+# Fields a broadcast stream writes itself (RFC 2369, RFC 8058).
+UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def broadcast_check(
+    stream: MessageStream, *, recipients: Sequence[str], header_names: Sequence[str]
+) -> IssuedToken | None:
+    """A broadcast message's unsubscribe token, or StreamRefused (422); None on other
+    streams. Plain arguments, so that a message submitted over SMTP can be checked too.
+
+    As Postmark's broadcast streams when Postmark manages unsubscribes (its default and,
+    here, the only mode): the stream writes List-Unsubscribe itself and the message's own
+    is refused, not silently replaced ("there is not a way to edit the List-Unsubscribe
+    headers", Postmark's support article 1299), so the sender learns that its link would
+    not be the one mail clients show. On transactional streams the header is the
+    sender's own business and passes. One recipient per broadcast message: the link is
+    that recipient's (RFC 8058 §3.1), and one link in a message several people read
+    would let any of them unsubscribe the others; lists go out as a batch."""
+    if stream.kind != StreamKind.BROADCAST:
+        return None
+    for name in header_names:
+        if name.lower() in UNSUBSCRIBE_HEADERS:
+            raise StreamRefused(
+                f"headers: the broadcast stream {stream.stream_id!r} writes {name} itself "
+                "(one-click unsubscribe, RFC 8058): leave it out",
+                details={f"headers.{name}": ["set by broadcast streams: leave it out"]},
+            )
+    if len(recipients) != 1:
+        raise StreamRefused(
+            f"to: a broadcast message goes to one recipient (it carries that recipient's "
+            f"unsubscribe link); send {len(recipients)} messages in a batch",
+            details={"to": ["one recipient (to, cc and bcc together) on a broadcast stream"]},
+        )
+    return unsubscribe_token_issue()
 
 
 def _dry(server: EmailServer, prepared: Prepared) -> bool:
@@ -186,6 +258,9 @@ def messages_send(
             source=MessageSource.API,
             relay_server=p.domain.relay_server,
             domain=p.domain,
+            priority=p.priority,
+            # A dry message is recorded as delivered at once, scheduled or not.
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for p in prepared
     ]
@@ -200,6 +275,7 @@ def messages_send(
                 tags=p.request.tags,
                 metadata=p.request.metadata,
                 sandbox=_dry(server, p),
+                unsubscribe_digest=p.unsubscribe.digest if p.unsubscribe else None,
             )
             for m, p in zip(messages, prepared, strict=True)
         )
@@ -242,6 +318,7 @@ def messages_send(
             recipients=list(p.request.recipients),
             sandbox=_dry(server, p),
             suppressed=[a for a in p.request.recipients if a.lower() in p.suppressed],
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for m, p in zip(messages, prepared, strict=True)
     ]

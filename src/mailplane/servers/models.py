@@ -114,6 +114,10 @@ class ServerMessage(models.Model):
     tags = models.JSONField(default=list)
     metadata = models.JSONField(default=dict)
     sandbox = models.BooleanField(default=False)
+    # A broadcast message's List-Unsubscribe token, as a digest (crypto.digest): the
+    # token in the message's link finds this row, and so its server, stream and (one)
+    # recipient (sending/unsubscribe.py). None on other streams.
+    unsubscribe_digest = models.CharField(max_length=64, null=True, blank=True, unique=True)
 
     def __str__(self) -> str:
         return f"message {self.message_id} on server {self.server_id}"
