@@ -33,11 +33,23 @@ from mailplane.queue.models import (
     Suppression,
 )
 from mailplane.queue.services import message_enqueue
-from mailplane.queue.transitions import Transition, transitions_apply
+from mailplane.queue.transitions import (
+    SuppressionEntry,
+    Transition,
+    suppressions_add,
+    transitions_apply,
+)
 from mailplane.relays.services import relay_server_create
 from mailplane.sending.requests import send_request_parse
 from mailplane.sending.services import message_send
-from mailplane.servers.models import BounceRule, EmailServer, ServerKey, ServerMessage
+from mailplane.servers.identities import sender_identity_create
+from mailplane.servers.models import (
+    BounceRule,
+    EmailServer,
+    SenderIdentity,
+    ServerKey,
+    ServerMessage,
+)
 from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
 from mailplane.webhooks.consumer import events_consume
@@ -96,6 +108,9 @@ def victim(account):
             send_body(**{"from": "ceo@victim.test"}, subject="Victim secret subject")
         ),
     )
+    identity, _ = sender_identity_create(organization=account.org, address="press@gmail.test")
+    stream = server.streams.get(stream_id="outbound")
+    suppressions_add([SuppressionEntry(account.org.pk, "gone@elsewhere.test", "manual", stream.pk)])
     later = (timezone.now() + timedelta(hours=2)).isoformat()
     scheduled = message_send(
         server=server,
@@ -149,6 +164,8 @@ def victim(account):
         response_excerpt="victim-receiver-secret",
     )
     return {
+        "identity": identity,
+        "suppression": Suppression.objects.get(stream__server=server),
         "webhook": webhook,
         "delivery": delivery,
         "message": message,
@@ -257,6 +274,21 @@ WALK = {
         ("post", "/api/servers/{server}/keys/", {"name": "mine", "kind": "full"}),
     ],
     "server-key-detail": [("delete", "/api/server-keys/{server_key}/", None)],
+    "sender-identity-list": [
+        ("get", "/api/sender-identities/", None),
+        # An identity for another account's server: that server is not found.
+        ("post", "/api/sender-identities/", {"address": "x@gmail.test", "server": "{server}"}),
+    ],
+    "sender-identity-detail": [
+        ("get", "/api/sender-identities/{identity}/", None),
+        ("delete", "/api/sender-identities/{identity}/", None),
+    ],
+    "sender-identity-resend": [("post", "/api/sender-identities/{identity}/resend/", None)],
+    # Public (the token authenticates): a crafted token confirms nothing of anyone's.
+    "sender-identity-confirm": [
+        ("get", "/api/sender-identities/confirm/?token=mpi_" + "A" * 43, None),
+        ("post", "/api/sender-identities/confirm/", {"token": "mpi_" + "A" * 43}),
+    ],
     "server-webhook-list": [
         ("get", "/api/servers/{server}/webhooks/", None),
         (
@@ -350,6 +382,15 @@ SERVER_KEY_WALK = {
         ("post", "/api/server/messages/{scheduled}/cancel/", None),
         ("post", "/api/server/messages/{message}/cancel/", None),
     ],
+    "server-suppression-list": [
+        ("get", "/api/server/suppressions/", None),
+        ("get", "/api/server/suppressions/?address=gone@elsewhere.test", None),
+    ],
+    "server-suppression-export": [
+        ("get", "/api/server/suppressions/export/", None),
+        ("get", "/api/server/suppressions/export/?stream=outbound", None),
+    ],
+    "server-suppression-detail": [("delete", "/api/server/suppressions/{suppression}/", None)],
     "server-self-webhook-list": [("get", "/api/server/webhooks/", None)],
     "server-self-webhook-detail": [
         ("get", "/api/server/webhooks/{webhook}/", None),
@@ -402,6 +443,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "victim-key-secret",
         "victim-rule-secret",
         victim["server_key"].prefix,
+        "press@gmail.test",
         "secret-hook",
         "victim-receiver-secret",
         victim["delivery"].webhook_id,
@@ -457,6 +499,11 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         (server.pk, "victim-rule-secret")
     ]
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
+    identity = SenderIdentity.objects.get(pk=victim["identity"].pk)
+    assert (identity.status, identity.confirmation_sent_at) == (
+        "pending",
+        victim["identity"].confirmation_sent_at,
+    )
     _webhook_untouched(victim)
     mailbox = Mailbox.objects.get(pk=victim["mailbox"].pk)
     assert mailbox.password == "Victim-Password-42"
@@ -494,11 +541,12 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             "secret-hook",
             "victim-receiver-secret",
             "secret-bounce.test",
+            "gone@elsewhere.test",
         ):
             assert secret not in text, (path, secret, text)
         if route == "server-self":
             assert reply.json()["id"] == own.pk
-        if route in ("server-message-list", "server-self-webhook-list"):
+        if route in ("server-message-list", "server-self-webhook-list", "server-suppression-list"):
             assert reply.json()["count"] == 0
         if route == "server-self-stats":
             assert reply.json()["totals"]["sent"] == 0  # the victim's two are not its own
@@ -510,6 +558,7 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
     assert not sent.filter(mail_from="ceo@victim.test").exists()
     server = EmailServer.objects.get(pk=victim["server"].pk)
     assert (server.name, server.default_stream.stream_id) == ("victim-prod-secret", "outbound")
+    assert Suppression.objects.filter(pk=victim["suppression"].pk).exists()
     row = QueuedRecipient.objects.get(message=victim["scheduled"])
     assert row.status == "scheduled"  # neither cancelled nor moved
     assert not DeliveryEvent.objects.filter(message=victim["scheduled"], detail__startswith="moved")
@@ -540,7 +589,8 @@ def test_unsubscribe_link_reaches_only_its_own(victim, other_account):
                 assert reply.status_code == 404, (token, reply.content)
                 for secret in ("victim", "reader@x.test"):
                     assert secret not in reply.content.decode()
-    assert not Suppression.objects.exists()
+    # Only the victim fixture's own manual entry: nothing unsubscribed.
+    assert not Suppression.objects.exclude(pk=victim["suppression"].pk).exists()
     assert not DeliveryEvent.objects.filter(type="unsubscribed").exists()
 
 

@@ -6,8 +6,11 @@ even of the same account, is not found.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
 from typing import Any
 
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -55,10 +58,37 @@ FILTERS = {
     "status": (20, "Only messages with a recipient in this status."),
     "tag": (100, "Only messages with this tag."),
     "stream": (50, "Only messages of this stream id."),
+    "metadata_key": (100, "Only messages whose metadata has this key."),
+    "metadata_value": (1000, "With `metadata_key`: only where that key has this value."),
+}
+DATES = {
+    "from": "Only messages created at or after this time (ISO 8601 date or date-time; "
+    "a date-time without offset is UTC).",
+    "to": "Only messages created before this time (same form).",
 }
 
 
-def _text_param(request: Request, name: str, max_length: int) -> str | None:
+def datetime_param(request: Request, name: str) -> datetime | None:
+    """`?from=2026-12-01` or `?from=2026-12-01T10:00:00Z` as an aware date-time."""
+    text = text_param(request, name, 40)
+    if text is None:
+        return None
+    try:
+        moment = parse_datetime(text)
+        if moment is None:
+            day = parse_date(text)
+            if day is not None:
+                moment = datetime.combine(day, time.min)
+    except ValueError:
+        moment = None  # well formed, impossible (2026-02-30, hour 25)
+    if moment is None:
+        raise ValidationFailed.on(name, "must be an ISO 8601 date or date-time")
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, UTC)
+    return moment
+
+
+def text_param(request: Request, name: str, max_length: int) -> str | None:
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise ValidationFailed.on(name, "give this parameter once")
@@ -69,8 +99,8 @@ def _text_param(request: Request, name: str, max_length: int) -> str | None:
     return values[0]
 
 
-class _FilterSchema(AutoSchema):
-    """Every query parameter here takes "" as absent (`_text_param`, api/fields.py), and
+class FilterSchema(AutoSchema):
+    """Every query parameter here takes "" as absent (`text_param`, api/fields.py), and
     the schema says so: `allowEmptyValue` (OpenAPI 3.0.3 §4.7.12)."""
 
     def get_operation(self, *args: Any, **kwargs: Any) -> Any:
@@ -101,7 +131,7 @@ class ServerMessageListView(APIView):
     authentication_classes = [ServerKeyAuthentication]
     permission_classes = [HasServerKey]
     pagination_class = LimitOffsetPagination
-    schema = _FilterSchema()
+    schema = FilterSchema()
 
     @extend_schema(
         operation_id="server_messages_list",
@@ -113,16 +143,32 @@ class ServerMessageListView(APIView):
                 enum=RecipientStatus.values if name == "status" else None,
             )
             for name, (_, text) in FILTERS.items()
-        ],
+        ]
+        + [OpenApiParameter(name, str, description=text) for name, text in DATES.items()],
         responses=ServerMessageSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        found = {name: _text_param(request, name, size) for name, (size, _) in FILTERS.items()}
+        found = {name: text_param(request, name, size) for name, (size, _) in FILTERS.items()}
         if found["status"] is not None and found["status"] not in RecipientStatus.values:
             raise ValidationFailed.on(
                 "status", f"must be one of {', '.join(RecipientStatus.values)}"
             )
-        qs = server_message_list(server=server_of(request), **found)
+        if found["metadata_value"] is not None and found["metadata_key"] is None:
+            raise ValidationFailed.on("metadata_value", "needs metadata_key")
+        since, until = datetime_param(request, "from"), datetime_param(request, "to")
+        if since is not None and until is not None and until <= since:
+            raise ValidationFailed.on("to", "must be after from")
+        qs = server_message_list(
+            server=server_of(request),
+            recipient=found["recipient"],
+            status=found["status"],
+            tag=found["tag"],
+            stream=found["stream"],
+            metadata_key=found["metadata_key"],
+            metadata_value=found["metadata_value"],
+            since=since,
+            until=until,
+        )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self) or []
         return paginator.get_paginated_response([_representation(m, events=False) for m in page])

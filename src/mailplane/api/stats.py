@@ -41,7 +41,7 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
 from mailplane.api.schema import error
 from mailplane.api.server_auth import FullAccessKey, ServerKeyAuthentication, server_of
-from mailplane.api.server_messages import _FilterSchema
+from mailplane.api.server_messages import FilterSchema
 from mailplane.core.errors import ValidationFailed
 from mailplane.servers.models import EmailServer
 from mailplane.servers.selectors import email_server_get
@@ -220,7 +220,7 @@ SEND_ONLY = error("A send-only server key.")
 
 
 class _Scoped(APIView):
-    schema = _FilterSchema()
+    schema = FilterSchema()
 
     def server(self, request: Request, pk: int | None) -> EmailServer:
         raise NotImplementedError

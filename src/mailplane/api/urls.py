@@ -10,6 +10,7 @@ from mailplane.api import (
     dns_providers,
     domains,
     exports,
+    identities,
     index,
     mailboxes,
     messages,
@@ -20,6 +21,7 @@ from mailplane.api import (
     scheduling,
     send,
     server_messages,
+    server_suppressions,
     servers,
     stats,
     tasks,
@@ -107,6 +109,42 @@ urlpatterns = [
         "api/server/messages/<id:pk>/",
         server_messages.ServerMessageDetailView.as_view(),
         name="server-message-detail",
+    ),
+    path(
+        "api/server/suppressions/",
+        server_suppressions.SuppressionListView.as_view(),
+        name="server-suppression-list",
+    ),
+    path(
+        "api/server/suppressions/export/",
+        server_suppressions.SuppressionExportView.as_view(),
+        name="server-suppression-export",
+    ),
+    path(
+        "api/server/suppressions/<id:pk>/",
+        server_suppressions.SuppressionDetailView.as_view(),
+        name="server-suppression-detail",
+    ),
+    # Sender identities (account keys); the mailed link is public (its token authenticates).
+    path(
+        "api/sender-identities/",
+        identities.SenderIdentityListView.as_view(),
+        name="sender-identity-list",
+    ),
+    path(
+        "api/sender-identities/confirm/",
+        identities.SenderIdentityConfirmView.as_view(),
+        name="sender-identity-confirm",
+    ),
+    path(
+        "api/sender-identities/<id:pk>/",
+        identities.SenderIdentityDetailView.as_view(),
+        name="sender-identity-detail",
+    ),
+    path(
+        "api/sender-identities/<id:pk>/resend/",
+        identities.SenderIdentityResendView.as_view(),
+        name="sender-identity-resend",
     ),
     path(
         "api/server/messages/<id:pk>/cancel/",

@@ -20,6 +20,13 @@ Transitions:
     recipient report (status unchanged)       → complained, unsubscribed + suppression
                                                               transitions_apply,
                                                               unsubscribe_record (one-click)
+    suppression list  manual add / remove      suppressions_add, suppressions_remove
+
+Where a suppression holds: a message sent through an email server suppresses the address
+on that server's stream only (Postmark's per-stream lists), and only if the server's
+auto_suppress_bounces / auto_suppress_complaints toggle allows it (seed 004); any other
+message (a mailbox's) on the whole account. `_suppression_scopes` reads the server link by
+its relation name: servers imports the queue, so the queue imports nothing of servers.
 The claim (delivery/claims.py) takes a lease on rows; it changes no status and writes no
 event.
 """
@@ -187,6 +194,81 @@ def _owned(ids: list[int], worker_id: str) -> set[int]:
     return owned
 
 
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    stream_id: int | None
+    bounces: bool  # the server's auto_suppress_bounces (True for mailbox mail)
+    complaints: bool
+
+
+_ACCOUNT_WIDE = _Scope(None, True, True)
+
+
+def _suppression_scopes(message_ids: set[int]) -> dict[int, _Scope]:
+    """Each message's suppression scope: its server's stream and toggles, or the account."""
+    scopes: dict[int, _Scope] = {}
+    ids = sorted(message_ids)
+    for i in range(0, len(ids), _CHUNK):
+        rows = OutboundMessage.objects.filter(pk__in=ids[i : i + _CHUNK]).values_list(
+            "pk",
+            "server_link__server_id",
+            "server_link__stream_id",
+            "server_link__server__auto_suppress_bounces",
+            "server_link__server__auto_suppress_complaints",
+        )
+        for pk, server_id, stream_id, bounces, complaints in rows:
+            if server_id is None:
+                scopes[pk] = _ACCOUNT_WIDE
+            else:
+                scopes[pk] = _Scope(int(stream_id), bool(bounces), bool(complaints))
+    return scopes
+
+
+def _suppression_allowed(scope: _Scope, reason: SuppressionReason) -> bool:
+    if reason == SuppressionReason.HARD_BOUNCE:
+        return scope.bounces
+    if reason == SuppressionReason.COMPLAINT:
+        return scope.complaints
+    return True  # an unsubscribe is the recipient's wish: always honoured
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionEntry:
+    """A suppression added by hand (the suppressions API): stream None is account-wide."""
+
+    organization_id: int
+    address: str
+    reason: SuppressionReason
+    stream_id: int | None = None
+    detail: str = ""
+
+
+def suppressions_add(entries: Sequence[SuppressionEntry]) -> None:
+    """Insert suppressions; an address already listed in the same scope keeps its entry
+    (and its first reason)."""
+    if entries:
+        Suppression.objects.bulk_create(
+            [
+                Suppression(
+                    organization_id=e.organization_id,
+                    address=e.address.lower(),
+                    reason=e.reason,
+                    stream_id=e.stream_id,
+                    detail=e.detail[:_REPLY_MAX],
+                )
+                for e in entries
+            ],
+            ignore_conflicts=True,
+        )
+
+
+def suppressions_remove(*, organization_id: int, ids: Sequence[int]) -> int:
+    """Reactivate addresses: delete these suppressions of this organization. Returns how
+    many went."""
+    deleted, _ = Suppression.objects.filter(organization_id=organization_id, pk__in=ids).delete()
+    return deleted
+
+
 def transitions_apply(
     transitions: Sequence[Transition], *, now: datetime, claimed_by: str | None = None
 ) -> list[Transition]:
@@ -208,6 +290,7 @@ def transitions_apply(
         owned = None
         if claimed_by is not None:
             owned = _owned([t.row.pk for t in transitions], claimed_by)
+        scopes = _suppression_scopes({t.row.message_id for t in transitions if t.suppress})
         for t in transitions:
             row = t.row
             if owned is not None and row.pk not in owned:
@@ -230,7 +313,8 @@ def transitions_apply(
                     bounce_class=t.bounce_class,
                 )
             )
-            if t.suppress is not None:
+            scope = scopes.get(row.message_id, _ACCOUNT_WIDE)
+            if t.suppress is not None and _suppression_allowed(scope, t.suppress):
                 suppressions.append(
                     Suppression(
                         organization_id=row.message.organization_id,
@@ -238,6 +322,7 @@ def transitions_apply(
                         reason=t.suppress,
                         detail=t.reply[:_REPLY_MAX],
                         message_id=row.message_id,
+                        stream_id=scope.stream_id,
                     )
                 )
         for (status, attempts, next_attempt, reply), ids in updates.items():
