@@ -65,7 +65,7 @@ def test_series_totals_and_rates(live: Live):
     assert len(hourly["series"]) == 24
     assert hourly["series"][-1]["sent"] == 4
 
-    past = "/stats/?from=2020-01-01&to=2020-01-31"
+    past = "/stats/?from=2020-01-01&to=2020-01-31T00:00:01Z"
     old = client.get(f"/api/servers/{live.server.pk}{past}").json()
     assert (old["from"], old["to"]) == ("2020-01-01T00:00:00Z", "2020-02-01T00:00:00Z")
     assert old["totals"]["sent"] == 0 and old["rates"]["delivery_rate"] is None
@@ -118,7 +118,7 @@ HOSTILE = [
     ("to=2026-12-04T25:00:00Z", "to"),
     ("from=" + "9" * 5000, "from"),
     ("from=2026-12-04T10:00:00%2B99:00", "from"),
-    ("to=9999-12-31", "to"),
+    ("to=9999-12-31T23:30:00Z", "to"),
     ("from=0001-01-01T00:00:00%2B14:00", "from"),
     ("from=2026-12-05&to=2026-12-01", "to"),
     ("from=2025-01-01&to=2026-12-01", "to"),
@@ -174,10 +174,13 @@ def test_a_request_is_a_few_queries_whatever_the_history(live: Live, django_asse
             assert client.get(path).status_code == 200
 
 
-def test_a_date_to_includes_its_day_and_a_time_to_is_excluded(live: Live):
+def test_to_is_excluded_and_the_window_rounded_out_to_whole_buckets(live: Live):
+    """As the messages list reads `to`: excluded, a date meaning its midnight."""
     client, server = live.account.client, live.server.pk
-    day = client.get(f"/api/servers/{server}/stats/?from=2026-03-01&to=2026-03-01").json()
+    day = client.get(f"/api/servers/{server}/stats/?from=2026-03-01&to=2026-03-02").json()
     assert [p["start"] for p in day["series"]] == ["2026-03-01T00:00:00Z"]
+    same = client.get(f"/api/servers/{server}/stats/?from=2026-03-01&to=2026-03-01")
+    assert same.status_code == 400 and "to" in same.json()["error"]["details"]
     hours = client.get(
         f"/api/servers/{server}/stats/?group_by=hour"
         "&from=2026-03-01T10:30:00%2B02:00&to=2026-03-01T12:00:00Z"

@@ -37,14 +37,6 @@ PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
 
 @dataclass(frozen=True, slots=True)
-class When:
-    """A `from` or `to` as given: a UTC instant, and whether it was a bare date."""
-
-    at: datetime
-    is_date: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Window:
     start: datetime
     end: datetime  # excluded
@@ -68,21 +60,19 @@ def _ceil(at: datetime, group_by: str) -> datetime:
     return floored if floored == at else floored + STEP[group_by]
 
 
-def stats_window(*, start: When | None, end: When | None, group_by: str, now: datetime) -> Window:
-    """The buckets `from`/`to` cover: `from` rounded down to its bucket, `to` up (a bare
-    date `to` includes that whole day); by default the last 30 days (by day) or 24 hours
-    (by hour) up to now. ValidationFailed names the parameter at fault."""
+def stats_window(
+    *, start: datetime | None, end: datetime | None, group_by: str, now: datetime
+) -> Window:
+    """The buckets [`from`, `to`) touches: `from` rounded down to its bucket, `to` up (as
+    the messages list reads them, `to` is excluded: a date means its midnight); by default
+    the last 30 days (by day) or 24 hours (by hour) up to now. ValidationFailed names the
+    parameter at fault."""
     try:
-        if end is None:
-            stop = _ceil(now, group_by)
-        elif end.is_date:
-            stop = _ceil(end.at + timedelta(days=1), group_by)
-        else:
-            stop = _ceil(end.at, group_by)
+        stop = _ceil(end if end is not None else now, group_by)
     except OverflowError:
         raise ValidationFailed.on("to", "out of range") from None
     try:
-        first = _floor(start.at, group_by) if start else stop - DEFAULT_SPAN[group_by]
+        first = _floor(start, group_by) if start else stop - DEFAULT_SPAN[group_by]
     except OverflowError:
         raise ValidationFailed.on("from", "out of range") from None
     if first >= stop:

@@ -7,7 +7,8 @@ Two doors to the same selectors, as for webhooks: an account key under
 (send-only keys: 403). Another account's server is not found.
 
 Query parameters: `from` and `to` are ISO 8601 dates or date-times (UTC unless an offset
-is given); a bare date `to` includes that day, a date-time `to` is excluded. Windows are
+is given), read as the messages list reads them: `to` is excluded (a date: its midnight),
+and both are rounded out to whole buckets. Windows are
 bounded (366 days by day, 31 by hour) so every answer is a bounded read. A parameter
 given twice, malformed or out of range is a 400 naming it.
 """
@@ -30,7 +31,6 @@ from mailplane.analytics.metrics import BOUNCE_CLASSES, METRICS
 from mailplane.analytics.selectors import (
     DAY,
     HOUR,
-    When,
     Window,
     stats_bounce_domains,
     stats_latency,
@@ -52,20 +52,19 @@ WHEN_MAX = 40  # characters: the longest ISO 8601 date-time with fraction and of
 class WhenField(serializers.Field):
     """An ISO 8601 date (`2026-12-04`) or date-time (`2026-12-04T10:00:00Z`)."""
 
-    def to_internal_value(self, data: Any) -> When:
+    def to_internal_value(self, data: Any) -> datetime:
         if not isinstance(data, str) or len(data) > WHEN_MAX:
             raise serializers.ValidationError("not an ISO 8601 date or date-time")
         try:
-            # A bare date first: parse_datetime takes "2026-12-04" as its midnight.
-            day = parse_date(data)
-            if day is not None:
-                return When(datetime(day.year, day.month, day.day, tzinfo=UTC), is_date=True)
-            at = parse_datetime(data)
+            at = parse_datetime(data)  # a bare date too: its midnight
             if at is None:
-                raise serializers.ValidationError("not an ISO 8601 date or date-time")
+                day = parse_date(data)  # the basic form, 20261204
+                if day is None:
+                    raise serializers.ValidationError("not an ISO 8601 date or date-time")
+                at = datetime(day.year, day.month, day.day)
             if timezone.is_naive(at):
                 at = at.replace(tzinfo=UTC)
-            return When(at.astimezone(UTC), is_date=False)
+            return at.astimezone(UTC)
         except (ValueError, OverflowError):  # well-formed, but no such date or offset
             raise serializers.ValidationError("no such date or time") from None
 
@@ -196,7 +195,7 @@ def _when(name: str, text: str) -> OpenApiParameter:
 
 RANGE_PARAMETERS = [
     _when("from", "ISO 8601 date or date-time (UTC unless an offset is given)."),
-    _when("to", "ISO 8601 date (that day included) or date-time (excluded); default now."),
+    _when("to", "The same form, excluded (a date: its midnight); default now."),
 ]
 STATS_PARAMETERS = [
     *RANGE_PARAMETERS,
