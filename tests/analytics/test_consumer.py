@@ -12,6 +12,7 @@ from mailplane.analytics import consumer
 from mailplane.analytics.consumer import cursor_position, events_count
 from mailplane.analytics.metrics import (
     LATENCY_BOUNDS,
+    engagement_metrics,
     event_metrics,
     latency_bucket,
     percentile,
@@ -193,3 +194,17 @@ def test_scheduled_mail_is_counted_and_its_wait_is_no_latency(live: Live):
     events_count()
     assert totals(live.server) == {"sent": 2, "scheduled": 2, "cancelled": 1, "delivered": 1}
     assert not LatencyHistogram.objects.exists()
+
+
+def test_opens_and_clicks_are_told_apart_by_their_detail():
+    """The tracking work's `detail` (queue/transitions.engagement_record on its branch):
+    first, repeat, machine:<reason>, and for a click a space and the URL."""
+    assert engagement_metrics("opened", "first") == ["opened", "opened_unique"]
+    assert engagement_metrics("opened", "repeat") == ["opened"]
+    assert engagement_metrics("opened", "machine:apple-mpp") == ["opened_machine"]
+    assert engagement_metrics("clicked", "first https://x.test/a b") == [
+        "clicked",
+        "clicked_unique",
+    ]
+    assert engagement_metrics("clicked", "repeat https://x.test/first") == ["clicked"]
+    assert engagement_metrics("clicked", "machine:scanner https://x.test/") == ["clicked_machine"]

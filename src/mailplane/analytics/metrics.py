@@ -3,11 +3,13 @@
 One table names each metric once; the consumer, the selectors and the API's serializers
 all read it, so a metric cannot be counted and not shown, or shown and never counted.
 
-Opens and clicks: the tracking work adds `opened` and `clicked` to `EventType`. Whatever
-of those the queue defines is counted here as a total (`opened`, `clicked`); a first open
-or click of a recipient is told apart by the event itself (TRACKING_UNIQUE below: its
-`detail` is "first"), counted as `opened_unique` / `clicked_unique`. Until the event types
-exist, neither appears.
+Opens and clicks: the tracking work (branch `tracking`) adds `opened` and `clicked` to
+`EventType`, written by transitions.engagement_record with a `detail` of `first`,
+`repeat` or `machine:<reason>` (then, for a click, a space and the URL). Whatever of those
+types the queue defines is counted here: human ones as `opened` / `clicked` (total) and
+the first per recipient also as `opened_unique` / `clicked_unique`; machine fetches (Apple
+MPP prefetches, link scanners) only as `opened_machine` / `clicked_machine`, never as a
+person's. Until the event types exist, none of these metrics appears.
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ EVENT_METRICS: dict[str, str] = {
 }
 TRACKING = [name for name in ("opened", "clicked") if name in EventType.values]
 EVENT_METRICS.update({name: name for name in TRACKING})
-# A tracking event whose `detail` says it is the recipient's first of its kind.
-TRACKING_UNIQUE = "first"
+# How a tracking event's `detail` begins (queue/transitions.engagement_record).
+TRACKING_FIRST = "first"
+TRACKING_MACHINE = "machine:"
 
 BOUNCE_PREFIX = "bounced:"  # + the bounce class: bounced mail by kind of failure
 
 METRICS: list[str] = [
     *dict.fromkeys(EVENT_METRICS.values()),
-    *(f"{name}_unique" for name in TRACKING),
+    *(f"{name}_{kind}" for name in TRACKING for kind in ("unique", "machine")),
 ]
 BOUNCE_CLASSES: list[str] = list(BounceClass.values)
 
@@ -50,12 +53,22 @@ def event_metrics(event_type: str, bounce_class: str, detail: str) -> list[str]:
     metric = EVENT_METRICS.get(event_type)
     if metric is None:
         return []
+    if event_type in TRACKING:
+        return engagement_metrics(metric, detail)
     found = [metric]
     if event_type == EventType.BOUNCED and bounce_class:
         found.append(BOUNCE_PREFIX + bounce_class)
-    if event_type in TRACKING and detail == TRACKING_UNIQUE:
-        found.append(f"{metric}_unique")
     return found
+
+
+def engagement_metrics(metric: str, detail: str) -> list[str]:
+    """An open's or click's metrics, from how its `detail` begins."""
+    kind = detail.partition(" ")[0]
+    if kind.startswith(TRACKING_MACHINE):
+        return [f"{metric}_machine"]  # a prefetch or a scanner: no person's open
+    if kind == TRACKING_FIRST:
+        return [metric, f"{metric}_unique"]
+    return [metric]
 
 
 # Latency histogram: fixed logarithmic buckets, each √2 times wider than the one before,
