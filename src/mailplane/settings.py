@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "mailplane.webhooks",
     "mailplane.pools",
     "mailplane.reputation",
+    "mailplane.analytics",
 ]
 
 MIDDLEWARE = [

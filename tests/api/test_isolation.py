@@ -14,6 +14,8 @@ from django.urls import URLPattern
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from mailplane.analytics.consumer import events_count
+from mailplane.analytics.models import BounceDomainCount
 from mailplane.api import urls as api_urls
 from mailplane.dnsproviders.models import DomainDnsPublication
 from mailplane.dnsproviders.services import dns_provider_create
@@ -22,9 +24,21 @@ from mailplane.jobs.services import job_run
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_create, mailbox_validate
 from mailplane.projects.models import Project
-from mailplane.queue.models import DeliveryEvent, OutboundMessage, QueuedRecipient, Suppression
+from mailplane.queue.models import (
+    DeliveryEvent,
+    EventType,
+    OutboundMessage,
+    QueuedRecipient,
+    RecipientStatus,
+    Suppression,
+)
 from mailplane.queue.services import message_enqueue
-from mailplane.queue.transitions import SuppressionEntry, suppressions_add
+from mailplane.queue.transitions import (
+    SuppressionEntry,
+    Transition,
+    suppressions_add,
+    transitions_apply,
+)
 from mailplane.relays.services import relay_server_create
 from mailplane.reputation.pause import owner_pause
 from mailplane.sending.requests import send_request_parse
@@ -114,11 +128,34 @@ def victim(account):
     ).endpoint
     sent_again = message_send(
         server=server,
-        request=send_request_parse(send_body(**{"from": "ceo@victim.test"}, subject="again")),
+        request=send_request_parse(
+            send_body(
+                **{"from": "ceo@victim.test"},
+                subject="again",
+                to="x@secret-bounce.test",
+                tags=["secret"],
+            )
+        ),
     )
     assert sent_again.message is not None
+    transitions_apply(
+        [
+            Transition(
+                row=QueuedRecipient.objects.select_related("message").get(
+                    message=sent_again.message
+                ),
+                event=EventType.BOUNCED,
+                status=RecipientStatus.BOUNCED,
+                reply="550 5.1.1 unknown",
+                bounce_class="hard",
+            )
+        ],
+        now=timezone.now(),
+    )
     events_consume()
     owner_pause(owner=server, reason="victim-paused-secret", now=timezone.now())
+    events_count()  # the victim's stats: sent 2, bounced at secret-bounce.test
+    assert BounceDomainCount.objects.filter(server=server, domain="secret-bounce.test").exists()
     delivery = WebhookDelivery.objects.get(endpoint=webhook)
     WebhookAttempt.objects.create(
         delivery=delivery,
@@ -283,6 +320,12 @@ WALK = {
         ("post", "/api/servers/{server}/bounce-rules/", {"status": "550", "bounce_class": "soft"}),
     ],
     "bounce-rule-detail": [("delete", "/api/bounce-rules/{bounce_rule}/", None)],
+    "server-stats": [
+        ("get", "/api/servers/{server}/stats/", None),
+        ("get", "/api/servers/{server}/stats/?stream=outbound&group_by=hour", None),
+    ],
+    "server-stats-latency": [("get", "/api/servers/{server}/stats/latency/", None)],
+    "server-stats-bounce-domains": [("get", "/api/servers/{server}/stats/bounce-domains/", None)],
     # Provider webhooks take no API key: the relay server's webhook secret authenticates
     # them. The victim's server has none set, so for anyone it has no receiver at all
     # (signed calls across tenants: tests/delivery/test_provider_webhooks.py).
@@ -368,6 +411,12 @@ SERVER_KEY_WALK = {
     "server-self-webhook-replay": [
         ("post", "/api/server/webhooks/{webhook}/replay/", {"delivery": 1}),
     ],
+    "server-self-stats": [
+        ("get", "/api/server/stats/", None),
+        ("get", "/api/server/stats/?tag=secret", None),
+    ],
+    "server-self-stats-latency": [("get", "/api/server/stats/latency/", None)],
+    "server-self-stats-bounce-domains": [("get", "/api/server/stats/bounce-domains/", None)],
     "server-self": [
         ("get", "/api/server/", None),
         ("patch", "/api/server/", {"name": "pwned", "default_stream": "broadcast"}),
@@ -406,6 +455,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "secret-hook",
         "victim-receiver-secret",
         victim["delivery"].webhook_id,
+        "secret-bounce.test",
     ]
     for method, template, body in WALK[route]:
         path = _fill(template, victim)
@@ -504,6 +554,7 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             victim["server_secret"],
             "secret-hook",
             "victim-receiver-secret",
+            "secret-bounce.test",
             "gone@elsewhere.test",
         ):
             assert secret not in text, (path, secret, text)
@@ -511,6 +562,10 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             assert reply.json()["id"] == own.pk
         if route in ("server-message-list", "server-self-webhook-list", "server-suppression-list"):
             assert reply.json()["count"] == 0
+        if route == "server-self-stats":
+            assert reply.json()["totals"]["sent"] == 0  # the victim's two are not its own
+        if route == "server-self-stats-bounce-domains":
+            assert reply.json()["domains"] == []
     after = OutboundMessage.objects.filter(organization=victim["account"].org).count()
     assert after == before  # nothing queued in the victim's account
     sent = OutboundMessage.objects.filter(organization=other_account.org)

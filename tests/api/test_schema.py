@@ -131,7 +131,14 @@ def _view_for(path: str) -> Any:
 def test_lists_are_described_as_pages():
     """Every list: ?limit=&offset=, and the page {count, next, previous, results}."""
     components = api_schema()["components"]["schemas"]
-    singles = {"/api/status/"}  # one object, though its name ends in "s"
+    # One object each, though the name ends in "s".
+    singles = {
+        "/api/status/",
+        "/api/servers/{id}/stats/",
+        "/api/servers/{id}/stats/bounce-domains/",
+        "/api/server/stats/",
+        "/api/server/stats/bounce-domains/",
+    }
     lists = [
         (p, op)
         for p, m, op in _operations()

@@ -24,6 +24,7 @@ from mailplane.api import (
     server_messages,
     server_suppressions,
     servers,
+    stats,
     tasks,
     unsubscribe,
     webhooks,
@@ -203,6 +204,29 @@ urlpatterns = [
         "api/server/webhooks/<id:pk>/replay/",
         webhooks.ServerSelfWebhookReplayView.as_view(),
         name="server-self-webhook-replay",
+    ),
+    # Stats (analytics/): with an account key, and with the server's full key.
+    path("api/servers/<id:pk>/stats/", stats.ServerStatsView.as_view(), name="server-stats"),
+    path(
+        "api/servers/<id:pk>/stats/latency/",
+        stats.ServerStatsLatencyView.as_view(),
+        name="server-stats-latency",
+    ),
+    path(
+        "api/servers/<id:pk>/stats/bounce-domains/",
+        stats.ServerStatsBounceDomainsView.as_view(),
+        name="server-stats-bounce-domains",
+    ),
+    path("api/server/stats/", stats.SelfStatsView.as_view(), name="server-self-stats"),
+    path(
+        "api/server/stats/latency/",
+        stats.SelfStatsLatencyView.as_view(),
+        name="server-self-stats-latency",
+    ),
+    path(
+        "api/server/stats/bounce-domains/",
+        stats.SelfStatsBounceDomainsView.as_view(),
+        name="server-self-stats-bounce-domains",
     ),
     path("api/email/", send.EmailSendView.as_view(), name="email-send"),
     path("api/email/batch/", send.EmailBatchView.as_view(), name="email-batch"),

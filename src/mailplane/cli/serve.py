@@ -130,6 +130,10 @@ def _webhooks(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "mailplane.webhooks"]
 
 
+def _analytics(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "mailplane.analytics"]
+
+
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
@@ -140,6 +144,8 @@ SERVICES: dict[str, Service] = {
         Service("delivery", _delivery, copies=lambda args: args.delivery_processes),
         # Signed event webhooks (webhooks/runner.py); any number of them on PostgreSQL.
         Service("webhooks", _webhooks),
+        # Stats counted from the event stream (analytics/runner.py: why not a beat task).
+        Service("analytics", _analytics),
     )
 }
 
