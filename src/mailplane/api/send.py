@@ -160,6 +160,18 @@ class SendMessageSerializer(serializers.Serializer[Any]):
         help_text="Check and record the message as delivered, and send nothing (as on a "
         "sandbox server; Mailgun's `o:testmode`).",
     )
+    track_opens = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="Add the open pixel to the HTML (Postmark's TrackOpens); default: as the "
+        "stream and server say. Needs a verified tracking domain.",
+    )
+    track_links = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="Rewrite the HTML's links to click redirects (Postmark's TrackLinks); "
+        "default: as the stream and server say. Needs a verified tracking domain.",
+    )
 
 
 # `from` is a Python keyword: declared after the class.

@@ -14,6 +14,7 @@ Transitions:
     late outcome     delivered/queued/deferred → bounced, failed, delivered
                                                               transitions_apply
     recipient report (status unchanged)       → complained, unsubscribed + suppression
+    engagement       (status unchanged)       → opened, clicked   engagement_record
 The claim (delivery/claims.py) takes a lease on rows; it changes no status and writes no
 event.
 """
@@ -233,3 +234,50 @@ def transitions_apply(
         Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
         _events_append(events)  # last: the sequence lock is held until commit only
     return applied
+
+
+# How engagement_record describes a hit in the event's `detail`.
+FIRST = "first"  # the recipient's first human open (or click) of the message
+REPEAT = "repeat"  # a later one
+MACHINE = "machine:"  # + the reason (tracking/machines.py): never counted as a person's
+
+
+def engagement_record(
+    *,
+    message: OutboundMessage,
+    recipient_id: int | None,
+    event: EventType,
+    machine: str = "",
+    url: str = "",
+) -> DeliveryEvent:
+    """An `opened` or `clicked` event, in one transaction with its number.
+
+    detail: `first`, `repeat` or `machine:<reason>`, then for a click a space and the
+    URL. First means no human event of this type for this message and recipient before
+    it: machine fetches (Apple MPP prefetches, link scanners) never make one, so the
+    person's own later open is still the first. The message row is locked while the
+    stream is read, so two concurrent opens cannot both be first (PostgreSQL; SQLite has
+    one writer)."""
+    if event not in (EventType.OPENED, EventType.CLICKED):
+        raise ValueError(f"{event} is not an engagement event")
+    with transaction.atomic():
+        OutboundMessage.objects.select_for_update().filter(pk=message.pk).first()
+        if machine:
+            kind = MACHINE + machine
+        else:
+            earlier = DeliveryEvent.objects.filter(
+                message_id=message.pk,
+                recipient_id=recipient_id,
+                type=event,
+                detail__startswith=FIRST,
+            ).exists()
+            kind = REPEAT if earlier else FIRST
+        record = DeliveryEvent(
+            organization_id=message.organization_id,
+            message_id=message.pk,
+            recipient_id=recipient_id,
+            type=event,
+            detail=f"{kind} {url}" if url else kind,
+        )
+        _events_append([record])
+    return record

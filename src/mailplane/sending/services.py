@@ -8,7 +8,7 @@ batch is one commit and the caller's 2xx follows it: acknowledged means durable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from django.db import transaction
@@ -40,6 +40,8 @@ from mailplane.servers.models import (
     StreamKind,
 )
 from mailplane.shield.services import content_check, content_refusal
+from mailplane.tracking.selectors import TrackingConfig, tracking_config_load
+from mailplane.tracking.services import TrackingPlan, tracked_messages_create, tracking_prepare
 
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
@@ -55,6 +57,7 @@ class Prepared:
     domain: Domain
     raw: bytes
     suppressed: frozenset[str] = frozenset()  # recipients (lower-case) on the list
+    tracking: TrackingPlan | None = None  # links rewritten, pixel added (tracking/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,15 @@ class SendContext:
     server: EmailServer
     streams: dict[str, MessageStream]
     domains: dict[str, Domain | None] = field(default_factory=dict)
+    tracking: TrackingConfig | None = None
 
     @classmethod
     def load(cls, server: EmailServer) -> SendContext:
-        return cls(server=server, streams={s.stream_id: s for s in server.streams.all()})
+        return cls(
+            server=server,
+            streams={s.stream_id: s for s in server.streams.all()},
+            tracking=tracking_config_load(server=server),
+        )
 
 
 def _verified_domain(ctx: SendContext, name: str) -> Domain | None:
@@ -126,6 +134,20 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             details={"from": [f"no verified sender identity for {request.sender.domain} (domain)"]},
         )
     stream = _stream(ctx, request.stream)
+    plan = None
+    if ctx.tracking is not None and request.html:
+        # Rewritten before composition, so the DKIM signature (at delivery) covers the
+        # tracked links and the pixel.
+        html, plan = tracking_prepare(
+            config=ctx.tracking,
+            stream=stream,
+            html=request.html,
+            recipients=len(request.recipients),
+            track_opens=request.track_opens,
+            track_links=request.track_links,
+        )
+        if plan is not None:
+            request = replace(request, html=html)
     raw = message_cleanup(
         message_compose(request),
         sender=request.sender.address,
@@ -160,7 +182,14 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             organization_id=ctx.server.organization_id, address__in=addresses
         ).values_list("address", flat=True)
     )
-    return Prepared(request=request, stream=stream, domain=domain, raw=raw, suppressed=suppressed)
+    return Prepared(
+        request=request,
+        stream=stream,
+        domain=domain,
+        raw=raw,
+        suppressed=suppressed,
+        tracking=plan,
+    )
 
 
 def _dry(server: EmailServer, prepared: Prepared) -> bool:
@@ -203,6 +232,7 @@ def messages_send(
             )
             for m, p in zip(messages, prepared, strict=True)
         )
+        tracked_messages_create([(m, p.tracking) for m, p in zip(messages, prepared, strict=True)])
         MessageTag.objects.bulk_create(
             MessageTag(message=link, server=server, tag=tag)
             for link, p in zip(links, prepared, strict=True)
