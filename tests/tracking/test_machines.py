@@ -6,6 +6,9 @@ import pytest
 
 from mailplane.tracking.machines import machine_reason
 
+GMAIL_PROXY = (
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+)
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 
 
@@ -17,7 +20,7 @@ BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 
         ("Mozilla/5.0", "17.58.63.1", False, ""),  # a click from Apple's network: a person
         (BROWSER, "17.58.63.1", True, ""),  # a real Mail client on Apple's own network
         (BROWSER, "198.51.100.7", True, ""),
-        ("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)", "66.249.84.1", True, ""),
+        (GMAIL_PROXY, "66.249.84.1", True, ""),
         ("Barracuda Sentinel (EE)", "203.0.113.5", False, "bot"),
         ("Mozilla/5.0 (compatible; Googlebot/2.1)", "66.249.66.1", True, "bot"),
         ("python-requests/2.31", "203.0.113.5", False, "bot"),

@@ -96,8 +96,8 @@ def test_message_over_stream_over_server(account, tracked):
     client = account.client
     pk = tracked.server.pk
     # broadcast: opens off, links as the server (on).
-    reply = client.patch(f"/api/servers/{pk}/tracking/",
-                         {"streams": {"broadcast": {"track_opens": False}}}, format="json")  # fmt: skip
+    toggles = {"streams": {"broadcast": {"track_opens": False}}}
+    reply = client.patch(f"/api/servers/{pk}/tracking/", toggles, format="json")
     assert reply.json()["streams"] == {"broadcast": {"track_opens": False, "track_links": None}}
 
     def send(**extra):
