@@ -49,9 +49,9 @@ def test_a_tracked_message_is_signed_rewritten_and_its_hits_recorded(
     account,
     tracked,
     dns_server,
-    mx_sinks,
+    mx_sinks,  # noqa: F811
     settings,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     settings.MAILPLANE = {
         **settings.MAILPLANE,

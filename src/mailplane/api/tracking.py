@@ -11,18 +11,19 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
-from drf_spectacular.utils import extend_schema
+from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.utils.cache import add_never_cache_headers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
-from mailplane.api.schema import INVALID
+from mailplane.api.schema import INVALID, NOT_FOUND
 from mailplane.api.throttling import client_address
 from mailplane.servers.selectors import email_server_get
 from mailplane.tracking.models import ServerTracking
@@ -144,27 +145,57 @@ class ServerTrackingVerifyView(APIView):
         return Response(tracking_representation(row, stream_tracking_list(server=server)))
 
 
-def _hit(request: HttpRequest) -> Hit:
+def _hit(request: Request) -> Hit:
     return Hit(
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
         ip=client_address(request.META),
     )
 
 
-@never_cache  # every open must reach us, not a cache on the way
-@require_GET
-def open_view(request: HttpRequest, token: str) -> HttpResponse:
-    if not open_record(token=token, hit=_hit(request)):
-        raise Http404("no such token")
-    return HttpResponse(PIXEL, content_type="image/gif")
+class _PublicView(APIView):
+    """No key: the token in the path is the only right, as in the mail it was sent in."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
 
 
-@never_cache
-@require_GET
-def click_view(request: HttpRequest, token: str) -> HttpResponse:
-    url = click_record(token=token, hit=_hit(request))
-    if url is None:
-        raise Http404("no such token")
-    response = HttpResponseRedirect(url)  # only ever the stored http(s) URL
-    response["Referrer-Policy"] = "no-referrer"  # the token stays out of the next site's logs
-    return response
+class TrackingOpenView(_PublicView):
+    @extend_schema(
+        operation_id="tracking_open",
+        auth=[],
+        responses={
+            (200, "image/gif"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="A transparent 1x1 GIF; `opened` recorded."
+            ),
+            404: NOT_FOUND,
+        },
+        description="The open pixel of a tracked message (under the server's tracking domain).",
+    )
+    def get(self, request: Request, token: str) -> HttpResponse:
+        if not open_record(token=token, hit=_hit(request)):
+            raise Http404("no such token")
+        response = HttpResponse(PIXEL, content_type="image/gif")
+        add_never_cache_headers(response)  # every open must reach us, not a cache on the way
+        return response
+
+
+class TrackingClickView(_PublicView):
+    @extend_schema(
+        operation_id="tracking_click",
+        auth=[],
+        responses={
+            302: OpenApiResponse(
+                description="To the link's original URL (`Location`); `clicked` recorded."
+            ),
+            404: NOT_FOUND,
+        },
+        description="A tracked link of a message (under the server's tracking domain).",
+    )
+    def get(self, request: Request, token: str) -> HttpResponse:
+        url = click_record(token=token, hit=_hit(request))
+        if url is None:
+            raise Http404("no such token")
+        response = HttpResponseRedirect(url)  # only ever the stored http(s) URL
+        add_never_cache_headers(response)
+        response["Referrer-Policy"] = "no-referrer"  # the token stays out of the site's logs
+        return response

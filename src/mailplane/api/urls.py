@@ -91,8 +91,8 @@ urlpatterns = [
     ),
     # What recipients' mail clients fetch, under each server's tracking domain (no slash:
     # the URLs are in mail already sent and must never change).
-    path("o/<str:token>", tracking.open_view, name="tracking-open"),
-    path("c/<str:token>", tracking.click_view, name="tracking-click"),
+    path("o/<str:token>", tracking.TrackingOpenView.as_view(), name="tracking-open"),
+    path("c/<str:token>", tracking.TrackingClickView.as_view(), name="tracking-click"),
     path("api/servers/<id:pk>/keys/", servers.ServerKeyListView.as_view(), name="server-key-list"),
     path(
         "api/servers/<id:pk>/bounce-rules/",
