@@ -13,6 +13,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "mailplane.domains.tasks.domain_verify_pending",
         "schedule": 300.0,
     },
+    # Message logs and bodies past the account's retention (queue/retention.py): hourly,
+    # so each run deletes about an hour's worth of mail, in bounded batches.
+    "queue-message-logs-prune": {
+        "task": "mailplane.queue.tasks.message_logs_prune",
+        "schedule": 3600.0,
+    },
     "pools-warmup-advance": {
         "task": "mailplane.pools.tasks.warmup_advance_daily",
         "schedule": 3600.0,

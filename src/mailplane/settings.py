@@ -215,6 +215,11 @@ MAILPLANE: dict[str, Any] = {
     # Host names mail clients use on shared infrastructure (userinfo ibx_smtp / ibx_imap).
     "SHARED_SMTP_HOST": os.environ.get("MAILPLANE_SMTP_HOST", "localhost"),
     "SHARED_IMAP_HOST": os.environ.get("MAILPLANE_IMAP_HOST", "localhost"),
+    # The platform's own sender (identity confirmations); default no-reply@PLATFORM_DOMAIN.
+    "SYSTEM_SENDER": os.environ.get(
+        "MAILPLANE_SYSTEM_SENDER",
+        "no-reply@" + os.environ.get("MAILPLANE_PLATFORM_DOMAIN", "mailplane.localhost"),
+    ),
     # Mail listeners. Embedded defaults are unprivileged (and clear of a local Postfix);
     # production sets 465/587/25/993/143 through the environment.
     "SMTP_BIND": os.environ.get("MAILPLANE_SMTP_BIND", "127.0.0.1"),
@@ -280,6 +285,12 @@ MAILPLANE: dict[str, Any] = {
     # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only
     # (behind a reverse proxy on the same host every client looks like loopback).
     "METRICS_TOKEN": os.environ.get("MAILPLANE_METRICS_TOKEN", "").strip(),
+    # Where recipients reach the control plane over HTTPS: broadcast messages' one-click
+    # unsubscribe links (RFC 8058 requires https) are <PUBLIC_URL>/unsubscribe/<token>/;
+    # sender identity confirmations <PUBLIC_URL>/api/sender-identities/confirm/?token=….
+    "PUBLIC_URL": os.environ.get(
+        "MAILPLANE_PUBLIC_URL", f"https://{os.environ.get('MAILPLANE_SMTP_HOST', 'localhost')}"
+    ).rstrip("/"),
 }
 
 LOGGING = {

@@ -33,9 +33,17 @@ def test_every_list_route_is_found():
         "/api/messages/",
         "/api/projects/",
         "/api/relay-servers/",
+        "/api/sender-identities/",
         "/api/server/messages/",
+        "/api/server/suppressions/",
+        "/api/server/webhooks/",
+        "/api/server/webhooks/<id:pk>/attempts/",
         "/api/servers/",
+        "/api/servers/<id:pk>/bounce-rules/",
         "/api/servers/<id:pk>/keys/",
+        "/api/servers/<id:pk>/webhooks/",
+        "/api/webhook-notices/",
+        "/api/webhooks/<id:pk>/attempts/",
     ]
 
 
@@ -57,6 +65,7 @@ def test_server_lists_have_the_one_paginated_shape(account):
     access = server_make(account)
     pages = [
         account.client.get(f"/api/servers/{access.server.pk}/keys/?limit=1").json(),
+        account.client.get(f"/api/servers/{access.server.pk}/bounce-rules/?limit=1").json(),
         access.client.get("/api/server/messages/?limit=1").json(),
     ]
     for page in pages:

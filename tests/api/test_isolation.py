@@ -7,9 +7,12 @@ The walk is driven by the URL table: a route added without an isolation case her
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.urls import URLPattern
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from mailplane.api import urls as api_urls
 from mailplane.dnsproviders.models import DomainDnsPublication
@@ -19,12 +22,20 @@ from mailplane.jobs.services import job_run
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_create, mailbox_validate
 from mailplane.projects.models import Project
-from mailplane.queue.models import OutboundMessage
+from mailplane.queue.models import DeliveryEvent, OutboundMessage, QueuedRecipient, Suppression
 from mailplane.queue.services import message_enqueue
+from mailplane.queue.transitions import SuppressionEntry, suppressions_add
 from mailplane.relays.services import relay_server_create
 from mailplane.sending.requests import send_request_parse
 from mailplane.sending.services import message_send
-from mailplane.servers.models import BounceRule, EmailServer, ServerKey
+from mailplane.servers.identities import sender_identity_create
+from mailplane.servers.models import (
+    BounceRule,
+    EmailServer,
+    SenderIdentity,
+    ServerKey,
+    ServerMessage,
+)
 from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
 from mailplane.tracking.models import ServerTracking
@@ -88,6 +99,20 @@ def victim(account):
             send_body(**{"from": "ceo@victim.test"}, subject="Victim secret subject")
         ),
     )
+    identity, _ = sender_identity_create(organization=account.org, address="press@gmail.test")
+    stream = server.streams.get(stream_id="outbound")
+    suppressions_add([SuppressionEntry(account.org.pk, "gone@elsewhere.test", "manual", stream.pk)])
+    later = (timezone.now() + timedelta(hours=2)).isoformat()
+    scheduled = message_send(
+        server=server,
+        request=send_request_parse(send_body(**{"from": "ceo@victim.test"}, send_at=later)),
+    )
+    broadcast = message_send(
+        server=server,
+        request=send_request_parse(
+            send_body(**{"from": "ceo@victim.test"}, stream="broadcast", to="reader@x.test")
+        ),
+    )
     webhook = webhook_endpoint_create(
         server=server, url="https://hooks.victim.test/secret-hook", event_types=["queued"]
     ).endpoint
@@ -107,6 +132,8 @@ def victim(account):
         response_excerpt="victim-receiver-secret",
     )
     return {
+        "identity": identity,
+        "suppression": Suppression.objects.get(stream__server=server),
         "webhook": webhook,
         "delivery": delivery,
         "message": message,
@@ -115,6 +142,8 @@ def victim(account):
         "bounce_rule": bounce_rule,
         "server_secret": server_key.secret,
         "sent": sent.message,
+        "scheduled": scheduled.message,
+        "broadcast": broadcast.message,
         "project": project,
         "domain": domain,
         "relay": relay,
@@ -213,6 +242,21 @@ WALK = {
         ("post", "/api/servers/{server}/keys/", {"name": "mine", "kind": "full"}),
     ],
     "server-key-detail": [("delete", "/api/server-keys/{server_key}/", None)],
+    "sender-identity-list": [
+        ("get", "/api/sender-identities/", None),
+        # An identity for another account's server: that server is not found.
+        ("post", "/api/sender-identities/", {"address": "x@gmail.test", "server": "{server}"}),
+    ],
+    "sender-identity-detail": [
+        ("get", "/api/sender-identities/{identity}/", None),
+        ("delete", "/api/sender-identities/{identity}/", None),
+    ],
+    "sender-identity-resend": [("post", "/api/sender-identities/{identity}/resend/", None)],
+    # Public (the token authenticates): a crafted token confirms nothing of anyone's.
+    "sender-identity-confirm": [
+        ("get", "/api/sender-identities/confirm/?token=mpi_" + "A" * 43, None),
+        ("post", "/api/sender-identities/confirm/", {"token": "mpi_" + "A" * 43}),
+    ],
     "server-webhook-list": [
         ("get", "/api/servers/{server}/webhooks/", None),
         (
@@ -288,6 +332,8 @@ def _fill_body(body, victim):
     return filled
 
 
+_SOON = (timezone.now() + timedelta(hours=1)).isoformat()
+
 # Routes that take a server key (api/send.py): the intruder walks them with a key of its
 # own server (test_intruder_server_key_reaches_only_its_server).
 SERVER_KEY_WALK = {
@@ -305,7 +351,21 @@ SERVER_KEY_WALK = {
     "server-message-detail": [
         ("get", "/api/server/messages/{sent}/", None),
         ("get", "/api/server/messages/{message}/", None),
+        ("patch", "/api/server/messages/{scheduled}/", {"send_at": _SOON}),
     ],
+    "server-message-cancel": [
+        ("post", "/api/server/messages/{scheduled}/cancel/", None),
+        ("post", "/api/server/messages/{message}/cancel/", None),
+    ],
+    "server-suppression-list": [
+        ("get", "/api/server/suppressions/", None),
+        ("get", "/api/server/suppressions/?address=gone@elsewhere.test", None),
+    ],
+    "server-suppression-export": [
+        ("get", "/api/server/suppressions/export/", None),
+        ("get", "/api/server/suppressions/export/?stream=outbound", None),
+    ],
+    "server-suppression-detail": [("delete", "/api/server/suppressions/{suppression}/", None)],
     "server-self-webhook-list": [("get", "/api/server/webhooks/", None)],
     "server-self-webhook-detail": [
         ("get", "/api/server/webhooks/{webhook}/", None),
@@ -326,9 +386,13 @@ SERVER_KEY_WALK = {
 }
 
 
+# Routes whose path token is the only credential (test_unsubscribe_link_reaches_only_its_own).
+PUBLIC_WALK = {"unsubscribe"}
+
+
 def test_every_route_is_walked():
     names = {p.name for p in api_urls.urlpatterns if isinstance(p, URLPattern)}
-    walked = set(WALK) | set(SERVER_KEY_WALK)
+    walked = set(WALK) | set(SERVER_KEY_WALK) | PUBLIC_WALK
     assert names - walked == set(), "add isolation cases for these routes"
 
 
@@ -348,6 +412,7 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         "victim-key-secret",
         "victim-rule-secret",
         victim["server_key"].prefix,
+        "press@gmail.test",
         "secret-hook",
         "victim-receiver-secret",
         victim["delivery"].webhook_id,
@@ -404,6 +469,11 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
     tracking = ServerTracking.objects.get(server=server)
     assert (tracking.domain, tracking.track_opens) == ("track.victim.test", True)
+    identity = SenderIdentity.objects.get(pk=victim["identity"].pk)
+    assert (identity.status, identity.confirmation_sent_at) == (
+        "pending",
+        victim["identity"].confirmation_sent_at,
+    )
     _webhook_untouched(victim)
     mailbox = Mailbox.objects.get(pk=victim["mailbox"].pk)
     assert mailbox.password == "Victim-Password-42"
@@ -440,11 +510,12 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             victim["server_secret"],
             "secret-hook",
             "victim-receiver-secret",
+            "gone@elsewhere.test",
         ):
             assert secret not in text, (path, secret, text)
         if route == "server-self":
             assert reply.json()["id"] == own.pk
-        if route in ("server-message-list", "server-self-webhook-list"):
+        if route in ("server-message-list", "server-self-webhook-list", "server-suppression-list"):
             assert reply.json()["count"] == 0
     after = OutboundMessage.objects.filter(organization=victim["account"].org).count()
     assert after == before  # nothing queued in the victim's account
@@ -452,7 +523,40 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
     assert not sent.filter(mail_from="ceo@victim.test").exists()
     server = EmailServer.objects.get(pk=victim["server"].pk)
     assert (server.name, server.default_stream.stream_id) == ("victim-prod-secret", "outbound")
+    assert Suppression.objects.filter(pk=victim["suppression"].pk).exists()
+    row = QueuedRecipient.objects.get(message=victim["scheduled"])
+    assert row.status == "scheduled"  # neither cancelled nor moved
+    assert not DeliveryEvent.objects.filter(message=victim["scheduled"], detail__startswith="moved")
     _webhook_untouched(victim)
+
+
+def test_unsubscribe_link_reaches_only_its_own(victim, other_account):
+    """No key, no cookie: only the token in the victim's message unsubscribes, and only
+    its recipient from its stream. Guesses, another message's id, the stored digest,
+    another account's key: 404, nothing suppressed."""
+    link = ServerMessage.objects.get(message=victim["broadcast"])
+    guesses = [
+        "a" * 26,
+        str(victim["broadcast"].pk),
+        link.unsubscribe_digest,
+        str(victim["sent"].pk),
+    ]
+    for client in (APIClient(), other_account.client):
+        for token in guesses:
+            for reply in (
+                client.get(f"/unsubscribe/{token}/"),
+                client.post(
+                    f"/unsubscribe/{token}/",
+                    "List-Unsubscribe=One-Click",
+                    content_type="application/x-www-form-urlencoded",
+                ),
+            ):
+                assert reply.status_code == 404, (token, reply.content)
+                for secret in ("victim", "reader@x.test"):
+                    assert secret not in reply.content.decode()
+    # Only the victim fixture's own manual entry: nothing unsubscribed.
+    assert not Suppression.objects.exclude(pk=victim["suppression"].pk).exists()
+    assert not DeliveryEvent.objects.filter(type="unsubscribed").exists()
 
 
 def _webhook_untouched(victim):

@@ -101,7 +101,8 @@ def test_without_a_token_other_clients_are_refused(
     _embedded(monkeypatch)
     response = Client(REMOTE_ADDR=address).get("/metrics")
     assert response.status_code == 403
-    assert "MAILPLANE_METRICS_TOKEN" in response.json()["detail"]
+    error = response.json()["error"]  # the one error shape (api/errors.py)
+    assert error["code"] == "not_allowed" and "MAILPLANE_METRICS_TOKEN" in error["message"]
 
 
 def test_a_forwarded_for_header_does_not_make_a_client_loopback(
@@ -140,7 +141,8 @@ def test_with_a_token_only_its_bearer_scrapes(
     headers = {} if authorization is None else {"HTTP_AUTHORIZATION": authorization}
     response = Client(REMOTE_ADDR="127.0.0.1").get("/metrics", **headers)
     assert response.status_code == 401
-    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert response.json()["error"]["code"] == "not_authenticated"
 
 
 def test_the_token_opens_metrics_from_anywhere(db: Any, settings: Any) -> None:

@@ -23,6 +23,9 @@ from mailplane.api.server_auth import ServerKeyAuthentication
 from tests.support.openapi import api_schema
 
 METHODS = ("get", "post", "put", "patch", "delete")
+# The link mailed to a sender identity: public (its token is the credential), and its GET
+# (and a form POST) answer pages for a person; API calls get JSON.
+PUBLIC_PAGES = {"/api/sender-identities/confirm/"}
 
 
 def _operations() -> list[tuple[str, str, dict[str, Any]]]:
@@ -79,19 +82,24 @@ def test_every_operation_is_described(path, method, op):
     # Only a public operation that reads no input (GET /api/, the index) cannot fail.
     assert errors or reads_nothing, f"{method} {path} documents no error response"
     for code in errors:
+        if path in PUBLIC_PAGES and "application/json" not in responses[code]["content"]:
+            assert set(responses[code]["content"]) == {"text/html"}, (code, responses[code])
+            continue
         schema = responses[code]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/Error"}, (code, schema)
     if success[0] not in ("204", "302"):
         assert responses[success[0]].get("content"), f"{method} {path}: no success body"
 
-    # Public: provider webhooks (signed) and the tracking pixel and links (the token).
-    tracking = path.startswith(("/o/", "/c/"))
-    webhook = path.startswith("/webhooks/") or tracking
+    webhook = path.startswith("/webhooks/")
+    # A List-Unsubscribe link (RFC 8058), the tracking pixel and links: the token is the
+    # only credential.
+    public = webhook or path.startswith(("/unsubscribe/", "/o/", "/c/")) or path in PUBLIC_PAGES
     view = _view_for(path)
     if path == "/api/":
         assert reads_nothing  # the index: public, lists paths, no data
-    elif webhook:
+    elif public:
         assert op["security"] == [] if "security" in op else True
+        assert "401" not in responses
     else:
         # The send API takes server keys (api/server_auth.py), everything else account keys.
         scheme = "ServerKey" if ServerKeyAuthentication in view.authentication_classes else "ApiKey"
@@ -103,7 +111,7 @@ def test_every_operation_is_described(path, method, op):
     takes_body = "request.data" in inspect.getsource(getattr(view, method)) or (
         method in ("post", "put", "patch") and view.__module__.endswith("projects")
     )
-    if takes_body or (webhook and not tracking):
+    if takes_body or webhook:
         assert op.get("requestBody", {}).get("content"), f"{method} {path} takes a body"
         assert {"400", "413", "415"} <= set(responses)
 
@@ -131,7 +139,7 @@ def test_lists_are_described_as_pages():
         for p, m, op in _operations()
         if m == "get" and p.endswith(("s/", "/mailbox/")) and p not in singles
     ]
-    assert len(lists) == 17, [p for p, _ in lists]
+    assert len(lists) == 19, [p for p, _ in lists]
     for path, op in lists:
         names = {p["name"] for p in op.get("parameters", [])}
         assert {"limit", "offset"} <= names, path

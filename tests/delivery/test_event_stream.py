@@ -1,6 +1,7 @@
 """The event stream (issue 10): a run with deliveries, a deferral, bounces, a late bounce
-and a suppression leaves exactly one event per transition, numbered without gaps, and
-every write of message state in it came through queue/transitions.py.
+and a suppression (and, apart, a retry past its deadline) leaves exactly one event per
+transition, numbered without gaps, and every write of message state in it came through
+queue/transitions.py.
 
 Real sockets throughout: local DNS, aiosmtpd sinks as the destinations' MX, the worker's
 run_once, and an inbound DSN matched to its VERP return path.
@@ -22,7 +23,7 @@ from mailplane.delivery.bounces import bounce_match, verp_address
 from mailplane.delivery.worker import DeliveryWorker
 from mailplane.queue import transitions
 from mailplane.queue.events import events_after, events_last_seq
-from mailplane.queue.models import DeliveryEvent, QueuedRecipient
+from mailplane.queue.models import DeliveryEvent, QueuedRecipient, Suppression
 from tests.delivery.test_bounce_match import remote_dsn
 
 pytestmark = pytest.mark.timeout(60)
@@ -138,3 +139,25 @@ def test_the_watch_sees_state_written_elsewhere(sender):
         assert watch.seen == 0
         QueuedRecipient.objects.filter(message=message).update(status="delivered")
     assert watch.seen == 1 and len(watch.elsewhere) == 1
+
+
+def test_a_retry_past_its_deadline_is_one_bounced_event(sender, dns_server, mx_sinks):
+    """The expiry transition: a temporary failure whose next attempt would fall after the
+    row's deadline ends the row (bounced, no suppression: nothing said the address is
+    bad) with one event, through the transitions module like the others."""
+    greylist = mx_sinks("tempfail")
+    dns_server.mx("later.test", "mx.later.test")
+    dns_server.a("mx.later.test", greylist.address)
+    message = sender.send("erin@later.test")
+    now = timezone.now()
+    QueuedRecipient.objects.filter(message=message).update(expires_at=now + timedelta(minutes=1))
+    start, watch = events_last_seq(), StateWrites()
+    with connection.execute_wrapper(watch):
+        assert DeliveryWorker(rng=lambda: 0.5).run_once(now=now) == 1
+    assert watch.seen > 0 and watch.elsewhere == []
+    [row] = QueuedRecipient.objects.filter(message=message)
+    stream = list(DeliveryEvent.objects.filter(seq__gt=start).order_by("seq"))
+    assert [(e.recipient_id, e.type) for e in stream] == [(row.pk, "bounced")]
+    assert "retry deadline reached" in stream[0].remote_reply
+    assert [e.seq for e in stream] == [start + 1] and events_last_seq() == start + 1
+    assert row.status == "bounced" and not Suppression.objects.exists()

@@ -7,9 +7,12 @@ constraint violation or a crash before commit would leave it.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 from django.db import DatabaseError, connection, connections, transaction
@@ -26,40 +29,10 @@ from mailplane.queue.models import (
 )
 from mailplane.queue.services import message_enqueue
 from mailplane.queue.transitions import Transition, transitions_apply
+from tests.queue.dbfail import database_trigger, refused_by_database
 from tests.support.tools import skip_for_mode
 
 RAW = b"From: <john@acme.test>\r\nSubject: Hi\r\n\r\nBody\r\n"
-
-
-@contextmanager
-def refused_by_database(table: str, verb: str, condition: str) -> Iterator[None]:
-    """While active, an INSERT or UPDATE (`verb`) on `table` whose NEW row matches
-    `condition` (SQL on NEW) fails inside the database."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute(
-                f"CREATE TRIGGER mailplane_test_refuse BEFORE {verb} ON {table} "
-                f"WHEN {condition} BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
-            )
-        else:
-            cursor.execute(
-                "CREATE FUNCTION mailplane_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF {condition} THEN RAISE EXCEPTION 'refused by test trigger'; END IF; "
-                "RETURN NEW; END $$"
-            )
-            cursor.execute(
-                f"CREATE TRIGGER mailplane_test_refuse BEFORE {verb} ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION mailplane_test_refuse()"
-            )
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            if connection.vendor == "sqlite":
-                cursor.execute("DROP TRIGGER IF EXISTS mailplane_test_refuse")
-            else:
-                cursor.execute(f"DROP TRIGGER IF EXISTS mailplane_test_refuse ON {table}")
-                cursor.execute("DROP FUNCTION IF EXISTS mailplane_test_refuse()")
 
 
 def _enqueued(account, *recipients: str) -> list[QueuedRecipient]:
@@ -182,3 +155,86 @@ def test_concurrent_writers_number_events_gap_free_in_commit_order(account):
     assert list(DeliveryEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(
         range(1, total + 1)
     )
+
+
+# The child for the kill test: a real process that applies one transition and is killed
+# by the database trigger's signal (SQLite: a function the trigger calls; PostgreSQL: a
+# NOTICE the trigger raises), i.e. inside the transaction, after the statement named.
+_KILLED_CHILD = """
+import os, signal, sys
+import django
+django.setup()
+from django.db import connection
+from django.utils import timezone
+from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus, SuppressionReason
+from mailplane.queue.transitions import Transition, transitions_apply
+
+def die(*_):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+connection.ensure_connection()
+if connection.vendor == "sqlite":
+    connection.connection.create_function("mailplane_test_die", 0, die)
+else:
+    connection.connection.add_notice_handler(
+        lambda diag: die() if diag.message_primary == "mailplane_test_die" else None
+    )
+row = QueuedRecipient.objects.select_related("message").get(pk=int(sys.argv[1]))
+step = Transition(row=row, event=EventType.BOUNCED, status=RecipientStatus.BOUNCED,
+                  reply="550 5.1.1 no such user", suppress=SuppressionReason.HARD_BOUNCE)
+transitions_apply([step], now=timezone.now())
+sys.exit(3)  # not reached: the process dies inside the transaction
+"""
+
+
+def kills_the_writer(table: str, verb: str) -> AbstractContextManager[None]:
+    """While active, the process whose `verb` on `table` fires the trigger is killed
+    (SIGKILL) right after that statement, before anything after it in its transaction."""
+    return database_trigger(
+        "mailplane_test_die",
+        table,
+        f"AFTER {verb}",
+        sqlite="SELECT mailplane_test_die()",
+        plpgsql="RAISE NOTICE 'mailplane_test_die'",
+    )
+
+
+def _database_url() -> str:
+    """The test database, for a child process."""
+    conf = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{conf['NAME']}"
+    auth = conf["USER"] + (f":{conf['PASSWORD']}" if conf["PASSWORD"] else "")
+    return f"postgres://{auth}@{conf['HOST']}:{conf['PORT'] or 5432}/{conf['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("model", "verb"),
+    [(QueuedRecipient, "UPDATE"), (Suppression, "INSERT"), (DeliveryEvent, "INSERT")],
+    ids=["after-the-state-write", "after-the-suppression", "after-the-event-insert"],
+)
+def test_a_process_killed_mid_transition_leaves_neither_state_nor_event(account, model, verb):
+    """The issue's check: kill the process between the state write and anything after
+    it. No state without its event, no event (nor suppression) without its state, and
+    the sequence number is not used up."""
+    [row] = _enqueued(account, "a@one.test")
+    last = events_last_seq()
+    env = {**os.environ, "DATABASE_URL": _database_url()}
+    with kills_the_writer(model._meta.db_table, verb):
+        child = subprocess.run(
+            [sys.executable, "-c", _KILLED_CHILD, str(row.pk)],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    row.refresh_from_db()
+    assert row.status == RecipientStatus.QUEUED
+    assert events_after(cursor=last) == [] and events_last_seq() == last
+    assert not Suppression.objects.exists()
+    # The same transition from a process that lives commits all of it, numbered next.
+    transitions_apply([_bounce(row)], now=timezone.now())
+    row.refresh_from_db()
+    assert row.status == RecipientStatus.BOUNCED and Suppression.objects.count() == 1
+    assert [e.seq for e in events_after(cursor=last)] == [last + 1]

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from mailplane.api.authentication import organization_of
 from mailplane.api.parsers import declared_length
-from mailplane.api.schema import TaskStartedSerializer
+from mailplane.api.schema import TaskStartedSerializer, task_started
 from mailplane.core.errors import ValidationFailed
 from mailplane.mailboxes.bulk import mailbox_bulk_start, max_bytes, upload_too_large
 
@@ -76,9 +76,7 @@ class MailboxBulkCreateView(APIView):
     def post(self, request: Request) -> Response:
         org = organization_of(request)
         job = mailbox_bulk_start(organization=org, content=_upload(request))
-        return Response(
-            {"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED
-        )
+        return task_started(job)
 
 
 def _upload(request: Request) -> bytes:

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
-from mailplane.api.schema import LIMIT_REACHED, TaskStartedSerializer
+from mailplane.api.schema import LIMIT_REACHED, TaskStartedSerializer, task_started
 from mailplane.core.errors import NotFound
 from mailplane.core.ids import MAX_ID, id_or_none
 from mailplane.dnsproviders.models import DnsProviderConnection, DnsProviderKind
@@ -154,6 +154,4 @@ class DomainPublishDnsView(APIView):
         body = DomainPublishDnsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         job = domain_dns_publish_request(organization=org, domain=domain, **body.validated_data)
-        return Response(
-            {"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED
-        )
+        return task_started(job)

@@ -9,18 +9,20 @@ exception handler) and outside them (handler400).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from mailplane.api.parsers import body_too_large
-from mailplane.core.errors import DomainError
+from mailplane.core.errors import DomainError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,10 @@ def _flatten(detail: Any) -> Any:
     return [str(detail)]
 
 
-class RequestRefused(DomainError):
+class RequestRefused(ValidationFailed):
+    """A request Django refused (bad Host header, too many fields): bad input, 400."""
+
     code = "bad_request"
-    http_status = 400
 
 
 def _refused_request(exc: SuspiciousOperation) -> DomainError:
@@ -50,11 +53,45 @@ def _refused_request(exc: SuspiciousOperation) -> DomainError:
     return RequestRefused(message, details={"request": [message]})
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def domain_error_response(exc: DomainError) -> Response:
+    """The one rendering of a domain error over HTTP: its status, body and header fields."""
+    return Response(exc.http_body(), status=exc.http_status, headers=exc.http_headers())
+
+
+def domain_error_json(exc: DomainError) -> JsonResponse:
+    """The same rendering outside DRF: plain Django views and middleware."""
+    response = JsonResponse(exc.http_body(), status=exc.http_status)
+    for name, value in exc.http_headers().items():
+        response[name] = value
+    return response
+
+
+def domain_errors_rendered(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """For a plain Django view: what DRF's exception handler does for an APIView, so the
+    view raises domain errors like any other and never builds an error answer."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except DomainError as exc:
+            return domain_error_json(exc)
+
+    return wrapped
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     if isinstance(exc, SuspiciousOperation):
         exc = _refused_request(exc)
     if isinstance(exc, DomainError):
-        return Response(exc.http_body(), status=exc.http_status)
+        # A view a person opens in a browser (a confirmation link) may answer its refusals
+        # as a page: `error_page(request, exc)` returns one, or None for the JSON shape.
+        page = getattr(context.get("view"), "error_page", None)
+        request = context.get("request")
+        answer = page(request, exc) if page is not None and request is not None else None
+        if answer is not None:
+            return answer
+        return domain_error_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -91,8 +128,7 @@ def not_found_view(request: HttpRequest, exception: Exception | None = None) -> 
 def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """handler400: SuspiciousOperation raised outside a DRF view (middleware, body reads)."""
     if isinstance(exception, SuspiciousOperation):
-        refused = _refused_request(exception)
-        return JsonResponse(refused.http_body(), status=refused.http_status)
+        return domain_error_json(_refused_request(exception))
     return JsonResponse(error_body("bad_request", "bad request"), status=400)
 
 

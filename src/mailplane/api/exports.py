@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import optional_int_param
 from mailplane.exports.layouts import LAYOUTS
-from mailplane.exports.services import export_build
+from mailplane.exports.selectors import export_build
 
 _CSV = OpenApiResponse(
     OpenApiTypes.STR,

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from mailplane.api.authentication import organization_of
 from mailplane.api.fields import OwnedField, optional_int_param
 from mailplane.api.pagination import LimitOffsetPagination
-from mailplane.api.schema import CONFLICT, LIMIT_REACHED, TaskStartedSerializer
+from mailplane.api.schema import CONFLICT, LIMIT_REACHED, TaskStartedSerializer, task_started
 from mailplane.core.errors import ValidationFailed
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.mailboxes.passwords import password_problems
@@ -262,9 +262,7 @@ class MailboxListView(APIView):
         body.is_valid(raise_exception=True)
         spec = mailbox_validate(organization=org, data=dict(body.validated_data))
         job = mailbox_create_start(organization=org, spec=spec)
-        return Response(
-            {"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED
-        )
+        return task_started(job)
 
 
 class MailboxDetailView(APIView):

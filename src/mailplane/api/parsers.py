@@ -17,14 +17,14 @@ from typing import Any
 from django.conf import settings
 from rest_framework.parsers import JSONParser
 
-from mailplane.core.errors import ValidationFailed
+from mailplane.core.errors import TooLarge, ValidationFailed
 
 
-class BodyTooLarge(ValidationFailed):
-    """The request body is over the limit: refused before it is read."""
+class BodyTooLarge(TooLarge, ValidationFailed):
+    """The request body is over the limit: refused before it is read. Bad input naming
+    `body`, answered as TooLarge (first in the MRO) on every protocol."""
 
     code = "body_too_large"
-    http_status = 413
 
 
 def body_too_large(limit: int) -> BodyTooLarge:

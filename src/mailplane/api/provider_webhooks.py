@@ -5,7 +5,8 @@ relay server's webhook secret (delivery/providers/mailgun.py and sendgrid.py che
 Answers follow what providers do with them: 2xx for anything authentic, even events we ignore (they
 disable endpoints that keep failing); 503 + Retry-After when a row's send is still being
 recorded (they retry); 400 for a malformed body; 403 for a bad signature; 404 when the
-relay server has no receiver.
+relay server has no receiver. Each refusal is a domain error the receivers raise
+(delivery/providers/webhooks.py), rendered by api/errors.py.
 """
 
 from __future__ import annotations
@@ -21,13 +22,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mailplane.api.errors import error_body
 from mailplane.api.schema import error
 from mailplane.delivery.providers.mailgun import mailgun_webhook_receive
 from mailplane.delivery.providers.sendgrid import sendgrid_webhook_receive
-from mailplane.delivery.providers.webhooks import WebhookReceipt
-
-RETRY_AFTER_SECONDS = 60
 
 
 class ReceiptSerializer(serializers.Serializer[Any]):
@@ -66,20 +63,6 @@ _RETRY_AFTER = OpenApiParameter(
 )
 
 
-def _answer(receipt: WebhookReceipt) -> Response:
-    if receipt.in_flight:
-        return Response(
-            error_body(
-                "retry_later",
-                "a reported message is still being recorded here; call again",
-                {name: [str(count)] for name, count in receipt.as_dict().items()},
-            ),
-            status=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    return Response(receipt.as_dict())
-
-
 class _ProviderWebhookView(APIView):
     # The signature is the authentication; the raw body is what it covers, so no parser.
     authentication_classes = ()
@@ -102,7 +85,7 @@ class MailgunWebhookView(_ProviderWebhookView):
         receipt = mailgun_webhook_receive(
             relay_server_id=relay_id, body=request.body, now=timezone.now()
         )
-        return _answer(receipt)
+        return Response(receipt.as_dict())
 
 
 class SendGridWebhookView(_ProviderWebhookView):
@@ -131,4 +114,4 @@ class SendGridWebhookView(_ProviderWebhookView):
             timestamp=request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp", ""),
             now=timezone.now(),
         )
-        return _answer(receipt)
+        return Response(receipt.as_dict())

@@ -35,12 +35,13 @@ from typing import Protocol
 import redis
 import redis.exceptions
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mailplane.api.errors import error_body
+from mailplane.api.errors import domain_error_json
 from mailplane.api.throttling import client_key, retry_after_seconds
+from mailplane.core.errors import RateLimited
 
 log = logging.getLogger("mailplane.api.ratelimits")
 
@@ -263,21 +264,20 @@ class RateLimitMiddleware:
         if over:
             wait = max(s.reset for s in over)
             names = " and ".join(f"per {s.quota.name}" for s in over)
-            response = JsonResponse(
-                error_body(
-                    "rate_limited",
-                    f"too many requests ({names}); retry in {retry_after_seconds(wait)} s",
-                    {
-                        "retry_after": [str(retry_after_seconds(wait))],
+            seconds = retry_after_seconds(wait)
+            response = domain_error_json(
+                RateLimited(
+                    f"too many requests ({names}); retry in {seconds} s",
+                    details={
+                        "retry_after": [str(seconds)],
                         **{
                             s.quota.name: [f"{s.quota.limit} requests per {s.quota.window} s"]
                             for s in over
                         },
                     },
-                ),
-                status=429,
+                    retry_after=seconds,
+                )
             )
-            response["Retry-After"] = str(retry_after_seconds(wait))
         else:
             response = self.get_response(request)
         for name, value in _headers(spent).items():

@@ -24,10 +24,11 @@ from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.response import Response
 
 from mailplane.api.ratelimits import RATE_LIMITED_PATHS
-from mailplane.jobs.models import JobStatus
+from mailplane.jobs.models import Job, JobStatus
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -71,6 +72,11 @@ class TaskStartedSerializer(serializers.Serializer[Any]):
 
     task_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=JobStatus.choices)
+
+
+def task_started(job: Job) -> Response:
+    """The 202 that TaskStartedSerializer describes, for the job a service started."""
+    return Response({"task_id": str(job.pk), "status": job.status}, status=status.HTTP_202_ACCEPTED)
 
 
 def error(description: str) -> OpenApiResponse:

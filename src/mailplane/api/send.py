@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser
@@ -27,7 +26,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mailplane.api.errors import error_body
 from mailplane.api.parsers import BodyUnreadable, body_too_large, declared_length, json_check
 from mailplane.api.schema import CONFLICT, error
 from mailplane.api.server_auth import (
@@ -44,21 +42,13 @@ from mailplane.api.servers import (
 )
 from mailplane.core.errors import DomainError, ValidationFailed
 from mailplane.queue.models import RecipientStatus
-from mailplane.sending.idempotency import (
-    HEADER,
-    idempotency_claim,
-    idempotency_complete,
-    idempotency_key_parse,
-    idempotency_release,
-    request_digest,
-)
+from mailplane.sending.idempotency import HEADER, Answer, idempotent_answer
 from mailplane.sending.requests import MAX_RECIPIENTS, MESSAGE_MAX_BYTES, send_request_parse
-from mailplane.sending.services import Prepared, SendContext, Sent, message_prepare, messages_send
+from mailplane.sending.services import BATCH_MAX, Sent, message_send, messages_send_batch
 from mailplane.servers.models import EmailServer
 from mailplane.servers.selectors import email_server_get
 from mailplane.servers.services import email_server_update
 
-BATCH_MAX = 500  # Postmark's batch limit
 # A JSON body carries a 10 MB message with escaping to spare; a batch as Postmark's 50 MB.
 SEND_BODY_MAX = 2 * MESSAGE_MAX_BYTES
 BATCH_BODY_MAX = 50 * 1024 * 1024
@@ -172,6 +162,13 @@ class SendMessageSerializer(serializers.Serializer[Any]):
         help_text="Rewrite the HTML's links to click redirects (Postmark's TrackLinks); "
         "default: as the stream and server say. Needs a verified tracking domain.",
     )
+    send_at = serializers.DateTimeField(
+        required=False,
+        help_text="Hold the message until then: an RFC 3339 date-time with an offset, in "
+        "the future and at most 72 hours ahead (else 422 naming `send_at`). Until it "
+        "leaves it can be cancelled (`POST /api/server/messages/{id}/cancel/`) or moved "
+        "(`PATCH /api/server/messages/{id}/`).",
+    )
 
 
 # `from` is a Python keyword: declared after the class.
@@ -181,7 +178,12 @@ SendMessageSerializer._declared_fields["from"] = serializers.CharField(
 )
 
 
-SENT_STATUSES = [RecipientStatus.QUEUED, RecipientStatus.DELIVERED, RecipientStatus.SUPPRESSED]
+SENT_STATUSES = [
+    RecipientStatus.QUEUED,
+    RecipientStatus.SCHEDULED,
+    RecipientStatus.DELIVERED,
+    RecipientStatus.SUPPRESSED,
+]
 
 
 class SentSerializer(serializers.Serializer[Any]):
@@ -190,8 +192,9 @@ class SentSerializer(serializers.Serializer[Any]):
     stream = serializers.CharField()
     status = serializers.ChoiceField(
         choices=SENT_STATUSES,
-        help_text="`queued`; `delivered` on a sandbox server (recorded, never sent); "
-        "`suppressed` when every recipient is on the suppression list.",
+        help_text="`queued`; `scheduled` with a `send_at`; `delivered` on a sandbox server "
+        "(recorded, never sent); `suppressed` when every recipient is on the suppression "
+        "list.",
     )
     to = serializers.ListField(child=serializers.CharField(), help_text="Envelope recipients.")
     suppressed = serializers.ListField(
@@ -200,6 +203,9 @@ class SentSerializer(serializers.Serializer[Any]):
         "sent nothing.",
     )
     submitted_at = serializers.DateTimeField()
+    send_at = serializers.DateTimeField(
+        allow_null=True, help_text="When a scheduled message leaves; null: now."
+    )
 
 
 class BatchItemErrorSerializer(serializers.Serializer[Any]):
@@ -217,6 +223,7 @@ class BatchItemSerializer(serializers.Serializer[Any]):
     to = serializers.ListField(child=serializers.CharField(), required=False)
     suppressed = serializers.ListField(child=serializers.CharField(), required=False)
     submitted_at = serializers.DateTimeField(required=False)
+    send_at = serializers.DateTimeField(required=False, allow_null=True)
     error = BatchItemErrorSerializer(required=False, help_text="Why this one was refused.")
 
 
@@ -229,6 +236,7 @@ def _sent(sent: Sent) -> dict[str, Any]:
         "to": sent.recipients,
         "suppressed": sent.suppressed,
         "submitted_at": sent.message.created_at,
+        "send_at": sent.send_at,
     }
 
 
@@ -251,33 +259,32 @@ def _as_json(body: Any) -> Any:
     return json.loads(JSONRenderer().render(body))
 
 
-def _answer(request: Request, server: EmailServer, run: Callable[[], tuple[int, Any]]) -> Response:
-    """Run `run` (which queues and returns the answer) once per Idempotency-Key."""
-    key = idempotency_key_parse(request.headers.get(HEADER))
-    if key is None:
-        status, body = run()
-        return Response(body, status=status)
-    digest = request_digest(path=request.path, data=request.data)
-    replay = idempotency_claim(server=server, key=key, digest=digest)
-    if replay is not None:
-        return Response(replay.body, status=replay.status, headers={REPLAYED: "true"})
-    try:
-        with transaction.atomic():
-            status, body = run()
-            body = _as_json(body)
-            idempotency_complete(server=server, key=key, status=status, body=body)
-    except DomainError as exc:
-        # A client error is an answer too: the same request gets it again.
-        refusal = error_body(exc.code, exc.message, exc.details)
-        idempotency_complete(server=server, key=key, status=exc.http_status, body=refusal)
-        raise
-    except BaseException:
-        idempotency_release(server=server, key=key)
-        raise
-    return Response(body, status=status)
+def _answer(request: Request, server: EmailServer, run: Callable[[], Answer]) -> Response:
+    """`run` once per Idempotency-Key (sending/idempotency.py), answered over HTTP."""
+    answer = idempotent_answer(
+        server=server,
+        header=request.headers.get(HEADER),
+        path=request.path,
+        data=request.data,
+        run=run,
+        as_stored=_as_json,
+    )
+    headers = {REPLAYED: "true"} if answer.replayed else None
+    return Response(answer.body, status=answer.status, headers=headers)
 
 
-SENDER_NOT_VERIFIED = error("`from` is not a verified sender identity of the account.")
+def _item(index: int, result: Sent | DomainError) -> dict[str, Any]:
+    """One batch item: the message sent, or its refusal in the one error shape."""
+    if isinstance(result, DomainError):
+        return {"index": index, "status": "error", **result.http_body()}
+    return {"index": index, **_sent(result)}
+
+
+SENDER_NOT_VERIFIED = error(
+    "`from` is not a verified sender identity of the account; or `send_at` is not an RFC "
+    "3339 time within 72 hours; or the broadcast stream refuses the message (more than one "
+    "recipient, or a List-Unsubscribe header of its own)."
+)
 MESSAGE_TOO_LARGE = error(f"The message (or the body) is over {MESSAGE_MAX_BYTES} bytes.")
 
 
@@ -300,13 +307,13 @@ class EmailSendView(APIView):
     def post(self, request: Request) -> Response:
         server = server_of(request)
 
-        def run() -> tuple[int, Any]:
-            send = send_request_parse(request.data)
-            prepared = message_prepare(ctx=SendContext.load(server), request=send)
-            [sent] = messages_send(
-                server=server, prepared=[prepared], server_key=server_key_of(request)
+        def run() -> Answer:
+            sent = message_send(
+                server=server,
+                request=send_request_parse(request.data),
+                server_key=server_key_of(request),
             )
-            return 200, _sent(sent)
+            return Answer(200, _sent(sent))
 
         return _answer(request, server, run)
 
@@ -331,38 +338,14 @@ class EmailBatchView(APIView):
     )
     def post(self, request: Request) -> Response:
         server = server_of(request)
-        return _answer(request, server, lambda: (200, self._batch(request, server, request.data)))
 
-    def _batch(self, request: Request, server: EmailServer, items: Any) -> list[dict[str, Any]]:
-        if not isinstance(items, list):
-            raise ValidationFailed.on("body", "must be a JSON array of messages")
-        if not items:
-            raise ValidationFailed.on("body", "must hold at least one message")
-        if len(items) > BATCH_MAX:
-            raise ValidationFailed.on(
-                "body", f"holds {len(items)} messages: at most {BATCH_MAX} per batch"
+        def run() -> Answer:
+            results = messages_send_batch(
+                server=server, items=request.data, server_key=server_key_of(request)
             )
-        ctx = SendContext.load(server)
-        results: list[dict[str, Any]] = []
-        accepted: list[tuple[int, Prepared]] = []
-        for index, item in enumerate(items):
-            try:
-                accepted.append((index, message_prepare(ctx=ctx, request=send_request_parse(item))))
-                results.append({})
-            except DomainError as exc:
-                results.append(
-                    {
-                        "index": index,
-                        "status": "error",
-                        **error_body(exc.code, exc.message, exc.details),
-                    }
-                )
-        sent = messages_send(
-            server=server, prepared=[p for _, p in accepted], server_key=server_key_of(request)
-        )
-        for (index, _), one in zip(accepted, sent, strict=True):
-            results[index] = {"index": index, **_sent(one)}
-        return results
+            return Answer(200, [_item(index, one) for index, one in enumerate(results)])
+
+        return _answer(request, server, run)
 
 
 class ServerView(APIView):

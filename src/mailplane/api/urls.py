@@ -10,6 +10,7 @@ from mailplane.api import (
     dns_providers,
     domains,
     exports,
+    identities,
     index,
     mailboxes,
     messages,
@@ -17,11 +18,14 @@ from mailplane.api import (
     projects,
     provider_webhooks,
     relays,
+    scheduling,
     send,
     server_messages,
+    server_suppressions,
     servers,
     tasks,
     tracking,
+    unsubscribe,
     webhooks,
 )
 from mailplane.api.fields import IdConverter
@@ -120,6 +124,47 @@ urlpatterns = [
         server_messages.ServerMessageDetailView.as_view(),
         name="server-message-detail",
     ),
+    path(
+        "api/server/suppressions/",
+        server_suppressions.SuppressionListView.as_view(),
+        name="server-suppression-list",
+    ),
+    path(
+        "api/server/suppressions/export/",
+        server_suppressions.SuppressionExportView.as_view(),
+        name="server-suppression-export",
+    ),
+    path(
+        "api/server/suppressions/<id:pk>/",
+        server_suppressions.SuppressionDetailView.as_view(),
+        name="server-suppression-detail",
+    ),
+    # Sender identities (account keys); the mailed link is public (its token authenticates).
+    path(
+        "api/sender-identities/",
+        identities.SenderIdentityListView.as_view(),
+        name="sender-identity-list",
+    ),
+    path(
+        "api/sender-identities/confirm/",
+        identities.SenderIdentityConfirmView.as_view(),
+        name="sender-identity-confirm",
+    ),
+    path(
+        "api/sender-identities/<id:pk>/",
+        identities.SenderIdentityDetailView.as_view(),
+        name="sender-identity-detail",
+    ),
+    path(
+        "api/sender-identities/<id:pk>/resend/",
+        identities.SenderIdentityResendView.as_view(),
+        name="sender-identity-resend",
+    ),
+    path(
+        "api/server/messages/<id:pk>/cancel/",
+        scheduling.ServerMessageCancelView.as_view(),
+        name="server-message-cancel",
+    ),
     # Webhook endpoints of a server: with an account key, and with the server's full key.
     path(
         "api/servers/<id:pk>/webhooks/",
@@ -171,6 +216,12 @@ urlpatterns = [
     path("api/email/", send.EmailSendView.as_view(), name="email-send"),
     path("api/email/batch/", send.EmailBatchView.as_view(), name="email-batch"),
     path("api/tasks/<str:task_id>/", tasks.TaskDetailView.as_view(), name="task-detail"),
+    # Broadcast messages' List-Unsubscribe links (RFC 8058): the token is the credential.
+    path(
+        "unsubscribe/<str:token>/",
+        unsubscribe.UnsubscribeView.as_view(),
+        name="unsubscribe",
+    ),
     # Provider event webhooks: signed by the provider, not called with an API key.
     path(
         "webhooks/mailgun/<id:relay_id>/",

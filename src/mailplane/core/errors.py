@@ -15,11 +15,20 @@ DomainError                          HTTP             SMTP         IMAP
 ├── LimitReached      plan or quota  403 limit_...    452 4.3.1    NO [LIMIT]
 ├── NotAllowed        state/plan     403 not_allowed  550 5.7.1    NO [NOPERM]
 │                     forbids it
+├── NotAuthenticated  credentials    401 not_auth...  530 5.7.0    NO [AUTHENTICATIONFAILED]
+│                     missing/wrong
+├── TooLarge          over a size    413 too_large    552 5.3.4    NO [TOOBIG]
+│                     limit
 └── Unavailable       try later      503 unavailable  451 4.3.0    NO [UNAVAILABLE]
+
+Every class below DomainError names all three answers itself, or inherits them from one
+of these (tests/core/test_errors.py walks every subclass in the tree): DomainError's own
+defaults are never what a client sees.
 
 A class gives the defaults; one raise may be more precise for SMTP (RFC 3463 has a code
 for "mailbox disabled", 5.2.1, which HTTP and IMAP have no use for):
-`NotAllowed("Mailbox disabled", smtp=SmtpStatus(550, "5.2.1"))`.
+`NotAllowed("Mailbox disabled", smtp=SmtpStatus(550, "5.2.1"))`. A temporary error may say
+when to try again (`retry_after`, seconds): over HTTP it is Retry-After (`http_headers()`).
 """
 
 from __future__ import annotations
@@ -79,17 +88,24 @@ class DomainError(Exception):
         *,
         details: dict[str, list[str]] | None = None,
         smtp: SmtpStatus | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
         self.smtp = smtp or self.smtp_status
+        self.retry_after = retry_after
 
     # One rendering per protocol; the front ends call these and nothing else.
 
     def http_body(self) -> dict[str, Any]:
         """The API's one error shape (api/errors.py): {"error": {code, message, details}}."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    def http_headers(self) -> dict[str, str]:
+        """Header fields that go with the body: Retry-After (RFC 9110 §10.2.3) when the
+        error says when to try again."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
     def smtp_reply(self) -> str:
         """`550 5.7.1 Mailbox is suspended`: what an aiosmtpd handler hook returns."""
@@ -147,6 +163,37 @@ class NotAllowed(DomainError):
     imap_status = ImapStatus("NO", "NOPERM")
 
 
+class NotAuthenticated(DomainError):
+    """Credentials are required and none (or wrong ones) came: who is asking is unknown."""
+
+    code = "not_authenticated"
+    http_status = 401
+    # RFC 4954 §6: 530 5.7.0 Authentication required.
+    smtp_status = SmtpStatus(530, "5.7.0")
+    # RFC 5530 §3: AUTHENTICATIONFAILED.
+    imap_status = ImapStatus("NO", "AUTHENTICATIONFAILED")
+
+    def __init__(self, message: str, *, challenge: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.challenge = challenge
+
+    def http_headers(self) -> dict[str, str]:
+        # RFC 9110 §11.6.1: a 401 carries the challenge the client must answer.
+        return {**super().http_headers(), "WWW-Authenticate": self.challenge}
+
+
+class TooLarge(DomainError):
+    """Over a size limit: a message, an upload, a request body."""
+
+    code = "too_large"
+    http_status = 413
+    # RFC 3463 §3.4: X.3.4 message too big for system; RFC 5321 §4.5.3.1.10 (and §4.2.2)
+    # answers a message over the size limit with 552.
+    smtp_status = SmtpStatus(552, "5.3.4")
+    # RFC 9051 §7.1: TOOBIG, the server refuses to save or handle data this large.
+    imap_status = ImapStatus("NO", "TOOBIG")
+
+
 class Unavailable(DomainError):
     """Temporary: nothing was done, the same request may succeed later."""
 
@@ -155,3 +202,12 @@ class Unavailable(DomainError):
     # RFC 3463 §3.4: X.3.0 other or undefined mail system status, temporary.
     smtp_status = SmtpStatus(451, "4.3.0")
     imap_status = ImapStatus("NO", "UNAVAILABLE")
+
+
+class RateLimited(Unavailable):
+    """Too many requests in a window: temporary, `retry_after` says when the window ends."""
+
+    code = "rate_limited"
+    # RFC 6585 §4: 429 Too Many Requests. SMTP and IMAP keep Unavailable's 451 4.3.0 and
+    # NO [UNAVAILABLE]: try again later.
+    http_status = 429

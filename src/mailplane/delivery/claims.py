@@ -9,6 +9,12 @@ Leases are short (DELIVERY_LEASE_SECONDS, 30 s by default) and the worker renews
 heartbeat (`recipients_renew`) for as long as it still holds the rows: a worker that dies
 stops renewing and its rows are due again within one lease, while a live worker's slow
 delivery (a receiver that takes minutes over DATA) never has its claim taken and sent twice.
+
+Two lanes (QueuedRecipient.priority): each claim takes the due interactive rows
+(transactional streams, SMTP submissions, DSNs) first and fills what room is left with
+bulk rows (broadcast streams), at most `bulk_limit` of them: the worker keeps a share of
+its window for interactive mail (worker.py), so a broadcast backlog of any size delays a
+transactional message by at most one window of sends (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -21,26 +27,30 @@ from django.db.models import Q
 
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
-from mailplane.queue.models import QueuedRecipient, RecipientStatus
+from mailplane.queue.models import Priority, QueuedRecipient, RecipientStatus
 from mailplane.relays.models import RelayServer
 
-DUE_STATUSES = (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
+# Scheduled rows are due at their send time like deferred ones at their retry time.
+DUE_STATUSES = (RecipientStatus.QUEUED, RecipientStatus.DEFERRED, RecipientStatus.SCHEDULED)
 
 
 def _unclaimed(now: datetime) -> Q:
     return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
 
 
-def recipients_claim(
-    *, worker_id: str, limit: int, lease: timedelta, now: datetime
-) -> list[QueuedRecipient]:
-    """Claim up to `limit` due rows for `worker_id` until now + lease, grouped by domain."""
+def _lane_claim(
+    *, priority: Priority, worker_id: str, limit: int, until: datetime, now: datetime
+) -> list[int]:
+    """Claim up to `limit` due rows of one lane; return their ids."""
+    if limit <= 0:
+        return []
     due = (
-        QueuedRecipient.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+        QueuedRecipient.objects.filter(
+            priority=priority, status__in=DUE_STATUSES, next_attempt_at__lte=now
+        )
         .filter(_unclaimed(now))
         .order_by("next_attempt_at", "id")
     )
-    until = now + lease
     if connection.features.has_select_for_update_skip_locked:
         with transaction.atomic():
             ids = list(due.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
@@ -48,12 +58,35 @@ def recipients_claim(
                 QueuedRecipient.objects.filter(pk__in=ids).update(
                     claimed_by=worker_id, claimed_until=until
                 )
-    else:
-        ids = list(due.values_list("id", flat=True)[:limit])
-        if ids:
-            QueuedRecipient.objects.filter(pk__in=ids).filter(_unclaimed(now)).filter(
-                status__in=DUE_STATUSES
-            ).update(claimed_by=worker_id, claimed_until=until)
+        return ids
+    ids = list(due.values_list("id", flat=True)[:limit])
+    if ids:
+        QueuedRecipient.objects.filter(pk__in=ids).filter(_unclaimed(now)).filter(
+            status__in=DUE_STATUSES
+        ).update(claimed_by=worker_id, claimed_until=until)
+    return ids
+
+
+def recipients_claim(
+    *,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    bulk_limit: int | None = None,
+) -> list[QueuedRecipient]:
+    """Claim up to `limit` due rows for `worker_id` until now + lease, grouped by domain:
+    interactive rows first, then at most `bulk_limit` (None: the rest of `limit`) bulk."""
+    until = now + lease
+    ids = _lane_claim(
+        priority=Priority.INTERACTIVE, worker_id=worker_id, limit=limit, until=until, now=now
+    )
+    room = limit - len(ids)
+    if bulk_limit is not None:
+        room = min(room, bulk_limit)
+    ids += _lane_claim(
+        priority=Priority.BULK, worker_id=worker_id, limit=room, until=until, now=now
+    )
     if not ids:
         return []
     rows = list(
@@ -62,8 +95,10 @@ def recipients_claim(
         ).select_related("message")
     )
     _attach_shared(rows)
-    # Grouped by destination so one connection carries a domain's messages.
-    return sorted(rows, key=lambda r: (r.rcpt_domain, r.pk))
+    # Grouped by destination so one connection carries a domain's messages; interactive
+    # rows first, so that each leads its destination's group and goes out on the first
+    # connection, ahead of the bulk rows claimed with it.
+    return sorted(rows, key=lambda r: (r.priority, r.rcpt_domain, r.pk))
 
 
 def recipients_renew(

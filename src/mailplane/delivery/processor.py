@@ -86,8 +86,10 @@ class BatchContext:
     """What the steps need, loaded once per batch (no query per recipient)."""
 
     bodies: dict[int, bytes]
-    suppressed: set[tuple[int, str]]
+    # (organization, address, stream or None for the whole account)
+    suppressed: set[tuple[int, str, int | None]]
     local: dict[str, Mailbox]
+    streams: dict[int, int | None]  # message -> its server stream (None: no server)
     pools: dict[int, PoolChoice]  # by message id, for messages with an IP pool
 
 
@@ -97,24 +99,38 @@ def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
         b.message_id: bytes(b.raw) for b in MessageBody.objects.filter(message_id__in=message_ids)
     }
     addresses = {r.rcpt_to.lower() for r in rows}
-    suppressed = set(
+    suppressed: set[tuple[int, str, int | None]] = set(
         Suppression.objects.filter(
             organization_id__in={r.message.organization_id for r in rows}, address__in=addresses
-        ).values_list("organization_id", "address")
+        ).values_list("organization_id", "address", "stream_id")
     )
+    # A stream's suppression holds for that stream only (queue/transitions.py); by the
+    # relation's name: the queue's link to servers is the servers package's.
+    streams: dict[int, int | None] = {}
+    if suppressed:
+        links = OutboundMessage.objects.filter(pk__in=message_ids).values_list(
+            "pk", "server_link__stream_id"
+        )
+        streams = {pk: (int(stream) if stream is not None else None) for pk, stream in links}
     local = {
         m.address: m
         for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
     }
     pools = pool_choices(list({(r.message_id, r.message.organization_id) for r in rows}))
-    return BatchContext(bodies=bodies, suppressed=suppressed, local=local, pools=pools)
+    return BatchContext(
+        bodies=bodies, suppressed=suppressed, local=local, streams=streams, pools=pools
+    )
 
 
 # --- the checklist -------------------------------------------------------------------
 
 
 def hold_if_suppressed(row: QueuedRecipient, ctx: BatchContext) -> Outcome | None:
-    if (row.message.organization_id, row.rcpt_to.lower()) in ctx.suppressed:
+    org, address = row.message.organization_id, row.rcpt_to.lower()
+    stream = ctx.streams.get(row.message_id)
+    if (org, address, None) in ctx.suppressed or (
+        stream is not None and (org, address, stream) in ctx.suppressed
+    ):
         return Outcome(
             row,
             SendResult.permanent("550 5.7.1 recipient is on the suppression list"),

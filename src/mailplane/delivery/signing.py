@@ -56,6 +56,12 @@ SIGNED_HEADERS = [
     b"content-transfer-encoding",
 ]
 
+# RFC 8058 §4: a one-click unsubscribe must be covered by a valid DKIM signature, both
+# fields. Signed only when present (and then over-signed once, so that no second instance
+# can be added in transit); listed when absent they would break the signature of every
+# transactional message a mailing list redistributes with its own List-* fields.
+SIGNED_IF_PRESENT = [b"list-unsubscribe", b"list-unsubscribe-post"]
+
 log = logging.getLogger("mailplane.delivery")
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
@@ -166,6 +172,13 @@ def dkim_sign(
             names.append(name.decode())
         if not instances:
             names.append(name.decode())  # absent: signs as nothing, can't be added later
+    for name in SIGNED_IF_PRESENT:
+        instances = by_name.get(name, [])
+        for f in reversed(instances):
+            signed.append(header_relaxed(f))
+            names.append(name.decode())
+        if instances:
+            names.append(name.decode())  # over-signed: no further instance can be added
     body_hash = base64.b64encode(hashlib.sha256(body_relaxed(body)).digest()).decode()
     timestamp = int(time.time()) if now is None else now
     tags = (

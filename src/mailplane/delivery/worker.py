@@ -52,7 +52,7 @@ from mailplane.delivery.providers import Provider, provider_for, providers_close
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.signing import sign_many
 from mailplane.pools.selectors import Source
-from mailplane.queue.models import QueuedRecipient
+from mailplane.queue.models import Priority, QueuedRecipient
 
 log = logging.getLogger("mailplane.delivery")
 T = TypeVar("T")
@@ -85,6 +85,10 @@ def _chunks(jobs: list[Job], parts: int) -> list[list[Job]]:
     parts = max(1, min(parts, -(-len(jobs) // MESSAGES_PER_CONNECTION)))
     size = -(-len(jobs) // parts)
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def _bulk(chunk: list[Job]) -> int:
+    return sum(1 for job in chunk if job.row.priority == Priority.BULK)
 
 
 class _CallerThread(Executor):
@@ -135,6 +139,12 @@ class _Run:
         self.beat = beat
         self.now = now  # a fixed clock (tests); None: the real one
         self.window = max(worker.batch_size, worker.concurrency * 4)
+        # Bulk rows (broadcast streams) may hold at most this much of the window: the rest
+        # is kept for interactive mail, which the claim also takes first (claims.py), so a
+        # transactional message waits behind at most `bulk_window` broadcast sends however
+        # long the broadcast backlog is (docs/architecture.md, "Two lanes").
+        self.bulk_window = self.window - max(1, self.window // 4)
+        self.bulk_in_flight = 0
         self.slots = asyncio.Semaphore(worker.concurrency)
         self.destinations = destination_slots(owner=worker.worker_id)
         self.finished: list[Outcome] = []
@@ -160,7 +170,12 @@ class _Run:
             await self.record(batch)
         room = self.window - self.in_flight
         limit = min(worker.batch_size, room)
-        claimed = await self.call(worker.claim, now=self.now, limit=limit) if room > 0 else []
+        bulk_limit = max(0, min(limit, self.bulk_window - self.bulk_in_flight))
+        claimed = (
+            await self.call(worker.claim, now=self.now, limit=limit, bulk_limit=bulk_limit)
+            if room > 0
+            else []
+        )
         # A row we still hold can only come back if its lease ran out unnoticed (the claim
         # just renewed it): it is in flight here already.
         rows = [r for r in claimed if r.pk not in self.held]
@@ -174,6 +189,7 @@ class _Run:
             self.held.difference_update(r.pk for r in rows if r.pk not in accounted)
             for provider, chunk in worker.groups(jobs):
                 self.in_flight += len(chunk)
+                self.bulk_in_flight += _bulk(chunk)
                 key = (chunk[0].row.message.relay_server_id or 0, chunk[0].row.rcpt_domain)
                 task = asyncio.create_task(self.deliver(provider, chunk, key))
                 self.tasks.add(task)
@@ -214,6 +230,7 @@ class _Run:
             raise
         finally:
             self.in_flight -= len(chunk)
+            self.bulk_in_flight -= _bulk(chunk)
             self.wake.set()
 
     async def send_chunk(self, provider: Provider, chunk: list[Job]) -> list[Outcome]:
@@ -282,13 +299,18 @@ class DeliveryWorker:
     # -- database steps (run on the database thread) ----------------------------------------
 
     def claim(
-        self, *, now: datetime | None = None, limit: int | None = None
+        self,
+        *,
+        now: datetime | None = None,
+        limit: int | None = None,
+        bulk_limit: int | None = None,
     ) -> list[QueuedRecipient]:
         return recipients_claim(
             worker_id=self.worker_id,
             limit=limit or self.batch_size,
             lease=self.lease,
             now=now or timezone.now(),
+            bulk_limit=bulk_limit,
         )
 
     def renew(self, ids: set[int], *, now: datetime | None = None) -> set[int]:

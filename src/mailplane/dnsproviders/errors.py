@@ -8,33 +8,32 @@
     └── ProviderGaveUp        still unavailable after the job's last attempt     permanent
 
 The permanent ones are also `DomainError`s, so the API and the job runner render them with
-their message; the temporary one is not, so a job that meets it is run again later
+their message: bad input of the account's (a 400, ValidationFailed's answers on SMTP and
+IMAP), or, for ProviderGaveUp, Unavailable (503: the same request may work later, though
+the job has stopped trying). The temporary one is not, so a job that meets it is run again later
 (jobs/services.py). Messages are shown to the account: they name the provider's own error
 codes and messages, never a credential.
 """
 
 from __future__ import annotations
 
-from mailplane.core.errors import DomainError
+from mailplane.core.errors import Unavailable, ValidationFailed
 
 
 class DnsProviderError(Exception):
     """Base of every DNS-provider failure."""
 
 
-class CredentialsRejected(DnsProviderError, DomainError):
+class CredentialsRejected(DnsProviderError, ValidationFailed):
     code = "dns_provider_auth_failed"
-    http_status = 400
 
 
-class ZoneNotFound(DnsProviderError, DomainError):
+class ZoneNotFound(DnsProviderError, ValidationFailed):
     code = "dns_zone_not_found"
-    http_status = 400
 
 
-class RecordRejected(DnsProviderError, DomainError):
+class RecordRejected(DnsProviderError, ValidationFailed):
     code = "dns_provider_rejected"
-    http_status = 400
 
 
 class ProviderUnavailable(DnsProviderError):
@@ -46,6 +45,5 @@ class ProviderUnavailable(DnsProviderError):
         self.retry_after = retry_after
 
 
-class ProviderGaveUp(DnsProviderError, DomainError):
+class ProviderGaveUp(DnsProviderError, Unavailable):
     code = "dns_provider_unavailable"
-    http_status = 503

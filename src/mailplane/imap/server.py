@@ -11,14 +11,19 @@ here add only what a public server needs and pymap leaves open:
   whole into memory before parsing, and on line length;
 - a bound on parenthesis nesting, checked before pymap's recursive parser runs (2,000
   nested SEARCH keys raised RecursionError), and any parser exception answered BAD;
-- a guard around every command: an exception pymap does not turn into a response would
-  end the connection with BYE [SERVERBUG]; here it is a tagged NO [SERVERBUG] (RFC 5530
-  §3) and the connection, its selected mailbox and every other client carry on.
+- a guard around every command: a domain error a service raises is answered as it renders
+  itself (imap/errors.py: NO [NOPERM], NO [NONEXISTENT], NO [TOOBIG]…); any other exception
+  pymap does not turn into a response would end the connection with BYE [SERVERBUG]; here
+  it is a tagged NO [SERVERBUG] (RFC 5530 §3) and the connection, its selected mailbox and
+  every other client carry on;
+- SELECT and EXAMINE of a mailbox suspended or deleted since its login are refused
+  (`mailboxes.services.mailbox_access_check`, the rule login applies).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import ssl
@@ -59,6 +64,8 @@ from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.parsing.state import ParsingInterrupt, ParsingState
 from pysasl.exception import AuthenticationError
 
+from mailplane.core.errors import DomainError
+from mailplane.imap.auth import mailbox_access_verify
 from mailplane.imap.backend import (
     Login,
     MailplaneBackend,
@@ -66,6 +73,7 @@ from mailplane.imap.backend import (
     MailplaneSession,
     message_content_exists,
 )
+from mailplane.imap.errors import DomainErrorResponse
 from mailplane.imap.protocol import protocol_install
 from mailplane.storage.maildir import UnsafeFolderPath
 
@@ -164,8 +172,14 @@ class MailplaneConnectionState(ConnectionState):
 
         RFC 9051 §6.3.2: every keyword PERMANENTFLAGS lists must have been introduced by
         FLAGS; imaptest (like clients that build their flag list from FLAGS) rejected the
-        keywords pymap listed first in PERMANENTFLAGS.
+        keywords pymap listed first in PERMANENTFLAGS. A mailbox suspended or deleted
+        since its login opens no folder (a DomainError: NO [NOPERM] or NO [NONEXISTENT]),
+        and, as any failed SELECT, leaves none selected (RFC 9051 §6.3.2).
         """
+        self._selected = None
+        check = functools.partial(mailbox_access_verify, address=self.session.owner)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(cast(MailplaneConfig, self.config).auth_executor, check)
         response, updates = await super().do_select(cmd)
         untagged = response._untagged
         flags = [u for u in untagged if isinstance(u, FlagsResponse)]
@@ -259,6 +273,8 @@ class MailplaneConnectionState(ConnectionState):
             return response
         except (ResponseError, AuthenticationError, TimeoutError, ConnectionError, EOFError):
             raise  # pymap's loop answers these itself
+        except DomainError as exc:
+            return DomainErrorResponse(cmd.tag, exc)  # a service refused: its own answer
         except UnsafeFolderPath as exc:
             # The storage layer refused a path the name checks let through: a bug, but
             # nothing was touched.

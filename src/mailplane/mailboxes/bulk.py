@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Model
 
-from mailplane.core.errors import DomainError, LimitReached, ValidationFailed
+from mailplane.core.errors import DomainError, LimitReached, TooLarge, ValidationFailed
 from mailplane.core.ids import id_or_none, id_parse
 from mailplane.domains.models import Domain
 from mailplane.jobs.models import Job
@@ -49,11 +49,11 @@ COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 _PROGRESS_EVERY = 20
 
 
-class UploadTooLarge(ValidationFailed):
-    """The upload is over BULK_CSV_MAX_BYTES: refused before it is parsed."""
+class UploadTooLarge(TooLarge, ValidationFailed):
+    """The upload is over BULK_CSV_MAX_BYTES: refused before it is parsed. Bad input
+    naming `file`, answered as TooLarge (first in the MRO) on every protocol."""
 
     code = "file_too_large"
-    http_status = 413
 
 
 @dataclass(slots=True)

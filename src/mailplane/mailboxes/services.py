@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
-from mailplane.core.errors import Conflict, LimitReached, NotAllowed, ValidationFailed
+from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, ValidationFailed
 from mailplane.core.ids import id_parse
 from mailplane.domains.models import Domain
 from mailplane.jobs.models import Job, JobStatus
@@ -367,3 +367,15 @@ def mailbox_sending_check(*, mailbox: Mailbox | None) -> Mailbox:
     if mailbox is None or mailbox.status != MailboxStatus.ACTIVE:
         raise NotAllowed("Mailbox is suspended")
     return mailbox
+
+
+def mailbox_access_check(*, address: str) -> None:
+    """Blocking. A session opened before the mailbox was suspended or deleted must not go
+    on reading it: IMAP checks this when a folder is opened (SELECT, EXAMINE), as login
+    does. NotAllowed if suspended (IMAP NO [NOPERM]), NotFound if deleted (NO
+    [NONEXISTENT])."""
+    status = Mailbox.objects.filter(address=address).values_list("status", flat=True).first()
+    if status is None:
+        raise NotFound("Mailbox no longer exists")
+    if status != MailboxStatus.ACTIVE:
+        raise NotAllowed("Mailbox is suspended")

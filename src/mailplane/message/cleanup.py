@@ -14,14 +14,24 @@ from mailplane.message.headers import (
     prepend,
     rfc5322_date,
 )
+from mailplane.message.unsubscribe import ListUnsubscribe
 
 
-def message_cleanup(raw: bytes, *, sender: str, received: str, reply_to: str = "") -> bytes:
+def message_cleanup(
+    raw: bytes,
+    *,
+    sender: str,
+    received: str,
+    reply_to: str = "",
+    list_unsubscribe: ListUnsubscribe | None = None,
+) -> bytes:
     """`raw` completed for the queue.
 
     sender:   the submitting mailbox's address (its domain names new Message-IDs).
     received: the trace clause, e.g. "by mx.example with ESMTPSA"; the date is added here.
     reply_to: the mailbox's Reply-To, added only if the message has none.
+    list_unsubscribe: a bulk message's unsubscribe fields (RFC 2369, RFC 8058), replacing
+              none of the message's own (the caller refuses those on bulk streams).
     """
     headers = headers_of(raw)
     # RFC 5321 §4.4: the trace field goes on top of the message.
@@ -34,4 +44,7 @@ def message_cleanup(raw: bytes, *, sender: str, received: str, reply_to: str = "
         added.append(("Date", rfc5322_date()))
     if "Message-ID" not in headers:
         added.append(("Message-ID", new_message_id(address_domain(sender))))
+    if list_unsubscribe is not None:
+        # Before DKIM, which signs the queued bytes at delivery (RFC 8058 §4).
+        added.extend(list_unsubscribe.fields())
     return prepend(raw, added)

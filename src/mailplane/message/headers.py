@@ -52,3 +52,36 @@ def rfc5322_date() -> str:
 
 def address_domain(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def fields_take(raw: bytes, names: frozenset[str]) -> tuple[bytes, dict[str, list[str]]]:
+    """Remove every header field whose name (lower-case) is in `names`, folded lines
+    included (RFC 5322 §2.2.3); return the message without them and their unfolded values.
+
+    Used for instruction headers a client sends to us and nobody else (the stream of a
+    server key's SMTP message): only those lines go, every other byte stays as sent.
+    """
+    section = header_section(raw)
+    if section == raw and not raw.endswith((b"\r\n\r\n", b"\n\n")):
+        body = b""
+    else:
+        body = raw[len(section) :]
+    kept: list[bytes] = []
+    taken: dict[str, list[str]] = {}
+    current: str | None = None  # the removed field whose continuation lines follow
+    for line in section.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                taken[current][-1] += " " + line.strip().decode("utf-8", "replace")
+                continue
+            kept.append(line)
+            continue
+        name, colon, value = line.partition(b":")
+        key = name.strip().lower().decode("ascii", "replace")
+        if colon and key in names:
+            current = key
+            taken.setdefault(key, []).append(value.strip().decode("utf-8", "replace"))
+            continue
+        current = None
+        kept.append(line)
+    return b"".join(kept) + body, taken

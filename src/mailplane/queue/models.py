@@ -59,6 +59,18 @@ class RecipientStatus(models.TextChoices):
     FAILED = "failed"  # could not be attempted (no route, config error)
     SUPPRESSED = "suppressed"  # recipient on the suppression list
     HELD = "held"
+    # `send_at` (the send API): waits for next_attempt_at like a deferred row, untried.
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"  # a scheduled row cancelled before it was due
+
+
+class Priority(models.IntegerChoices):
+    """The claim's lanes (delivery/claims.py): interactive rows are claimed before bulk
+    ones, and bulk rows never fill the whole window, so a broadcast backlog cannot delay
+    one-to-one mail (issue 11; docs/architecture.md, "Two lanes")."""
+
+    INTERACTIVE = 0  # SMTP submissions, transactional streams, DSNs
+    BULK = 1  # broadcast streams
 
 
 class QueuedRecipient(models.Model):
@@ -73,6 +85,9 @@ class QueuedRecipient(models.Model):
         max_length=10, choices=RecipientStatus.choices, default=RecipientStatus.QUEUED
     )
     attempts = models.PositiveIntegerField(default=0)
+    priority = models.PositiveSmallIntegerField(
+        choices=Priority.choices, default=Priority.INTERACTIVE
+    )
     next_attempt_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     claimed_by = models.CharField(max_length=100, blank=True)
@@ -83,6 +98,9 @@ class QueuedRecipient(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="rcpt_due"),
+            # The claim's interactive lane: due rows of one priority without walking a
+            # bulk backlog's index entries first.
+            models.Index(fields=["priority", "status", "next_attempt_at"], name="rcpt_due_lane"),
             models.Index(fields=["rcpt_domain", "status"], name="rcpt_domain_status"),
         ]
 
@@ -105,6 +123,8 @@ class EventType(models.TextChoices):
     # its status; `detail` says first, repeat or machine (queue/transitions.py).
     OPENED = "opened"
     CLICKED = "clicked"
+    SCHEDULED = "scheduled"  # held until a send time (`send_at`), or moved to another
+    CANCELLED = "cancelled"  # a scheduled message cancelled before it was due
 
 
 class BounceClass(models.TextChoices):
@@ -180,12 +200,33 @@ class Suppression(models.Model):
     message = models.ForeignKey(
         OutboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The one stream of an email server it holds for (Postmark: suppressions are per
+    # stream); null: the whole account (mailbox mail, and every stream). Named by string,
+    # so the queue imports nothing of servers (servers imports the queue); the stream's
+    # server deletes its suppressions with it.
+    stream = models.ForeignKey(
+        "servers.MessageStream",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="suppressions",
+    )  # None: every message of the organization
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["organization", "address"], name="one_suppression")
+            models.UniqueConstraint(
+                fields=["organization", "address"],
+                condition=models.Q(stream__isnull=True),
+                name="one_suppression",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "address", "stream"],
+                condition=models.Q(stream__isnull=False),
+                name="one_stream_suppression",
+            ),
         ]
+        indexes = [models.Index(fields=["stream", "created_at"], name="stream_suppressions")]
 
     def __str__(self) -> str:
         return f"{self.address} suppressed ({self.reason})"

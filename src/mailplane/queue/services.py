@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import SMTP
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
 from mailplane.message.headers import header_section
-from mailplane.queue.models import MessageSource, OutboundMessage
+from mailplane.queue.models import MessageSource, OutboundMessage, Priority
 from mailplane.queue.transitions import NewMessage, messages_enqueue
 from mailplane.relays.models import RelayServer
 from mailplane.tenancy.models import Organization
@@ -42,6 +42,8 @@ class EnqueueRequest:
     relay_server: RelayServer | None = None
     domain: Domain | None = None
     expiry: timedelta = DEFAULT_EXPIRY
+    priority: Priority = Priority.INTERACTIVE  # the claim's lane (delivery/claims.py)
+    send_at: datetime | None = None  # held until then; the expiry counts from it
 
 
 def message_enqueue_many(requests: Sequence[EnqueueRequest]) -> list[OutboundMessage]:
@@ -67,7 +69,17 @@ def message_enqueue_many(requests: Sequence[EnqueueRequest]) -> list[OutboundMes
             subject=subject,
             size=len(req.raw),
         )
-        new.append(NewMessage(message, req.raw, req.recipients, now + req.expiry))
+        start = req.send_at or now
+        new.append(
+            NewMessage(
+                message,
+                req.raw,
+                req.recipients,
+                start + req.expiry,
+                priority=req.priority,
+                send_at=req.send_at,
+            )
+        )
     return messages_enqueue(new, now=now)
 
 

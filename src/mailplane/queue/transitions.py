@@ -9,12 +9,25 @@ from a cursor without missing or inventing an event.
 
 Transitions:
     enqueue          (new rows)               → queued        messages_enqueue
+                                              → scheduled     (with a send time: queued,
+                                                              then scheduled, two events)
+    reschedule       scheduled (not yet due)  → scheduled     scheduled_move
+    cancel           scheduled (not yet due)  → cancelled     scheduled_move
     record outcome   queued/deferred          → delivered, deferred, bounced, failed,
                                                 suppressed    transitions_apply(claimed_by=…)
     late outcome     delivered/queued/deferred → bounced, failed, delivered
                                                               transitions_apply
     recipient report (status unchanged)       → complained, unsubscribed + suppression
+                                                              transitions_apply,
+                                                              unsubscribe_record (one-click)
     engagement       (status unchanged)       → opened, clicked   engagement_record
+    suppression list  manual add / remove      suppressions_add, suppressions_remove
+
+Where a suppression holds: a message sent through an email server suppresses the address
+on that server's stream only (Postmark's per-stream lists), and only if the server's
+auto_suppress_bounces / auto_suppress_complaints toggle allows it (seed 004); any other
+message (a mailbox's) on the whole account. `_suppression_scopes` reads the server link by
+its relation name: servers imports the queue, so the queue imports nothing of servers.
 The claim (delivery/claims.py) takes a lease on rows; it changes no status and writes no
 event.
 """
@@ -27,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from mailplane.queue.models import (
     DeliveryEvent,
@@ -35,6 +48,7 @@ from mailplane.queue.models import (
     EventType,
     MessageBody,
     OutboundMessage,
+    Priority,
     QueuedRecipient,
     RecipientStatus,
     Suppression,
@@ -87,11 +101,21 @@ class NewMessage:
     raw: bytes
     recipients: Sequence[str]
     expires_at: datetime
+    priority: Priority = Priority.INTERACTIVE
+    send_at: datetime | None = None  # held until then (status scheduled); None: due now
+
+
+def _when(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def messages_enqueue(new: Sequence[NewMessage], *, now: datetime) -> list[OutboundMessage]:
     """Insert messages, bodies, one queued row per recipient and a `queued` event each, in
-    ONE transaction (all or nothing). Returns the messages with primary keys set."""
+    ONE transaction (all or nothing). Returns the messages with primary keys set.
+
+    A message with a send time waits in the queue itself (status scheduled, next attempt
+    at the send time: the claim finds it due then), not in a sleeping task; its rows get
+    a `scheduled` event after the `queued` one."""
     if not new:
         return []
     with transaction.atomic():
@@ -107,25 +131,36 @@ def messages_enqueue(new: Sequence[NewMessage], *, now: datetime) -> list[Outbou
                 message=m,
                 rcpt_to=rcpt,
                 rcpt_domain=rcpt.rpartition("@")[2].lower(),
-                status=RecipientStatus.QUEUED,
-                next_attempt_at=now,
+                status=RecipientStatus.SCHEDULED if n.send_at else RecipientStatus.QUEUED,
+                priority=n.priority,
+                next_attempt_at=n.send_at or now,
                 expires_at=n.expires_at,
             )
             for m, n in zip(messages, new, strict=True)
             for rcpt in n.recipients
         ]
         rows = QueuedRecipient.objects.bulk_create(recipients)
-        _events_append(
-            [
+        events = []
+        for row in rows:
+            events.append(
                 DeliveryEvent(
                     organization_id=row.message.organization_id,
                     message=row.message,
                     recipient=row,
                     type=EventType.QUEUED,
                 )
-                for row in rows
-            ]
-        )
+            )
+            if row.status == RecipientStatus.SCHEDULED:
+                events.append(
+                    DeliveryEvent(
+                        organization_id=row.message.organization_id,
+                        message=row.message,
+                        recipient=row,
+                        type=EventType.SCHEDULED,
+                        detail=f"until {_when(row.next_attempt_at)}",
+                    )
+                )
+        _events_append(events)
     return messages
 
 
@@ -160,6 +195,81 @@ def _owned(ids: list[int], worker_id: str) -> set[int]:
     return owned
 
 
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    stream_id: int | None
+    bounces: bool  # the server's auto_suppress_bounces (True for mailbox mail)
+    complaints: bool
+
+
+_ACCOUNT_WIDE = _Scope(None, True, True)
+
+
+def _suppression_scopes(message_ids: set[int]) -> dict[int, _Scope]:
+    """Each message's suppression scope: its server's stream and toggles, or the account."""
+    scopes: dict[int, _Scope] = {}
+    ids = sorted(message_ids)
+    for i in range(0, len(ids), _CHUNK):
+        rows = OutboundMessage.objects.filter(pk__in=ids[i : i + _CHUNK]).values_list(
+            "pk",
+            "server_link__server_id",
+            "server_link__stream_id",
+            "server_link__server__auto_suppress_bounces",
+            "server_link__server__auto_suppress_complaints",
+        )
+        for pk, server_id, stream_id, bounces, complaints in rows:
+            if server_id is None:
+                scopes[pk] = _ACCOUNT_WIDE
+            else:
+                scopes[pk] = _Scope(int(stream_id), bool(bounces), bool(complaints))
+    return scopes
+
+
+def _suppression_allowed(scope: _Scope, reason: SuppressionReason) -> bool:
+    if reason == SuppressionReason.HARD_BOUNCE:
+        return scope.bounces
+    if reason == SuppressionReason.COMPLAINT:
+        return scope.complaints
+    return True  # an unsubscribe is the recipient's wish: always honoured
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionEntry:
+    """A suppression added by hand (the suppressions API): stream None is account-wide."""
+
+    organization_id: int
+    address: str
+    reason: SuppressionReason
+    stream_id: int | None = None
+    detail: str = ""
+
+
+def suppressions_add(entries: Sequence[SuppressionEntry]) -> None:
+    """Insert suppressions; an address already listed in the same scope keeps its entry
+    (and its first reason)."""
+    if entries:
+        Suppression.objects.bulk_create(
+            [
+                Suppression(
+                    organization_id=e.organization_id,
+                    address=e.address.lower(),
+                    reason=e.reason,
+                    stream_id=e.stream_id,
+                    detail=e.detail[:_REPLY_MAX],
+                )
+                for e in entries
+            ],
+            ignore_conflicts=True,
+        )
+
+
+def suppressions_remove(*, organization_id: int, ids: Sequence[int]) -> int:
+    """Reactivate addresses: delete these suppressions of this organization. Returns how
+    many went."""
+    deleted, _ = Suppression.objects.filter(organization_id=organization_id, pk__in=ids).delete()
+    return deleted
+
+
 def transitions_apply(
     transitions: Sequence[Transition], *, now: datetime, claimed_by: str | None = None
 ) -> list[Transition]:
@@ -181,6 +291,7 @@ def transitions_apply(
         owned = None
         if claimed_by is not None:
             owned = _owned([t.row.pk for t in transitions], claimed_by)
+        scopes = _suppression_scopes({t.row.message_id for t in transitions if t.suppress})
         for t in transitions:
             row = t.row
             if owned is not None and row.pk not in owned:
@@ -203,7 +314,8 @@ def transitions_apply(
                     bounce_class=t.bounce_class,
                 )
             )
-            if t.suppress is not None:
+            scope = scopes.get(row.message_id, _ACCOUNT_WIDE)
+            if t.suppress is not None and _suppression_allowed(scope, t.suppress):
                 suppressions.append(
                     Suppression(
                         organization_id=row.message.organization_id,
@@ -211,6 +323,7 @@ def transitions_apply(
                         reason=t.suppress,
                         detail=t.reply[:_REPLY_MAX],
                         message_id=row.message_id,
+                        stream_id=scope.stream_id,
                     )
                 )
         for (status, attempts, next_attempt, reply), ids in updates.items():
@@ -234,6 +347,93 @@ def transitions_apply(
         Suppression.objects.bulk_create(suppressions, ignore_conflicts=True)
         _events_append(events)  # last: the sequence lock is held until commit only
     return applied
+
+
+def scheduled_move(
+    *, message_id: int, now: datetime, send_at: datetime | None, expires_at: datetime | None
+) -> int:
+    """Move (send_at given) or cancel (None) a scheduled message's rows that are not yet
+    due; return how many moved (0: nothing of it is scheduled any more).
+
+    Only rows whose send time is still ahead are touched: the claim takes rows once due
+    (next_attempt_at <= now), so none of these can be in a worker's hands, and a move never
+    races a send. The rows are locked until the transaction ends (PostgreSQL)."""
+    with transaction.atomic():
+        rows = list(
+            QueuedRecipient.objects.select_for_update()
+            .filter(
+                message_id=message_id, status=RecipientStatus.SCHEDULED, next_attempt_at__gt=now
+            )
+            .select_related("message")
+            .order_by("pk")
+        )
+        if not rows:
+            return 0
+        ids = [row.pk for row in rows]
+        if send_at is None:
+            fields: dict[str, object] = {"status": RecipientStatus.CANCELLED}
+            event, detail = EventType.CANCELLED, "cancelled before its send time"
+        else:
+            fields = {"next_attempt_at": send_at, "expires_at": expires_at}
+            event, detail = EventType.SCHEDULED, f"moved to {_when(send_at)}"
+        QueuedRecipient.objects.filter(pk__in=ids).update(
+            **fields, claimed_by="", claimed_until=None, updated_at=now
+        )
+        _events_append(
+            [
+                DeliveryEvent(
+                    organization_id=row.message.organization_id,
+                    message_id=row.message_id,
+                    recipient_id=row.pk,
+                    type=event,
+                    detail=detail,
+                )
+                for row in rows
+            ]
+        )
+    return len(rows)
+
+
+def unsubscribe_record(
+    *,
+    organization_id: int,
+    address: str,
+    stream_id: int,
+    row: QueuedRecipient | None,
+    detail: str,
+) -> bool:
+    """A recipient's unsubscribe from one stream (RFC 8058 one-click): a suppression of
+    the address for that stream and an `unsubscribed` event on the row the link came in
+    (None when the message has been pruned since: the suppression alone).
+
+    Idempotent: True the first time; a replay (or a concurrent duplicate, which loses
+    the unique constraint) changes nothing and appends no event."""
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # a savepoint: the duplicate's error ends here
+                Suppression.objects.create(
+                    organization_id=organization_id,
+                    address=address.lower(),
+                    stream_id=stream_id,
+                    reason=SuppressionReason.UNSUBSCRIBED,
+                    detail=detail[:_REPLY_MAX],
+                    message_id=row.message_id if row is not None else None,
+                )
+        except IntegrityError:
+            return False
+        if row is not None:
+            _events_append(
+                [
+                    DeliveryEvent(
+                        organization_id=organization_id,
+                        message_id=row.message_id,
+                        recipient_id=row.pk,
+                        type=EventType.UNSUBSCRIBED,
+                        detail=detail,
+                    )
+                ]
+            )
+    return True
 
 
 # How engagement_record describes a hit in the event's `detail`.

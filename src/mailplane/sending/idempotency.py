@@ -6,8 +6,10 @@ errors (4xx) are remembered like successes; server errors are not, so a retry ru
 
 The claim is its own short transaction (a unique row per server and key: of two
 concurrent requests one inserts, the other finds it). The answer is stored in the
-transaction that queues the message (idempotency_complete inside the caller's atomic
-block), so a message is never committed without its answer, nor an answer without it.
+transaction that queues the message (`idempotent_answer` runs the send and
+idempotency_complete in one atomic block), so a message is never committed without its
+answer, nor an answer without it. A refusal (a DomainError) is stored as the API renders
+it (`http_body()`), after the send's rollback, and raised on for the API to render.
 A claim still `processing` after STALE_AFTER belongs to a request that died before its
 commit (nothing of it was kept): it is taken over.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from mailplane.core.errors import Conflict, ValidationFailed
+from mailplane.core.errors import Conflict, DomainError, ValidationFailed
 from mailplane.servers.models import EmailServer, IdempotencyKey, IdempotencyStatus
 
 HEADER = "Idempotency-Key"
@@ -36,9 +39,12 @@ _KEY = re.compile(r"[\x21-\x7e]{1,256}")  # visible ASCII: a header value withou
 
 
 @dataclass(frozen=True, slots=True)
-class Replay:
+class Answer:
+    """An HTTP answer of the send API; `replayed`: the stored answer of a first request."""
+
     status: int
     body: Any
+    replayed: bool = False
 
 
 class IdempotencyConflict(Conflict):
@@ -60,9 +66,9 @@ def idempotency_key_parse(value: str | None) -> str | None:
     return value
 
 
-def idempotency_claim(*, server: EmailServer, key: str, digest: str) -> Replay | None:
+def idempotency_claim(*, server: EmailServer, key: str, digest: str) -> Answer | None:
     """None: this request owns the key now and must complete it (or release it).
-    A Replay: the first request's answer. Raises IdempotencyConflict (409)."""
+    A replayed Answer: the first request's. Raises IdempotencyConflict (409)."""
     now = timezone.now()
     for _ in range(3):  # a claim lost to a concurrent request is read again
         try:
@@ -99,7 +105,7 @@ def idempotency_claim(*, server: EmailServer, key: str, digest: str) -> Replay |
                 details={HEADER: ["a request with this key is in progress: retry later"]},
             )
         assert found.response_status is not None
-        return Replay(status=found.response_status, body=found.response_body)
+        return Answer(status=found.response_status, body=found.response_body, replayed=True)
     raise IdempotencyConflict(
         f"{HEADER} {key!r} is contended", details={HEADER: ["contended: retry later"]}
     )
@@ -117,3 +123,36 @@ def idempotency_release(*, server: EmailServer, key: str) -> None:
     IdempotencyKey.objects.filter(
         server=server, key=key, status=IdempotencyStatus.PROCESSING
     ).delete()
+
+
+def idempotent_answer(
+    *,
+    server: EmailServer,
+    header: str | None,
+    path: str,
+    data: Any,
+    run: Callable[[], Answer],
+    as_stored: Callable[[Any], Any],
+) -> Answer:
+    """`run` (which queues and answers) once per Idempotency-Key `header`; without one,
+    just `run`. `as_stored` turns the body into the JSON the client reads, which is what
+    a replay answers."""
+    key = idempotency_key_parse(header)
+    if key is None:
+        return run()
+    replay = idempotency_claim(server=server, key=key, digest=request_digest(path=path, data=data))
+    if replay is not None:
+        return replay
+    try:
+        with transaction.atomic():
+            answer = run()
+            body = as_stored(answer.body)
+            idempotency_complete(server=server, key=key, status=answer.status, body=body)
+    except DomainError as exc:
+        # A client error is an answer too: the same request gets it again.
+        idempotency_complete(server=server, key=key, status=exc.http_status, body=exc.http_body())
+        raise
+    except BaseException:
+        idempotency_release(server=server, key=key)
+        raise
+    return Answer(status=answer.status, body=body)

@@ -12,10 +12,13 @@ import email.utils
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.utils import timezone
+
 from mailplane.core.errors import ValidationFailed
-from mailplane.sending.errors import MessageTooLarge
+from mailplane.sending.errors import MessageTooLarge, SendAtInvalid
 
 MAX_RECIPIENTS = 50  # to + cc + bcc, after removing duplicates (Postmark's limit)
 MESSAGE_MAX_BYTES = 10 * 1024 * 1024  # the composed message (Postmark: 10 MB)
@@ -30,6 +33,11 @@ HEADER_VALUE_MAX = 998
 STREAM_ID_MAX = 50
 MAX_ATTACHMENTS = 10  # Hyvor Relay's limit
 FILENAME_MAX = 255
+# `send_at`: SendGrid's window (72 hours), the shortest of the anchors that schedule
+# (reference/sending.md), which keeps a scheduled message inside the queue's own expiry.
+SCHEDULE_AHEAD_MAX = timedelta(hours=72)
+# RFC 3339 §5.6 date-time: full date, "T" (or a space, §5.6 NOTE), full time with an offset.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 # Fields the platform writes itself, or that the request's own fields set: given as
 # custom headers they would forge the identity checks (From, Sender), break the
@@ -46,7 +54,8 @@ OWNED_HEADERS = frozenset(
 )  # fmt: skip
 FIELDS = frozenset(
     {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers", "tags",
-     "metadata", "stream", "test_mode", "attachments", "track_opens", "track_links"}
+     "metadata", "stream", "test_mode", "attachments", "send_at", "track_opens",
+     "track_links"}
 )  # fmt: skip
 
 # RFC 5322 §3.2.3 dot-atom local part (ASCII; SMTPUTF8 local parts are a later step) and
@@ -101,6 +110,7 @@ class SendRequest:
     # Mailgun's o:testmode: checked and recorded as delivered, never sent, on any server.
     test_mode: bool = False
     attachments: list[Attachment] = field(default_factory=list)
+    send_at: datetime | None = None  # held in the queue until then (UTC)
     # Postmark's TrackOpens / TrackLinks for this message; None: as the stream and server.
     track_opens: bool | None = None
     track_links: bool | None = None
@@ -328,6 +338,45 @@ def _attachments(value: Any, errors: _Errors) -> list[Attachment]:
     return found
 
 
+def send_at_parse(value: Any, *, now: datetime | None = None) -> datetime | None:
+    """`send_at` as an aware UTC datetime, or SendAtInvalid (422) naming the field:
+    an RFC 3339 date-time with an offset, in the future, at most 72 hours ahead."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise SendAtInvalid(
+            "send_at: not an RFC 3339 date-time",
+            details={"send_at": ['must be an RFC 3339 date-time, e.g. "2026-12-24T09:00:00Z"']},
+        )
+    # Seconds "60" (a leap second, RFC 3339 §5.7) and dates like 02-30 fail here.
+    text = value[:10] + "T" + value[11:]
+    try:
+        # Python keeps microseconds: more digits are cut (RFC 3339 allows any number).
+        head, dot, tail = text.partition(".")
+        if dot:
+            digits = re.match(r"\d+", tail)
+            assert digits is not None
+            text = f"{head}.{digits[0][:6].ljust(6, '0')}{tail[digits.end() :]}"
+        when = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError as exc:
+        raise SendAtInvalid(
+            f"send_at: {exc}", details={"send_at": [f"is not a valid date-time: {exc}"]}
+        ) from exc
+    now = now or timezone.now()
+    when = when.astimezone(UTC)
+    if when <= now:
+        raise SendAtInvalid(
+            "send_at is in the past", details={"send_at": ["must be in the future"]}
+        )
+    if when > now + SCHEDULE_AHEAD_MAX:
+        hours = int(SCHEDULE_AHEAD_MAX.total_seconds() // 3600)
+        raise SendAtInvalid(
+            f"send_at is more than {hours} hours ahead",
+            details={"send_at": [f"must be at most {hours} hours ahead"]},
+        )
+    return when
+
+
 def send_request_parse(data: Any) -> SendRequest:
     """A SendRequest from a decoded JSON body, or ValidationFailed naming each bad field."""
     errors = _Errors()
@@ -375,6 +424,7 @@ def send_request_parse(data: Any) -> SendRequest:
         tracking[name] = value
     errors.raise_any()
     assert sender is not None
+    send_at = send_at_parse(data.get("send_at"))
     sizes = [("html", len(html)), ("text", len(text))]
     sizes.append(("attachments", sum(len(a.data) for a in attachments)))
     for name, size in sizes:
@@ -398,6 +448,7 @@ def send_request_parse(data: Any) -> SendRequest:
         stream=stream,
         test_mode=test_mode is True,
         attachments=attachments,
+        send_at=send_at,
         track_opens=tracking["track_opens"],
         track_links=tracking["track_links"],
     )

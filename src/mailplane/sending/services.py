@@ -9,32 +9,42 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from mailplane.core.errors import ValidationFailed
+from mailplane.core.errors import DomainError, SmtpStatus, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
+from mailplane.message.headers import headers_of, prepend
 from mailplane.queue.models import (
     EventType,
     MessageSource,
     OutboundMessage,
+    Priority,
     QueuedRecipient,
     RecipientStatus,
     Suppression,
 )
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.queue.transitions import Transition, transitions_apply
+from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.sending.compose import message_compose
-from mailplane.sending.errors import MessageTooLarge, SenderNotVerified
-from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest
+from mailplane.sending.errors import MessageTooLarge, SenderNotVerified, StreamRefused
+from mailplane.sending.requests import MESSAGE_MAX_BYTES, SendRequest, send_request_parse
+from mailplane.sending.unsubscribe import IssuedToken, unsubscribe_token_issue
 from mailplane.servers.models import (
     ContentFilter,
     EmailServer,
+    IdentityStatus,
+    MessageMetadata,
     MessageStream,
     MessageTag,
+    SenderIdentity,
     ServerKey,
     ServerMessage,
     StreamKind,
@@ -43,6 +53,7 @@ from mailplane.shield.services import content_check, content_refusal
 from mailplane.tracking.selectors import TrackingConfig, tracking_config_load
 from mailplane.tracking.services import TrackingPlan, tracked_messages_create, tracking_prepare
 
+BATCH_MAX = 500  # Postmark's batch limit
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
 SUPPRESSED_REPLY = "550 5.7.1 recipient is on the suppression list"
@@ -50,14 +61,38 @@ SUPPRESSED_REPLY = "550 5.7.1 recipient is on the suppression list"
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A message that passed every check, ready for the queue."""
+    """A message that passed every check, ready for the queue: from the send API (a
+    SendRequest composed here) or from SMTP submission (bytes as the client sent them)."""
 
-    request: SendRequest
+    sender: str  # the envelope sender
+    recipients: list[str]
     stream: MessageStream
-    domain: Domain
+    identity: Identity
     raw: bytes
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    test_mode: bool = False
     suppressed: frozenset[str] = frozenset()  # recipients (lower-case) on the list
+    unsubscribe: IssuedToken | None = None  # a broadcast message's List-Unsubscribe token
+    send_at: datetime | None = None  # held in the queue until then
+    source: str = MessageSource.API  # MessageSource.SMTP: submitted with a server key
     tracking: TrackingPlan | None = None  # links rewritten, pixel added (tracking/)
+
+    @property
+    def priority(self) -> Priority:
+        """Broadcast mail waits in the bulk lane (delivery/claims.py)."""
+        return Priority.BULK if self.stream.kind == StreamKind.BROADCAST else Priority.INTERACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What lets an address send: a verified domain of the account (its DKIM key signs
+    and its relay server carries the mail), or a confirmed single-address identity
+    (Postmark's Sender Signature: no DKIM key of ours for, say, gmail.com, so the
+    message goes unsigned by us through the account's first active relay server)."""
+
+    domain: Domain | None
+    relay_server: RelayServer | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,24 +102,28 @@ class Sent:
     recipients: list[str]
     sandbox: bool
     suppressed: list[str] = field(default_factory=list)
+    send_at: datetime | None = None  # held in the queue until then
 
     @property
     def status(self) -> str:
         """The message's: `suppressed` when every recipient is, else `delivered` on a
-        sandbox server and `queued` on a live one."""
+        sandbox server, `scheduled` with a send time and `queued` on a live one."""
         if len(self.suppressed) == len(self.recipients):
             return RecipientStatus.SUPPRESSED
-        return RecipientStatus.DELIVERED if self.sandbox else RecipientStatus.QUEUED
+        if self.sandbox:
+            return RecipientStatus.DELIVERED
+        return RecipientStatus.SCHEDULED if self.send_at else RecipientStatus.QUEUED
 
 
 @dataclass(slots=True)
 class SendContext:
     """What checking many messages of one server reads once: its streams, its account's
-    verified domains by name (filled as senders are seen)."""
+    verified domains by name and identities by address (filled as senders are seen)."""
 
     server: EmailServer
     streams: dict[str, MessageStream]
     domains: dict[str, Domain | None] = field(default_factory=dict)
+    identities: dict[str, Identity | SenderNotVerified] = field(default_factory=dict)
     tracking: TrackingConfig | None = None
 
     @classmethod
@@ -110,6 +149,79 @@ def _verified_domain(ctx: SendContext, name: str) -> Domain | None:
     return ctx.domains[name]
 
 
+def _relay_of_account(organization_id: int) -> RelayServer | None:
+    return (
+        RelayServer.objects.filter(organization_id=organization_id, status=RelayStatus.ACTIVE)
+        .order_by("id")
+        .first()
+    )
+
+
+def sender_identity_check(ctx: SendContext, address: str) -> Identity:
+    """The identity `address` sends under, or SenderNotVerified naming what is missing
+    (HTTP 422; SMTP 550 5.7.1)."""
+    address = address.lower()
+    if address in ctx.identities:
+        found = ctx.identities[address]
+        if isinstance(found, SenderNotVerified):
+            raise found
+        return found
+    domain_name = address.rpartition("@")[2]
+    domain = _verified_domain(ctx, domain_name)
+    result: Identity | SenderNotVerified
+    if domain is not None:
+        result = Identity(domain=domain, relay_server=domain.relay_server)
+    else:
+        single = (
+            SenderIdentity.objects.filter(
+                organization_id=ctx.server.organization_id, address=address
+            )
+            .filter(Q(server__isnull=True) | Q(server=ctx.server))
+            .first()
+        )
+        if single is not None and single.status == IdentityStatus.VERIFIED:
+            result = Identity(
+                domain=None, relay_server=_relay_of_account(ctx.server.organization_id)
+            )
+        elif single is not None:
+            result = SenderNotVerified(
+                f"from: {address} is a sender identity awaiting confirmation: follow the "
+                "link mailed to it (or resend it), or verify the domain "
+                f"{domain_name}",
+                details={"from": [f"sender identity {address} (address) is not confirmed yet"]},
+            )
+        else:
+            result = SenderNotVerified(
+                f"from: {address} is not a verified sender identity of this account: add "
+                f"and verify the domain {domain_name}, or add the address {address} as a "
+                "sender identity and confirm it",
+                details={
+                    "from": [
+                        f"no verified sender identity for {domain_name} (domain) or "
+                        f"{address} (address)"
+                    ]
+                },
+            )
+    ctx.identities[address] = result
+    if isinstance(result, SenderNotVerified):
+        raise result
+    return result
+
+
+def _suppressed(
+    ctx: SendContext, stream: MessageStream, recipients: Sequence[str]
+) -> frozenset[str]:
+    """Recipients on the stream's list or the account-wide one (queue/transitions.py)."""
+    addresses = [a.lower() for a in recipients]
+    return frozenset(
+        Suppression.objects.filter(
+            organization_id=ctx.server.organization_id, address__in=addresses
+        )
+        .filter(Q(stream__isnull=True) | Q(stream=stream))
+        .values_list("address", flat=True)
+    )
+
+
 def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
     if stream_id is None:
         default = ctx.server.default_stream_id
@@ -120,20 +232,26 @@ def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
     stream = ctx.streams.get(stream_id)
     if stream is None:
         known = ", ".join(sorted(ctx.streams))
-        raise ValidationFailed.on("stream", f"no stream {stream_id!r} on this server ({known})")
+        shown = stream_id if len(stream_id) <= 50 else stream_id[:50] + "…"  # SMTP: one line
+        raise ValidationFailed.on("stream", f"no stream {shown!r} on this server ({known})")
     return stream
+
+
+def _return_path_host(identity: Identity) -> str:
+    """Where the unsubscribe mailto (and bounces) go: the domain's bounce host; the
+    platform's for a single-address identity (we hold no domain of gmail.com's)."""
+    if identity.domain is not None:
+        return identity.domain.return_path_host
+    return str(settings.MAILPLANE["PLATFORM_DOMAIN"])
 
 
 def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
     """Check what the request alone cannot tell (identity, stream, size); compose."""
-    domain = _verified_domain(ctx, request.sender.domain)
-    if domain is None:
-        raise SenderNotVerified(
-            f"from: {request.sender.address} is not a verified sender identity of this "
-            f"account: add and verify the domain {request.sender.domain}",
-            details={"from": [f"no verified sender identity for {request.sender.domain} (domain)"]},
-        )
+    identity = sender_identity_check(ctx, request.sender.address)
     stream = _stream(ctx, request.stream)
+    unsubscribe = broadcast_check(
+        stream, recipients=request.recipients, header_names=[name for name, _ in request.headers]
+    )
     plan = None
     if ctx.tracking is not None and request.html:
         # Rewritten before composition, so the DKIM signature (at delivery) covers the
@@ -153,6 +271,11 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         sender=request.sender.address,
         # RFC 5321 §4.4: the trace clause names the protocol the message came in by.
         received=f"by {settings.MAILPLANE['SHARED_SMTP_HOST']} with HTTP",
+        list_unsubscribe=(
+            unsubscribe.header(return_path_host=_return_path_host(identity))
+            if unsubscribe
+            else None
+        ),
     )
     if len(raw) > MESSAGE_MAX_BYTES:
         sizes = {
@@ -165,36 +288,118 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
             details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
         )
-    if ctx.server.content_filter == ContentFilter.REJECT:
-        verdict = content_check(
-            raw,
-            sender=request.sender.address,
-            recipients=request.recipients,
-            broadcast=stream.kind == StreamKind.BROADCAST,
-        )
-        if verdict.refuses(ctx.server.content_threshold):
-            raise content_refusal(verdict)
+    _content_gate(ctx, raw, request.sender.address, request.recipients, stream)
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
-    addresses = [a.lower() for a in request.recipients]
-    suppressed = frozenset(
-        Suppression.objects.filter(
-            organization_id=ctx.server.organization_id, address__in=addresses
-        ).values_list("address", flat=True)
-    )
     return Prepared(
-        request=request,
+        sender=request.sender.address,
+        recipients=list(request.recipients),
         stream=stream,
-        domain=domain,
+        identity=identity,
         raw=raw,
-        suppressed=suppressed,
+        tags=request.tags,
+        metadata=request.metadata,
+        test_mode=request.test_mode,
+        suppressed=_suppressed(ctx, stream, request.recipients),
+        unsubscribe=unsubscribe,
+        send_at=request.send_at,
         tracking=plan,
     )
 
 
+def _content_gate(
+    ctx: SendContext, raw: bytes, sender: str, recipients: Sequence[str], stream: MessageStream
+) -> None:
+    """The server's content filter (shield/), for API and SMTP messages alike."""
+    if ctx.server.content_filter == ContentFilter.REJECT:
+        verdict = content_check(
+            raw, sender=sender, recipients=recipients, broadcast=stream.kind == StreamKind.BROADCAST
+        )
+        if verdict.refuses(ctx.server.content_threshold):
+            raise content_refusal(verdict)
+
+
+def submitted_prepare(
+    *,
+    ctx: SendContext,
+    mail_from: str,
+    sender: str,
+    recipients: Sequence[str],
+    raw: bytes,
+    stream_id: str | None,
+) -> Prepared:
+    """A message submitted over SMTP with a server key: the From header's `sender` must be
+    an identity of the account, the stream is the one its header named (or the default).
+    `raw` is completed already (trace field, Date, Message-ID: smtp/submission.py)."""
+    if len(raw) > MESSAGE_MAX_BYTES:
+        # The send API's limit for every message of a server (RFC 3463 X.3.4: too big).
+        raise MessageTooLarge(
+            f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
+            smtp=SmtpStatus(552, "5.3.4"),
+        )
+    identity = sender_identity_check(ctx, sender)
+    stream = _stream(ctx, stream_id)
+    unsubscribe = None
+    if raw:  # (an envelope-sender check passes no message)
+        # A broadcast stream's rules and one-click fields, as for the API (RFC 8058).
+        unsubscribe = broadcast_check(
+            stream, recipients=recipients, header_names=list(headers_of(raw).keys())
+        )
+        if unsubscribe is not None:
+            fields = unsubscribe.header(return_path_host=_return_path_host(identity)).fields()
+            raw = prepend(raw, fields)
+        _content_gate(ctx, raw, sender, recipients, stream)
+    return Prepared(
+        sender=mail_from,
+        recipients=list(recipients),
+        stream=stream,
+        identity=identity,
+        raw=raw,
+        suppressed=_suppressed(ctx, stream, recipients),
+        source=MessageSource.SMTP,
+        unsubscribe=unsubscribe,
+    )
+
+
+# Fields a broadcast stream writes itself (RFC 2369, RFC 8058).
+UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def broadcast_check(
+    stream: MessageStream, *, recipients: Sequence[str], header_names: Sequence[str]
+) -> IssuedToken | None:
+    """A broadcast message's unsubscribe token, or StreamRefused (422); None on other
+    streams. Plain arguments, so that a message submitted over SMTP can be checked too.
+
+    As Postmark's broadcast streams when Postmark manages unsubscribes (its default and,
+    here, the only mode): the stream writes List-Unsubscribe itself and the message's own
+    is refused, not silently replaced ("there is not a way to edit the List-Unsubscribe
+    headers", Postmark's support article 1299), so the sender learns that its link would
+    not be the one mail clients show. On transactional streams the header is the
+    sender's own business and passes. One recipient per broadcast message: the link is
+    that recipient's (RFC 8058 §3.1), and one link in a message several people read
+    would let any of them unsubscribe the others; lists go out as a batch."""
+    if stream.kind != StreamKind.BROADCAST:
+        return None
+    for name in header_names:
+        if name.lower() in UNSUBSCRIBE_HEADERS:
+            raise StreamRefused(
+                f"headers: the broadcast stream {stream.stream_id!r} writes {name} itself "
+                "(one-click unsubscribe, RFC 8058): leave it out",
+                details={f"headers.{name}": ["set by broadcast streams: leave it out"]},
+            )
+    if len(recipients) != 1:
+        raise StreamRefused(
+            f"to: a broadcast message goes to one recipient (it carries that recipient's "
+            f"unsubscribe link); send {len(recipients)} messages in a batch",
+            details={"to": ["one recipient (to, cc and bcc together) on a broadcast stream"]},
+        )
+    return unsubscribe_token_issue()
+
+
 def _dry(server: EmailServer, prepared: Prepared) -> bool:
     """Recorded as delivered and never sent: a sandbox server, or a request's test mode."""
-    return server.sandbox or prepared.request.test_mode
+    return server.sandbox or prepared.test_mode
 
 
 def messages_send(
@@ -209,12 +414,15 @@ def messages_send(
     requests = [
         EnqueueRequest(
             organization=server.organization,
-            mail_from=p.request.sender.address,
-            recipients=p.request.recipients,
+            mail_from=p.sender,
+            recipients=p.recipients,
             raw=p.raw,
-            source=MessageSource.API,
-            relay_server=p.domain.relay_server,
-            domain=p.domain,
+            source=p.source,
+            relay_server=p.identity.relay_server,
+            domain=p.identity.domain,
+            priority=p.priority,
+            # A dry message is recorded as delivered at once, scheduled or not.
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for p in prepared
     ]
@@ -226,9 +434,10 @@ def messages_send(
                 server=server,
                 stream=p.stream,
                 server_key=server_key,
-                tags=p.request.tags,
-                metadata=p.request.metadata,
+                tags=p.tags,
+                metadata=p.metadata,
                 sandbox=_dry(server, p),
+                unsubscribe_digest=p.unsubscribe.digest if p.unsubscribe else None,
             )
             for m, p in zip(messages, prepared, strict=True)
         )
@@ -236,7 +445,12 @@ def messages_send(
         MessageTag.objects.bulk_create(
             MessageTag(message=link, server=server, tag=tag)
             for link, p in zip(links, prepared, strict=True)
-            for tag in p.request.tags
+            for tag in p.tags
+        )
+        MessageMetadata.objects.bulk_create(
+            MessageMetadata(message=link, server=server, key=key, value=value)
+            for link, p in zip(links, prepared, strict=True)
+            for key, value in p.metadata.items()
         )
         suppressed = {m.pk: p.suppressed for m, p in zip(messages, prepared, strict=True)}
         dry = {m.pk for m, p in zip(messages, prepared, strict=True) if _dry(server, p)}
@@ -269,14 +483,43 @@ def messages_send(
         Sent(
             message=m,
             stream=p.stream,
-            recipients=list(p.request.recipients),
+            recipients=list(p.recipients),
             sandbox=_dry(server, p),
-            suppressed=[a for a in p.request.recipients if a.lower() in p.suppressed],
+            suppressed=[a for a in p.recipients if a.lower() in p.suppressed],
+            send_at=None if _dry(server, p) else p.send_at,
         )
         for m, p in zip(messages, prepared, strict=True)
     ]
 
 
-def message_send(*, server: EmailServer, request: SendRequest) -> Sent:
+def message_send(
+    *, server: EmailServer, request: SendRequest, server_key: ServerKey | None = None
+) -> Sent:
     prepared = message_prepare(ctx=SendContext.load(server), request=request)
-    return messages_send(server=server, prepared=[prepared])[0]
+    return messages_send(server=server, prepared=[prepared], server_key=server_key)[0]
+
+
+def messages_send_batch(
+    *, server: EmailServer, items: Any, server_key: ServerKey | None = None
+) -> list[Sent | DomainError]:
+    """A batch request's messages: one result per item, in order, the refusal of an item
+    in its place (it stops no other); the accepted ones queued in one transaction. A body
+    that is no batch at all is refused whole (ValidationFailed)."""
+    if not isinstance(items, list):
+        raise ValidationFailed.on("body", "must be a JSON array of messages")
+    if not items:
+        raise ValidationFailed.on("body", "must hold at least one message")
+    if len(items) > BATCH_MAX:
+        raise ValidationFailed.on(
+            "body", f"holds {len(items)} messages: at most {BATCH_MAX} per batch"
+        )
+    ctx = SendContext.load(server)
+    checked: list[Prepared | DomainError] = []
+    for item in items:
+        try:
+            checked.append(message_prepare(ctx=ctx, request=send_request_parse(item)))
+        except DomainError as exc:
+            checked.append(exc)
+    accepted = [p for p in checked if isinstance(p, Prepared)]
+    sent = iter(messages_send(server=server, prepared=accepted, server_key=server_key))
+    return [one if isinstance(one, DomainError) else next(sent) for one in checked]

@@ -114,6 +114,10 @@ class ServerMessage(models.Model):
     tags = models.JSONField(default=list)
     metadata = models.JSONField(default=dict)
     sandbox = models.BooleanField(default=False)
+    # A broadcast message's List-Unsubscribe token, as a digest (crypto.digest): the
+    # token in the message's link finds this row, and so its server, stream and (one)
+    # recipient (sending/unsubscribe.py). None on other streams.
+    unsubscribe_digest = models.CharField(max_length=64, null=True, blank=True, unique=True)
 
     def __str__(self) -> str:
         return f"message {self.message_id} on server {self.server_id}"
@@ -160,6 +164,73 @@ class MessageTag(models.Model):
 
     def __str__(self) -> str:
         return self.tag
+
+
+class MessageMetadata(models.Model):
+    """One metadata pair of a server message, as a row: the logs' `metadata_key` /
+    `metadata_value` search is an index lookup on (server, key, value) in both databases
+    (ServerMessage.metadata keeps the dict for reading; a JSON containment index would be
+    PostgreSQL's alone)."""
+
+    message = models.ForeignKey(
+        ServerMessage, on_delete=models.CASCADE, related_name="metadata_rows"
+    )
+    server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=100)
+    value = models.CharField(max_length=1000)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["server", "key", "value"], name="server_metadata"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+class IdentityStatus(models.TextChoices):
+    PENDING = "pending"  # the confirmation link was mailed; not used to send yet
+    VERIFIED = "verified"
+
+
+class SenderIdentity(models.Model):
+    """A single address an account may send from (Postmark's Sender Signatures), verified
+    by a link mailed to it. A verified domain of the account covers every address of the
+    domain without one (sending/services.py).
+
+    `server` null: every server of the account may send from it (Postmark: signatures
+    belong to the account); set: only that server (seed 004: "each server has its own
+    sender identities"), and it goes with the server. Only the token's digest is kept."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="sender_identities"
+    )
+    server = models.ForeignKey(
+        EmailServer,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="sender_identities",
+    )
+    address = models.CharField(max_length=320)  # lower-case
+    name = models.CharField(max_length=100, blank=True)  # display name for the From
+    status = models.CharField(
+        max_length=10, choices=IdentityStatus.choices, default=IdentityStatus.PENDING
+    )
+    token_digest = models.CharField(max_length=64, blank=True, db_index=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    confirmation_sent_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "address"], name="one_identity")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.status})"
 
 
 class BounceRule(models.Model):

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from mailplane.core.errors import NotFound
-from mailplane.queue.models import OutboundMessage
-from mailplane.servers.models import BounceRule, EmailServer, ServerKey, ServerMessage
+from mailplane.queue.models import OutboundMessage, Suppression
+from mailplane.servers.models import (
+    BounceRule,
+    EmailServer,
+    MessageMetadata,
+    MessageStream,
+    SenderIdentity,
+    ServerKey,
+    ServerMessage,
+)
 from mailplane.tenancy.models import Organization
 
 
@@ -39,12 +48,29 @@ def server_message_list(
     status: str | None = None,
     tag: str | None = None,
     stream: str | None = None,
+    metadata_key: str | None = None,
+    metadata_value: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> QuerySet[OutboundMessage]:
     """The server's messages, newest first, by any of: a recipient address (exact,
-    case-insensitive), a recipient status, a tag, a stream id."""
+    case-insensitive), a recipient status, a tag, a stream id, a metadata key (and
+    value), a time range (created at or after `since`, before `until`).
+
+    Each filter is an index lookup: tags and metadata through their side tables
+    (MessageTag, MessageMetadata: (server, key, value)), times on created_at."""
     qs = OutboundMessage.objects.filter(
         organization_id=server.organization_id, server_link__server=server
     )
+    if metadata_key:
+        pairs = MessageMetadata.objects.filter(server=server, key=metadata_key)
+        if metadata_value is not None:
+            pairs = pairs.filter(value=metadata_value)
+        qs = qs.filter(pk__in=pairs.values("message_id"))
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    if until is not None:
+        qs = qs.filter(created_at__lt=until)
     if recipient:
         qs = qs.filter(recipients__rcpt_to__iexact=recipient)
     if status:
@@ -73,6 +99,55 @@ def server_message_get(*, server: EmailServer, message_id: int) -> OutboundMessa
     if message is None:
         raise NotFound("message not found")
     return message
+
+
+def sender_identity_list(
+    *, organization: Organization, server_id: int | None = None
+) -> QuerySet[SenderIdentity]:
+    """The account's identities; with `server_id`, those that server may send from
+    (the account-wide ones and its own)."""
+    qs = SenderIdentity.objects.filter(organization=organization)
+    if server_id is not None:
+        qs = qs.filter(Q(server__isnull=True) | Q(server_id=server_id))
+    return qs.order_by("id")
+
+
+def sender_identity_get(*, organization: Organization, identity_id: int) -> SenderIdentity:
+    identity = SenderIdentity.objects.filter(organization=organization, pk=identity_id).first()
+    if identity is None:
+        raise NotFound("sender identity not found")
+    return identity
+
+
+def stream_get(*, server: EmailServer, stream_id: str) -> MessageStream:
+    stream = MessageStream.objects.filter(server=server, stream_id=stream_id).first()
+    if stream is None:
+        raise NotFound(f"no stream {stream_id!r} on this server")
+    return stream
+
+
+def suppression_list(
+    *,
+    server: EmailServer,
+    stream: MessageStream | None = None,
+    address: str | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Suppression]:
+    """The server's suppressions (every stream's, or one's), newest first."""
+    qs = Suppression.objects.filter(organization_id=server.organization_id, stream__server=server)
+    if stream is not None:
+        qs = qs.filter(stream=stream)
+    if address:
+        qs = qs.filter(address=address.lower())
+    if reason:
+        qs = qs.filter(reason=reason)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    if until is not None:
+        qs = qs.filter(created_at__lt=until)
+    return qs.select_related("stream").order_by("-created_at", "-id")
 
 
 def bounce_rule_list(*, server: EmailServer) -> QuerySet[BounceRule]:

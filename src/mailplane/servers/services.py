@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from mailplane.core import crypto
 from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, ValidationFailed
-from mailplane.queue.models import BounceClass, OutboundMessage
+from mailplane.queue.models import BounceClass, OutboundMessage, Suppression, SuppressionReason
+from mailplane.queue.transitions import SuppressionEntry, suppressions_add, suppressions_remove
 from mailplane.servers.models import (
     BounceRule,
     ContentFilter,
@@ -237,6 +238,46 @@ def server_key_authenticate(*, secret: str) -> ServerKey | None:
         ServerKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def suppression_add(
+    *, server: EmailServer, stream: MessageStream, address: str, detail: str = ""
+) -> Suppression:
+    """Suppress an address on one stream by hand (Postmark's ManualSuppression). An
+    address listed already is a Conflict: it keeps its entry and first reason."""
+    address = address.strip().lower()
+    if not address or len(address) > 320 or "@" not in address or not address.isprintable():
+        raise ValidationFailed.on("address", "must be an email address")
+    with transaction.atomic():
+        existing = Suppression.objects.filter(stream=stream, address=address).first()
+        if existing is not None:
+            raise Conflict(
+                f"{address} is on the {stream.stream_id} stream's suppression list already "
+                f"({existing.reason})",
+                details={"address": ["on this stream's suppression list already"]},
+            )
+        suppressions_add(
+            [
+                SuppressionEntry(
+                    organization_id=server.organization_id,
+                    address=address,
+                    reason=SuppressionReason.MANUAL,
+                    stream_id=stream.pk,
+                    detail=detail,
+                )
+            ]
+        )
+        return Suppression.objects.get(stream=stream, address=address)
+
+
+def suppression_remove(*, server: EmailServer, suppression_id: int) -> None:
+    """Reactivate an address on its stream: mail to it is sent again."""
+    found = Suppression.objects.filter(
+        organization_id=server.organization_id, stream__server=server, pk=suppression_id
+    ).exists()
+    if not found:
+        raise NotFound("suppression not found")
+    suppressions_remove(organization_id=server.organization_id, ids=[suppression_id])
 
 
 def bounce_rule_create(

@@ -8,19 +8,20 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from mailplane.core.errors import DomainError, SmtpStatus
+from mailplane.core.errors import NotAllowed
 from mailplane.shield.checks import Symbol, builtin_symbols
 from mailplane.shield.rspamd import RspamdUnavailable, rspamd_check
 
 log = logging.getLogger("mailplane.shield")
 
 
-class ContentRejected(DomainError):
-    """The server's content filter refused the message; `details.content` lists why."""
+class ContentRejected(NotAllowed):
+    """The server's content filter refused the message; `details.content` lists why.
+    NotAllowed's SMTP and IMAP answers (RFC 3463 X.7.1, delivery not authorized: policy;
+    NO [NOPERM]), 422 over HTTP: the request is well formed, its content is refused."""
 
     code = "content_rejected"
     http_status = 422
-    smtp_status = SmtpStatus(550, "5.7.1")  # RFC 3463: delivery not authorized (policy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ one writer that writes a batch of them and makes the whole batch durable with on
 Bounces: bounces+<row>-<tag>@<return path host of a hosted domain> is one of our VERP
 return paths (mailplane.delivery.bounces). RCPT accepts it only when the tag is genuine and
 names a queue row of that domain (else 550 5.1.1); DATA hands such a report to
-bounce_match instead of a Maildir.
+bounce_match instead of a Maildir. unsubscribe+<token>@ the same host is a broadcast
+message's List-Unsubscribe mailto (RFC 2369 §3.2, sending/unsubscribe.py): RCPT accepts
+it only for a live token, and DATA unsubscribes its recipient from its stream.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.message.headers import address_domain, prepend, rfc5322_date
 from mailplane.queue.models import QueuedRecipient
+from mailplane.sending.unsubscribe import mailto_token, unsubscribe_apply, unsubscribe_check
 from mailplane.smtp.authres import AuthOutcome, message_authenticate
 from mailplane.smtp.db import blocking
 from mailplane.smtp.ingest import GroupCommitter
@@ -56,12 +59,25 @@ class BounceRecipient:
     address: str
 
 
-def bounce_route(address: str) -> BounceRecipient | None:
+@dataclass(frozen=True, slots=True)
+class UnsubscribeRecipient:
+    """A List-Unsubscribe mailto: the message asks to unsubscribe the token's recipient."""
+
+    token: str
+    address: str
+
+
+def bounce_route(address: str) -> BounceRecipient | UnsubscribeRecipient | None:
     """Blocking: None if `address` is not at a hosted domain's return path host; else the
-    bounce route. A local part that is not a genuine VERP tag of ours is NotFound."""
+    bounce or unsubscribe route. A local part that is neither a genuine VERP tag nor a
+    live unsubscribe token of ours is NotFound."""
     host = address_domain(address)
     if not Domain.objects.filter(return_path_host=host).exists():
         return None
+    token = mailto_token(address)
+    if token is not None:
+        unsubscribe_check(token=token)  # NotFound: 550 5.1.1
+        return UnsubscribeRecipient(token, address)
     recipient_id = verp_recipient_id(address)
     if recipient_id is not None and (
         QueuedRecipient.objects.filter(
@@ -94,7 +110,7 @@ def _mailbox_row(address: str) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
-def recipient_route(address: str) -> LocalRecipient | BounceRecipient:
+def recipient_route(address: str) -> LocalRecipient | BounceRecipient | UnsubscribeRecipient:
     """Blocking: the hosted mailbox or VERP route for `address`; a refusal is a domain
     error that carries its SMTP reply."""
     address = address.strip().lower()
@@ -157,9 +173,16 @@ def mx_deliver(*, recipients: list[LocalRecipient], raw: bytes, folder: str) -> 
     return mx_deliver_many([Filing(recipients, raw, folder)])[0]
 
 
-def bounces_consume(*, bounces: list[BounceRecipient], raw: bytes) -> None:
-    """Blocking: match each report to its queue row (bounced, suppressed, sender told)."""
+def bounces_consume(*, bounces: list[BounceRecipient | UnsubscribeRecipient], raw: bytes) -> None:
+    """Blocking: match each report to its queue row (bounced, suppressed, sender told);
+    each unsubscribe request unsubscribes its token's recipient (idempotent)."""
     for bounce in bounces:
+        if isinstance(bounce, UnsubscribeRecipient):
+            try:
+                unsubscribe_apply(token=bounce.token, how="mailto")
+            except NotFound:  # its message went away between RCPT and DATA
+                log.info("unsubscribe request for %s matched no message", bounce.address)
+            continue
         if bounce_match(bounce.address, raw) is None:
             # The row went away between RCPT and DATA; the report has nothing to update.
             log.info("bounce report for %s matched no queue row", bounce.address)
@@ -227,8 +250,8 @@ class MXHandler:
         except DomainError as refused:
             log.info("%s rcpt refused %s: %s", session.id, address, refused.smtp_reply())
             return refused.smtp_reply()
-        if isinstance(route, BounceRecipient):
-            bounces: list[BounceRecipient] = getattr(envelope, "bounces", [])
+        if isinstance(route, BounceRecipient | UnsubscribeRecipient):
+            bounces: list[BounceRecipient | UnsubscribeRecipient] = getattr(envelope, "bounces", [])
             if route not in bounces:
                 bounces.append(route)
                 envelope.rcpt_tos.append(route.address)
@@ -247,7 +270,7 @@ class MXHandler:
     ) -> str:
         raw = strip_our_results(envelope.original_content or b"", self.hostname)
         mail_from = envelope.mail_from or ""
-        bounces: list[BounceRecipient] = getattr(envelope, "bounces", [])
+        bounces: list[BounceRecipient | UnsubscribeRecipient] = getattr(envelope, "bounces", [])
         routes: list[LocalRecipient] = getattr(envelope, "routes", [])
         if not routes:
             # Only VERP recipients: a report for the delivery engine, not for a person.

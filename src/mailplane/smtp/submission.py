@@ -4,6 +4,17 @@ The transaction reads as a checklist: authenticated? sender is the mailbox? reci
 within limits? From header is the mailbox? then complete the headers, file the Sent copy,
 queue the message, and only then answer 250. Local recipients go through the queue too:
 the delivery engine routes them, so every message has one path and one record.
+
+An email server's key is SMTP credentials too (issue 11), so an application that speaks
+SMTP sends through a server as the send API does: password = the server key (`mps_…`),
+username = the same key (Postmark: user and password are both the server token) or the
+fixed name `apikey` (SendGrid's, for clients that want a short user name). Such a
+message is checked like an API one (sending/services.py): its From must be a verified
+identity of the account (550 5.7.1 otherwise), the stream is named by `X-Mailplane-Stream`
+or Postmark's `X-PM-Message-Stream` (both removed before the message is queued; default:
+the server's default stream), the stream's suppressions apply (a suppressed recipient is
+accepted and logged as suppressed, as the API answers), and it is logged under the server
+with the API's messages. No Sent copy: a server has no mailbox.
 """
 
 from __future__ import annotations
@@ -15,14 +26,18 @@ from pathlib import Path
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
-from mailplane.core.errors import DomainError, Unavailable
+from mailplane.core.errors import DomainError, NotAllowed, SmtpStatus, Unavailable
 from mailplane.dns import domain_ascii
 from mailplane.mailboxes.models import Mailbox
 from mailplane.mailboxes.services import mailbox_sending_check
 from mailplane.message.cleanup import message_cleanup
-from mailplane.message.headers import from_addresses, headers_of
+from mailplane.message.headers import fields_take, from_addresses, headers_of
 from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
+from mailplane.sending.requests import MAX_RECIPIENTS
+from mailplane.sending.services import SendContext, messages_send, submitted_prepare
+from mailplane.servers.models import ServerKey
+from mailplane.servers.services import KEY_PREFIX, server_key_authenticate
 from mailplane.smtp.db import blocking
 from mailplane.smtp.ingest import GroupCommitter
 from mailplane.smtp.logins import (
@@ -38,6 +53,93 @@ from mailplane.smtp.protocol import MailplaneSession, MailplaneSMTP
 from mailplane.storage.maildir import MaildirItem, maildir_deliver_many
 
 log = logging.getLogger("mailplane.smtp.submission")
+
+
+# The headers that choose a server message's stream; removed before queueing.
+STREAM_HEADERS = frozenset({"x-mailplane-stream", "x-pm-message-stream"})
+SERVER_KEY_USERNAMES = frozenset({"apikey"})  # besides the key itself
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPrincipal:
+    """A session authenticated with an email server's key."""
+
+    key_id: int
+    server_id: int
+    organization_id: int
+    prefix: str  # the key's first characters (shown by the API): what logs name
+
+
+def server_login_check(*, username: str, password: str) -> ServerPrincipal | None:
+    """Blocking: the live server key `password` is, if the username goes with it."""
+    if username != password and username.lower() not in SERVER_KEY_USERNAMES:
+        return None
+    key = server_key_authenticate(secret=password)
+    if key is None:
+        return None
+    return ServerPrincipal(key.pk, key.server_id, key.server.organization_id, key.prefix)
+
+
+def server_submission_accept(
+    *,
+    principal: ServerPrincipal,
+    mail_from: str,
+    recipients: list[str],
+    raw: bytes,
+    hostname: str,
+    smtputf8: bool = False,
+) -> int:
+    """Blocking: check, complete and queue a server key's message under its server, in
+    one transaction; the message id. Raises a DomainError for a refusal."""
+    key = (
+        ServerKey.objects.select_related("server", "server__organization", "server__default_stream")
+        .filter(pk=principal.key_id, revoked_at=None, server__organization__is_active=True)
+        .first()
+    )
+    if key is None:  # revoked, its server deleted or the account suspended since the login
+        raise NotAllowed("This server key is no longer valid")
+    server = key.server
+    raw, taken = fields_take(raw, STREAM_HEADERS)
+    streams = {v.strip() for values in taken.values() for v in values}
+    if len(streams) > 1:
+        raise NotAllowed(
+            f"Stream headers disagree ({', '.join(sorted(streams))})",
+            smtp=SmtpStatus(550, "5.6.0"),
+        )
+    stream_id = streams.pop() if streams else None
+    froms = from_addresses(headers_of(raw))
+    ctx = SendContext.load(server)
+    try:
+        prepared = submitted_prepare(
+            ctx=ctx,
+            mail_from=mail_from,
+            sender=froms[0],
+            recipients=recipients,
+            raw=_server_headers(raw, froms[0], hostname, smtputf8=smtputf8),
+            stream_id=stream_id,
+        )
+        if mail_from.lower() != froms[0]:
+            # RFC 6409 §6.1: the envelope sender too must be one the client may use.
+            submitted_prepare(
+                ctx=ctx,
+                mail_from=mail_from,
+                sender=mail_from,
+                recipients=[],
+                raw=b"",
+                stream_id=stream_id,
+            )
+    except DomainError as refused:
+        if "stream" in refused.details:  # no such stream on this server: not a syntax error
+            refused.smtp = SmtpStatus(550, "5.7.1")
+        raise
+    # The key goes with the message: an IP pool may be assigned to it (pools/).
+    (sent,) = messages_send(server=server, prepared=[prepared], server_key=key)
+    return int(sent.message.pk)
+
+
+def _server_headers(raw: bytes, sender: str, hostname: str, *, smtputf8: bool) -> bytes:
+    protocol = "UTF8SMTPSA" if smtputf8 else "ESMTPSA"  # RFC 3848 §3, RFC 6531 §4.3
+    return message_cleanup(raw, sender=sender, received=f"by {hostname} with {protocol}")
 
 
 @dataclass(slots=True)
@@ -174,7 +276,12 @@ class SubmissionHandler:
         mechanism: str,
         credentials: LoginPassword,
     ) -> AuthResult:
-        address = credentials.login.decode("utf-8", "replace").strip().lower()
+        login = credentials.login.decode("utf-8", "replace").strip()
+        address = login.lower()
+        if credentials.password.startswith(KEY_PREFIX.encode()):
+            # Never the key itself in a log line or a Redis key: its public prefix.
+            prefix = credentials.password[: len(KEY_PREFIX) + 6].decode("ascii", "replace")
+            address = f"server-key:{prefix}"
         ip = session.client_ip
         async with self.gate.turn(address=address, ip=ip):
             return await self._authenticate(session, mechanism, credentials, address, ip)
@@ -206,8 +313,11 @@ class SubmissionHandler:
             password = credentials.password.decode("utf-8")
         except UnicodeDecodeError:
             password = None
-        principal = None
-        if password is not None:
+        principal: Principal | ServerPrincipal | None = None
+        if password is not None and password.startswith(KEY_PREFIX):
+            login = credentials.login.decode("utf-8", "replace").strip()
+            principal = await blocking(server_login_check, username=login, password=password)
+        elif password is not None:
             async with self.gate.slot(ip=ip):
                 principal = await blocking(
                     login_check, address=address, password=password, cache=self.cache
@@ -239,6 +349,11 @@ class SubmissionHandler:
         mail_options: list[str],
     ) -> str:
         principal = session.auth_data
+        if session.authenticated and isinstance(principal, ServerPrincipal):
+            # The identity is checked at DATA, with the From header (one query for both).
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            return "250 2.1.0 Sender OK"
         if not session.authenticated or not isinstance(principal, Principal):
             return "530 5.7.0 Authentication required"
         if address.lower() != principal.address:
@@ -257,7 +372,10 @@ class SubmissionHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
+        limit = self.max_recipients
+        if isinstance(session.auth_data, ServerPrincipal):
+            limit = min(limit, MAX_RECIPIENTS)  # a server's messages: the send API's limit
+        if len(envelope.rcpt_tos) >= limit:
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest
             # in another transaction.
             return "452 4.5.3 Too many recipients"
@@ -277,11 +395,13 @@ class SubmissionHandler:
         self, server: MailplaneSMTP, session: MailplaneSession, envelope: Envelope
     ) -> str:
         principal = session.auth_data
-        assert isinstance(principal, Principal) and envelope.mail_from
         raw = envelope.original_content or b""
         froms = from_addresses(headers_of(raw))
         if not froms:
             return "550 5.6.0 Message has no From header field (RFC 5322 section 3.6)"
+        if isinstance(principal, ServerPrincipal):
+            return await self._server_data(session, envelope, principal, raw, froms)
+        assert isinstance(principal, Principal) and envelope.mail_from
         if any(a != principal.address for a in froms):
             # 550 rather than 553: RFC 5321 §4.3.2 lists 550, not 553, after DATA.
             return f"550 5.7.1 From header {', '.join(froms)} is not the authenticated mailbox"
@@ -312,6 +432,44 @@ class SubmissionHandler:
             len(raw),
         )
         return f"250 2.0.0 OK queued as {accepted.message_id}"
+
+    async def _server_data(
+        self,
+        session: MailplaneSession,
+        envelope: Envelope,
+        principal: ServerPrincipal,
+        raw: bytes,
+        froms: list[str],
+    ) -> str:
+        if len(froms) != 1:
+            # RFC 5322 §3.6.2 allows a list with a Sender field; an identity is one address.
+            return "550 5.7.1 From header must hold one address (a sender identity)"
+        try:
+            message_id = await blocking(
+                server_submission_accept,
+                principal=principal,
+                mail_from=envelope.mail_from or "",
+                recipients=list(dict.fromkeys(envelope.rcpt_tos)),
+                raw=raw,
+                hostname=self.hostname,
+                smtputf8=envelope.smtp_utf8,
+            )
+        except DomainError as refused:
+            log.info("%s server %s refused: %s", session.id, principal.server_id, refused)
+            return refused.smtp_reply()
+        except Exception:
+            log.exception("%s not stored; answering 451", session.id)
+            return "451 4.3.0 Message not stored; try again later"
+        log.info(
+            "%s queued id=%s server=%s key=%s rcpts=%d size=%d",
+            session.id,
+            message_id,
+            principal.server_id,
+            principal.prefix,
+            len(envelope.rcpt_tos),
+            len(raw),
+        )
+        return f"250 2.0.0 OK queued as {message_id}"
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("submission failed: %s", type(error).__name__)

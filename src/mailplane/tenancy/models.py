@@ -18,6 +18,8 @@ class Organization(models.Model):
     # Operator overrides of the plan's limits (None: the plan decides).
     mailboxes_limit_override = models.PositiveIntegerField(null=True, blank=True)
     relay_servers_limit_override = models.PositiveIntegerField(null=True, blank=True)
+    # Days the message logs and bodies are kept (None: the plan's, 30 days by default).
+    log_retention_days_override = models.PositiveIntegerField(null=True, blank=True)
     # Single-tenant: dedicated host names; empty means the shared hosts.
     dedicated_smtp_host = models.CharField(max_length=253, blank=True)
     dedicated_imap_host = models.CharField(max_length=253, blank=True)
@@ -42,6 +44,12 @@ class Organization(models.Model):
         if self.relay_servers_limit_override is not None:
             return self.relay_servers_limit_override
         return self.plan_limits.relay_servers_allowed
+
+    @property
+    def log_retention_days(self) -> int:
+        if self.log_retention_days_override is not None:
+            return self.log_retention_days_override
+        return self.plan_limits.log_retention_days
 
 
 class ApiKey(models.Model):

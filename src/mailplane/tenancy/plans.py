@@ -19,6 +19,9 @@ class Plan:
     relay_servers_allowed: int | None
     api_sending: bool
     monthly_sends_included: int
+    # Seed 002: "30-day log retention (standard)"; an account may be given more or less
+    # (Organization.log_retention_days_override).
+    log_retention_days: int = 30
 
 
 PLANS: dict[PlanName, Plan] = {

@@ -35,7 +35,7 @@ from typing import Any
 
 from django.db import transaction
 
-from mailplane.core.errors import DomainError, NotFound, ValidationFailed
+from mailplane.core.errors import NotAllowed, NotFound, Unavailable, ValidationFailed
 from mailplane.delivery.late import LateOutcome, late_failures_report, late_outcomes_store
 from mailplane.delivery.results import SendResult
 from mailplane.queue.models import (
@@ -47,11 +47,23 @@ from mailplane.queue.models import (
 from mailplane.relays.models import RelayServer
 
 
-class SignatureRejected(DomainError):
-    """The call did not prove that the relay server's provider sent it."""
+class SignatureRejected(NotAllowed):
+    """The call did not prove that the relay server's provider sent it (403; NotAllowed's
+    SMTP and IMAP answers)."""
 
     code = "signature_invalid"
-    http_status = 403
+
+
+class ReportsInFlight(Unavailable):
+    """Some reported rows' sends are still being recorded here: the provider should call
+    again (providers retry a 5xx). What could be recorded was; every report is recorded
+    once, so the retry is safe. `details` are the receipt's counts."""
+
+    code = "retry_later"
+
+
+# What the provider is asked to wait before calling again.
+RETRY_AFTER_SECONDS = 60
 
 
 class SignatureMissing(SignatureRejected):
@@ -228,7 +240,8 @@ def reports_record(
 ) -> WebhookReceipt:
     """Put provider reports on the relay server's rows (late.py: as a native outcome is
     recorded), then tell the senders. Each report at most once (its event key is the
-    event's detail)."""
+    event's detail). ReportsInFlight (after recording the others) when a row's send is
+    still being recorded."""
     receipt = WebhookReceipt(received=received, ignored=received - len(reports))
     outcomes: list[LateOutcome] = []
     with transaction.atomic():
@@ -250,4 +263,10 @@ def reports_record(
         failures = late_outcomes_store(outcomes, now=now)
     receipt.recorded = len(outcomes)
     late_failures_report(failures, now=now)
+    if receipt.in_flight:
+        raise ReportsInFlight(
+            "a reported message is still being recorded here; call again",
+            details={name: [str(count)] for name, count in receipt.as_dict().items()},
+            retry_after=RETRY_AFTER_SECONDS,
+        )
     return receipt

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('mailqueue', '0007_tracking_event_types'),
+        ('mailqueue', '0009_tracking_event_types'),
         ('servers', '0004_content_filter'),
     ]
 

@@ -1,4 +1,7 @@
-"""Build an export: the caller's mailboxes, through one layout, as downloadable file(s)."""
+"""Build an export: the caller's mailboxes, through one layout, as downloadable file(s).
+
+A read (it changes nothing), so a selector: scoped to the organization, another
+account's project or an unknown layout or page is NotFound."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from mailplane.core.errors import NotFound
 from mailplane.exports.layouts import LAYOUTS, Layout, MailboxRecord
 from mailplane.exports.writer import render_parts, zip_parts
 from mailplane.mailboxes.selectors import mailbox_list
-from mailplane.projects.models import Project
+from mailplane.projects.selectors import project_get
 from mailplane.tenancy.models import Organization
 from mailplane.tenancy.selectors import organization_mail_hosts
 
@@ -43,11 +46,8 @@ def export_build(
 ) -> ExportFile:
     """One CSV; or, when the layout must be split and no page was asked for, a zip of parts."""
     layout = export_layout(name=layout_name)
-    if (
-        project is not None
-        and not Project.objects.filter(organization=organization, pk=project).exists()
-    ):
-        raise NotFound("project not found")
+    if project is not None:
+        project_get(organization=organization, project_id=project)  # NotFound if not theirs
     smtp_host, imap_host = organization_mail_hosts(organization=organization)
     conf = settings.MAILPLANE
     mailboxes = mailbox_list(organization=organization, project=project).select_related("project")
