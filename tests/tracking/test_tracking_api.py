@@ -4,6 +4,7 @@ the send request's track_opens / track_links, and which one wins."""
 from __future__ import annotations
 
 import email
+import re
 from email.policy import default as default_policy
 
 import pytest
@@ -138,3 +139,25 @@ def test_send_request_toggles_must_be_booleans(tracked, field, value):
         "/api/email/", send_body(html=HTML, **{field: value}), format="json"
     )
     assert reply.status_code == 400 and field in reply.json()["error"]["details"], reply.content
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<div>" * 10_000 + '<a href="https://deep.acme.test/">deep</a>' + "end-of-text",
+        '<p><a href="https://x.acme.test/" title="' + "x" * 300_000 + '">end-of-text',
+        "<<a href='https://x.acme.test/'>>end-of-text</b></i><p<p><!--",
+        "<table><tr><td><a href=https://x.acme.test/>x</td></table></a>end-of-text",
+    ],
+    ids=["nested-10k", "huge-unclosed-attr", "garbage", "misnested"],
+)
+def test_hostile_html_is_sent_tracked_and_intact(tracked, html):
+    reply = tracked.client.post("/api/email/", send_body(html=html), format="json")
+    assert reply.status_code == 200, reply.content
+    got = html_of(reply.json()["id"])
+    assert "end-of-text" in got
+    assert f"https://{TRACK_DOMAIN}/o/" in got
+    # Take away what tracking added: the sender's characters are all still there.
+    stripped = re.sub(r'<img src="https://[^"]+/o/[^"]+"[^>]*/>', "", got)
+    for piece in re.split(r'<a [^>]*href="https://track\.acme\.test/c/[^"]+"[^>]*>', stripped):
+        assert piece.rstrip("\r\n") in html or piece.strip() == ""

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import email
 import re
+import threading
 import time
 from email.policy import default as default_policy
 
 import pytest
+from django.db import connection, connections
 from django.test import Client
 
 from mailplane.queue.models import DeliveryEvent, MessageBody
 from mailplane.tracking.models import TrackedMessage
 from mailplane.tracking.tokens import PIXEL_LINK, token_make, token_parse
 from tests.support.servers import send_body
+from tests.support.tools import skip_for_mode
 from tests.tracking.conftest import TRACK_DOMAIN
 
 TRACKED = re.compile(rf"https://{re.escape(TRACK_DOMAIN)}/([oc])/([A-Za-z0-9_-]+)")
@@ -136,3 +139,30 @@ def test_scanners_clicking_are_flagged_and_do_not_make_the_first_click(two):
         .values_list("detail", flat=True)
     )
     assert details == ["machine:bot https://a.test/secret-a", "first https://a.test/secret-a"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_opens_make_one_first(tracked):
+    """Eight browsers open at once: one `first`, the rest `repeat` (the message row lock)."""
+    if connection.vendor == "sqlite":
+        skip_for_mode("SQLite has one writer at a time: nothing runs concurrently")
+    message_id, found = send(tracked, "<p>hi</p>", track_links=False)
+    [pixel] = tokens_of(found, "o")
+    barrier = threading.Barrier(8)
+    codes: list[int] = []
+
+    def fetch() -> None:
+        try:
+            barrier.wait(timeout=30)
+            codes.append(Client(**UA).get(f"/o/{pixel}").status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=fetch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert codes == [200] * 8
+    details = DeliveryEvent.objects.filter(message_id=message_id, type="opened")
+    assert sorted(details.values_list("detail", flat=True)) == ["first"] + ["repeat"] * 7
