@@ -126,6 +126,12 @@ def test_several_recipients_share_the_body_and_the_event_names_none(tracked):
     assert client.get(f"/o/{pixel}").status_code == 200
     opened = DeliveryEvent.objects.filter(message_id=message_id, type="opened").order_by("seq")
     assert [(e.detail, e.recipient_id) for e in opened] == [("first", None), ("repeat", None)]
+    # The logs read such events too (schema-checked by the API clients).
+    detail = tracked.account.client.get(f"/api/messages/{message_id}/")
+    assert detail.status_code == 200, detail.content
+    assert [e["type"] for e in detail.json()["events"]][-2:] == ["opened", "opened"]
+    own = tracked.full_client.get(f"/api/server/messages/{message_id}/")
+    assert own.status_code == 200, own.content
 
 
 def test_scanners_clicking_are_flagged_and_do_not_make_the_first_click(two):
