@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "mailplane.pools",
     "mailplane.reputation",
     "mailplane.analytics",
+    "mailplane.tracking",
 ]
 
 MIDDLEWARE = [
@@ -238,6 +239,8 @@ MAILPLANE: dict[str, Any] = {
     # The platform's own DNS names, used in the records customers publish.
     "PLATFORM_DOMAIN": os.environ.get("MAILPLANE_PLATFORM_DOMAIN", "mailplane.localhost"),
     "MX_HOST": os.environ.get("MAILPLANE_MX_HOST", ""),
+    # What tracking domains are CNAMEs to (tracking/); empty = track.<PLATFORM_DOMAIN>.
+    "TRACKING_HOST": os.environ.get("MAILPLANE_TRACKING_HOST", ""),
     # "host:port" of the resolver for domain checks and MX lookups; empty = system resolver.
     "DNS_RESOLVER": os.environ.get("MAILPLANE_DNS_RESOLVER", ""),
     # Domains under .test/.example/.invalid/.localhost verified without DNS (embedded only).

@@ -53,6 +53,8 @@ from mailplane.servers.models import (
 )
 from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
 from mailplane.tenancy.models import ApiKey
+from mailplane.tracking.models import ServerTracking
+from mailplane.tracking.services import server_tracking_update
 from mailplane.webhooks.consumer import events_consume
 from mailplane.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from mailplane.webhooks.services import webhook_endpoint_create
@@ -100,6 +102,9 @@ def victim(account):
     )
     server = email_server_create(organization=account.org, name="victim-prod-secret")
     server_key = server_key_create(server=server, name="victim-key-secret", kind="full")
+    server_tracking_update(
+        server=server, domain="track.victim.test", track_opens=True, track_links=True
+    )
     bounce_rule = bounce_rule_create(
         server=server, contains="victim-rule-secret", bounce_class="policy"
     )
@@ -326,6 +331,19 @@ WALK = {
     ],
     "server-stats-latency": [("get", "/api/servers/{server}/stats/latency/", None)],
     "server-stats-bounce-domains": [("get", "/api/servers/{server}/stats/bounce-domains/", None)],
+    "server-tracking": [
+        ("get", "/api/servers/{server}/tracking/", None),
+        (
+            "patch",
+            "/api/servers/{server}/tracking/",
+            {"domain": "t.evil.test", "track_opens": False},
+        ),
+    ],
+    "server-tracking-verify": [("post", "/api/servers/{server}/tracking/verify/", None)],
+    # No key: the token is the right (tests/tracking/test_tracking_hits.py). The victim's
+    # ids in its place name nothing.
+    "tracking-open": [("get", "/o/{sent}", None), ("get", "/o/{message}", None)],
+    "tracking-click": [("get", "/c/{sent}", None), ("get", "/c/{server}", None)],
     # Provider webhooks take no API key: the relay server's webhook secret authenticates
     # them. The victim's server has none set, so for anyone it has no receiver at all
     # (signed calls across tenants: tests/delivery/test_provider_webhooks.py).
@@ -513,6 +531,8 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         (server.pk, "victim-rule-secret")
     ]
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
+    tracking = ServerTracking.objects.get(server=server)
+    assert (tracking.domain, tracking.track_opens) == ("track.victim.test", True)
     identity = SenderIdentity.objects.get(pk=victim["identity"].pk)
     assert (identity.status, identity.confirmation_sent_at) == (
         "pending",

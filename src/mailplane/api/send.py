@@ -150,6 +150,18 @@ class SendMessageSerializer(serializers.Serializer[Any]):
         help_text="Check and record the message as delivered, and send nothing (as on a "
         "sandbox server; Mailgun's `o:testmode`).",
     )
+    track_opens = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="Add the open pixel to the HTML (Postmark's TrackOpens); default: as the "
+        "stream and server say. Needs a verified tracking domain.",
+    )
+    track_links = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="Rewrite the HTML's links to click redirects (Postmark's TrackLinks); "
+        "default: as the stream and server say. Needs a verified tracking domain.",
+    )
     send_at = serializers.DateTimeField(
         required=False,
         help_text="Hold the message until then: an RFC 3339 date-time with an offset, in "

@@ -26,6 +26,7 @@ from mailplane.api import (
     servers,
     stats,
     tasks,
+    tracking,
     unsubscribe,
     webhooks,
 )
@@ -84,6 +85,20 @@ urlpatterns = [
     # Email servers (account keys) and sending through one (server keys: api/send.py).
     path("api/servers/", servers.EmailServerListView.as_view(), name="server-list"),
     path("api/servers/<id:pk>/", servers.EmailServerDetailView.as_view(), name="server-detail"),
+    path(
+        "api/servers/<id:pk>/tracking/",
+        tracking.ServerTrackingView.as_view(),
+        name="server-tracking",
+    ),
+    path(
+        "api/servers/<id:pk>/tracking/verify/",
+        tracking.ServerTrackingVerifyView.as_view(),
+        name="server-tracking-verify",
+    ),
+    # What recipients' mail clients fetch, under each server's tracking domain (no slash:
+    # the URLs are in mail already sent and must never change).
+    path("o/<str:token>", tracking.TrackingOpenView.as_view(), name="tracking-open"),
+    path("c/<str:token>", tracking.TrackingClickView.as_view(), name="tracking-click"),
     path("api/servers/<id:pk>/keys/", servers.ServerKeyListView.as_view(), name="server-key-list"),
     path(
         "api/servers/<id:pk>/bounce-rules/",

@@ -119,6 +119,10 @@ class EventType(models.TextChoices):
     # provider): the row stays delivered, the address is suppressed.
     COMPLAINED = "complained"  # marked as spam
     UNSUBSCRIBED = "unsubscribed"  # asked for no more mail (not a spam report)
+    # Engagement, seen by the open pixel and click redirects (tracking/): the row keeps
+    # its status; `detail` says first, repeat or machine (queue/transitions.py).
+    OPENED = "opened"
+    CLICKED = "clicked"
     SCHEDULED = "scheduled"  # held until a send time (`send_at`), or moved to another
     CANCELLED = "cancelled"  # a scheduled message cancelled before it was due
 

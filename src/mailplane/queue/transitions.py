@@ -20,6 +20,7 @@ Transitions:
     recipient report (status unchanged)       → complained, unsubscribed + suppression
                                                               transitions_apply,
                                                               unsubscribe_record (one-click)
+    engagement       (status unchanged)       → opened, clicked   engagement_record
     suppression list  manual add / remove      suppressions_add, suppressions_remove
 
 Where a suppression holds: a message sent through an email server suppresses the address
@@ -433,3 +434,50 @@ def unsubscribe_record(
                 ]
             )
     return True
+
+
+# How engagement_record describes a hit in the event's `detail`.
+FIRST = "first"  # the recipient's first human open (or click) of the message
+REPEAT = "repeat"  # a later one
+MACHINE = "machine:"  # + the reason (tracking/machines.py): never counted as a person's
+
+
+def engagement_record(
+    *,
+    message: OutboundMessage,
+    recipient_id: int | None,
+    event: EventType,
+    machine: str = "",
+    url: str = "",
+) -> DeliveryEvent:
+    """An `opened` or `clicked` event, in one transaction with its number.
+
+    detail: `first`, `repeat` or `machine:<reason>`, then for a click a space and the
+    URL. First means no human event of this type for this message and recipient before
+    it: machine fetches (Apple MPP prefetches, link scanners) never make one, so the
+    person's own later open is still the first. The message row is locked while the
+    stream is read, so two concurrent opens cannot both be first (PostgreSQL; SQLite has
+    one writer)."""
+    if event not in (EventType.OPENED, EventType.CLICKED):
+        raise ValueError(f"{event} is not an engagement event")
+    with transaction.atomic():
+        OutboundMessage.objects.select_for_update().filter(pk=message.pk).first()
+        if machine:
+            kind = MACHINE + machine
+        else:
+            earlier = DeliveryEvent.objects.filter(
+                message_id=message.pk,
+                recipient_id=recipient_id,
+                type=event,
+                detail__startswith=FIRST,
+            ).exists()
+            kind = REPEAT if earlier else FIRST
+        record = DeliveryEvent(
+            organization_id=message.organization_id,
+            message_id=message.pk,
+            recipient_id=recipient_id,
+            type=event,
+            detail=f"{kind} {url}" if url else kind,
+        )
+        _events_append([record])
+    return record

@@ -54,7 +54,8 @@ OWNED_HEADERS = frozenset(
 )  # fmt: skip
 FIELDS = frozenset(
     {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers", "tags",
-     "metadata", "stream", "test_mode", "attachments", "send_at"}
+     "metadata", "stream", "test_mode", "attachments", "send_at", "track_opens",
+     "track_links"}
 )  # fmt: skip
 
 # RFC 5322 §3.2.3 dot-atom local part (ASCII; SMTPUTF8 local parts are a later step) and
@@ -110,6 +111,9 @@ class SendRequest:
     test_mode: bool = False
     attachments: list[Attachment] = field(default_factory=list)
     send_at: datetime | None = None  # held in the queue until then (UTC)
+    # Postmark's TrackOpens / TrackLinks for this message; None: as the stream and server.
+    track_opens: bool | None = None
+    track_links: bool | None = None
 
     @property
     def recipients(self) -> list[str]:
@@ -412,6 +416,12 @@ def send_request_parse(data: Any) -> SendRequest:
     test_mode = data.get("test_mode", False)
     if not isinstance(test_mode, bool):
         errors.add("test_mode", "must be true or false")
+    tracking: dict[str, bool | None] = {}
+    for name in ("track_opens", "track_links"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, bool):
+            errors.add(name, "must be true, false or null")
+        tracking[name] = value
     errors.raise_any()
     assert sender is not None
     send_at = send_at_parse(data.get("send_at"))
@@ -439,6 +449,8 @@ def send_request_parse(data: Any) -> SendRequest:
         test_mode=test_mode is True,
         attachments=attachments,
         send_at=send_at,
+        track_opens=tracking["track_opens"],
+        track_links=tracking["track_links"],
     )
     if len(request.recipients) > MAX_RECIPIENTS:
         raise ValidationFailed.on(

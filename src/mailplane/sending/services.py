@@ -8,7 +8,7 @@ batch is one commit and the caller's 2xx follows it: acknowledged means durable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,8 @@ from mailplane.servers.models import (
     StreamKind,
 )
 from mailplane.shield.services import content_check, content_refusal
+from mailplane.tracking.selectors import TrackingConfig, tracking_config_load
+from mailplane.tracking.services import TrackingPlan, tracked_messages_create, tracking_prepare
 
 BATCH_MAX = 500  # Postmark's batch limit
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
@@ -76,6 +78,7 @@ class Prepared:
     unsubscribe: IssuedToken | None = None  # a broadcast message's List-Unsubscribe token
     send_at: datetime | None = None  # held in the queue until then
     source: str = MessageSource.API  # MessageSource.SMTP: submitted with a server key
+    tracking: TrackingPlan | None = None  # links rewritten, pixel added (tracking/)
 
     @property
     def priority(self) -> Priority:
@@ -123,10 +126,15 @@ class SendContext:
     streams: dict[str, MessageStream]
     domains: dict[str, Domain | None] = field(default_factory=dict)
     identities: dict[str, Identity | SenderNotVerified] = field(default_factory=dict)
+    tracking: TrackingConfig | None = None
 
     @classmethod
     def load(cls, server: EmailServer) -> SendContext:
-        return cls(server=server, streams={s.stream_id: s for s in server.streams.all()})
+        return cls(
+            server=server,
+            streams={s.stream_id: s for s in server.streams.all()},
+            tracking=tracking_config_load(server=server),
+        )
 
 
 def _verified_domain(ctx: SendContext, name: str) -> Domain | None:
@@ -246,6 +254,20 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
     unsubscribe = broadcast_check(
         stream, recipients=request.recipients, header_names=[name for name, _ in request.headers]
     )
+    plan = None
+    if ctx.tracking is not None and request.html:
+        # Rewritten before composition, so the DKIM signature (at delivery) covers the
+        # tracked links and the pixel.
+        html, plan = tracking_prepare(
+            config=ctx.tracking,
+            stream=stream,
+            html=request.html,
+            recipients=len(request.recipients),
+            track_opens=request.track_opens,
+            track_links=request.track_links,
+        )
+        if plan is not None:
+            request = replace(request, html=html)
     raw = message_cleanup(
         message_compose(request),
         sender=request.sender.address,
@@ -283,6 +305,7 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         suppressed=_suppressed(ctx, stream, request.recipients),
         unsubscribe=unsubscribe,
         send_at=request.send_at,
+        tracking=plan,
     )
 
 
@@ -420,6 +443,7 @@ def messages_send(
             )
             for m, p in zip(messages, prepared, strict=True)
         )
+        tracked_messages_create([(m, p.tracking) for m, p in zip(messages, prepared, strict=True)])
         MessageTag.objects.bulk_create(
             MessageTag(message=link, server=server, tag=tag)
             for link, p in zip(links, prepared, strict=True)
