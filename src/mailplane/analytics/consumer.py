@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 
 from mailplane.analytics.metrics import event_metrics, latency_bucket
 from mailplane.analytics.models import (
@@ -25,7 +25,8 @@ from mailplane.analytics.models import (
     LatencyHistogram,
     StatCounter,
 )
-from mailplane.queue.events import events_after, events_last_seq
+from mailplane.queue.events import cursor_position as events_cursor_position
+from mailplane.queue.events import events_consume_step
 from mailplane.queue.models import DeliveryEvent, EventType, OutboundMessage, QueuedRecipient
 from mailplane.servers.models import ServerMessage
 
@@ -38,42 +39,21 @@ LatencyKey = tuple[int, date, int]
 DomainKey = tuple[int, date, str]
 
 
-def _cursor_locked() -> AnalyticsCursor:
-    """The cursor row, locked until the transaction ends (PostgreSQL: one consumer at a
-    time; SQLite's IMMEDIATE transactions serialise writers anyway)."""
-    found = AnalyticsCursor.objects.select_for_update().filter(name=CURSOR).first()
-    if found is not None:
-        return found
-    try:
-        with transaction.atomic():
-            AnalyticsCursor.objects.create(name=CURSOR, seq=0)
-    except IntegrityError:  # another consumer made it first
-        pass
-    return AnalyticsCursor.objects.select_for_update().get(name=CURSOR)
-
-
 def cursor_position() -> int:
-    seq = AnalyticsCursor.objects.filter(name=CURSOR).values_list("seq", flat=True).first()
-    return int(seq or 0)
+    return events_cursor_position(AnalyticsCursor, CURSOR)
 
 
 def events_count(*, limit: int = 1000) -> int:
     """Count up to `limit` events past the cursor; returns how many were read (0: caught
     up, and then nothing is locked or written)."""
-    if events_last_seq() <= cursor_position():
-        return 0
-    with transaction.atomic():
-        cursor = _cursor_locked()
-        events = events_after(cursor=cursor.seq, limit=limit)
-        if not events:
-            return 0
-        counters, latencies, domains = _tally(events)
-        _add(StatCounter, ("server_id", "stream_id", "tag", "hour", "metric"), counters)
-        _add(LatencyHistogram, ("server_id", "day", "bucket"), latencies)
-        _add(BounceDomainCount, ("server_id", "day", "domain"), domains)
-        cursor.seq = events[-1].seq
-        cursor.save(update_fields=["seq"])
-    return len(events)
+    return events_consume_step(AnalyticsCursor, CURSOR, _count_batch, limit=limit)
+
+
+def _count_batch(events: list[DeliveryEvent]) -> None:
+    counters, latencies, domains = _tally(events)
+    _add(StatCounter, ("server_id", "stream_id", "tag", "hour", "metric"), counters)
+    _add(LatencyHistogram, ("server_id", "day", "bucket"), latencies)
+    _add(BounceDomainCount, ("server_id", "day", "domain"), domains)
 
 
 def _hour(at: datetime) -> datetime:

@@ -8,6 +8,11 @@ it has not seen yet, oldest first; a consumer that crashes resumes from its stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, models, transaction
+
 from mailplane.queue.models import DeliveryEvent, EventSequence
 
 MAX_BATCH = 1000
@@ -31,3 +36,49 @@ def events_last_seq() -> int:
     wants only new events starts."""
     last = EventSequence.objects.filter(pk=1).values_list("last", flat=True).first()
     return int(last or 0)
+
+
+def cursor_position(cursor_model: type[models.Model], name: str) -> int:
+    """A consumer's stored cursor (0 before its first step)."""
+    manager: Any = cursor_model._default_manager
+    seq = manager.filter(name=name).values_list("seq", flat=True).first()
+    return int(seq or 0)
+
+
+def _cursor_locked(cursor_model: type[models.Model], name: str) -> Any:
+    """The cursor row, locked until the transaction ends (PostgreSQL: one consumer at a
+    time; SQLite's IMMEDIATE transactions serialise writers anyway)."""
+    manager: Any = cursor_model._default_manager
+    found = manager.select_for_update().filter(name=name).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            manager.create(name=name, seq=0)
+    except IntegrityError:  # another consumer made it first
+        pass
+    return manager.select_for_update().get(name=name)
+
+
+def events_consume_step(
+    cursor_model: type[models.Model],
+    name: str,
+    handle: Callable[[list[DeliveryEvent]], None],
+    *,
+    limit: int = MAX_BATCH,
+) -> int:
+    """One step of a consumer whose cursor is a (`name`, `seq`) row of `cursor_model`:
+    `handle` the events past the cursor and move the cursor, in ONE transaction, so an
+    event is handled exactly once whatever crashes when. Returns how many were read (0:
+    caught up, and then nothing is locked or written)."""
+    if events_last_seq() <= cursor_position(cursor_model, name):
+        return 0
+    with transaction.atomic():
+        cursor = _cursor_locked(cursor_model, name)
+        events = events_after(cursor=cursor.seq, limit=limit)
+        if not events:
+            return 0
+        handle(events)
+        cursor.seq = events[-1].seq
+        cursor.save(update_fields=["seq"])
+    return len(events)

@@ -14,9 +14,8 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
-
-from mailplane.queue.events import events_after, events_last_seq
+from mailplane.queue.events import cursor_position as events_cursor_position
+from mailplane.queue.events import events_consume_step
 from mailplane.queue.models import DeliveryEvent, EventType, QueuedRecipient
 from mailplane.servers.models import ServerMessage
 from mailplane.webhooks.models import (
@@ -72,39 +71,18 @@ def payload_body(
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def _cursor_locked() -> WebhookCursor:
-    """The cursor row, locked until the transaction ends (PostgreSQL: one consumer at a
-    time; SQLite's IMMEDIATE transactions serialise writers anyway)."""
-    found = WebhookCursor.objects.select_for_update().filter(name=CURSOR).first()
-    if found is not None:
-        return found
-    try:
-        with transaction.atomic():
-            WebhookCursor.objects.create(name=CURSOR, seq=0)
-    except IntegrityError:  # another consumer made it first
-        pass
-    return WebhookCursor.objects.select_for_update().get(name=CURSOR)
-
-
 def cursor_position() -> int:
-    return int(WebhookCursor.objects.filter(name=CURSOR).values_list("seq", flat=True).first() or 0)
+    return events_cursor_position(WebhookCursor, CURSOR)
 
 
 def events_consume(*, limit: int = 1000) -> int:
     """Read up to `limit` events past the cursor into deliveries; returns how many events
     were read (0: caught up)."""
-    if events_last_seq() <= cursor_position():
-        return 0  # caught up: no lock taken, nothing written
-    with transaction.atomic():
-        cursor = _cursor_locked()
-        events = events_after(cursor=cursor.seq, limit=limit)
-        if not events:
-            return 0
-        deliveries = _deliveries_for(events)
-        WebhookDelivery.objects.bulk_create(deliveries, batch_size=500)
-        cursor.seq = events[-1].seq
-        cursor.save(update_fields=["seq"])
-    return len(events)
+    return events_consume_step(WebhookCursor, CURSOR, _deliver_batch, limit=limit)
+
+
+def _deliver_batch(events: list[DeliveryEvent]) -> None:
+    WebhookDelivery.objects.bulk_create(_deliveries_for(events), batch_size=500)
 
 
 def _deliveries_for(events: list[DeliveryEvent]) -> list[WebhookDelivery]:
