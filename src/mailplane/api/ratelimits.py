@@ -32,16 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis
-import redis.exceptions
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from mailplane.api.errors import domain_error_json
 from mailplane.api.throttling import client_key, retry_after_seconds
 from mailplane.core.errors import RateLimited
+from mailplane.core.shared_redis import FallibleRedis
 
 log = logging.getLogger("mailplane.api.ratelimits")
 
@@ -161,34 +158,18 @@ class SharedCounters:
         self.prefix = prefix
         self.retry_redis_after = retry_redis_after
         self.fallback = LocalCounters()
-        retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
+        self._shared = FallibleRedis(
+            url, log=log, what="API rate limits", timeout=timeout, retry_after=retry_redis_after
         )
-        self._spend = self._client.register_script(_SPEND)
-        self._down_until: float | None = None
-        self._lock = threading.Lock()
+        self._client = self._shared.client
+        self._spend = self._shared.script(_SPEND)
 
     def spend(self, charges: Sequence[tuple[Quota, str]]) -> list[Spent]:
-        down_until = self._down_until
-        if down_until is not None and time.monotonic() < down_until:
-            return self.fallback.spend(charges)
         keys = [f"{self.prefix}:{q.name}:{partition}" for q, partition in charges]
-        try:
-            answer = self._spend(keys=keys, args=[q.window * 1000 for q, _ in charges])
-        except redis.exceptions.RedisError as exc:
-            with self._lock:
-                first = self._down_until is None
-                self._down_until = time.monotonic() + self.retry_redis_after
-            if first:
-                log.warning(
-                    "API rate limits: Redis unavailable (%s); counting in this process", exc
-                )
+        windows = [q.window * 1000 for q, _ in charges]
+        shared, answer = self._shared.call(lambda: self._spend(keys=keys, args=windows))
+        if not shared or answer is None:
             return self.fallback.spend(charges)
-        if self._down_until is not None:
-            with self._lock:
-                self._down_until = None
-            log.info("API rate limits: Redis answers again")
         return [
             Spent(quota, int(answer[2 * i]), int(answer[2 * i + 1]) / 1000)
             for i, (quota, _) in enumerate(charges)
@@ -196,9 +177,7 @@ class SharedCounters:
 
     def reset(self) -> None:
         self.fallback.reset()
-        keys = list(self._client.scan_iter(match=f"{self.prefix}:*", count=1000))
-        if keys:
-            self._client.delete(*keys)
+        self._shared.keys_delete(self.prefix)
 
 
 def configured_quotas() -> list[Quota]:

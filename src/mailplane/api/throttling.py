@@ -30,11 +30,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import redis
-import redis.exceptions
 from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from mailplane.core.shared_redis import FallibleRedis
 
 log = logging.getLogger("mailplane.api.throttling")
 
@@ -155,37 +153,16 @@ class SharedAuthFailures:
         self.prefix = prefix
         self.retry_redis_after = retry_redis_after
         self.fallback = LocalAuthFailures(limit=limit, window=window)
-        retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
+        self._shared = FallibleRedis(
+            url, log=log, what="API auth throttle", timeout=timeout, retry_after=retry_redis_after
         )
-        self._retry_after = self._client.register_script(_RETRY_AFTER)
-        self._failed = self._client.register_script(_FAILED)
+        self._client = self._shared.client
+        self._retry_after = self._shared.script(_RETRY_AFTER)
+        self._failed = self._shared.script(_FAILED)
         self._window_ms = max(1, int(window * 1000))
-        self._down_until: float | None = None
-        self._lock = threading.Lock()
 
     def _redis(self, call: Callable[[], Any]) -> tuple[bool, Any]:
-        """(True, answer) from Redis, or (False, None) while it is failing us."""
-        down_until = self._down_until
-        if down_until is not None and time.monotonic() < down_until:
-            return False, None
-        try:
-            answer = call()
-        except redis.exceptions.RedisError as exc:
-            with self._lock:
-                first = self._down_until is None
-                self._down_until = time.monotonic() + self.retry_redis_after
-            if first:
-                log.warning(
-                    "API auth throttle: Redis unavailable (%s); counting in this process", exc
-                )
-            return False, None
-        if self._down_until is not None:
-            with self._lock:
-                self._down_until = None
-            log.info("API auth throttle: Redis answers again")
-        return True, answer
+        return self._shared.call(call)
 
     def retry_after(self, *, client: str) -> float | None:
         key = f"{self.prefix}:{client}"
@@ -208,9 +185,7 @@ class SharedAuthFailures:
 
     def reset(self) -> None:
         self.fallback.reset()
-        keys = list(self._client.scan_iter(match=f"{self.prefix}:*", count=1000))
-        if keys:
-            self._client.delete(*keys)
+        self._shared.keys_delete(self.prefix)
 
 
 @functools.lru_cache(maxsize=4)

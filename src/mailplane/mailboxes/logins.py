@@ -42,12 +42,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis
-import redis.exceptions
 from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from mailplane.core.shared_redis import FallibleRedis
 from mailplane.mailboxes import passwords
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 
@@ -452,53 +449,24 @@ class SharedLoginGuard(_Policy):
             delay_base=delay_base,
             delay_cap=delay_cap,
         )
-        # One retry, on a dropped connection only (a restarted Redis): a fresh connection
-        # answers at once. Timeouts are not retried: that would double the stall.
-        retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
+        self._shared = FallibleRedis(
+            url,
+            log=log,
+            what="login limits",
+            meanwhile="counting failed logins in this process until it answers",
+            timeout=timeout,
+            retry_after=retry_after,
         )
-        self._attempt = self._client.register_script(_ATTEMPT)
-        self._failed = self._client.register_script(_FAILED)
-        self._succeeded = self._client.register_script(_SUCCEEDED)
+        self._client = self._shared.client
+        self._attempt = self._shared.script(_ATTEMPT)
+        self._failed = self._shared.script(_FAILED)
+        self._succeeded = self._shared.script(_SUCCEEDED)
         self._window_ms = max(1, int(window * 1000))
-        self._down_until: float | None = None  # set while Redis is failing us
-        self._lock = threading.Lock()
-
-    def _redis_usable(self) -> bool:
-        down_until = self._down_until
-        return down_until is None or time.monotonic() >= down_until
-
-    def _redis_failed(self, exc: Exception) -> None:
-        with self._lock:
-            first = self._down_until is None
-            self._down_until = time.monotonic() + self.retry_after
-        if first:
-            log.warning(
-                "login limits: Redis unavailable (%s); counting failed logins in this process "
-                "until it answers",
-                exc,
-            )
-
-    def _redis_answered(self) -> None:
-        if self._down_until is None:  # the usual case: no lock, nothing to say
-            return
-        with self._lock:
-            was_down, self._down_until = self._down_until is not None, None
-        if was_down:
-            log.info("login limits: Redis answers again; failed logins are shared again")
 
     def _call(self, script: Any, attempt: LoginAttempt, args: list[Any]) -> Any:
         """The script's answer, or None once Redis has failed us (then logged)."""
-        if not self._redis_usable():
-            return None
         keys = [f"{self.prefix}:{attempt.pair_key}", f"{self.prefix}:{attempt.ip_key}"]
-        try:
-            answer = script(keys=keys, args=args)
-        except redis.exceptions.RedisError as exc:
-            self._redis_failed(exc)
-            return None
-        self._redis_answered()
+        _, answer = self._shared.call(lambda: script(keys=keys, args=args))
         return answer
 
     def attempt(self, *, address: str, ip: str) -> LoginAttempt:
@@ -527,12 +495,10 @@ class SharedLoginGuard(_Policy):
         Unlike logins, this raises if Redis is down: an operator should know it did nothing.
         """
         self.fallback.reset()
-        keys = list(self._client.scan_iter(match=f"{self.prefix}:*", count=1000))
-        if keys:
-            self._client.delete(*keys)
+        self._shared.keys_delete(self.prefix)
 
     def close(self) -> None:
-        self._client.close()
+        self._shared.close()
 
 
 def login_guard(
