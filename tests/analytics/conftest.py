@@ -8,16 +8,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from django.utils import timezone
 
 from mailplane.analytics.models import StatCounter
-from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus
-from mailplane.queue.transitions import Transition, transitions_apply
-from mailplane.sending.requests import send_request_parse
-from mailplane.sending.services import message_send
+from mailplane.queue.models import QueuedRecipient
 from mailplane.servers.models import EmailServer
 from tests.support.fixtures import Account, verified_domain
-from tests.support.servers import ServerAccess, send_body, server_make
+from tests.support.servers import ServerAccess, queued_rows, server_make
+from tests.support.servers import step as step  # re-exported for the tests here
 
 
 @dataclass
@@ -37,35 +34,7 @@ def live(account: Account) -> Live:
 
 
 def send(live: Live, **fields: object) -> list[QueuedRecipient]:
-    sent = message_send(server=live.server, request=send_request_parse(send_body(**fields)))
-    assert sent.message is not None
-    return list(
-        QueuedRecipient.objects.filter(message=sent.message)
-        .select_related("message")
-        .order_by("id")
-    )
-
-
-def step(
-    row: QueuedRecipient,
-    event: EventType,
-    status: RecipientStatus | None,
-    reply: str = "",
-    bounce_class: str = "",
-) -> None:
-    transitions_apply(
-        [
-            Transition(
-                row=row,
-                event=event,
-                status=status,
-                reply=reply,
-                remote_host="mx.dest.test",
-                bounce_class=bounce_class,
-            )
-        ],
-        now=timezone.now(),
-    )
+    return queued_rows(live.server, **fields)
 
 
 def totals(server: EmailServer, *, tag: str = "", stream: str | None = None) -> Counter[str]:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus
+from mailplane.queue.transitions import Transition, transitions_apply
+from mailplane.sending.requests import send_request_parse
+from mailplane.sending.services import message_send
 from mailplane.servers.models import EmailServer
 from mailplane.servers.services import email_server_create, server_key_create
 from tests.support.fixtures import Account
@@ -46,3 +52,39 @@ def send_body(**fields: object) -> dict[str, object]:
     }
     body.update(fields)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def queued_rows(server: EmailServer, **fields: object) -> list[QueuedRecipient]:
+    """Send `send_body(**fields)` through `server` (the service, not HTTP); its queue rows,
+    with their message loaded, in recipient order."""
+    sent = message_send(server=server, request=send_request_parse(send_body(**fields)))
+    assert sent.message is not None
+    return list(
+        QueuedRecipient.objects.filter(message=sent.message)
+        .select_related("message")
+        .order_by("id")
+    )
+
+
+def step(
+    row: QueuedRecipient,
+    event: EventType,
+    status: RecipientStatus | None,
+    reply: str = "",
+    now: datetime | None = None,
+    bounce_class: str = "",
+) -> None:
+    """One state transition through the queue's one writer, as delivery would make it."""
+    transitions_apply(
+        [
+            Transition(
+                row=row,
+                event=event,
+                status=status,
+                reply=reply,
+                remote_host="mx.dest.test",
+                bounce_class=bounce_class,
+            )
+        ],
+        now=now or timezone.now(),
+    )

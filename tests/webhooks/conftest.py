@@ -4,19 +4,15 @@ endpoint of the server's pointing at it, and a retry schedule in tenths of a sec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import pytest
-from django.utils import timezone
 
-from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus
-from mailplane.queue.transitions import Transition, transitions_apply
-from mailplane.sending.requests import send_request_parse
-from mailplane.sending.services import message_send
+from mailplane.queue.models import QueuedRecipient
 from mailplane.webhooks.models import WebhookEndpoint, WebhookEventType
 from mailplane.webhooks.services import webhook_endpoint_create
 from tests.support.fixtures import Account, verified_domain
-from tests.support.servers import ServerAccess, send_body, server_make
+from tests.support.servers import ServerAccess, queued_rows, server_make
+from tests.support.servers import step as step  # re-exported for the tests here
 from tests.support.webhook_receiver import Receiver, receiver  # noqa: F401 (fixture)
 
 FAST_SCHEDULE = "0.05,0.05,0.05,0.05,0.05,0.05,0.05,0.05"
@@ -52,34 +48,4 @@ def hooked(account: Account, receiver: Receiver) -> Hooked:  # noqa: F811
 
 
 def send(hooked: Hooked, **fields: object) -> list[QueuedRecipient]:
-    sent = message_send(server=hooked.live.server, request=send_request_parse(send_body(**fields)))
-    assert sent.message is not None
-    return list(
-        QueuedRecipient.objects.filter(message=sent.message)
-        .select_related("message")
-        .order_by("id")
-    )
-
-
-def step(
-    row: QueuedRecipient,
-    event: EventType,
-    status: RecipientStatus | None,
-    reply: str = "",
-    now: datetime | None = None,
-    bounce_class: str = "",
-) -> None:
-    """One state transition through the queue's one writer, as delivery would make it."""
-    transitions_apply(
-        [
-            Transition(
-                row=row,
-                event=event,
-                status=status,
-                reply=reply,
-                remote_host="mx.dest.test",
-                bounce_class=bounce_class,
-            )
-        ],
-        now=now or timezone.now(),
-    )
+    return queued_rows(hooked.live.server, **fields)
