@@ -48,6 +48,7 @@ from mailplane.queue.models import (
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.relays.models import RelayStatus
 from mailplane.reputation.caps import caps_admit, caps_release
+from mailplane.servers.selectors import ServerLink, server_links
 from mailplane.storage.maildir import maildir_deliver
 
 log = logging.getLogger("mailplane.delivery")
@@ -93,6 +94,7 @@ class BatchContext:
     local: dict[str, Mailbox]
     streams: dict[int, int | None]  # message -> its server stream (None: no server)
     pools: dict[int, PoolChoice]  # by message id, for messages with an IP pool
+    links: dict[int, ServerLink]  # by message id, for messages sent through a server
 
 
 def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
@@ -106,21 +108,26 @@ def batch_context_load(rows: Sequence[QueuedRecipient]) -> BatchContext:
             organization_id__in={r.message.organization_id for r in rows}, address__in=addresses
         ).values_list("organization_id", "address", "stream_id")
     )
-    # A stream's suppression holds for that stream only (queue/transitions.py); by the
-    # relation's name: the queue's link to servers is the servers package's.
+    # Read once: stream suppressions, pools and caps all need the messages' server links.
+    links = server_links(message_ids)
+    # A stream's suppression holds for that stream only (queue/transitions.py).
     streams: dict[int, int | None] = {}
     if suppressed:
-        links = OutboundMessage.objects.filter(pk__in=message_ids).values_list(
-            "pk", "server_link__stream_id"
-        )
-        streams = {pk: (int(stream) if stream is not None else None) for pk, stream in links}
+        streams = {m: (links[m].stream_id if m in links else None) for m in message_ids}
     local = {
         m.address: m
         for m in Mailbox.objects.filter(address__in=addresses, status=MailboxStatus.ACTIVE)
     }
-    pools = pool_choices(list({(r.message_id, r.message.organization_id) for r in rows}))
+    pools = pool_choices(
+        list({(r.message_id, r.message.organization_id) for r in rows}), links=links
+    )
     return BatchContext(
-        bodies=bodies, suppressed=suppressed, local=local, streams=streams, pools=pools
+        bodies=bodies,
+        suppressed=suppressed,
+        local=local,
+        streams=streams,
+        pools=pools,
+        links=links,
     )
 
 
@@ -266,7 +273,7 @@ def batch_prepare(
             source = choice.source_for(row.message_id) if choice is not None else None
             jobs.append(Job(row, envelope, sign_spec(row.message), source))
     with transaction.atomic():  # caps and warm-up reserve together, or neither
-        jobs, charged = _within_volume_caps(jobs, done, now=now)
+        jobs, charged = _within_volume_caps(jobs, ctx, done, now=now)
         admitted = _within_warmup_caps(jobs, ctx, done, now=now)
         sent = {job.row.pk for job in admitted}
         caps_release([c for pk, c in charged.items() if pk not in sent], now=now)
@@ -274,13 +281,13 @@ def batch_prepare(
 
 
 def _within_volume_caps(
-    jobs: list[Job], done: list[Outcome], *, now: datetime
+    jobs: list[Job], ctx: BatchContext, done: list[Outcome], *, now: datetime
 ) -> tuple[list[Job], dict[int, list[str]]]:
     """The jobs their servers' and keys' volume caps admit (hold mode) and whose server
     and key are not paused; the others wait, unattempted (reputation/caps.py)."""
     if not jobs:
         return jobs, {}
-    admission = caps_admit([job.row for job in jobs], now=now)
+    admission = caps_admit([job.row for job in jobs], now=now, links=ctx.links)
     if not admission.held:
         return jobs, admission.charged
     admitted = []

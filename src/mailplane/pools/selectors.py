@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
 from mailplane.pools.models import IpPool, PoolAddress, PoolAssignment
-from mailplane.servers.models import ServerMessage
+from mailplane.servers.selectors import ServerLink, server_links
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +43,17 @@ def _scope_rank(a: PoolAssignment) -> int:
     return 3
 
 
-def pool_choices(messages: Sequence[tuple[int, int]]) -> dict[int, PoolChoice]:
+def pool_choices(
+    messages: Sequence[tuple[int, int]], *, links: Mapping[int, ServerLink] | None = None
+) -> dict[int, PoolChoice]:
     """(message id, organization id) pairs → each message's pool, for those that have one.
 
-    Three queries for a whole batch: the messages' server links, their accounts'
-    assignments, and those pools' enabled addresses."""
+    Three queries for a whole batch: the messages' server links (none when the caller has
+    them: `links`), their accounts' assignments, and those pools' enabled addresses."""
     if not messages:
         return {}
-    links = {
-        m: (server, stream, key)
-        for m, server, stream, key in ServerMessage.objects.filter(
-            message_id__in=[m for m, _ in messages]
-        ).values_list("message_id", "server_id", "stream_id", "server_key_id")
-    }
+    if links is None:
+        links = server_links([m for m, _ in messages])
     assignments = sorted(
         PoolAssignment.objects.filter(organization_id__in={o for _, o in messages}).select_related(
             "pool"
@@ -71,7 +69,8 @@ def pool_choices(messages: Sequence[tuple[int, int]]) -> dict[int, PoolChoice]:
         addresses.setdefault(row.pool_id, []).append(Source(row.address, row.helo_name))
     choices: dict[int, PoolChoice] = {}
     for message_id, organization_id in messages:
-        server, stream, key = links.get(message_id, (None, None, None))
+        link = links.get(message_id)
+        server, stream, key = link if link is not None else (None, None, None)
         for a in assignments:
             if a.organization_id != organization_id:
                 continue

@@ -20,7 +20,7 @@ PAUSE_RECHECK, so that mail queued before the pause does not leave meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeGuard
@@ -33,7 +33,8 @@ from mailplane.core.windows import Allowance, hour_of, window_add, window_counts
 from mailplane.queue.models import QueuedRecipient
 from mailplane.reputation.errors import OverCap
 from mailplane.reputation.models import CapUsage
-from mailplane.servers.models import CapMode, EmailServer, Reputation, ServerKey, ServerMessage
+from mailplane.servers.models import CapMode, EmailServer, Reputation, ServerKey
+from mailplane.servers.selectors import ServerLink, server_links
 
 PAUSE_RECHECK = timedelta(minutes=15)
 _CAPPED = Q(hourly_cap__isnull=False) | Q(daily_cap__isnull=False)
@@ -149,24 +150,27 @@ class CapAdmission:
     charged: dict[int, list[str]] = field(default_factory=dict)
 
 
-def caps_admit(rows: Sequence[QueuedRecipient], *, now: datetime) -> CapAdmission:
+def caps_admit(
+    rows: Sequence[QueuedRecipient],
+    *,
+    now: datetime,
+    links: Mapping[int, ServerLink] | None = None,
+) -> CapAdmission:
     """Hold mode, at delivery: admit `rows` (in claim order) within their servers' and
     keys' caps and reserve what is admitted; hold the rest, and every recipient of a
     paused server or key. Three queries when nothing is capped or paused; the owners'
     rows are locked (servers, then keys, by id) only when something is."""
     admission = CapAdmission()
-    found = ServerMessage.objects.filter(message_id__in={r.message_id for r in rows})
-    links: dict[int, int | None] = {}
-    servers_of: dict[int, int] = {}
-    for message_id, server_id, link_key in found.values_list(
-        "message_id", "server_id", "server_key_id"
-    ):
-        links[message_id], servers_of[message_id] = link_key, server_id
-    if not links:
+    if links is None:  # (delivery passes the batch's, loaded once for pools and caps)
+        links = server_links({r.message_id for r in rows})
+    wanted = {r.message_id for r in rows}
+    keys_of = {m: link.server_key_id for m, link in links.items() if m in wanted}
+    servers_of = {m: link.server_id for m, link in links.items() if m in wanted}
+    if not keys_of:
         return admission
     watched = _CAPPED | Q(paused_at__isnull=False)
     server_ids = set(servers_of.values())
-    key_ids = {k for k in links.values() if k is not None}
+    key_ids = {k for k in keys_of.values() if k is not None}
     if not (
         EmailServer.objects.filter(watched, pk__in=server_ids).exists()
         or ServerKey.objects.filter(watched, pk__in=key_ids).exists()
@@ -179,10 +183,10 @@ def caps_admit(rows: Sequence[QueuedRecipient], *, now: datetime) -> CapAdmissio
         keys = {k.pk: k for k in locked_keys.order_by("id")}
         allowances = _allowances([*servers.values(), *keys.values()], now=now)
         for row in rows:
-            if row.message_id not in links:
+            if row.message_id not in keys_of:
                 continue  # not sent through a server (SMTP submission): no caps here
             server = servers[servers_of[row.message_id]]
-            key_id = links[row.message_id]
+            key_id = keys_of[row.message_id]
             key = keys.get(key_id) if key_id is not None else None
             paused = next((o for o in (key, server) if o is not None and o.paused_at), None)
             if paused is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db.models import Q, QuerySet
 
@@ -168,3 +169,21 @@ def bounce_rules_for_messages(message_ids: Collection[int]) -> dict[int, list[Bo
     for rule in BounceRule.objects.filter(server_id__in=set(servers.values())).order_by("id"):
         by_server.setdefault(rule.server_id, []).append(rule)
     return {m: by_server[s] for m, s in servers.items() if s in by_server}
+
+
+class ServerLink(NamedTuple):
+    """What delivery needs of a message sent through a server: whose, which stream, which key."""
+
+    server_id: int
+    stream_id: int
+    server_key_id: int | None
+
+
+def server_links(message_ids: Collection[int]) -> dict[int, ServerLink]:
+    """The server links of those messages that have one (one query, any number)."""
+    return {
+        m: ServerLink(server, stream, key)
+        for m, server, stream, key in ServerMessage.objects.filter(
+            message_id__in=list(message_ids)
+        ).values_list("message_id", "server_id", "stream_id", "server_key_id")
+    }
