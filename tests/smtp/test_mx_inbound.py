@@ -1,5 +1,5 @@
 """Inbound streams over real sockets: smtplib and swaks against the live MX, the message
-stored and posted to a local receiver, whose signatures the Standard Webhooks reference
+stored and posted to a local HTTP receiver, whose signatures the Standard Webhooks reference
 library verifies."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import base64
 import json
 import smtplib
 import subprocess
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 import dkim
@@ -26,7 +27,7 @@ from tests.smtp.conftest import maildir_files, make_mailbox
 from tests.support.fixtures import verified_domain
 from tests.support.servers import server_make
 from tests.support.tools import requires_tool
-from tests.support.webhook_receiver import Answer, Receiver, receiver  # noqa: F401
+from tests.support.webhook_receiver import Answer, Receiver
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,12 +45,18 @@ def _fast_retries(settings):
 
 
 @pytest.fixture
-def hooked(listeners, account, receiver):  # noqa: F811
+def inbox() -> Iterator[Receiver]:
+    """A local HTTP receiver (tests/support/webhook_receiver.py)."""
+    found = Receiver()
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def hooked(listeners, account, inbox):
     """A server with an `inbound` endpoint at the receiver; its inbound address."""
     live = server_make(account)
-    issued = webhook_endpoint_create(
-        server=live.server, url=receiver.url(), event_types=["inbound"]
-    )
+    issued = webhook_endpoint_create(server=live.server, url=inbox.url(), event_types=["inbound"])
     address = inbound_address(server_inbound_get(server=live.server))
     return live, issued.secret, address
 
@@ -94,7 +101,10 @@ def reply_message(to: str) -> bytes:
 
 
 def test_mail_to_the_inbound_address_reaches_the_webhook_signed(
-    listeners, hooked, sender_dns, receiver  # noqa: F811
+    listeners,
+    hooked,
+    sender_dns,
+    inbox,
 ):
     live, secret, address = hooked
     raw = reply_message(address)
@@ -107,7 +117,7 @@ def test_mail_to_the_inbound_address_reaches_the_webhook_signed(
 
     WebhookWorker().run_until_idle(timeout=20)
 
-    [got] = receiver.accepted()
+    [got] = inbox.accepted()
     payload = Webhook(secret).verify(got.body, got.headers)  # the reference library
     assert payload["type"] == "inbound"
     data = payload["data"]
@@ -138,16 +148,19 @@ def test_mail_to_the_inbound_address_reaches_the_webhook_signed(
 
 
 def test_a_failing_receiver_gets_it_again_with_the_same_webhook_id(
-    listeners, hooked, dns_server, receiver  # noqa: F811
+    listeners,
+    hooked,
+    dns_server,
+    inbox,
 ):
     _, secret, address = hooked
-    receiver.script = lambda n, body: Answer(503, b"busy") if n < 3 else Answer(200)
+    inbox.script = lambda n, body: Answer(503, b"busy") if n < 3 else Answer(200)
     with mx_client(listeners) as client:
         client.sendmail("a@plain.test", [address], reply_message(address))
     WebhookWorker().run_until_idle(timeout=20)
-    assert len(receiver.received) == 4
-    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
-    Webhook(secret).verify(receiver.received[-1].body, receiver.received[-1].headers)
+    assert len(inbox.received) == 4
+    assert len({r.headers["webhook-id"] for r in inbox.received}) == 1
+    Webhook(secret).verify(inbox.received[-1].body, inbox.received[-1].headers)
     assert WebhookDelivery.objects.get().state == "delivered"
 
 
@@ -173,7 +186,12 @@ def test_an_unverified_inbound_domain_routes_nothing_and_a_verified_one_does(
     dns_server.mx("reply.customer.test", "mx.mailplane.localhost")
     assert server_inbound_verify(server=live.server).verified_at is not None
     with mx_client(listeners) as client:
-        assert client.sendmail("a@plain.test", ["anyone@reply.customer.test"], b"Subject: x\r\n\r\nhi\r\n") == {}
+        assert (
+            client.sendmail(
+                "a@plain.test", ["anyone@reply.customer.test"], b"Subject: x\r\n\r\nhi\r\n"
+            )
+            == {}
+        )
     assert InboundMessage.objects.get().rcpt_to == "anyone@reply.customer.test"
 
 
@@ -228,19 +246,24 @@ def test_hostile_mime_is_refused_with_554_560_and_nothing_stored(
         b"Subject: =?x-unknown?q?caf=E9?= \xe9\xff\r\nContent-Type: text/plain; charset=rot13"
         b"\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n",
         b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n--\r\n",
-        b"From: <<<@@@>>>, \"unterminated\r\nTo: ,,,;;;\r\nSubject: \x1bctl\r\n\r\nx\r\n",
+        b'From: <<<@@@>>>, "unterminated\r\nTo: ,,,;;;\r\nSubject: \x1bctl\r\n\r\nx\r\n',
         b"Content-Type: message/rfc822\r\n\r\nContent-Type: multipart/alternative\r\n\r\nx\r\n",
     ],
     ids=["no-headers", "bad-charsets", "empty-boundary", "broken-addresses", "empty-rfc822"],
 )
 def test_malformed_mime_is_accepted_and_posted_without_a_crash(
-    listeners, hooked, dns_server, quiet_logs, receiver, raw  # noqa: F811
+    listeners,
+    hooked,
+    dns_server,
+    quiet_logs,
+    inbox,
+    raw,
 ):
     _, secret, address = hooked
     with mx_client(listeners) as client:
         assert client.sendmail("a@plain.test", [address], raw) == {}
     WebhookWorker().run_until_idle(timeout=20)
-    [got] = receiver.accepted()
+    [got] = inbox.accepted()
     payload = Webhook(secret).verify(got.body, got.headers)
     assert payload["data"]["inbound_message_id"] == InboundMessage.objects.get().pk
     json.dumps(payload, ensure_ascii=False).encode("utf-8")  # valid UTF-8 throughout
@@ -257,14 +280,18 @@ def test_oversized_message_is_552_534(listeners, hooked, dns_server):
 
 
 def test_attachments_past_the_bound_are_listed_without_content(
-    listeners, hooked, dns_server, settings, receiver  # noqa: F811
+    listeners,
+    hooked,
+    dns_server,
+    settings,
+    inbox,
 ):
     settings.MAILPLANE = {**settings.MAILPLANE, "INBOUND_ATTACHMENTS_MAX_BYTES": 12}
     _, secret, address = hooked
     with mx_client(listeners) as client:
         client.sendmail("a@plain.test", [address], reply_message(address))
     WebhookWorker().run_until_idle(timeout=20)
-    data = Webhook(secret).verify(receiver.accepted()[0].body, receiver.accepted()[0].headers)
+    data = Webhook(secret).verify(inbox.accepted()[0].body, inbox.accepted()[0].headers)
     [pdf] = data["data"]["attachments"]
     assert (pdf["content"], pdf["size"]) == (None, 13)
     assert data["data"]["attachments_omitted"] is True
@@ -288,7 +315,10 @@ def test_a_failed_commit_answers_451_and_leaves_nothing(listeners, hooked, dns_s
 
 @requires_tool("swaks")
 def test_swaks_reaches_the_inbound_webhook(
-    listeners, hooked, dns_server, receiver  # noqa: F811
+    listeners,
+    hooked,
+    dns_server,
+    inbox,
 ):
     _, secret, address = hooked
     result = subprocess.run(
@@ -301,6 +331,6 @@ def test_swaks_reaches_the_inbound_webhook(
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     WebhookWorker().run_until_idle(timeout=20)
-    data = Webhook(secret).verify(receiver.accepted()[0].body, receiver.accepted()[0].headers)
+    data = Webhook(secret).verify(inbox.accepted()[0].body, inbox.accepted()[0].headers)
     assert data["data"]["subject"] == "via swaks inbound"
     assert data["data"]["text"].strip() == "hello from swaks"

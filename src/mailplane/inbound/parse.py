@@ -22,7 +22,7 @@ from email.parser import BytesParser
 from email.utils import getaddresses
 from typing import Any
 
-from mailplane.core.errors import DomainError, SmtpStatus
+from mailplane.core.errors import DomainError, ImapStatus, SmtpStatus
 
 MAX_PARTS = 250  # MIME parts of one message, nested ones included
 MAX_DEPTH = 20  # multiparts within multiparts
@@ -38,6 +38,8 @@ class MimeRefused(DomainError):
     code = "mime_refused"
     http_status = 422
     smtp_status = SmtpStatus(554, "5.6.0")
+    # RFC 5530 §3: CANNOT, the operation can never succeed (an APPEND of the same bytes).
+    imap_status = ImapStatus("NO", "CANNOT")
 
 
 @dataclass(frozen=True, slots=True)
