@@ -124,6 +124,7 @@ def test_mail_to_the_inbound_address_reaches_the_webhook_signed(
     assert data["inbound_message_id"] == stored.pk
     assert (data["server_id"], data["stream"]) == (live.server.pk, "inbound")
     assert (data["mail_from"], data["rcpt_to"]) == ("bounce@sender.test", address)
+    assert data["mailbox_hash"] == ""
     assert data["from"] == {"email": "jorg@sender.test", "name": "Jörg Müller"}
     assert data["to"] == [{"email": address, "name": ""}]
     assert data["cc"] == [{"email": "other@sender.test", "name": "Other"}]
@@ -193,6 +194,20 @@ def test_an_unverified_inbound_domain_routes_nothing_and_a_verified_one_does(
             == {}
         )
     assert InboundMessage.objects.get().rcpt_to == "anyone@reply.customer.test"
+
+
+def test_plus_addressing_reaches_the_server_with_its_mailbox_hash(
+    listeners, hooked, dns_server, inbox
+):
+    _, secret, address = hooked
+    token, _, host = address.partition("@")
+    tagged = f"{token}+Ticket-42@{host}"
+    with mx_client(listeners) as client:
+        assert client.sendmail("a@plain.test", [tagged], reply_message(tagged)) == {}
+    WebhookWorker().run_until_idle(timeout=20)
+    data = Webhook(secret).verify(inbox.accepted()[0].body, inbox.accepted()[0].headers)
+    assert data["data"]["rcpt_to"] == tagged.lower()
+    assert data["data"]["mailbox_hash"] == "ticket-42"
 
 
 def test_one_message_to_a_mailbox_and_an_inbound_address_reaches_both(

@@ -149,8 +149,9 @@ def inbound_route(address: str) -> InboundRoute | None:
     is no inbound address. Only verified inbound domains route."""
     local, _, domain = address.rpartition("@")
     if domain == inbound_host():
+        # Plus addressing (Postmark's MailboxHash): <token>+<hash>@ reaches the same server.
         row = (
-            ServerInbound.objects.filter(token=local)
+            ServerInbound.objects.filter(token=local.partition("+")[0])
             .values_list("server_id", "server__organization_id")
             .first()
         )
@@ -213,6 +214,9 @@ def payload_data(
         "stream": stream,
         "mail_from": message.mail_from,
         "rcpt_to": message.rcpt_to,
+        # What followed a "+" in the address's local part ("" if none): a reply address
+        # such as <token>+ticket-42@ carries the conversation it belongs to.
+        "mailbox_hash": message.rcpt_to.rpartition("@")[0].partition("+")[2],
         "from": parsed.from_,
         "to": parsed.to,
         "cc": parsed.cc,
