@@ -1,4 +1,4 @@
-"""The runner's HTTP connections (webhooks/transport.py): kept alive and reused per
+"""The runner's HTTP connections (webhooks/http1.py): kept alive and reused per
 endpoint, never reused once the receiver has closed them, and each request still one
 recorded attempt."""
 
@@ -8,12 +8,11 @@ import asyncio
 import socket
 import threading
 
-import httpx
 import pytest
 
+from mailplane.webhooks.http1 import Http1Client
 from mailplane.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery
 from mailplane.webhooks.runner import WebhookWorker
-from mailplane.webhooks.transport import PooledTransport
 from tests.support.webhook_receiver import Answer
 from tests.webhooks.conftest import Hooked, send
 
@@ -69,15 +68,18 @@ def test_the_pool_drops_an_idle_connection_closed_by_the_server():
 
     async def run() -> list[int]:
         statuses = []
-        async with PooledTransport() as transport:
+        async with Http1Client() as client:
             for _ in range(2):
-                response = await transport.handle_async_request(
-                    httpx.Request("POST", f"http://127.0.0.1:{port}/hook", content=b"{}")
+                answer = await client.post(
+                    key=("http", "127.0.0.1", port, "127.0.0.1"),
+                    target="/hook",
+                    headers=[("host", f"127.0.0.1:{port}")],
+                    body=b"{}",
+                    excerpt=100,
                 )
-                await response.aread()
-                await response.aclose()
-                statuses.append(response.status_code)
-                assert transport.pool.idle_count() == 1  # kept for the next request
+                statuses.append(answer.status)
+                assert answer.excerpt == b"ok"
+                assert client.idle_count() == 1  # kept for the next request
                 await asyncio.get_running_loop().run_in_executor(None, closed.wait, 10)
         return statuses
 

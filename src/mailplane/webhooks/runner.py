@@ -8,7 +8,7 @@ rounds (record what ended and claim what is due, one transaction each), so that 
 a backlog of events does not hold up the requests' records; in `run_until_idle` both
 run on the caller's thread, with the loop on a thread of its own (delivery/worker.py's
 `_CallerThread`, so a test's transaction sees every row). The HTTP requests run on the
-event loop with httpx over keep-alive connections per endpoint (transport.py). The lease
+event loop over keep-alive connections per endpoint (http1.py). The lease
 outlasts a request (at least twice the timeout), so no heartbeat is needed: a request
 that ends is recorded before its lease does.
 
@@ -33,8 +33,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import httpx
+import h11
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -43,10 +44,10 @@ from mailplane.delivery.worker import _CallerThread
 from mailplane.webhooks.config import conf
 from mailplane.webhooks.consumer import events_consume
 from mailplane.webhooks.guard import AddressRefused, target_resolve, url_check
+from mailplane.webhooks.http1 import Http1Client, ProtocolFailure
 from mailplane.webhooks.models import DeliveryState, WebhookDelivery
 from mailplane.webhooks.outbox import AttemptResult, Claimed, attempts_record, deliveries_claim
 from mailplane.webhooks.signing import headers as signed_headers
-from mailplane.webhooks.transport import PooledTransport
 
 log = logging.getLogger("mailplane.webhooks")
 _SOON = timedelta(seconds=2)
@@ -62,8 +63,6 @@ class WebhookWorker:
         self.lease = max(float(conf("WEBHOOKS_LEASE_SECONDS")), 2 * self.timeout + 5)
         self.concurrency = int(conf("WEBHOOKS_CONCURRENCY"))
         self.excerpt = int(conf("WEBHOOKS_RESPONSE_EXCERPT"))
-        t = self.timeout  # httpcore's form of httpx.Timeout(self.timeout)
-        self._timeouts = {"connect": t, "read": t, "write": t, "pool": t}
         self._db: Executor | None = None
         # The consumer's own thread in the service (None: it runs on `_db`, per round).
         self._consumer_db: Executor | None = None
@@ -77,7 +76,7 @@ class WebhookWorker:
             self._db, lambda: fn(*args, **kwargs)
         )
 
-    async def _cycle(self, transport: httpx.AsyncBaseTransport) -> bool:
+    async def _cycle(self, transport: Http1Client) -> bool:
         """One round: read new events (unless the consumer has a thread of its own),
         record what finished and start what is due (one transaction: one commit per
         round, however many requests ended). True when there was anything to do."""
@@ -132,7 +131,7 @@ class WebhookWorker:
             if waiter is not None and not waiter.done():
                 waiter.cancel()
 
-    async def _post(self, transport: httpx.AsyncBaseTransport, item: Claimed) -> AttemptResult:
+    async def _post(self, client: Http1Client, item: Claimed) -> AttemptResult:
         started_at = timezone.now()
         start = time.monotonic()
 
@@ -143,64 +142,50 @@ class WebhookWorker:
         body = item.body.encode()
         try:
             target = url_check(item.url)
-            address = await target_resolve(target)
-            url = httpx.URL(item.url)
-            host_header = url.netloc.decode("ascii")
-            pinned = url.copy_with(host=str(address))
-            headers = {
-                **signed_headers(
+            url = urlsplit(item.url)
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            headers = [
+                ("host", url.netloc),
+                *signed_headers(
                     secrets_=item.secrets,
                     webhook_id=item.webhook_id,
                     timestamp=int(time.time()),
                     body=body,
-                ),
-                "content-type": "application/json",
-                "user-agent": USER_AGENT,
-                "host": host_header,
-            }
-            extensions: dict[str, Any] = {"timeout": self._timeouts}
-            if target.scheme == "https":
-                extensions["sni_hostname"] = target.host
-            # Straight to the transport: no cookies, auth, redirects (one could lead past
-            # the guard) or environment proxies to apply, so the client's layers for them
-            # are a cost per request and nothing else.
-            request = httpx.Request(
-                "POST", pinned, content=body, headers=headers, extensions=extensions
-            )
-            response = await transport.handle_async_request(request)
-            try:
-                excerpt = await self._excerpt(response)
-            finally:
-                await response.aclose()
+                ).items(),
+                ("content-type", "application/json"),
+                ("user-agent", USER_AGENT),
+                ("accept-encoding", "identity"),  # an excerpt is all we keep
+            ]
+            async with asyncio.timeout(self.timeout):
+                # The address the guard checked is the one connected to (no rebinding
+                # between check and connect); TLS still verifies the URL's host name.
+                address = await target_resolve(target)
+                answer = await client.post(
+                    key=(target.scheme, str(address), target.port, target.host),
+                    target=path,
+                    headers=headers,
+                    body=body,
+                    excerpt=self.excerpt,
+                )
             return result(
-                status_code=response.status_code,
-                excerpt=excerpt,
-                retry_after=response.headers.get("retry-after"),
+                status_code=answer.status,
+                excerpt=answer.excerpt.decode("utf-8", "replace"),
+                retry_after=answer.retry_after,
             )
         except (AddressRefused, ValidationFailed) as exc:  # the guard's refusals
             return result(error=str(exc))
-        except httpx.TimeoutException:
+        except TimeoutError:
             return result(error=f"timed out after {self.timeout:g} s")
-        except httpx.HTTPError as exc:
+        except (OSError, ProtocolFailure, h11.ProtocolError) as exc:
             return result(error=f"{type(exc).__name__}: {exc}"[:500])
         except Exception as exc:  # a bad stored URL, an unexpected failure: an attempt too
             log.exception("webhook delivery %s failed unexpectedly", item.delivery_id)
             return result(error=f"{type(exc).__name__}: {exc}"[:500])
 
-    async def _excerpt(self, response: httpx.Response) -> str:
-        """The first bytes of the answer (decoded, if compressed), never the whole of a
-        huge one: reading stops there."""
-        kept = bytearray()
-        async for chunk in response.aiter_bytes():
-            kept += chunk
-            if len(kept) >= self.excerpt:
-                break
-        return bytes(kept[: self.excerpt]).decode("utf-8", "replace")
-
-    def _transport(self) -> PooledTransport:
-        return PooledTransport(
-            # h11 writes the head and the body apart: without NODELAY the body waits for
-            # the receiver's delayed ACK of the head (Nagle), up to 40 ms per request.
+    def _transport(self) -> Http1Client:
+        return Http1Client(
+            # Head and body go in one write, but the receiver's ACK still should not wait
+            # for more (Nagle): no delay.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
