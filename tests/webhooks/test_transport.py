@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from mailplane.tls import self_signed_ensure, server_context
 from mailplane.webhooks.http1 import Http1Client
 from mailplane.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery
 from mailplane.webhooks.runner import WebhookWorker
@@ -89,3 +93,55 @@ def test_the_pool_drops_an_idle_connection_closed_by_the_server():
         listener.close()
         thread.join(10)
     assert len(accepted) == 2
+
+
+def _tls_receiver(tmp_path: Path) -> tuple[ThreadingHTTPServer, Path]:
+    cert, key = self_signed_ensure(directory=tmp_path, hostnames=("hooks.test",))
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = f"sni ok, host {self.headers['host']}".encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = server_context(cert=cert, key=key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, cert
+
+
+def test_https_is_verified_against_the_urls_host_name(tmp_path: Path):
+    """TLS to the pinned address, the certificate checked for the URL's host name (sent
+    as SNI): a certificate for another name is refused, as a bad one would be."""
+    server, cert = _tls_receiver(tmp_path)
+    port = server.server_address[1]
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def post(name: str) -> bytes:
+        async with Http1Client(tls_context=trusting) as client:
+            answer = await client.post(
+                key=("https", "127.0.0.1", port, name),
+                target="/hook",
+                headers=[("host", f"{name}:{port}")],
+                body=b"{}",
+                excerpt=100,
+            )
+            assert answer.status == 200
+            return answer.excerpt
+
+    try:
+        assert asyncio.run(post("hooks.test")) == f"sni ok, host hooks.test:{port}".encode()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            asyncio.run(post("elsewhere.test"))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -59,10 +59,15 @@ class _Connection:
 
 
 class Http1Client:
-    def __init__(self, *, socket_options: list[tuple[int, int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        socket_options: list[tuple[int, int, int]] | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._idle: dict[Key, list[_Connection]] = {}
         self._socket_options = socket_options or []
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls_context  # tests give one trusting their own CA
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
