@@ -98,6 +98,11 @@ def test_release_of_a_paused_servers_mail_with_its_full_key(account: Any, dest: 
         "/api/server/queue/release/", {"recipient": "P@dest.test"}, format="json"
     )
     assert reply.json()["changed"] == 1, reply.content
+    shown = live.full_client.get("/api/server/queue/").json()["results"]
+    assert {e["recipient"]: e["waiting_reason"] for e in shown} == {
+        "p@dest.test": "due",  # released: the pause no longer holds it
+        "q@dest.test": "paused",
+    }
     _drain(worker, START + timedelta(minutes=2))
     assert [r.rcpt_tos for r in dest.received] == [["p@dest.test"]]  # q still held
     assert EmailServer.objects.get(pk=live.server.pk).paused_at is not None  # still paused

@@ -8,7 +8,8 @@ key's pause) so that a filter on it is a query, not a scan in Python. First matc
     scheduled  status scheduled, send time ahead             the send time
     held       status held (the content filter held it)      null: until released
     sending    a delivery worker holds it (live lease)       the lease's end
-    paused     its server or key is paused now               null: until resumed
+    paused     its server or key is paused now (and no        null: until resumed
+               operator released it)
     due        its attempt time has come                     its attempt time (past)
     cap        its volume cap was full (delivery held it)    when the window reopens
     warmup     its pool's warm-up caps were full             when the pool has room
@@ -61,6 +62,12 @@ def _reason(now: datetime) -> Case:
         ),
         When(status=RecipientStatus.HELD, then=Value(WaitReason.HELD.value)),
         When(claimed_until__gt=now, then=Value(WaitReason.SENDING.value)),
+        # Released by an operator: its next delivery passes the pause (reputation/caps.py).
+        When(
+            wait_reason=WaitReason.RELEASED,
+            next_attempt_at__lte=now,
+            then=Value(WaitReason.DUE.value),
+        ),
         When(_SERVER_PAUSED | _KEY_PAUSED, then=Value(WaitReason.PAUSED.value)),
         When(next_attempt_at__lte=now, then=Value(WaitReason.DUE.value)),
         When(wait_reason__in=_STORED, then=F("wait_reason")),
