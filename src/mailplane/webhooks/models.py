@@ -22,6 +22,8 @@ class WebhookEventType(models.TextChoices):
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
     INBOUND = "inbound"
+    # Never to be sent: a scheduled message cancelled, or queued mail an operator cancelled.
+    CANCELLED = "cancelled"
 
 
 class WebhookEndpoint(models.Model):
