@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from mailbox import MaildirMessage
 from typing import Any
@@ -66,6 +67,7 @@ from pymap.interfaces.token import TokenCredentials
 from pymap.listtree import ListEntry, ListTree
 from pymap.mailbox import MailboxSnapshot
 from pymap.mime import MessageContent
+from pymap.parsing.commands import Commands
 from pymap.parsing.response import ResponseCode, ResponseNo
 from pymap.parsing.specials import ObjectId
 from pymap.parsing.specials.flag import Flag, Wildcard
@@ -85,6 +87,7 @@ from mailplane.imap.auth import (
     mailbox_authenticate,
 )
 from mailplane.imap.auth import login_guard as default_login_guard
+from mailplane.imap.extensions import CAPABILITIES, extension_commands
 from mailplane.imap.names import (
     DELIMITER,
     MAX_LIST_PATTERN,
@@ -177,9 +180,12 @@ class MailplaneConfig(MaildirConfig):
 
     @property
     def backend_capability(self) -> BackendCapability:
-        return BackendCapability(
-            idle=True, object_id=True, multi_append=True, custom=[b"SPECIAL-USE"]
-        )
+        return BackendCapability(idle=True, object_id=True, multi_append=True, custom=CAPABILITIES)
+
+    @property
+    def commands(self) -> Commands:
+        # pymap's command registry, with the extensions' commands (imap/extensions.py).
+        return extension_commands()
 
     @property
     def greeting(self) -> bytes:
@@ -451,6 +457,91 @@ class MailplaneSession(Session):
         ]
         return marked, updates
 
+    async def list_extended(
+        self,
+        ref_name: str,
+        patterns: Sequence[str],
+        *,
+        select: frozenset[bytes],
+        returns: frozenset[bytes],
+    ) -> list[ListedMailbox]:
+        """LIST in RFC 5258's extended form (selection and return options, several patterns).
+
+        Candidates are the existing folders, the subscribed names (which may no longer
+        exist: \\NonExistent, §3.1) and their superiors. With RECURSIVEMATCH a name that
+        matches a pattern but not the selection is listed with CHILDINFO when one of its
+        descendants meets the selection and is not itself listed (§3.5; as Dovecot, so
+        the client is told of children it would not otherwise see).
+        """
+        if len(ref_name) + sum(len(p) for p in patterns) > MAX_LIST_PATTERN:
+            raise ListPatternTooLong()
+        delimiter = self.mailbox_set.delimiter
+        wanted = [p for p in patterns if p]
+        if not wanted:
+            # RFC 9051 §6.3.9: an empty pattern asks for the hierarchy delimiter.
+            return [ListedMailbox("", delimiter, [b"Noselect"])]
+        tree = await self.mailbox_set.list_mailboxes()
+        entries = {entry.name: entry for entry in tree.list()}
+        subscribed: frozenset[str] = frozenset()
+        if select & {b"SUBSCRIBED"} or b"SUBSCRIBED" in returns:
+            async with Subscriptions.with_read(self.mailbox_set._path) as subs:
+                subscribed = frozenset(subs.subscribed)
+        matchers = [ListPattern(ref_name + p, delimiter) for p in wanted]
+
+        def matches(name: str) -> bool:
+            return any(m.matches(name, ignore_case=name == "INBOX") for m in matchers)
+
+        by_subscription = b"SUBSCRIBED" in select
+        special_only = b"SPECIAL-USE" in select
+
+        def meets_selection(name: str) -> bool:
+            if by_subscription:
+                return name in subscribed and (not special_only or name in SPECIAL_FOLDERS)
+            return name in entries and (not special_only or name in SPECIAL_FOLDERS)
+
+        candidates = set(entries) | subscribed
+        for name in subscribed:
+            parts = name.split(delimiter)
+            candidates.update(delimiter.join(parts[:i]) for i in range(1, len(parts)))
+        recursive = b"RECURSIVEMATCH" in select
+        listed: list[ListedMailbox] = []
+        for name in sorted(candidates, key=lambda n: (n != "INBOX", n)):
+            if not matches(name):
+                continue
+            childinfo = False
+            if not meets_selection(name):
+                if not recursive:
+                    continue
+                prefix = name + delimiter
+                childinfo = any(
+                    other.startswith(prefix) and meets_selection(other) and not matches(other)
+                    for other in candidates
+                )
+                if not childinfo:
+                    continue
+            entry = entries.get(name)
+            attrs: list[bytes] = []
+            if entry is None:
+                attrs.append(b"NonExistent")  # implies \\Noselect (RFC 5258 §3.4)
+            elif not entry.exists:
+                attrs.append(b"Noselect")
+            if b"CHILDREN" in returns and entry is not None:
+                attrs.append(b"HasChildren" if entry.has_children else b"HasNoChildren")
+            if name in subscribed and (by_subscription or b"SUBSCRIBED" in returns):
+                attrs.append(b"Subscribed")
+            if name in SPECIAL_FOLDERS:
+                attrs.append(SPECIAL_FOLDERS[name].lstrip("\\").encode())
+            listed.append(
+                ListedMailbox(
+                    name,
+                    delimiter,
+                    attrs,
+                    childinfo=(b"SUBSCRIBED",) if childinfo else (),
+                    selectable=entry is not None and entry.exists,
+                )
+            )
+        return listed
+
     def defined_keywords(self, selected: SelectedMailbox) -> frozenset[Flag]:
         """The keywords the selected mailbox defines now (its keyword file, re-read if changed)."""
         mbx = self.mailbox_set._cache.get(selected.lookup)
@@ -487,6 +578,17 @@ class MailplaneSession(Session):
         if batch:
             ret += await loop.run_in_executor(config.search_executor, evaluate, batch)
         return ret, await mbx.update_selected(selected)
+
+
+@dataclass(slots=True)
+class ListedMailbox:
+    """One LIST-EXTENDED answer: name, delimiter, attributes, RFC 5258 §3.5 CHILDINFO."""
+
+    name: str
+    delimiter: str | None
+    attributes: Sequence[bytes]
+    childinfo: tuple[bytes, ...] = ()
+    selectable: bool = False
 
 
 # RFC 9051 sets no limit; real clients send a handful of keys. Each costs CPU per message.

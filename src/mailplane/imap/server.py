@@ -37,16 +37,17 @@ from proxyprotocol.reader import ProxyProtocolReader
 from proxyprotocol.sock import SocketInfo
 from pymap.backend import backends
 from pymap.context import connection_exit, socket_info
-from pymap.exceptions import ResponseError
+from pymap.exceptions import MailboxError, ResponseError
 from pymap.fetch import MessageAttributes
 from pymap.imap import IMAPConnection, IMAPServer
 from pymap.imap.state import ConnectionState
 from pymap.parsing import Params
 from pymap.parsing.command import Command
-from pymap.parsing.command.auth import SelectCommand
-from pymap.parsing.command.select import CloseCommand, FetchCommand
+from pymap.parsing.command.auth import ListCommand, SelectCommand
+from pymap.parsing.command.select import CloseCommand, FetchCommand, SearchCommand
 from pymap.parsing.commands import InvalidCommand
 from pymap.parsing.exceptions import NotParseable
+from pymap.parsing.primitives import Number
 from pymap.parsing.response import (
     CommandResponse,
     Response,
@@ -58,8 +59,12 @@ from pymap.parsing.response import (
     UntaggedResponse,
 )
 from pymap.parsing.response.code import PermanentFlags
-from pymap.parsing.response.specials import FetchResponse, FlagsResponse
-from pymap.parsing.specials import FetchRequirement, Tag
+from pymap.parsing.response.specials import (
+    FetchResponse,
+    FlagsResponse,
+    StatusResponse,
+)
+from pymap.parsing.specials import FetchRequirement, SequenceSet, StatusAttribute, Tag
 from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.parsing.state import ParsingInterrupt, ParsingState
 from pysasl.exception import AuthenticationError
@@ -74,7 +79,18 @@ from mailplane.imap.backend import (
     message_content_exists,
 )
 from mailplane.imap.errors import DomainErrorResponse
+from mailplane.imap.extensions import (
+    ENABLEABLE,
+    SUPPORTED_CHARSETS,
+    CharsetRefused,
+    EnableCommand,
+    ExtendedListCommand,
+    ExtendedListResponse,
+    SortCommand,
+    ThreadCommand,
+)
 from mailplane.imap.protocol import protocol_install
+from mailplane.imap.sorting import SortItem, ordered_subject_threads, sort_items
 from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
@@ -154,6 +170,7 @@ class MailplaneConnectionState(ConnectionState):
         super().__init__(login, config)
         self.implicit_tls = implicit_tls
         self._announced: frozenset[Flag] = frozenset()  # keywords FLAGS has introduced
+        self._enabled: set[bytes] = set()  # RFC 5161 ENABLE, for this connection
         if implicit_tls:
             # RFC 8314 §3: on an implicit-TLS port the session is already protected.
             self.auth = config.tls_auth
@@ -264,8 +281,159 @@ class MailplaneConnectionState(ConnectionState):
         response.add_untagged(*untagged)
         return response, updates
 
+    # -- extensions (parsing in imap/extensions.py) ---------------------------------------
+
+    async def do_enable(self, cmd: EnableCommand) -> tuple[CommandResponse, Any]:
+        """ENABLE (RFC 5161 §3.1): only before a mailbox is selected; unknown names ignored.
+
+        None of the extensions offered here needs enabling yet, so `* ENABLED` lists
+        nothing: a client must not assume an extension it asked for is on.
+        """
+        if self._selected is not None:
+            return ResponseBad(cmd.tag, b"ENABLE is only valid before SELECT."), None
+        offered = set(self.capability.capabilities) & ENABLEABLE
+        enabled = [name for name in cmd.capabilities if name in offered]
+        self._enabled.update(enabled)
+        response = ResponseOk(cmd.tag, b"ENABLE completed.")
+        response.add_untagged(UntaggedResponse(b" ".join([b"ENABLED", *enabled])))
+        return response, None
+
+    async def do_search(self, cmd: SearchCommand) -> tuple[CommandResponse, Any]:
+        """pymap's SEARCH; with RETURN options (RFC 4731 §3.1) one ESEARCH response instead.
+
+        MIN, MAX and ALL are left out when nothing matched; COUNT is then 0. ALL is a
+        sequence set in as few ranges as possible (RFC 4731 §3.1, `SequenceSet.build`).
+        """
+        returns = getattr(cmd, "returns", None)
+        if returns is None:
+            return await super().do_search(cmd)
+        if not cmd.uid:
+            self.selected.hide_expunged = True
+        messages, updates = await self.session.search_mailbox(self.selected, cmd.keys)
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        found: list[int] = []
+        for seq, msg in messages:
+            if msg.expunged:
+                response.code = ResponseCode.of(b"EXPUNGEISSUED")
+            found.append(msg.uid if cmd.uid else seq)
+        data: dict[bytes, bytes] = {}
+        if found:
+            if b"MIN" in returns:
+                data[b"MIN"] = b"%d" % min(found)
+            if b"MAX" in returns:
+                data[b"MAX"] = b"%d" % max(found)
+            if b"ALL" in returns:
+                data[b"ALL"] = bytes(SequenceSet.build(found, cmd.uid))
+        if b"COUNT" in returns:
+            data[b"COUNT"] = b"%d" % len(found)
+        # pymap's ESearchResponse leaves out the "ESEARCH" keyword itself (RFC 4731 §3.1).
+        words = [b'ESEARCH (TAG "%b")' % cmd.tag, *([b"UID"] if cmd.uid else [])]
+        words += [b"%b %b" % item for item in data.items()]
+        response.add_untagged(UntaggedResponse(b" ".join(words)))
+        return response, updates
+
+    async def _sort_items(self, cmd: SortCommand | ThreadCommand) -> tuple[list[SortItem], Any]:
+        """The messages the command's search keys match, with what SORT and THREAD read."""
+        if not cmd.uid:
+            self.selected.hide_expunged = True
+        messages, updates = await self.session.search_mailbox(self.selected, cmd.keys)
+        items = []
+        for seq, msg in messages:
+            loaded = await msg.load_content(FetchRequirement.HEADER)
+            header = bytes(loaded.get_message_headers())
+            items.append(SortItem(seq, msg.uid, msg.internal_date, loaded.get_size(), header))
+        return items, updates
+
+    async def _off_loop(self, func: Any, *args: Any) -> Any:
+        config = cast(MailplaneConfig, self.config)
+        return await asyncio.get_running_loop().run_in_executor(config.search_executor, func, *args)
+
+    async def do_sort(self, cmd: SortCommand) -> tuple[CommandResponse, Any]:
+        """SORT and UID SORT (RFC 5256 §3): one `* SORT` response, numbers in order."""
+        items, updates = await self._sort_items(cmd)
+        ordered = await self._off_loop(sort_items, items, cmd.program)
+        numbers = [b"%d" % (item.uid if cmd.uid else item.seq) for item in ordered]
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        response.add_untagged(UntaggedResponse(b" ".join([b"SORT", *numbers])))
+        return response, updates
+
+    async def do_thread(self, cmd: ThreadCommand) -> tuple[CommandResponse, Any]:
+        """THREAD=ORDEREDSUBJECT (RFC 5256 §3, response syntax §4).
+
+        Each thread's first message is the parent of all the others: "(1)" alone,
+        "(1 2)" with one child, "(1 (2)(3))" with several.
+        """
+        items, updates = await self._sort_items(cmd)
+        threads = await self._off_loop(ordered_subject_threads, items)
+        number = (lambda item: item.uid) if cmd.uid else (lambda item: item.seq)
+        parts = []
+        for thread in threads:
+            head, children = number(thread[0]), [number(item) for item in thread[1:]]
+            if not children:
+                parts.append(b"(%d)" % head)
+            elif len(children) == 1:
+                parts.append(b"(%d %d)" % (head, children[0]))
+            else:
+                parts.append(b"(%d %b)" % (head, b"".join(b"(%d)" % c for c in children)))
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        text = b"THREAD " + b"".join(parts) if parts else b"THREAD"
+        response.add_untagged(UntaggedResponse(text))
+        return response, updates
+
+    async def do_list(self, cmd: ListCommand) -> tuple[CommandResponse, Any]:
+        """LIST; the extended forms (RFC 5258, LIST-STATUS RFC 5819) answered here.
+
+        RFC 5819 §2: the STATUS response of a listed mailbox follows its LIST response;
+        mailboxes that cannot be selected get none.
+        """
+        if not isinstance(cmd, ExtendedListCommand) or not cmd.extended:
+            return await super().do_list(cmd)
+        session = cast(MailplaneSession, self.session)
+        listed = await session.list_extended(
+            cmd.ref_name, cmd.patterns, select=cmd.select, returns=cmd.returns
+        )
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        for entry in listed:
+            response.add_untagged(
+                ExtendedListResponse(entry.name, entry.delimiter, entry.attributes, entry.childinfo)
+            )
+            if cmd.status and entry.selectable:
+                status = await self._status_of(entry.name, cmd.status)
+                if status is not None:
+                    response.add_untagged(status)
+        updates = None
+        if self._selected is not None:
+            updates = await self.session.check_mailbox(self.selected)
+        return response, updates
+
+    async def _status_of(self, name: str, items: tuple[bytes, ...]) -> StatusResponse | None:
+        try:
+            mailbox, _updates = await self.session.get_mailbox(name)
+        except MailboxError:
+            return None  # deleted since the listing
+        values = {
+            b"MESSAGES": mailbox.exists,
+            b"RECENT": mailbox.recent,
+            b"UIDNEXT": mailbox.next_uid,
+            b"UIDVALIDITY": mailbox.uid_validity,
+            b"UNSEEN": mailbox.unseen,
+        }
+        if self._selected is not None and self._selected.mailbox_id == mailbox.mailbox_id:
+            values[b"RECENT"] = self._selected.session_flags.recent
+        data: dict[StatusAttribute, Any] = {
+            StatusAttribute(item): Number(values[item]) for item in items
+        }
+        return StatusResponse(name, data)
+
     async def do_command(self, cmd: Command) -> CommandResponse:
         """pymap's dispatch; what it leaves unanswered becomes a tagged NO, not a BYE."""
+        if isinstance(cmd, InvalidCommand) and isinstance(cmd.parse_exc, CharsetRefused):
+            # RFC 9051 §6.4.4, RFC 5256 §3: NO [BADCHARSET (the ones we support)].
+            return ResponseNo(
+                cmd.tag,
+                b"Unsupported charset.",
+                ResponseCode.of(b"BADCHARSET (%b)" % b" ".join(SUPPORTED_CHARSETS)),
+            )
         try:
             response = await super().do_command(cmd)
             if not isinstance(response, ResponseBye):
