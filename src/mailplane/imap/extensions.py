@@ -254,7 +254,10 @@ class SortCommand(CommandSelect):
                 continue
             if word not in SORT_KEYS:
                 raise NotParseable(buf)
-            program.append((word, reverse))
+            # A key named again can only compare messages its first use found equal: it
+            # changes nothing, and dropping it bounds the work at one pass per key.
+            if all(word != key for key, _ in program):
+                program.append((word, reverse))
             reverse = False
         if reverse:  # "REVERSE" with no key after it
             raise NotParseable(buf)
