@@ -272,7 +272,7 @@ HOSTILE_SELECTED = [
     # Unknown charsets: NO [BADCHARSET], for SORT, THREAD and SEARCH alike.
     (b"SORT (SUBJECT) X-NO-SUCH-CHARSET ALL", b"NO"),
     (b"SORT (SUBJECT) rot13 ALL", b"NO"),
-    (b"SORT (SUBJECT) \"\" ALL", b"NO"),
+    (b'SORT (SUBJECT) "" ALL', b"NO"),
     (b"THREAD ORDEREDSUBJECT X-NO-SUCH-CHARSET ALL", b"NO"),
     (b"SEARCH CHARSET X-NO-SUCH-CHARSET ALL", b"NO"),
     # THREAD: algorithms not offered, missing parts.
@@ -361,7 +361,7 @@ def test_hostile_extension_arguments_answer_bad_or_no(hostile, server_errors):
 def test_sort_and_thread_survive_malformed_headers(session, server_errors):
     imap, _mailbox = session
     broken = [
-        b"From: \"unterminated <a@b\r\nSubject: =?x-unknown?q?abc?=\r\nDate: 99 Foo 99999\r\n\r\nx",
+        b'From: "unterminated <a@b\r\nSubject: =?x-unknown?q?abc?=\r\nDate: 99 Foo 99999\r\n\r\nx',
         b"From: ;;;,,,@@@\r\nCc: group: ;\r\nSubject: \xff\xfe bytes\r\n\r\ny",
         b"Subject: [fwd: [fwd: [fwd: ]]]\r\nDate: Thu, 01 Jan 1970 00:00:00 -2400\r\n\r\nz",
         b"no header at all",
