@@ -1,6 +1,6 @@
 """IMAP extensions over real TLS connections with Python's imaplib (issue 16).
 
-ENABLE (RFC 5161), ESEARCH (RFC 4731), SORT and THREAD=ORDEREDSUBJECT (RFC 5256),
+ENABLE (RFC 5161), ESEARCH (RFC 4731), SORT and THREAD (RFC 5256),
 LIST-EXTENDED (RFC 5258) with LIST-STATUS (RFC 5819); then hostile input for each: a
 malformed or unsupported argument is a tagged BAD or NO, never BYE or a server traceback.
 """
@@ -25,6 +25,7 @@ EXTENSIONS = [
     b"ESEARCH",
     b"SORT",
     b"THREAD=ORDEREDSUBJECT",
+    b"THREAD=REFERENCES",
     b"LIST-EXTENDED",
     b"LIST-STATUS",
     b"SPECIAL-USE",
@@ -197,6 +198,37 @@ def test_thread_orderedsubject_groups_by_base_subject(session):
     assert typ == "OK" and data == [b"(2)"]
 
 
+def test_thread_references_follows_references_and_in_reply_to(session):
+    imap, _mailbox = session
+    mails = [
+        b"Message-ID: <root@x>\r\nSubject: plan\r\nDate: Mon, 03 Mar 2025 10:00:00 +0000",
+        b"Message-ID: <other@x>\r\nSubject: lunch\r\nDate: Mon, 03 Mar 2025 11:00:00 +0000",
+        b"Message-ID: <r1@x>\r\nReferences: <root@x>\r\nSubject: Re: plan\r\n"
+        b"Date: Mon, 03 Mar 2025 12:00:00 +0000",
+        # In-Reply-To only (no References), to a reply.
+        b"Message-ID: <r2@x>\r\nIn-Reply-To: <r1@x>\r\nSubject: Re: plan\r\n"
+        b"Date: Mon, 03 Mar 2025 13:00:00 +0000",
+        # A second reply to the root, sent before r2: siblings are ordered by sent date.
+        b"Message-ID: <r3@x>\r\nReferences: <root@x>\r\nSubject: Re: plan\r\n"
+        b"Date: Mon, 03 Mar 2025 12:30:00 +0000",
+        # No references, but "Re: lunch": merged into lunch's thread by subject (step 6).
+        b"Message-ID: <r4@x>\r\nSubject: Re: lunch\r\nDate: Mon, 03 Mar 2025 14:00:00 +0000",
+    ]
+    for mail in mails:
+        assert imap.append("INBOX", None, None, mail + b"\r\n\r\nbody\r\n")[0] == "OK"
+    imap.select("INBOX")
+    typ, data = imap.thread("REFERENCES", "US-ASCII", "ALL")
+    assert typ == "OK"
+    assert data == [b"(1 (3 4)(5))(2 6)"]
+    # Expunging the root leaves its replies as one thread under a dummy (RFC 5256 §4).
+    imap.store("1", "+FLAGS", "(\\Deleted)")
+    imap.expunge()
+    typ, data = imap.thread("REFERENCES", "US-ASCII", "ALL")
+    assert data == [b"(1 5)((2 3)(4))"]
+    typ, data = imap.uid("THREAD", "REFERENCES", "US-ASCII", "ALL")
+    assert data == [b"(2 6)((3 4)(5))"]
+
+
 def _list(imap: imaplib.IMAP4, *words: str) -> tuple[dict[str, bytes], list[bytes]]:
     """LIST-EXTENDED: {name: response line} and the STATUS lines."""
     typ, _data, untagged = _untagged(imap, "LIST", *words)
@@ -276,7 +308,8 @@ HOSTILE_SELECTED = [
     (b"THREAD ORDEREDSUBJECT X-NO-SUCH-CHARSET ALL", b"NO"),
     (b"SEARCH CHARSET X-NO-SUCH-CHARSET ALL", b"NO"),
     # THREAD: algorithms not offered, missing parts.
-    (b"THREAD REFERENCES UTF-8 ALL", b"BAD"),
+    (b"THREAD X-UNKNOWN UTF-8 ALL", b"BAD"),
+    (b"THREAD (REFERENCES) UTF-8 ALL", b"BAD"),
     (b"THREAD", b"BAD"),
     (b"THREAD ORDEREDSUBJECT", b"BAD"),
     # ESEARCH: options outside RFC 4731 (SAVE is SEARCHRES, not offered), bad syntax.

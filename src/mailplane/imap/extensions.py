@@ -11,7 +11,7 @@ methods (imap/server.py) run them.
   upper case (a client writing `return` got BAD) and accepted any option name; an option
   outside RFC 4731 §3.1 is BAD here (SAVE is SEARCHRES, which we do not offer).
 - SORT (RFC 5256 §3): `SORT (criteria) charset keys`, and UID SORT.
-- THREAD=ORDEREDSUBJECT (RFC 5256 §3), and UID THREAD.
+- THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §3), and UID THREAD.
 - LIST-EXTENDED (RFC 5258) with LIST-STATUS (RFC 5819) and the SPECIAL-USE options
   (RFC 6154 §3): selection options, several patterns, return options.
 
@@ -63,13 +63,14 @@ CAPABILITIES = (
     b"ESEARCH",
     b"SORT",
     b"THREAD=ORDEREDSUBJECT",
+    b"THREAD=REFERENCES",
     b"LIST-EXTENDED",
     b"LIST-STATUS",
     b"SPECIAL-USE",
 )
 # RFC 4731 §3.1 return options.
 ESEARCH_RETURNS = frozenset({b"MIN", b"MAX", b"COUNT", b"ALL"})
-THREAD_ALGORITHMS = frozenset({b"ORDEREDSUBJECT"})
+THREAD_ALGORITHMS = frozenset({b"ORDEREDSUBJECT", b"REFERENCES"})
 # RFC 5258 §3.1 selection options, RFC 6154 §3 SPECIAL-USE; RFC 5258 §3.2 return options.
 LIST_SELECT = frozenset({b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE"})
 LIST_RETURN = frozenset({b"SUBSCRIBED", b"CHILDREN", b"STATUS", b"SPECIAL-USE"})

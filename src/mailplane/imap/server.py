@@ -90,7 +90,13 @@ from mailplane.imap.extensions import (
     ThreadCommand,
 )
 from mailplane.imap.protocol import protocol_install
-from mailplane.imap.sorting import SortItem, ordered_subject_threads, sort_items
+from mailplane.imap.sorting import (
+    SortItem,
+    ordered_subject_threads,
+    references_threads,
+    sort_items,
+    thread_text,
+)
 from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
@@ -358,23 +364,14 @@ class MailplaneConnectionState(ConnectionState):
         return response, updates
 
     async def do_thread(self, cmd: ThreadCommand) -> tuple[CommandResponse, Any]:
-        """THREAD=ORDEREDSUBJECT (RFC 5256 §3, response syntax §4).
-
-        Each thread's first message is the parent of all the others: "(1)" alone,
-        "(1 2)" with one child, "(1 (2)(3))" with several.
-        """
+        """THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §3, response syntax §4)."""
         items, updates = await self._sort_items(cmd)
-        threads = await self._off_loop(ordered_subject_threads, items)
+        algorithm = (
+            references_threads if cmd.algorithm == b"REFERENCES" else ordered_subject_threads
+        )
+        threads = await self._off_loop(algorithm, items)
         number = (lambda item: item.uid) if cmd.uid else (lambda item: item.seq)
-        parts = []
-        for thread in threads:
-            head, children = number(thread[0]), [number(item) for item in thread[1:]]
-            if not children:
-                parts.append(b"(%d)" % head)
-            elif len(children) == 1:
-                parts.append(b"(%d %d)" % (head, children[0]))
-            else:
-                parts.append(b"(%d %b)" % (head, b"".join(b"(%d)" % c for c in children)))
+        parts = [b"(%b)" % thread_text(thread, number) for thread in threads]
         response = ResponseOk(cmd.tag, cmd.command + b" completed.")
         text = b"THREAD " + b"".join(parts) if parts else b"THREAD"
         response.add_untagged(UntaggedResponse(text))
