@@ -22,6 +22,7 @@ pytestmark = pytest.mark.timeout(90)
 
 EXTENSIONS = [
     b"ENABLE",
+    b"CONDSTORE",
     b"ESEARCH",
     b"SORT",
     b"THREAD=ORDEREDSUBJECT",
@@ -103,9 +104,11 @@ def test_capabilities_after_login_list_the_extensions(session):
 
 def test_enable_answers_enabled_and_only_before_select(session):
     imap, _mailbox = session
-    typ, _data, untagged = _untagged(imap, "ENABLE", "CONDSTORE", "X-UNKNOWN")
-    # Nothing offered here needs enabling: the ENABLED response names nothing.
+    typ, _data, untagged = _untagged(imap, "ENABLE", "X-UNKNOWN", "IMAP4rev1")
+    # Names it cannot enable are ignored: the ENABLED response names nothing.
     assert typ == "OK" and untagged["ENABLED"] == [b""]
+    typ, _data, untagged = _untagged(imap, "ENABLE", "CONDSTORE", "X-UNKNOWN")
+    assert typ == "OK" and untagged["ENABLED"] == [b"CONDSTORE"]
     # After SELECT it is BAD (imaplib refuses to send it: see the hostile test).
 
 
@@ -127,6 +130,28 @@ def test_esearch_min_max_count_all_for_sequence_numbers_and_uids(session):
     typ, _data, untagged = _untagged(imap, "UID", "SEARCH", "return", "()", "ALL")
     assert typ == "OK"
     assert untagged["ESEARCH"][0].endswith(b" UID ALL 1,3:4")
+
+
+def test_esearch_and_sort_see_another_sessions_changes(imap_server, session):
+    """Two sessions on one mailbox: flags stored and messages expunged by the other are
+    in the next ESEARCH and SORT of this one (each command re-reads the mailbox)."""
+    imap, mailbox = session
+    _fill(imap)
+    imap.select("INBOX")
+    _typ, _data, untagged = _untagged(imap, "SEARCH", "RETURN", "(COUNT)", "FLAGGED")
+    assert untagged["ESEARCH"][0].endswith(b"COUNT 0")
+    with imap_server.client() as other:
+        other.login(mailbox.address, PASSWORD)
+        other.select("INBOX")
+        other.store("1,4", "+FLAGS", "(\\Flagged)")
+        other.store("2", "+FLAGS", "(\\Deleted)")
+        other.expunge()
+    typ, _data, untagged = _untagged(imap, "UID", "SEARCH", "RETURN", "(ALL COUNT)", "FLAGGED")
+    assert typ == "OK"
+    assert untagged["ESEARCH"][0].endswith(b"UID ALL 1,4 COUNT 2")
+    assert untagged["EXPUNGE"] == [b"2"]  # UID commands may announce the expunge
+    typ, data = imap.uid("SORT", "(ARRIVAL)", "UTF-8", "ALL")
+    assert typ == "OK" and data == [b"3 1 4"]
 
 
 def test_esearch_without_matches_has_count_zero_only(session):
@@ -319,15 +344,28 @@ HOSTILE_SELECTED = [
     (b"SEARCH RETURN MIN ALL", b"BAD"),
     (b"SEARCH RETURN (MIN)", b"BAD"),
     (b"SEARCH RETURN (" + b" ".join([b"MIN"] * 5000) + b") ALL", b"OK"),
-    # CONDSTORE is not offered. pymap parses RFC 4466 FETCH/STORE/SELECT modifiers and
-    # ignores them (a full answer, which is what a client without CONDSTORE gets anyway);
-    # huge values must not end the session either way.
-    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE 1)", b"OK BAD"),
-    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE 99999999999999999999999999)", b"OK BAD"),
+    # CONDSTORE (RFC 7162): values beyond 2^63 - 1, negative or not numbers, modifiers
+    # and parameters of extensions not offered (QRESYNC's VANISHED, SELECT QRESYNC).
+    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE 99999999999999999999999999)", b"BAD"),
+    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE 9223372036854775808)", b"BAD"),
+    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE -1)", b"BAD"),
+    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE abc)", b"BAD"),
+    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE)", b"BAD"),
+    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)", b"BAD"),
+    (b"UID FETCH 1:* (FLAGS) (X-BOGUS 1)", b"BAD"),
     (b"SEARCH MODSEQ 18446744073709551616", b"BAD"),
-    (b"STORE 1 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)", b"OK BAD"),
-    (b"SELECT INBOX (QRESYNC (1 2))", b"OK BAD"),
-    (b"SELECT INBOX", b"OK"),
+    (b"SEARCH MODSEQ", b"BAD"),
+    (b'SEARCH MODSEQ "/flags/\\\\seen" bogus 5', b"BAD"),
+    (b"STORE 1 (UNCHANGEDSINCE 99999999999999999999) +FLAGS (\\Seen)", b"BAD"),
+    (b"STORE 1 (UNCHANGEDSINCE x) +FLAGS (\\Seen)", b"BAD"),
+    (b"STORE 1 (X-BOGUS 1) +FLAGS (\\Seen)", b"BAD"),
+    (b"SELECT INBOX (QRESYNC (1 2))", b"BAD"),
+    (b"FETCH 1 (FLAGS)", b"OK"),  # still selected after the BAD SELECT
+    # CHANGEDSINCE on a connection that never enabled CONDSTORE enables it (§3.1).
+    (b"FETCH 1:* (FLAGS) (CHANGEDSINCE 1)", b"OK"),
+    (b"STORE 1 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)", b"OK"),  # [MODIFIED 1]
+    (b"SEARCH MODSEQ 9223372036854775807", b"OK"),
+    (b"STATUS INBOX (HIGHESTMODSEQ MESSAGES)", b"OK"),
     # ENABLE is refused once a mailbox is selected (RFC 5161 §3.1).
     (b"ENABLE CONDSTORE", b"BAD"),
 ]

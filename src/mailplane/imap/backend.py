@@ -56,6 +56,7 @@ from pymap.exceptions import (
     InvalidAuth,
     MailboxConflict,
     MailboxError,
+    MailboxNotFound,
     NotAllowedError,
     NotSupportedError,
 )
@@ -88,6 +89,7 @@ from mailplane.imap.auth import (
 )
 from mailplane.imap.auth import login_guard as default_login_guard
 from mailplane.imap.extensions import CAPABILITIES, extension_commands
+from mailplane.imap.modseq import ModSeqs, modseq_bump, modseq_lock_path, modseqs_read
 from mailplane.imap.names import (
     DELIMITER,
     MAX_LIST_PATTERN,
@@ -265,7 +267,8 @@ class OffLoopMessage(Message):
     much) give other connections a turn every `LOAD_YIELD_EVERY` loads.
     """
 
-    __slots__: list[str] = []
+    __slots__ = ["modseq"]  # RFC 7162 mod-sequence, set where the message is built
+    modseq: int
 
     LOAD_YIELD_EVERY = 8
     PARSE_OFF_LOOP = 64 * 1024  # bytes
@@ -541,6 +544,21 @@ class MailplaneSession(Session):
                 )
             )
         return listed
+
+    def selected_modseqs(self, selected: SelectedMailbox) -> ModSeqs:
+        """The selected folder's mod-sequences as stored now (RFC 7162)."""
+        mbx = self.mailbox_set._cache.get(selected.lookup)
+        if isinstance(mbx, WatchedMailboxData):
+            return mbx.modseqs
+        return ModSeqs()
+
+    async def highest_modseq(self, name: str) -> int:
+        """A folder's HIGHESTMODSEQ (RFC 7162 §3.1.2.1); MailboxNotFound if it is gone."""
+        try:
+            mbx = await self.mailbox_set.get_mailbox(name)
+        except KeyError as exc:
+            raise MailboxNotFound(name) from exc
+        return mbx.modseqs.highest if isinstance(mbx, WatchedMailboxData) else 1
 
     def defined_keywords(self, selected: SelectedMailbox) -> frozenset[Flag]:
         """The keywords the selected mailbox defines now (its keyword file, re-read if changed)."""
@@ -939,6 +957,7 @@ class WatchedMailboxData(MailboxData):
         # pymap's reset, with new messages numbered in arrival order: pymap numbers them
         # in directory-listing order (hash order on ext4), which gave the oldest message of
         # a folder UID 3. RFC 9051 §2.3.1.1: UIDs ascend in the order messages were added.
+        numbered: list[int] = []
         async with UidList.with_write(self._path) as uidl:
             keys = dict(infos)
             for rec in uidl.records:
@@ -954,11 +973,38 @@ class WatchedMailboxData(MailboxData):
                     "T": str(ObjectId.random_thread_id()),
                 }
                 uidl.set(Record(uidl.next_uid, fields, filename))
+                numbered.append(uidl.next_uid)
                 uidl.next_uid += 1
+        if numbered:
+            await self.modseq_bump(numbered)  # delivered by another writer: new to IMAP
         self._uid_validity = uidl.uid_validity
         self._next_uid = uidl.next_uid
         self._scanned = stamp
         return self
+
+    # -- mod-sequences (RFC 7162 CONDSTORE; storage in imap/modseq.py) ----------------------
+
+    @property
+    def modseqs(self) -> ModSeqs:
+        """This folder's mod-sequences as stored now (another session's changes included)."""
+        return modseqs_read(self._path)
+
+    async def modseq_bump(self, uids: Iterable[int], *, expunged: int = 0) -> dict[int, int]:
+        """New mod-sequences for `uids` (changed or added), and for `expunged` expunges."""
+        async with path_lock(modseq_lock_path(self._path)):
+            return modseq_bump(self._path, uids, expunged=expunged, live=self._uid_records().keys())
+
+    def _with_modseq(self, msg: OffLoopMessage, modseqs: ModSeqs | None = None) -> OffLoopMessage:
+        msg.modseq = (modseqs or self.modseqs).of(msg.uid)
+        return msg
+
+    async def delete(self, uids: Iterable[int]) -> None:
+        """pymap's expunge; each expunged message raises HIGHESTMODSEQ (RFC 7162 §3.1)."""
+        wanted = list(uids)
+        before = self._uid_records().keys() & set(wanted)
+        await super().delete(wanted)
+        if before:
+            await self.modseq_bump((), expunged=len(before))
 
     def _uid_records(self) -> dict[int, Record]:
         """dovecot-uidlist's records by UID, parsed again only when the file changed."""
@@ -1003,13 +1049,14 @@ class WatchedMailboxData(MailboxData):
             # directories changed since the last listing.
             await maildir.toc_sync()
         flags = self.maildir_flags
+        modseqs = self.modseqs
         for uid, rec in list(records.items()):
             try:
                 maildir_msg = maildir.get_message_metadata(rec.key)
             except (KeyError, FileNotFoundError):
                 continue
             await self._yield_sometimes()
-            yield OffLoopMessage.from_maildir(
+            msg = OffLoopMessage.from_maildir(
                 uid,
                 maildir_msg,
                 maildir,
@@ -1018,6 +1065,7 @@ class WatchedMailboxData(MailboxData):
                 self._get_object_id(rec, "T"),
                 flags,
             )
+            yield self._with_modseq(msg, modseqs)
 
     async def get(self, uid: int, cached_msg: Any) -> Message:
         # pymap's, with `OffLoopMessage` and a turn for other connections now and then.
@@ -1026,7 +1074,7 @@ class WatchedMailboxData(MailboxData):
             record, maildir_msg = await self._get_maildir_msg(uid)
         except (KeyError, FileNotFoundError):
             return OffLoopMessage.copy_expunged(cached_msg)
-        return OffLoopMessage.from_maildir(
+        msg = OffLoopMessage.from_maildir(
             uid,
             maildir_msg,
             self._maildir,
@@ -1035,6 +1083,7 @@ class WatchedMailboxData(MailboxData):
             self._get_object_id(record, "T"),
             self.maildir_flags,
         )
+        return self._with_modseq(msg)
 
     # Keywords (RFC 9051 §2.3.2). pymap reads dovecot-keywords once and never writes it, and
     # PERMANENTFLAGS had no "\\*": a keyword a client stored was silently dropped. Here the
@@ -1126,9 +1175,11 @@ class WatchedMailboxData(MailboxData):
             new_rec = Record(uidl.next_uid, {"E": str(email_id), "T": str(thread_id)}, filename)
             uidl.next_uid += 1
             uidl.set(new_rec)
-        return OffLoopMessage.from_maildir(
+        await self.modseq_bump([new_rec.uid])
+        msg = OffLoopMessage.from_maildir(
             new_rec.uid, maildir_msg, self._maildir, key, email_id, thread_id, self.maildir_flags
         )
+        return self._with_modseq(msg)
 
     async def update(self, uid: int, cached_msg: Any, flag_set: frozenset[Flag], mode: Any) -> Any:
         """pymap's STORE of one message, reading the current flags from the file's name.
@@ -1146,12 +1197,18 @@ class WatchedMailboxData(MailboxData):
             msg.permanent_flags = mode.apply(msg.permanent_flags, flag_set)
             return msg
         flags = self.maildir_flags
-        new_flags = mode.apply(flags.from_maildir(maildir_msg.get_flags()), flag_set)
+        old_flags = flags.from_maildir(maildir_msg.get_flags())
+        new_flags = mode.apply(old_flags, flag_set)
         maildir_msg.set_flags(flags.to_maildir(new_flags))
+        changed = False
         with contextlib.suppress(KeyError, FileNotFoundError):
             async with self.messages_lock.write_lock():
                 maildir.update_metadata(record.key, maildir_msg)
-        return OffLoopMessage.from_maildir(
+                changed = new_flags != old_flags
+        if changed:
+            # RFC 7162 §3.1: a flag change, and only a change, gets a new mod-sequence.
+            await self.modseq_bump([uid])
+        msg = OffLoopMessage.from_maildir(
             uid,
             maildir_msg,
             maildir,
@@ -1160,6 +1217,7 @@ class WatchedMailboxData(MailboxData):
             self._get_object_id(record, "T"),
             flags,
         )
+        return self._with_modseq(msg)
 
     async def snapshot(self) -> MailboxSnapshot:
         snap = await super().snapshot()
@@ -1197,6 +1255,8 @@ class WatchedMailboxData(MailboxData):
             new_rec = Record(uidl.next_uid, record.fields, dest_filename)
             uidl.next_uid += 1
             uidl.set(new_rec)
+        if isinstance(destination, WatchedMailboxData):
+            await destination.modseq_bump([new_rec.uid])
         return new_rec.uid
 
     async def move(self, uid: int, destination: MailboxData, *, recent: bool = False) -> int | None:
@@ -1215,9 +1275,13 @@ class WatchedMailboxData(MailboxData):
             record, _metadata = await self._get_maildir_msg(uid)
         except (KeyError, FileNotFoundError):
             return new_uid
+        removed = False
         async with self.messages_lock.write_lock():
             with contextlib.suppress(KeyError, FileNotFoundError):
                 self._maildir.remove(record.key)
+                removed = True
+        if removed:
+            await self.modseq_bump((), expunged=1)
         return new_uid
 
     # \Recent (RFC 3501 §2.3.2; RFC 9051 keeps it for IMAP4rev1 clients): a message is

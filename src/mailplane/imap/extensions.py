@@ -5,8 +5,9 @@ commands: `extension_commands()` returns it with these registered, and
 `MailplaneConfig.commands` hands it to every connection. The state machine's `do_<name>`
 methods (imap/server.py) run them.
 
-- ENABLE (RFC 5161): accepted in the authenticated state; it enables nothing we do not
-  offer, and answers `* ENABLED` with what it did enable.
+- ENABLE (RFC 5161): accepted in the authenticated state; it enables CONDSTORE (the
+  only extension offered here that has to be enabled) and answers `* ENABLED` with what
+  it did enable.
 - ESEARCH (RFC 4731): `SEARCH RETURN (MIN MAX COUNT ALL)`. pymap parsed RETURN only in
   upper case (a client writing `return` got BAD) and accepted any option name; an option
   outside RFC 4731 §3.1 is BAD here (SAVE is SEARCHRES, which we do not offer).
@@ -55,11 +56,12 @@ __all__ = [
 # RFC 5256 §3 and RFC 9051 §6.4.4: US-ASCII and UTF-8 must be supported; these two are
 # what NO [BADCHARSET (...)] lists. Other text codecs Python knows are accepted too.
 SUPPORTED_CHARSETS = (b"US-ASCII", b"UTF-8")
-# RFC 5161 §3.1: the capabilities ENABLE can turn on (none of those offered needs it yet).
-ENABLEABLE: frozenset[bytes] = frozenset()
+# RFC 5161 §3.1: the capabilities ENABLE can turn on.
+ENABLEABLE: frozenset[bytes] = frozenset({b"CONDSTORE"})
 # What LOGIN adds to pymap's capabilities (pymap: BINARY UIDPLUS MOVE CHILDREN ...).
 CAPABILITIES = (
     b"ENABLE",
+    b"CONDSTORE",
     b"ESEARCH",
     b"SORT",
     b"THREAD=ORDEREDSUBJECT",
@@ -74,7 +76,9 @@ THREAD_ALGORITHMS = frozenset({b"ORDEREDSUBJECT", b"REFERENCES"})
 # RFC 5258 §3.1 selection options, RFC 6154 §3 SPECIAL-USE; RFC 5258 §3.2 return options.
 LIST_SELECT = frozenset({b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE"})
 LIST_RETURN = frozenset({b"SUBSCRIBED", b"CHILDREN", b"STATUS", b"SPECIAL-USE"})
-STATUS_ITEMS = frozenset({b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"})
+STATUS_ITEMS = frozenset(
+    {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ"}
+)
 # Patterns in one LIST: real clients send one or two; each is matched against every name.
 MAX_LIST_PATTERNS = 32
 
