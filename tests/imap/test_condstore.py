@@ -34,7 +34,7 @@ def _command(imap: imaplib.IMAP4, *words: str) -> tuple[str, list[Any], dict[str
 
 def _modseqs(imap: imaplib.IMAP4, *extra: str) -> dict[int, int]:
     """{UID: MODSEQ} from UID FETCH 1:* (MODSEQ) [modifiers]."""
-    typ, data, untagged = _command(imap, "UID", "FETCH", "1:*", "(MODSEQ)", *extra)
+    typ, _data, untagged = _command(imap, "UID", "FETCH", "1:*", "(MODSEQ)", *extra)
     assert typ == "OK"
     found = {}
     for line in untagged.get("FETCH", []):
@@ -79,8 +79,8 @@ def test_enable_then_select_reports_highestmodseq_and_changes_raise_it(imap):
     imap.store("2", "+FLAGS", "(\\Flagged)")
     assert _modseqs(imap)[2] == after[2]
     # CHANGEDSINCE: only what changed since, with MODSEQ (§3.1.4.1).
-    assert _modseqs(imap, "(CHANGEDSINCE %d)" % first) == {2: after[2]}
-    assert _modseqs(imap, "(CHANGEDSINCE %d)" % after[2]) == {}
+    assert _modseqs(imap, f"(CHANGEDSINCE {first})") == {2: after[2]}
+    assert _modseqs(imap, f"(CHANGEDSINCE {after[2]})") == {}
     # An expunge raises HIGHESTMODSEQ; an APPEND gets a new, higher value.
     imap.store("1", "+FLAGS", "(\\Deleted)")
     flagged = _modseqs(imap)[1]
@@ -109,7 +109,7 @@ def test_store_unchangedsince_refuses_messages_changed_since(imap):
     base = max(_modseqs(imap).values())
     imap.store("1,3", "+FLAGS", "(\\Seen)")
     typ, data, untagged = _command(
-        imap, "STORE", "1:4", "(UNCHANGEDSINCE %d)" % base, "+FLAGS", "(\\Flagged)"
+        imap, "STORE", "1:4", f"(UNCHANGEDSINCE {base})", "+FLAGS", "(\\Flagged)"
     )
     assert typ == "OK" and untagged["MODIFIED"] == [b"1,3"]  # RFC 7162 §3.1.3
     typ, data = imap.fetch("1:4", "(FLAGS)")
@@ -128,7 +128,7 @@ def test_store_unchangedsince_refuses_messages_changed_since(imap):
         imap,
         "STORE",
         "1:3",
-        "(UNCHANGEDSINCE %d)" % max(changes.values()),
+        f"(UNCHANGEDSINCE {max(changes.values())})",
         "+FLAGS.SILENT",
         "(\\Answered)",
     )
@@ -148,10 +148,11 @@ def test_search_modseq_and_esearch_report_the_highest_value(imap):
     typ, _data, untagged = _command(
         imap, "SEARCH", "RETURN", "(MIN)", "MODSEQ", '"/flags/\\\\seen"', "all", str(base + 1)
     )
+    assert typ == "OK"
     assert untagged["ESEARCH"][0].endswith(b"MIN 2 MODSEQ %d" % values[2])
-    typ, _data, untagged = _command(imap, "SEARCH", "NOT", "MODSEQ", str(base + 1))
+    _typ, _data, untagged = _command(imap, "SEARCH", "NOT", "MODSEQ", str(base + 1))
     assert untagged["SEARCH"] == [b"1 3 (MODSEQ %d)" % max(values[1], values[3])]
-    typ, _data, untagged = _command(imap, "SEARCH", "MODSEQ", str(values[4] + 1))
+    _typ, _data, untagged = _command(imap, "SEARCH", "MODSEQ", str(values[4] + 1))
     assert untagged["SEARCH"] == [b""]  # nothing matched: no MODSEQ part
 
 
@@ -171,7 +172,7 @@ def test_another_sessions_change_is_announced_with_its_modseq(imap_server, imap)
     lines = wait_for(announced, timeout=10)
     value = int(re.search(rb"MODSEQ \((\d+)\)", lines[0]).group(1))
     assert lines[0].startswith(b"3 (") and value > base
-    assert _modseqs(imap, "(CHANGEDSINCE %d)" % base) == {3: value}
+    assert _modseqs(imap, f"(CHANGEDSINCE {base})") == {3: value}
 
 
 def test_modseqs_survive_a_restart(imap_server, imap):
