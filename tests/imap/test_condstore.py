@@ -204,3 +204,98 @@ def test_log_compaction_keeps_values_and_drops_expunged(tmp_path):
     assert 3 not in state.by_uid  # expunged (not live) by the time the log was rewritten
     with open(tmp_path / modseq.MODSEQ_FILE, "rb") as log:
         assert len(log.read().splitlines()) < modseq._COMPACT_SLACK
+
+
+# -- QRESYNC (RFC 7162 §3.2) ---------------------------------------------------------------
+
+
+def _select_state(imap: imaplib.IMAP4) -> tuple[int, int]:
+    """SELECT INBOX; (UIDVALIDITY, HIGHESTMODSEQ)."""
+    assert imap.select("INBOX")[0] == "OK"
+    responses = imap.untagged_responses
+    return int(responses["UIDVALIDITY"][0]), int(responses["HIGHESTMODSEQ"][-1])
+
+
+def test_qresync_select_reports_vanished_and_changed_since_the_clients_state(imap_server, imap):
+    typ, _data, untagged = _command(imap, "ENABLE", "QRESYNC")
+    assert untagged["ENABLED"] == [b"QRESYNC"]
+    validity, seen = _select_state(imap)
+    # Another session changes a flag and expunges two messages while this one is away.
+    with imap_server.client() as other:
+        other.login(imap.mailbox.address, PASSWORD)
+        other.select("INBOX")
+        other.store("3", "+FLAGS", "(\\Flagged)")
+        other.store("1,2", "+FLAGS", "(\\Deleted)")
+        other.expunge()
+    typ, _data, untagged = _command(imap, "SELECT", "INBOX", f"(QRESYNC ({validity} {seen}))")
+    assert typ == "OK"
+    assert untagged["VANISHED"] == [b"(EARLIER) 1:2"]
+    # UIDs 1 and 2 went; UID 3 (now sequence 1) changed: its FETCH has UID, FLAGS, MODSEQ.
+    (line,) = untagged["FETCH"]
+    assert line.startswith(b"1 (") and b"UID 3" in line and b"\\Flagged" in line
+    assert b"MODSEQ (" in line
+    # Known UIDs limit both answers (§3.2.5): 4:5 changed nothing, lost nothing.
+    typ, _data, untagged = _command(
+        imap, "SELECT", "INBOX", f"(QRESYNC ({validity} {seen} 4:5 (1:2 4:5)))"
+    )
+    assert typ == "OK" and "VANISHED" not in untagged and "FETCH" not in untagged
+    assert "CLOSED" in untagged  # the previous SELECT's mailbox ended (§3.2.11)
+    # A UIDVALIDITY that is not the mailbox's: no resynchronisation data at all.
+    typ, _data, untagged = _command(imap, "SELECT", "INBOX", f"(QRESYNC ({validity + 1} 1))")
+    assert typ == "OK" and "VANISHED" not in untagged and "FETCH" not in untagged
+
+
+def test_qresync_expunges_are_vanished_and_uid_fetch_vanished_modifier(imap):
+    _command(imap, "ENABLE", "QRESYNC")
+    _validity, seen = _select_state(imap)
+    imap.store("2,4", "+FLAGS", "(\\Deleted)")
+    typ, _data, untagged = _command(imap, "EXPUNGE")
+    assert typ == "OK" and untagged["VANISHED"] == [b"2,4"] and "EXPUNGE" not in untagged
+    typ, _data, untagged = _command(
+        imap, "UID", "FETCH", "1:*", "(FLAGS)", f"(CHANGEDSINCE {seen} VANISHED)"
+    )
+    assert typ == "OK" and untagged["VANISHED"] == [b"(EARLIER) 2,4"]
+    assert "FETCH" not in untagged  # 1 and 3 did not change
+    typ, _data, untagged = _command(
+        imap, "UID", "FETCH", "3:*", "(FLAGS)", f"(CHANGEDSINCE {seen} VANISHED)"
+    )
+    assert untagged["VANISHED"] == [b"(EARLIER) 4"]
+
+
+def test_qresync_needs_enable_and_well_formed_parameters(imap_server, imap):
+    _typ, data = imap.status("INBOX", "(UIDVALIDITY HIGHESTMODSEQ)")
+    validity = int(re.search(rb"UIDVALIDITY (\d+)", data[0]).group(1))
+    seen = int(re.search(rb"HIGHESTMODSEQ (\d+)", data[0]).group(1))
+    imap.select("INBOX")
+    bad = [
+        ("SELECT", "INBOX", f"(QRESYNC ({validity} {seen}))"),  # not enabled: BAD
+        ("UID", "FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE 1 VANISHED)"),
+    ]
+    for words in bad:
+        with pytest.raises(imaplib.IMAP4.error):
+            imap._simple_command(*words)
+    _command(imap, "NOOP")
+    imap.logout()
+    with imap_server.client() as again:
+        again.login(imap.mailbox.address, PASSWORD)
+        _command(again, "ENABLE", "QRESYNC")
+        malformed = [
+            "(QRESYNC)",
+            "(QRESYNC ())",
+            f"(QRESYNC ({validity}))",
+            f"(QRESYNC ({validity} 0))",
+            f"(QRESYNC (0 {seen}))",
+            f"(QRESYNC ({validity} 99999999999999999999))",
+            f"(QRESYNC ({validity} {seen} *))",
+            f"(QRESYNC ({validity} {seen} 1:99999999999))",
+            f"(QRESYNC ({validity} {seen} 1:2 3:4))",
+            f"(QRESYNC ({validity} {seen} 1:2 (1 2) extra))",
+            f"(QRESYNC (abc {seen}))",
+        ]
+        for param in malformed:
+            with pytest.raises(imaplib.IMAP4.error):
+                again._simple_command("SELECT", "INBOX", param)
+            _command(again, "NOOP")  # five BADs in a row would end the session
+        assert again.select("INBOX")[0] == "OK"
+        with pytest.raises(imaplib.IMAP4.error, match="VANISHED needs UID FETCH"):
+            again._simple_command("FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE 1 VANISHED)")

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(90)
 EXTENSIONS = [
     b"ENABLE",
     b"CONDSTORE",
+    b"QRESYNC",
     b"ESEARCH",
     b"SORT",
     b"THREAD=ORDEREDSUBJECT",

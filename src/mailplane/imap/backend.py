@@ -552,6 +552,13 @@ class MailplaneSession(Session):
             return mbx.modseqs
         return ModSeqs()
 
+    def selected_uids(self, selected: SelectedMailbox) -> tuple[int, int]:
+        """The selected folder's (UIDVALIDITY, UIDNEXT) as of its last reset."""
+        mbx = self.mailbox_set._cache.get(selected.lookup)
+        if isinstance(mbx, WatchedMailboxData):
+            return mbx._uid_validity, mbx._next_uid
+        return 0, 1
+
     async def highest_modseq(self, name: str) -> int:
         """A folder's HIGHESTMODSEQ (RFC 7162 §3.1.2.1); MailboxNotFound if it is gone."""
         try:
@@ -989,8 +996,10 @@ class WatchedMailboxData(MailboxData):
         """This folder's mod-sequences as stored now (another session's changes included)."""
         return modseqs_read(self._path)
 
-    async def modseq_bump(self, uids: Iterable[int], *, expunged: int = 0) -> dict[int, int]:
-        """New mod-sequences for `uids` (changed or added), and for `expunged` expunges."""
+    async def modseq_bump(
+        self, uids: Iterable[int], *, expunged: Iterable[int] = ()
+    ) -> dict[int, int]:
+        """New mod-sequences for `uids` (changed or added) and the `expunged` UIDs."""
         async with path_lock(modseq_lock_path(self._path)):
             return modseq_bump(self._path, uids, expunged=expunged, live=self._uid_records().keys())
 
@@ -1001,10 +1010,16 @@ class WatchedMailboxData(MailboxData):
     async def delete(self, uids: Iterable[int]) -> None:
         """pymap's expunge; each expunged message raises HIGHESTMODSEQ (RFC 7162 §3.1)."""
         wanted = list(uids)
-        before = self._uid_records().keys() & set(wanted)
+        records, maildir = self._uid_records(), self._maildir
+        before = {
+            uid
+            for uid in wanted
+            if uid in records
+            and (not isinstance(maildir, TocMaildir) or maildir.toc_has([records[uid].key]))
+        }  # not those another session expunged already
         await super().delete(wanted)
         if before:
-            await self.modseq_bump((), expunged=len(before))
+            await self.modseq_bump((), expunged=sorted(before))
 
     def _uid_records(self) -> dict[int, Record]:
         """dovecot-uidlist's records by UID, parsed again only when the file changed."""
@@ -1281,7 +1296,7 @@ class WatchedMailboxData(MailboxData):
                 self._maildir.remove(record.key)
                 removed = True
         if removed:
-            await self.modseq_bump((), expunged=1)
+            await self.modseq_bump((), expunged=[uid])
         return new_uid
 
     # \Recent (RFC 3501 §2.3.2; RFC 9051 keeps it for IMAP4rev1 clients): a message is

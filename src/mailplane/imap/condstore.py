@@ -1,4 +1,4 @@
-"""CONDSTORE (RFC 7162 §3.1) in pymap's parsing and response layer.
+"""CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2) in pymap's parsing and response layer.
 
 pymap 0.36.7 parses RFC 4466 FETCH/STORE/SELECT modifiers but knows no mod-sequences. The
 storage side is imap/modseq.py (per-message values in a per-folder log) and the messages
@@ -12,6 +12,8 @@ the backend builds carry `modseq`; the commands are in imap/server.py. Here, ins
 - unsolicited FETCH responses for flag changes carry MODSEQ once the connection has
   enabled CONDSTORE (§3.1.4.1, `condstore_enabled`, a per-connection context variable:
   pymap builds those responses in `SelectedMailbox._compare`, which knows no connection).
+- QRESYNC: once enabled, expunges are announced as VANISHED <uids> (§3.2.10) instead
+  of EXPUNGE; `QresyncParams` parses SELECT's QRESYNC parameter (§3.2.5).
 A value over 2^63 - 1 (RFC 7162 §7 mod-sequence-value) is a syntax error: BAD.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pymap.fetch import DynamicFetchValue, MessageAttributes
@@ -28,8 +31,14 @@ from pymap.parsing import Params
 from pymap.parsing.exceptions import NotParseable
 from pymap.parsing.primitives import List, Number
 from pymap.parsing.response import ResponseCode, UntaggedResponse
-from pymap.parsing.response.specials import FetchResponse
-from pymap.parsing.specials import FetchAttribute, FetchValue, SearchKey, StatusAttribute
+from pymap.parsing.response.specials import ExpungeResponse, FetchResponse
+from pymap.parsing.specials import (
+    FetchAttribute,
+    FetchValue,
+    SearchKey,
+    SequenceSet,
+    StatusAttribute,
+)
 from pymap.parsing.specials.fetchattr import FetchRequirement
 from pymap.search import SearchCriteria, SearchParams
 from pymap.selected import SelectedMailbox
@@ -38,12 +47,15 @@ from mailplane.imap.modseq import MAX_MODSEQ
 
 __all__ = [
     "MODSEQ_ATTR",
+    "QresyncParams",
     "condstore_enabled",
     "condstore_install",
     "highest_modseq_response",
     "modseq_of",
     "modseq_value",
+    "qresync_enabled",
     "search_uses_modseq",
+    "vanished_response",
 ]
 
 # Set in a connection's task once CONDSTORE is enabled (RFC 7162 §3.1: ENABLE CONDSTORE,
@@ -51,6 +63,12 @@ __all__ = [
 # STORE UNCHANGEDSINCE).
 condstore_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "condstore_enabled", default=False
+)
+
+# Set once QRESYNC is enabled (RFC 7162 §3.2.3: ENABLE QRESYNC only); expunges are then
+# announced as VANISHED (§3.2.10), never EXPUNGE.
+qresync_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "qresync_enabled", default=False
 )
 
 MODSEQ_ATTR = FetchAttribute(b"MODSEQ")
@@ -161,6 +179,8 @@ def _compare(self: SelectedMailbox, before: Any, after: Any, with_uid: bool) -> 
     if not condstore_enabled.get():
         yield from responses
         return
+    if qresync_enabled.get():
+        responses = _vanished(responses, before)
     uid_of: dict[int, int] | None = None
     cache = self._messages._cache
     for response in responses:
@@ -173,6 +193,83 @@ def _compare(self: SelectedMailbox, before: Any, after: Any, with_uid: bool) -> 
                 value = FetchValue.of(MODSEQ_ATTR, List([Number(modseq_of(message))]))
                 response = FetchResponse(response.seq, [*response.data.values(), value])
         yield response
+
+
+@dataclass(frozen=True, slots=True)
+class QresyncParams:
+    """SELECT's (QRESYNC (uidvalidity modseq [known-uids [seq-match-data]])), RFC 7162 §3.2.5."""
+
+    uid_validity: int
+    modseq: int
+    known_uids: frozenset[int] | None
+
+    @classmethod
+    def parse(cls, arg: Any) -> QresyncParams:
+        """From pymap's parsed option argument; ValueError when it is not that shape."""
+        items = list(arg.value) if arg is not None else []
+        if len(items) == 1 and isinstance(items[0], List):
+            items = list(items[0].value)
+        if not 2 <= len(items) <= 4:
+            raise ValueError(items)
+        words: list[bytes] = []
+        for item in items[:3]:
+            word = getattr(item, "value", None)
+            if not isinstance(word, bytes):
+                raise ValueError(items)
+            words.append(word)
+        uid_validity = int(words[0])
+        if not 0 < uid_validity < 2**32:
+            raise ValueError(uid_validity)
+        modseq = modseq_value(words[1])
+        if modseq == 0:
+            raise ValueError(modseq)  # §7: mod-sequence-value here is nz
+        known: frozenset[int] | None = None
+        if len(items) >= 3:
+            try:
+                known_set, rest = SequenceSet.parse(memoryview(words[2] + b" "), Params(uid=True))
+            except NotParseable:
+                raise ValueError(words[2]) from None
+            if known_set.is_all or bytes(rest).strip():
+                raise ValueError(words[2])
+            highest = max(_bounds(known_set))
+            if highest >= 2**32:
+                raise ValueError(words[2])
+            known = known_set.flatten(highest)
+        if len(items) == 4 and not isinstance(items[3], List):
+            raise ValueError(items[3])
+        return cls(uid_validity, modseq, known)
+
+
+def _bounds(seq_set: SequenceSet) -> list[int]:
+    """Every number written in a sequence set (to bound its expansion)."""
+    found: list[int] = []
+    for elem in seq_set.value:
+        parts = elem if isinstance(elem, tuple) else (elem,)
+        found.extend(part for part in parts if isinstance(part, int))
+    return found or [0]
+
+
+def vanished_response(uids: Iterable[int], *, earlier: bool = False) -> UntaggedResponse:
+    """`* VANISHED [(EARLIER)] <uid-set>` (RFC 7162 §3.2.10)."""
+    prefix = b"VANISHED (EARLIER) " if earlier else b"VANISHED "
+    return UntaggedResponse(prefix + bytes(SequenceSet.build(uids, True)))
+
+
+def _vanished(responses: Iterable[Any], before: Any) -> Iterable[Any]:
+    """EXPUNGE responses (pymap's, by sequence number) as one VANISHED of their UIDs."""
+    held: list[Any] = []
+    gone: list[int] = []
+    uid_of: dict[int, int] | None = None
+    for response in responses:
+        if isinstance(response, ExpungeResponse):
+            if uid_of is None:
+                uid_of = {seq: uid for uid, seq in before.seqs_cache.items()}
+            gone.append(uid_of[response.seq])
+        else:
+            held.append(response)
+    if gone:
+        yield vanished_response(gone)
+    yield from held
 
 
 def highest_modseq_response(value: int) -> UntaggedResponse:

@@ -57,11 +57,12 @@ __all__ = [
 # what NO [BADCHARSET (...)] lists. Other text codecs Python knows are accepted too.
 SUPPORTED_CHARSETS = (b"US-ASCII", b"UTF-8")
 # RFC 5161 §3.1: the capabilities ENABLE can turn on.
-ENABLEABLE: frozenset[bytes] = frozenset({b"CONDSTORE"})
+ENABLEABLE: frozenset[bytes] = frozenset({b"CONDSTORE", b"QRESYNC"})
 # What LOGIN adds to pymap's capabilities (pymap: BINARY UIDPLUS MOVE CHILDREN ...).
 CAPABILITIES = (
     b"ENABLE",
     b"CONDSTORE",
+    b"QRESYNC",
     b"ESEARCH",
     b"SORT",
     b"THREAD=ORDEREDSUBJECT",

@@ -4,14 +4,17 @@ RFC 7162 §3: every change of a message's flags, and every expunge, gets a mod-s
 higher than any the mailbox gave before, and the values survive restarts. Flags live in
 Maildir file names, which carry no counter; dovecot-uidlist is rewritten whole on every
 change. Here each folder has an append-only log, `mailplane-modseq`, of "<uid> <modseq>"
-lines (uid 0 records an expunge: it raises HIGHESTMODSEQ and names no message):
+lines ("-<uid> <modseq>" for an expunge, which QRESYNC's VANISHED (EARLIER) reports,
+RFC 7162 §3.2.5; "0 <modseq>" keeps the highest value across a compaction):
 - a change appends one line per message under the folder's lock (flock across processes,
   `path_lock`), numbering from the highest value in the file, so two sessions or two
   processes never hand out one value twice;
 - readers parse the file once and then only the bytes appended since (the cache is
   shared by every session of the process, keyed by path and checked by stat);
 - a message without a line (delivered before CONDSTORE existed) has mod-sequence 1;
-- when the log holds far more lines than messages it is rewritten (write, fsync, rename).
+- when the log holds far more lines than messages it is rewritten (write, fsync, rename),
+  keeping the newest `KEEP_EXPUNGED` expunges; "f <modseq>" then records the highest
+  mod-sequence of those forgotten (below it the list of expunges is incomplete).
 
 Durability: appended lines survive a restart of the process (they are in the kernel's
 page cache), as do the flag renames they describe, which are not fsynced either; an fsync
@@ -39,6 +42,7 @@ MODSEQ_FILE = "mailplane-modseq"
 # RFC 7162 §7: mod-sequence-value = 1*DIGIT, at most 2^63 - 1.
 MAX_MODSEQ = 2**63 - 1
 _COMPACT_SLACK = 4096  # lines beyond the number of messages before a rewrite
+KEEP_EXPUNGED = 20_000  # expunges remembered for VANISHED (EARLIER) after a rewrite
 
 
 @dataclass(slots=True)
@@ -47,6 +51,8 @@ class ModSeqs:
 
     by_uid: dict[int, int] = field(default_factory=dict)
     highest: int = 1
+    expunged: dict[int, int] = field(default_factory=dict)  # UID -> its expunge's modseq
+    floor: int = 0  # expunges at or below this mod-sequence may be missing
     lines: int = 0
     offset: int = 0  # bytes of the file parsed so far
     inode: int = -1
@@ -79,17 +85,31 @@ def modseqs_read(folder: str) -> ModSeqs:
         log.seek(cached.offset)
         data = log.read()
     end = data.rfind(b"\n") + 1  # a line still being written is read next time
-    fresh = ModSeqs(dict(cached.by_uid), cached.highest, cached.lines, cached.offset + end)
-    fresh.inode = st.st_ino
+    fresh = ModSeqs(
+        dict(cached.by_uid),
+        cached.highest,
+        dict(cached.expunged),
+        cached.floor,
+        cached.lines,
+        cached.offset + end,
+        st.st_ino,
+    )
     for line in data[:end].splitlines():
         uid_text, _, value_text = line.partition(b" ")
         try:
-            uid, value = int(uid_text), int(value_text)
+            value = int(value_text)
+            if uid_text == b"f":
+                fresh.floor = max(fresh.floor, value)
+                continue
+            uid = int(uid_text)
         except ValueError:
             continue  # a torn or foreign line: ignored, never fatal
         fresh.lines += 1
         if uid > 0:
             fresh.by_uid[uid] = value
+        elif uid < 0:
+            fresh.by_uid.pop(-uid, None)
+            fresh.expunged[-uid] = value
         fresh.highest = max(fresh.highest, value)
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
@@ -98,16 +118,21 @@ def modseqs_read(folder: str) -> ModSeqs:
 
 
 def modseq_bump(
-    folder: str, uids: Iterable[int], *, expunged: int = 0, live: Iterable[int] = ()
+    folder: str,
+    uids: Iterable[int],
+    *,
+    expunged: Iterable[int] = (),
+    live: Iterable[int] = (),
 ) -> dict[int, int]:
-    """Give each UID a new mod-sequence (and `expunged` expunges one each); the values.
+    """Give each UID a new mod-sequence (and each expunged UID one); the values.
 
     The caller holds the folder's modseq lock (`modseq_lock_path`): the highest value is
     read and the new lines appended under it. `live` (the UIDs that still exist), when
     given, lets a compaction drop the lines of expunged messages.
     """
     wanted = list(dict.fromkeys(uids))
-    if not wanted and not expunged:
+    gone = list(dict.fromkeys(expunged))
+    if not wanted and not gone:
         return {}
     current = modseqs_read(folder)
     value = current.highest
@@ -117,15 +142,23 @@ def modseq_bump(
         value += 1
         given[uid] = value
         lines.append(b"%d %d\n" % (uid, value))
-    for _ in range(expunged):
+    gone_at: dict[int, int] = {}
+    for uid in gone:
         value += 1
-        lines.append(b"0 %d\n" % value)
-    if current.lines + len(lines) > 2 * (len(current.by_uid) + len(wanted)) + _COMPACT_SLACK:
+        gone_at[uid] = value
+        lines.append(b"-%d %d\n" % (uid, value))
+    limit = 2 * (len(current.by_uid) + len(wanted) + KEEP_EXPUNGED) + _COMPACT_SLACK
+    if current.lines + len(lines) > limit:
         keep = {**current.by_uid, **given}
         alive = set(live)
         if alive:
             keep = {uid: seq for uid, seq in keep.items() if uid in alive or uid in given}
-        _compact(folder, keep, value)
+        for uid in gone_at:
+            keep.pop(uid, None)
+        expunges = sorted({**current.expunged, **gone_at}.items(), key=lambda kv: kv[1])
+        dropped, kept = expunges[:-KEEP_EXPUNGED], expunges[-KEEP_EXPUNGED:]
+        floor = max([current.floor, *(seq for _uid, seq in dropped)])
+        _compact(folder, keep, dict(kept), value, floor)
     else:
         fd = os.open(_path(folder), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -135,9 +168,14 @@ def modseq_bump(
     return given
 
 
-def _compact(folder: str, by_uid: dict[int, int], highest: int) -> None:
+def _compact(
+    folder: str, by_uid: dict[int, int], expunged: dict[int, int], highest: int, floor: int
+) -> None:
     tmp = f"{_path(folder)}.{os.getpid()}.tmp"
     with open(tmp, "wb") as out:
+        if floor:
+            out.write(b"f %d\n" % floor)
+        out.writelines(b"-%d %d\n" % item for item in sorted(expunged.items()))
         out.writelines(b"%d %d\n" % item for item in sorted(by_uid.items()))
         out.write(b"0 %d\n" % highest)
         out.flush()

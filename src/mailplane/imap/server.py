@@ -92,12 +92,15 @@ from mailplane.imap.backend import (
 )
 from mailplane.imap.condstore import (
     MODSEQ_ATTR,
+    QresyncParams,
     condstore_enabled,
     condstore_install,
     highest_modseq_response,
     modseq_of,
     modseq_value,
+    qresync_enabled,
     search_uses_modseq,
+    vanished_response,
 )
 from mailplane.imap.errors import DomainErrorResponse
 from mailplane.imap.extensions import (
@@ -223,10 +226,26 @@ class MailplaneConnectionState(ConnectionState):
         since its login opens no folder (a DomainError: NO [NOPERM] or NO [NONEXISTENT]),
         and, as any failed SELECT, leaves none selected (RFC 9051 §6.3.2).
         """
-        if any(name != b"CONDSTORE" for name in cmd.options.options):
-            # RFC 4466 §2.1: select parameters we do not offer (QRESYNC) are an error;
-            # a BAD command changes nothing, so the selected mailbox stays selected.
+        if any(name not in (b"CONDSTORE", b"QRESYNC") for name in cmd.options.options):
+            # RFC 4466 §2.1: select parameters we do not offer are an error; a BAD
+            # command changes nothing, so the selected mailbox stays selected.
             return ResponseBad(cmd.tag, b"Unsupported SELECT parameter."), None
+        resync: QresyncParams | None = None
+        if cmd.options.has(b"QRESYNC"):
+            if not qresync_enabled.get():  # RFC 7162 §3.2.5: only after ENABLE QRESYNC
+                return ResponseBad(cmd.tag, b"QRESYNC is not enabled."), None
+            try:
+                resync = QresyncParams.parse(cmd.options.get(b"QRESYNC"))
+            except ValueError:
+                return ResponseBad(cmd.tag, b"Invalid QRESYNC parameter."), None
+        closed = []
+        if self._selected is not None and qresync_enabled.get():
+            # RFC 7162 §3.2.11: the end of the previous mailbox's responses.
+            closed.append(
+                UntaggedResponse(
+                    b"Previous mailbox closed.", ResponseCode.of(b"CLOSED"), condition=b"OK"
+                )
+            )
         self._selected = None
         check = functools.partial(mailbox_access_verify, address=self.session.owner)
         loop = asyncio.get_running_loop()
@@ -234,10 +253,13 @@ class MailplaneConnectionState(ConnectionState):
         if cmd.options.has(b"CONDSTORE"):
             await self._condstore_on()  # RFC 7162 §3.1.8
         response, updates = await super().do_select(cmd)
+        response._untagged[:0] = closed
         if condstore_enabled.get() and updates is not None:
             # RFC 7162 §3.1.2.1: every SELECT/EXAMINE once CONDSTORE is on.
             highest = cast(MailplaneSession, self.session).selected_modseqs(updates).highest
             response.add_untagged(highest_modseq_response(highest))
+            if resync is not None:
+                updates = await self._resync(response, updates, resync)
         untagged = response._untagged
         flags = [u for u in untagged if isinstance(u, FlagsResponse)]
         response._untagged = flags + [u for u in untagged if not isinstance(u, FlagsResponse)]
@@ -297,13 +319,20 @@ class MailplaneConnectionState(ConnectionState):
         §3); the expunge is announced by the next command that may (NOOP, for one).
         """
         changed_since: int | None = None
+        want_vanished = False
         for name, arg in cmd.options.options.items():
+            if name == b"VANISHED" and not arg.value:
+                want_vanished = True
+                continue
             if name != b"CHANGEDSINCE" or len(arg.value) != 1:
                 return ResponseBad(cmd.tag, b"Unsupported FETCH modifier."), None
             try:
                 changed_since = modseq_value(bytes(arg.value[0]))
             except ValueError:
                 return ResponseBad(cmd.tag, b"Invalid CHANGEDSINCE value."), None
+        if want_vanished and not (cmd.uid and changed_since is not None and qresync_enabled.get()):
+            # RFC 7162 §3.2.6: UID FETCH only, with CHANGEDSINCE, once QRESYNC is enabled.
+            return ResponseBad(cmd.tag, b"VANISHED needs UID FETCH, CHANGEDSINCE, QRESYNC."), None
         attributes = list(cmd.attributes)
         first_enable: list[UntaggedResponse] = []
         if changed_since is not None or MODSEQ_ATTR in attributes:
@@ -323,6 +352,14 @@ class MailplaneConnectionState(ConnectionState):
         )
         if changed_since is not None:
             messages = [(seq, msg) for seq, msg in messages if modseq_of(msg) > changed_since]
+        if want_vanished and changed_since is not None:
+            session = cast(MailplaneSession, self.session)
+            selected = self.selected
+            asked = cmd.sequence_set.flatten(max(session.selected_uids(selected)[1] - 1, 1))
+            modseqs = session.selected_modseqs(selected)
+            gone = self._vanished_since(modseqs, changed_since, frozenset(asked), selected)
+            if gone:
+                first_enable.append(vanished_response(gone, earlier=True))
         requirement = FetchRequirement.reduce(attr.requirement for attr in attributes)
         needs_content = not requirement.has_none(FetchRequirement.CONTENT)
         response: CommandResponse = ResponseOk(cmd.tag, cmd.command + b" completed.")
@@ -357,6 +394,53 @@ class MailplaneConnectionState(ConnectionState):
         if self._selected is None:
             return []
         return [highest_modseq_response(await self._highest_modseq())]
+
+    async def _resync(self, response: CommandResponse, selected: Any, resync: QresyncParams) -> Any:
+        """SELECT (QRESYNC ...) (RFC 7162 §3.2.5): what changed since the client's state.
+
+        Nothing is sent for a UIDVALIDITY that is not the mailbox's (the client must then
+        resynchronise from scratch). Otherwise: VANISHED (EARLIER) with the UIDs expunged
+        since the client's mod-sequence, then FETCH (UID FLAGS MODSEQ) of every message
+        changed since, both limited to the client's known UIDs when it gave them. The
+        seq-match-data is accepted and not needed: expunges are remembered by UID.
+        """
+        session = cast(MailplaneSession, self.session)
+        if resync.uid_validity != session.selected_uids(selected)[0]:
+            return selected
+        modseqs = session.selected_modseqs(selected)
+        vanished = self._vanished_since(modseqs, resync.modseq, resync.known_uids, selected)
+        if vanished:
+            response.add_untagged(vanished_response(vanished, earlier=True))
+        messages, selected = await self.session.fetch_messages(
+            selected, SequenceSet.all(uid=True), False
+        )
+        attributes = [_UID_ATTR, _FLAGS_ATTR, MODSEQ_ATTR]
+        for seq, msg in messages:
+            if modseq_of(msg) <= resync.modseq:
+                continue
+            if resync.known_uids is not None and msg.uid not in resync.known_uids:
+                continue
+            response.add_untagged(FetchResponse(seq, MessageAttributes(msg, selected, attributes)))
+        return selected
+
+    def _vanished_since(
+        self, modseqs: Any, since: int, within: frozenset[int] | None, selected: Any
+    ) -> list[int]:
+        """UIDs expunged after mod-sequence `since` (RFC 7162 §3.2.5.2, §3.2.6).
+
+        Where the log no longer holds every expunge that old (`floor`), every UID below
+        UIDNEXT that no message has is reported: VANISHED (EARLIER) may name UIDs the
+        client never saw, and clients ignore those (§3.2.10).
+        """
+        if since >= modseqs.floor:
+            gone = [uid for uid, value in modseqs.expunged.items() if value > since]
+        else:
+            existing = set(selected.messages._uids)
+            next_uid = cast(MailplaneSession, self.session).selected_uids(selected)[1]
+            gone = [uid for uid in range(1, next_uid) if uid not in existing]
+        if within is not None:
+            gone = [uid for uid in gone if uid in within]
+        return sorted(gone)
 
     async def _highest_modseq(self, name: str | None = None) -> int:
         session = cast(MailplaneSession, self.session)
@@ -461,7 +545,9 @@ class MailplaneConnectionState(ConnectionState):
         offered = set(self.capability.capabilities) & ENABLEABLE
         enabled = [name for name in cmd.capabilities if name in offered]
         self._enabled.update(enabled)
-        if b"CONDSTORE" in enabled:
+        if b"QRESYNC" in enabled:
+            qresync_enabled.set(True)  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+        if b"CONDSTORE" in enabled or b"QRESYNC" in enabled:
             await self._condstore_on()
         response = ResponseOk(cmd.tag, b"ENABLE completed.")
         response.add_untagged(UntaggedResponse(b" ".join([b"ENABLED", *enabled])))
