@@ -194,6 +194,8 @@ def test_modseqs_survive_a_restart(imap_server, imap):
 def test_log_compaction_keeps_values_and_drops_expunged(tmp_path):
     folder = str(tmp_path)
     given = {}
+    expunged = modseq.modseq_bump(folder, [7], live=[1, 2, 7])[7]
+    modseq.modseq_bump(folder, [], expunged=[7], live=[1, 2])
     for round_ in range(modseq._COMPACT_SLACK // 2 + 10):
         given.update(modseq.modseq_bump(folder, [1, 2], live=[1, 2]))
         if round_ == 0:
@@ -202,6 +204,8 @@ def test_log_compaction_keeps_values_and_drops_expunged(tmp_path):
     assert state.of(1) == given[1] and state.of(2) == given[2]
     assert state.highest == max(given.values())
     assert 3 not in state.by_uid  # expunged (not live) by the time the log was rewritten
+    assert 7 in state.expunged and state.expunged[7] > expunged  # kept for VANISHED
+    assert state.floor == 0  # every expunge is still known
     with open(tmp_path / modseq.MODSEQ_FILE, "rb") as log:
         assert len(log.read().splitlines()) < modseq._COMPACT_SLACK
 

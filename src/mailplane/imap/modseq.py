@@ -147,7 +147,8 @@ def modseq_bump(
         value += 1
         gone_at[uid] = value
         lines.append(b"-%d %d\n" % (uid, value))
-    limit = 2 * (len(current.by_uid) + len(wanted) + KEEP_EXPUNGED) + _COMPACT_SLACK
+    kept_entries = len(current.by_uid) + len(wanted) + min(len(current.expunged), KEEP_EXPUNGED)
+    limit = 2 * kept_entries + _COMPACT_SLACK  # a rewrite at least halves the file
     if current.lines + len(lines) > limit:
         keep = {**current.by_uid, **given}
         alive = set(live)
