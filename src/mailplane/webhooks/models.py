@@ -104,6 +104,14 @@ class WebhookDelivery(models.Model):
             models.Index(
                 fields=["message", "endpoint", "state", "event_seq"], name="webhook_message_order"
             ),
+            # Leases (a claim's `claimed_until`, cleared when its attempt is recorded): at
+            # most every endpoint's max_concurrency rows, however long the backlog, so
+            # counting what is in flight reads these and not every pending row.
+            models.Index(
+                fields=["endpoint"],
+                name="webhook_leased",
+                condition=models.Q(state="pending", claimed_until__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "event_seq"], name="one_delivery_per_event")
