@@ -27,8 +27,8 @@ from mailplane.delivery.politeness import (
     politeness_reset,
     throttle_details,
     throttle_reply,
-    throttle_stops_connection,
     throttle_state,
+    throttle_stops_connection,
 )
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.worker import DeliveryWorker
