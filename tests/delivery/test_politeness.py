@@ -38,8 +38,7 @@ from mailplane.relays.services import relay_server_create
 
 pytestmark = pytest.mark.timeout(120)
 
-# A clock just ahead of the real one (the queue's rows are due from the real now).
-T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 # Source addresses of their own (each relay binds one), away from the sinks' 127.80+ nets.
 _NET = f"127.{40 + os.getpid() % 30}.{os.getpid() % 250}"
 SOURCE_A, SOURCE_B = f"{_NET}.201", f"{_NET}.202"
@@ -323,19 +322,25 @@ def _pass(at: datetime) -> None:
 GOOGLE = [f"g{n}.test" for n in range(4)]
 
 
+def _clock() -> datetime:
+    """The injected clock's start: just ahead of the real one, which made the rows due."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+
+
 def test_a_throttle_slows_that_group_for_that_source_and_recovers(
     scene: dict[str, Any], sender: Any
 ) -> None:
     google, other = scene["google"], scene["other"]
+    t0 = _clock()
     google.throttled, google.after = SOURCE_A, 8
     _queue(sender, scene["a"], GOOGLE, 10, "a")  # 40 from A to Google, 4 connections
     _queue(sender, scene["a"], ["other.test"], 10, "o")
-    _pass(T0)
+    _pass(t0)
     assert 8 <= google.taken[SOURCE_A] < 40
-    hold_end = T0 + timedelta(seconds=60)
-    assert throttle_state("google", SOURCE_A, now=T0) == hold_end
-    assert throttle_state("google", SOURCE_B, now=T0) is None
-    assert throttle_state("other.test", SOURCE_A, now=T0) is None
+    hold_end = t0 + timedelta(seconds=60)
+    assert throttle_state("google", SOURCE_A, now=t0) == hold_end
+    assert throttle_state("google", SOURCE_B, now=t0) is None
+    assert throttle_state("other.test", SOURCE_A, now=t0) is None
     assert other.taken[SOURCE_A] == 10  # another group, same address: untouched
     held = QueuedRecipient.objects.filter(last_reply__contains="destination throttle: google")
     assert held.exists()
@@ -346,19 +351,24 @@ def test_a_throttle_slows_that_group_for_that_source_and_recovers(
     google.throttled = None
     google.new_pass()
     _queue(sender, scene["b"], GOOGLE, 10, "b")
-    t1 = T0 + timedelta(minutes=5)
+    t1 = t0 + timedelta(minutes=5)
     _pass(t1)
     assert 1 <= google.peak[SOURCE_A] <= 2
     assert 0 < google.taken[SOURCE_A] <= 20
     assert google.taken[SOURCE_B] == 40
     assert google.peak[SOURCE_B] > 2
     assert throttle_state("google", SOURCE_A, now=t1) is None  # no hold now, but limited
+    # What the rate did not admit waits for the bucket, recorded (not left claimed).
+    waiting = QueuedRecipient.objects.exclude(status="delivered")
+    assert waiting.exists()
+    assert all(r.next_attempt_at > t1 and r.attempts <= 1 for r in waiting)
+    assert waiting.filter(last_reply__contains="destination throttle: google").exists()
     assert throttle_details("google", SOURCE_A, now=t1).connections == 2
 
     # Two quiet periods later: back to 4 connections and the 40-message bucket.
     google.new_pass()
     _queue(sender, scene["a"], GOOGLE, 10, "c")
-    t2 = T0 + timedelta(hours=2, minutes=1)
+    t2 = t0 + timedelta(hours=2, minutes=1)
     _pass(t2)
     assert google.peak[SOURCE_A] > 2
     assert 20 < google.taken[SOURCE_A] <= 40
@@ -371,7 +381,7 @@ def test_a_throttle_slows_that_group_for_that_source_and_recovers(
     deferred = DeliveryEvent.objects.filter(type="deferred", remote_reply__startswith="421 4.7.28")
     assert deferred.exists()
     assert set(deferred.values_list("bounce_class", flat=True)) == {"rate_limit"}
-    _pass(T0 + timedelta(hours=3))  # everything left goes
+    _pass(t0 + timedelta(hours=3))  # everything left goes
     assert set(QueuedRecipient.objects.values_list("status", flat=True)) == {"delivered"}
 
 
@@ -386,13 +396,14 @@ def test_hostile_replies_neither_crash_nor_bounce(
     scene: dict[str, Any], sender: Any, reply: str
 ) -> None:
     google = scene["google"]
+    t0 = _clock()
     google.throttled, google.after, google.reply = SOURCE_A, 2, reply
     _queue(sender, scene["a"], GOOGLE[:2], 5, "h")
-    _pass(T0)
+    _pass(t0)
     assert google.taken[SOURCE_A] >= 2
     assert not Suppression.objects.exists()
     assert not QueuedRecipient.objects.filter(status__in=["bounced", "failed"]).exists()
     assert QueuedRecipient.objects.filter(status="deferred").count() == 10 - google.taken[SOURCE_A]
     google.throttled = None
-    _pass(T0 + timedelta(hours=1))
+    _pass(t0 + timedelta(hours=1))
     assert set(QueuedRecipient.objects.values_list("status", flat=True)) == {"delivered"}

@@ -22,8 +22,10 @@ Postfix (SCHEDULER_README, 2.5+) feeds back only connection and handshake failur
 KumoMTA's Traffic Shaping Automation matches reply regexes (e.g. "unusual rate") and sets a
 fixed `max_message_rate`/`connection_limit` or suspends the path for a fixed duration, then
 reverts at once; AIMD recovers in steps instead, so a receiver that is still touchy throttles
-again at half the speed rather than at full speed. Postal has no destination throttling: a
-rate-limit reply is a soft failure retried with backoff.
+again at half the speed rather than at full speed. Postal has no destination throttling at
+all: its maintainers answer "slow down" requests with "queue them in your own application"
+(postalserver/postal#495), and a Yahoo `421 4.7.0 [TSS04]` was taken for a hard failure
+(#1415, #741).
 
 The message rate is a token bucket (one burst's worth of capacity) whose ceiling is
 unlimited by default: before any throttle only the connection limit applies; at the first
@@ -41,12 +43,13 @@ are the Redis server's, as in limits.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -270,17 +273,19 @@ def _acquire(
             tokens += (now - ts) * rate / 60000
         tokens = min(tokens, cap)
         s["ts"] = now
-        granted = min(want, math.floor(tokens))
-        if granted < 1:
-            s["tokens"] = tokens
-            return 0, int(now + math.ceil((1 - tokens) * 60000 / rate)), limit
+        granted = max(0, min(want, math.floor(tokens)))
         s["tokens"] = tokens - granted
+        if granted < want:  # the rest waits until the bucket has room for it (or is full)
+            needed = min(want - granted, math.floor(cap))
+            until = int(now + math.ceil((needed - s["tokens"]) * 60000 / rate))
+            if granted < 1:
+                return 0, until, limit
     if now - s.get("win", 0.0) >= 60000:
         s["prev"] = s.get("cur", 0.0) if now - s.get("win", 0.0) < 120000 else 0.0
         s["cur"] = 0.0
         s["win"] = now
     s["cur"] = s.get("cur", 0.0) + granted
-    return granted, 0, limit
+    return granted, int(until) if granted < want else 0, limit
 
 
 def _throttle(s: dict[str, float], lim: Limits, now: float) -> int:
@@ -369,6 +374,7 @@ if redis.call('ZCARD', KEYS[1]) >= dcap or redis.call('ZCARD', KEYS[2]) >= limit
   return {-1, 0, limit}
 end
 local granted = want
+local rest_until = 0
 local rate = rate_of(s)
 if rate ~= nil then
   local cap = math.max(1, rate * burst / 60000)
@@ -378,13 +384,16 @@ if rate ~= nil then
   end
   tokens = math.min(tokens, cap)
   s.ts = now
-  granted = math.min(want, math.floor(tokens))
-  if granted < 1 then
-    s.tokens = tokens
-    save(KEYS[3], s, ttl)
-    return {0, math.floor(now + math.ceil((1 - tokens) * 60000 / rate)), limit}
-  end
+  granted = math.max(0, math.min(want, math.floor(tokens)))
   s.tokens = tokens - granted
+  if granted < want then
+    local needed = math.min(want - granted, math.floor(cap))
+    rest_until = math.floor(now + math.ceil((needed - s.tokens) * 60000 / rate))
+    if granted < 1 then
+      save(KEYS[3], s, ttl)
+      return {0, rest_until, limit}
+    end
+  end
 end
 local win = s.win or 0
 if now - win >= 60000 then
@@ -398,7 +407,7 @@ redis.call('ZADD', KEYS[1], rnow + lease, token)
 redis.call('PEXPIRE', KEYS[1], lease)
 redis.call('ZADD', KEYS[2], rnow + lease, token .. 'g')
 redis.call('PEXPIRE', KEYS[2], lease)
-return {granted, 0, limit}
+return {granted, rest_until, limit}
 """
 )
 
@@ -475,28 +484,66 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _at(now: int | None) -> int:
+    """The caller's fixed clock (tests), else the time of this very call: a poll for a
+    busy slot or a release after a long connection sees the time it happens at."""
+    return _now_ms() if now is None else now
+
+
+class _Wakeups:
+    """Who waits for a group's slot in this process: woken one at a time when one of this
+    process's connections to the group ends, else after a poll interval (0.02 s doubling to
+    0.5 s: another worker's release is only seen by asking again), so that a chunk waiting
+    for a busy group takes a freed slot at once instead of after its backoff."""
+
+    def __init__(self) -> None:
+        self._conditions: dict[PoliteKey, asyncio.Condition] = {}
+
+    @asynccontextmanager
+    async def waiting(self, key: PoliteKey) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        condition = self._conditions.get(key)
+        if condition is None:
+            condition = self._conditions[key] = asyncio.Condition()
+        interval = 0.02
+
+        async def wait() -> None:
+            nonlocal interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(condition.wait(), interval)
+            interval = min(interval * 2, 0.5)
+
+        async with condition:
+            yield wait
+
+    async def released(self, key: PoliteKey) -> None:
+        condition = self._conditions.get(key)
+        if condition is not None:
+            async with condition:
+                condition.notify()
+
+
 class LocalPoliteSlots(LocalSlots):
     """Per-destination semaphores (limits.py) plus this process's politeness state."""
 
     def __init__(self) -> None:
         super().__init__()
         self.limits = Limits.from_settings()
+        self.wakeups = _Wakeups()
 
     @asynccontextmanager
     async def polite(
-        self, destination: Destination, cap: int, key: PoliteKey, *, want: int, now: int
+        self, destination: Destination, cap: int, key: PoliteKey, *, want: int, now: int | None
     ) -> AsyncIterator[Grant]:
         async with self.slot(destination, cap):
-            wait = 0.02
             state = _local_state.setdefault(key, {})
-            while True:
-                granted, until, limit = _acquire(
-                    state, self.limits, now, want, _local_open.get(key, 0)
-                )
-                if granted >= 0:
-                    break
-                await asyncio.sleep(wait)  # the group's connections are all in use
-                wait = min(wait * 2, 0.5)
+            async with self.wakeups.waiting(key) as wait:
+                while True:
+                    granted, until, limit = _acquire(
+                        state, self.limits, _at(now), want, _local_open.get(key, 0)
+                    )
+                    if granted >= 0:
+                        break
+                    await wait()  # the group's connections are all in use
             grant = Grant(granted, until, limit=limit)
             if granted == 0:
                 yield grant
@@ -507,7 +554,8 @@ class LocalPoliteSlots(LocalSlots):
             finally:
                 _local_open[key] -= 1
                 if grant.throttled:
-                    grant.until = _throttle(state, self.limits, now)
+                    grant.until = _throttle(state, self.limits, _at(now))
+                await self.wakeups.released(key)
 
 
 class SharedPoliteSlots(SharedSlots):
@@ -519,6 +567,7 @@ class SharedPoliteSlots(SharedSlots):
         self._polite_acquire = self._client.register_script(_LUA_ACQUIRE)
         self._polite_release = self._client.register_script(_LUA_RELEASE)
         self._local = LocalPoliteSlots()
+        self.wakeups = _Wakeups()
         self._ttl = _state_ttl_ms(self.limits)
         _redis_used.add(url)
 
@@ -527,24 +576,25 @@ class SharedPoliteSlots(SharedSlots):
 
     @asynccontextmanager
     async def polite(
-        self, destination: Destination, cap: int, key: PoliteKey, *, want: int, now: int
+        self, destination: Destination, cap: int, key: PoliteKey, *, want: int, now: int | None
     ) -> AsyncIterator[Grant]:
         dkey, skey = self.key(destination), state_key(key)
         keys = [dkey, f"{skey}:conns", skey]
         token = f"{self._owner}:{next(self._tokens)}"
-        wait = 0.02
         try:
-            while True:
-                granted, until, limit = (
-                    int(x)
-                    for x in await self._polite_acquire(
-                        keys=keys, args=self._args(now, token, cap, want)
+            async with self.wakeups.waiting(key) as wait:
+                while True:
+                    granted, until, limit = (
+                        int(x)
+                        for x in await self._polite_acquire(
+                            keys=keys, args=self._args(_at(now), token, cap, want)
+                        )
                     )
-                )
-                if granted >= 0:
-                    break
-                await asyncio.sleep(wait)  # every slot is taken: poll, backing off
-                wait = min(wait * 2, 0.5)
+                    if granted >= 0:
+                        break
+                    # Every slot is taken: until one of ours is given back, or (another
+                    # worker's) the next poll, backing off.
+                    await wait()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("politeness: Redis unavailable (%s); using this worker's state", exc)
             async with self._local.polite(destination, cap, key, want=want, now=now) as grant:
@@ -562,7 +612,7 @@ class SharedPoliteSlots(SharedSlots):
             yield grant
         finally:
             del self._held[token], self._held[token + "g"]
-            args = self._args(now, token, cap, 0)
+            args = self._args(_at(now), token, cap, 0)
             args[4] = 1 if grant.throttled else 0
             try:
                 until = await self._polite_release(keys=keys, args=args)
@@ -571,7 +621,8 @@ class SharedPoliteSlots(SharedSlots):
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("politeness: release failed (%s); the lease will end", exc)
                 if grant.throttled:
-                    grant.until = now + self.limits.hold_ms
+                    grant.until = _at(now) + self.limits.hold_ms
+            await self.wakeups.released(key)
 
 
 PoliteSlots = LocalPoliteSlots | SharedPoliteSlots

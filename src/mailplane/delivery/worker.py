@@ -272,7 +272,7 @@ class _Run:
             provider.max_connections_per_domain,
             polite,
             want=len(chunk),
-            now=int(now.timestamp() * 1000),
+            now=int(self.now.timestamp() * 1000) if self.now is not None else None,
         ) as grant:
             go, wait = chunk[: grant.granted], chunk[grant.granted :]
             outcomes = await self.send_chunk(provider, go) if go else []
@@ -282,6 +282,8 @@ class _Run:
                 "politeness: %s throttles %s until %s", polite.group, polite.source, grant.until
             )
         until = datetime.fromtimestamp(grant.until / 1000, UTC) if grant.until else None
+        if until is None and wait:  # not expected (a partial grant says when): not lost
+            until = now + timedelta(seconds=1)
         if until is not None:
             reply = throttle_hold_reply(polite, until)
             for outcome in outcomes:
