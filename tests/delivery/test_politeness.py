@@ -345,6 +345,7 @@ def test_a_throttle_slows_that_group_for_that_source_and_recovers(
     held = QueuedRecipient.objects.filter(last_reply__contains="destination throttle: google")
     assert held.exists()
     assert all(r.attempts == 0 and r.next_attempt_at == hold_end for r in held)
+    assert set(held.values_list("wait_reason", flat=True)) == {"throttled"}  # queue view
 
     # After the hold: half the connections, half the rate (a 20-message bucket); B, from
     # another address to the same receiver, goes at full speed.

@@ -59,7 +59,7 @@ from mailplane.delivery.providers import Provider, provider_for, providers_close
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.signing import sign_many
 from mailplane.pools.selectors import Source
-from mailplane.queue.models import Priority, QueuedRecipient
+from mailplane.queue.models import Priority, QueuedRecipient, WaitReason
 
 log = logging.getLogger("mailplane.delivery")
 T = TypeVar("T")
@@ -295,6 +295,7 @@ class _Run:
                     SendResult.not_attempted(reply, "local"),
                     retry_at=until,
                     source=job.source,
+                    hold=WaitReason.THROTTLED,
                 )
                 for job in wait
             ]
@@ -308,6 +309,7 @@ class _Run:
                 outcome.retry_at = until or self.clock() + timedelta(
                     seconds=float(conf("DELIVERY_THROTTLE_HOLD_SECONDS"))
                 )
+                outcome.hold = WaitReason.THROTTLED  # the queue view's "throttled, until"
         return outcomes
 
     async def send_chunk(self, provider: Provider, chunk: list[Job]) -> list[Outcome]:
