@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import DomainError, SmtpStatus, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
@@ -428,7 +428,7 @@ def messages_send(
         )
         for p in prepared
     ]
-    with transaction.atomic():
+    with data_atomic():
         messages = message_enqueue_many(requests)
         links = ServerMessage.objects.bulk_create(
             ServerMessage(
@@ -506,7 +506,7 @@ def messages_send_checked(
     reserved within its own and its server's caps in the enqueue's transaction, and
     those that do not fit come back as their refusal (OverCap: until when), in place."""
     sending_pause_check(server=server, server_key=server_key)
-    with transaction.atomic():
+    with data_atomic():
         waits = caps_reserve(
             server=server,
             server_key=server_key,

@@ -16,9 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 
+from mailplane.cells.routing import data_atomic
 from mailplane.webhooks.config import conf, retry_schedule
 from mailplane.webhooks.models import (
     DeliveryState,
@@ -71,7 +71,7 @@ def deliveries_claim(*, worker_id: str, now: datetime, limit: int, lease: float)
         event_seq__lt=OuterRef("event_seq"),
     )
     until = now + timedelta(seconds=lease)
-    with transaction.atomic():
+    with data_atomic():
         # Endpoints at their cap are left out before choosing, so that one endpoint's
         # backlog cannot fill every claim while the others wait.
         full = [
@@ -169,7 +169,7 @@ def attempts_record(results: list[AttemptResult], *, worker_id: str, now: dateti
     if not results:
         return
     disable: dict[int, str] = {}
-    with transaction.atomic():
+    with data_atomic():
         WebhookAttempt.objects.bulk_create(
             [
                 WebhookAttempt(
