@@ -10,8 +10,8 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from mailplane.api.throttling import auth_failure_limits, client_key, retry_after_seconds
-from mailplane.cells.routing import data_alias_set
-from mailplane.cells.selectors import organization_alias
+from mailplane.cells.routing import route_set
+from mailplane.cells.selectors import organization_route
 from mailplane.tenancy.models import ApiKey, Organization
 from mailplane.tenancy.services import api_key_authenticate
 
@@ -76,7 +76,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             unknown="invalid or revoked API key",
         )
         # From here on this request reads and writes the account's data in its cell.
-        data_alias_set(organization_alias(organization=key.organization))
+        route_set(organization_route(organization=key.organization))
         return key.organization.owner, key
 
     def authenticate_header(self, request: Request) -> str:

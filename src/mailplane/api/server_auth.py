@@ -17,8 +17,8 @@ from rest_framework import authentication, permissions
 from rest_framework.request import Request
 
 from mailplane.api.authentication import key_checked
-from mailplane.cells.routing import data_alias_set, data_alias_using
-from mailplane.cells.selectors import data_aliases
+from mailplane.cells.routing import route_set, route_using
+from mailplane.cells.selectors import data_routes
 from mailplane.servers.models import EmailServer, ServerKey, ServerKeyKind
 from mailplane.servers.services import KEY_PREFIX, server_key_authenticate
 
@@ -53,11 +53,11 @@ def _server_key_find(*, secret: str) -> ServerKey | None:
     database (the shared one first) and route the request to the one that has it."""
     if not secret.startswith(KEY_PREFIX):
         return None  # not a server key: no query
-    for alias in data_aliases():
-        with data_alias_using(alias):
+    for route in data_routes():
+        with route_using(route):
             key = server_key_authenticate(secret=secret)
         if key is not None:
-            data_alias_set(alias)
+            route_set(route)
             return key
     return None
 

@@ -35,7 +35,7 @@ def database_config(url: str) -> dict[str, Any]:
             "database_url", "must be a postgres:// or sqlite:/// URL (absolute file path)"
         )
     try:
-        conf = dj_database_url.parse(url)
+        conf: dict[str, Any] = dict(dj_database_url.parse(url))
     except Exception as exc:  # dj_database_url raises plain ValueErrors and KeyErrors
         raise ValidationFailed.on(
             "database_url", f"not a database URL ({type(exc).__name__})"
@@ -121,7 +121,7 @@ def database_create(conf: dict[str, Any]) -> bool:
     from psycopg import sql
 
     where = database_describe(conf)
-    params = {
+    params: dict[str, Any] = {
         "dbname": "postgres",
         "user": conf.get("USER") or None,
         "password": conf.get("PASSWORD") or None,

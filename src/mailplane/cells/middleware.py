@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.db import DEFAULT_DB_ALIAS
 from django.http import HttpRequest, HttpResponse
 
-from mailplane.cells.routing import data_alias_using
+from mailplane.cells.routing import SHARED_ROUTE, route_using
 
 
 class CellRoutingMiddleware:
@@ -16,5 +15,5 @@ class CellRoutingMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        with data_alias_using(DEFAULT_DB_ALIAS):
+        with route_using(SHARED_ROUTE):
             return self.get_response(request)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 # Apps whose rows stay in the control database whatever the account: authentication never
@@ -32,28 +34,49 @@ REGISTRY_APPS = frozenset(
     }
 )
 
-_data_alias: ContextVar[str] = ContextVar("mailplane_data_alias", default=DEFAULT_DB_ALIAS)
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an account's data is: its cell's database alias and storage root (None: the
+    deployment's MAILPLANE_STORAGE_ROOT)."""
+
+    alias: str = DEFAULT_DB_ALIAS
+    storage_root: str | None = None
+
+
+SHARED_ROUTE = Route()
+_route: ContextVar[Route] = ContextVar("mailplane_cell_route", default=SHARED_ROUTE)
 
 
 def data_alias() -> str:
     """The alias data models are read from and written to right now."""
-    return _data_alias.get()
+    return _route.get().alias
 
 
-def data_alias_set(alias: str) -> None:
-    """Route data to `alias` for the rest of this context (a request, a job): the
-    middleware (cells/middleware.py) and job_run put the previous value back."""
-    _data_alias.set(alias)
+def storage_root() -> str:
+    """The storage root Maildirs are under right now (storage/maildir.py)."""
+    return _route.get().storage_root or str(settings.MAILPLANE["STORAGE_ROOT"])
+
+
+def route_set(route: Route) -> None:
+    """Route data to `route` for the rest of this context (a request, a CLI command): the
+    middleware (cells/middleware.py) puts the previous value back after each request."""
+    _route.set(route)
 
 
 @contextlib.contextmanager
-def data_alias_using(alias: str) -> Iterator[None]:
-    """Route data to `alias` inside the block only."""
-    token = _data_alias.set(alias)
+def route_using(route: Route) -> Iterator[None]:
+    """Route data to `route` inside the block only."""
+    token = _route.set(route)
     try:
         yield
     finally:
-        _data_alias.reset(token)
+        _route.reset(token)
+
+
+def data_alias_using(alias: str) -> contextlib.AbstractContextManager[None]:
+    """Route data models to `alias` inside the block (storage root unchanged)."""
+    return route_using(Route(alias=alias, storage_root=_route.get().storage_root))
 
 
 def data_atomic() -> contextlib.AbstractContextManager[Any]:

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from mailplane.cells.databases import alias_register, cell_alias
 from mailplane.cells.models import SHARED, Cell
+from mailplane.cells.routing import SHARED_ROUTE, Route
 from mailplane.core.errors import NotFound
 from mailplane.tenancy.models import Organization
 
@@ -65,6 +66,23 @@ def organization_alias(*, organization: Organization) -> str:
     return cell_name_alias(organization.cell)
 
 
+_storage_roots: dict[str, str] = {}
+
+
+def organization_route(*, organization: Organization) -> Route:
+    """The account's database alias and storage root (read once per process and cell)."""
+    if organization.cell == SHARED:
+        return SHARED_ROUTE
+    alias = cell_name_alias(organization.cell)
+    root = _storage_roots.get(organization.cell)
+    if root is None:
+        root = Cell.objects.filter(name=organization.cell).values_list(
+            "storage_root", flat=True
+        ).first() or str(settings.MAILPLANE["STORAGE_ROOT"])
+        _storage_roots[organization.cell] = root
+    return Route(alias=alias, storage_root=root)
+
+
 def organization_cell_hosts(*, organization: Organization) -> tuple[str, str] | None:
     """(smtp host, imap host) of the account's own cell; None on the shared cell."""
     if organization.cell == SHARED:
@@ -75,10 +93,13 @@ def organization_cell_hosts(*, organization: Organization) -> tuple[str, str] | 
     return cell.smtp_host, cell.imap_host
 
 
-def data_aliases() -> list[str]:
-    """Every database that holds accounts' data: the shared one first, then each ready
-    cell's (registered in this process as a side effect)."""
+def data_routes() -> list[Route]:
+    """Every place that holds accounts' data: the shared cell first, then each ready
+    cell (registered in this process as a side effect)."""
     from mailplane.cells.models import CellState
 
-    names = Cell.objects.filter(state=CellState.READY).values_list("name", flat=True)
-    return [DEFAULT_DB_ALIAS, *(cell_name_alias(name) for name in names)]
+    cells = Cell.objects.filter(state=CellState.READY).values_list("name", "storage_root")
+    return [
+        SHARED_ROUTE,
+        *(Route(alias=cell_name_alias(name), storage_root=root) for name, root in cells),
+    ]
