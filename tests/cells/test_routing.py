@@ -91,6 +91,13 @@ def test_a_cell_accounts_domain_and_mailbox_are_written_to_its_database_only(
     assert [d["name"] for d in other_account.client.get("/api/domains/").json()["results"]] == [
         "intruder.test"
     ]
+    # A domain name is unique platform-wide: the cell's is taken for shared accounts too.
+    taken = other_account.client.post(
+        "/api/domains/",
+        {"name": "acme.test", "relay_server": other_account.relay.pk},
+        format="json",
+    )
+    assert taken.status_code == 409, taken.json()
     # Ids are per database: the same number may name each account's own row, never the
     # other's.
     seen = other_account.client.get(f"/api/domains/{domain_id}/")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import QuerySet
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.models import Model, QuerySet
 
 from mailplane.cells.databases import alias_register, cell_alias
 from mailplane.cells.models import SHARED, Cell
-from mailplane.cells.routing import SHARED_ROUTE, Route
-from mailplane.core.errors import NotFound
+from mailplane.cells.routing import SHARED_ROUTE, Route, data_alias
+from mailplane.core.errors import NotFound, Unavailable
 from mailplane.tenancy.models import Organization
 
 
@@ -103,3 +104,19 @@ def data_routes() -> list[Route]:
         SHARED_ROUTE,
         *(Route(alias=cell_name_alias(name), storage_root=root) for name, root in cells),
     ]
+
+
+def exists_in_other_cells(model: type[Model], **filters: Any) -> bool:
+    """Whether a row matching `filters` exists in another cell's database than the current
+    one: names that must be unique platform-wide (a domain) are checked in every cell.
+    Not atomic across databases: two cells registering one name in the same instant can
+    both succeed (DNS verification still decides who owns it)."""
+    current = data_alias()
+    try:
+        return any(
+            model._base_manager.using(route.alias).filter(**filters).exists()
+            for route in data_routes()
+            if route.alias != current
+        )
+    except DatabaseError as exc:
+        raise Unavailable(f"a cell's database is unreachable: {type(exc).__name__}") from None

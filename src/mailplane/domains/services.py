@@ -10,6 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from mailplane.cells.routing import data_atomic
+from mailplane.cells.selectors import exists_in_other_cells
 from mailplane.core.errors import Conflict, NotFound, ValidationFailed
 from mailplane.dns import Resolver, cname_lookup, mx_lookup, resolver_from_settings, txt_lookup
 from mailplane.domains.dkim import dkim_key_generate
@@ -122,7 +123,10 @@ def domain_create(
     normalised = domain_normalise(name)
     key = dkim_key_generate()
     with data_atomic():
-        if Domain.objects.filter(name=normalised).exists():
+        # Unique platform-wide: the inbound MX of each cell routes by it.
+        if Domain.objects.filter(name=normalised).exists() or exists_in_other_cells(
+            Domain, name=normalised
+        ):
             raise Conflict(
                 f"domain {normalised} is already registered",
                 details={"name": ["already registered"]},
