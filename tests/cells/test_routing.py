@@ -17,9 +17,11 @@ from mailplane.core.errors import NotAllowed
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
 from mailplane.relays.models import RelayServer
+from mailplane.servers.models import EmailServer
 from mailplane.tenancy.models import Organization
 from tests.cells.conftest import CELL, CELL_DATABASES
 from tests.support.fixtures import verified_domain, wait_for_task
+from tests.support.servers import server_client, server_make
 
 ALIAS = cell_alias(CELL)
 
@@ -134,3 +136,24 @@ def test_assign_refuses_an_account_that_has_data_and_a_cell_not_ready(cell_url, 
     fresh = Organization.objects.exclude(pk=account.org.pk).first() or account.org
     with pytest.raises(NotAllowed, match="not ready"):
         cell_assign(organization=fresh, cell_name=CELL)
+
+
+def test_server_keys_of_a_cell_account_find_their_server_in_the_cell(
+    cell_url, account, other_account, tmp_path
+):
+    _cell(cell_url, tmp_path)
+    cell_assign(organization=account.org, cell_name=CELL)
+    with data_alias_using(ALIAS):
+        access = server_make(account, name="on-the-cell")
+    theirs = server_make(other_account, name="on-shared")
+    assert EmailServer.objects.using(ALIAS).filter(name="on-the-cell").exists()
+    assert not EmailServer.objects.using(DEFAULT_DB_ALIAS).filter(name="on-the-cell").exists()
+
+    own = access.full_client.get("/api/server/")
+    assert own.status_code == 200, own.json()
+    assert own.json()["name"] == "on-the-cell"
+    assert theirs.full_client.get("/api/server/").json()["name"] == "on-shared"
+    changed = access.full_client.patch("/api/server/", {"color": "#000000"}, format="json")
+    assert changed.status_code == 200, changed.json()
+    assert EmailServer.objects.using(ALIAS).get(name="on-the-cell").color == "#000000"
+    assert server_client("mps_" + "x" * 40).get("/api/server/").status_code == 401
