@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailplane.cli import serve
+from tests.support.fixtures import wait_for
 from tests.support.http_client import http_call
 from tests.support.live_service import free_port, live_service
 
@@ -161,7 +162,9 @@ def test_control_sockets_live_in_each_data_directory(tmp_path):
     ):
         for svc in (first, second):
             control = svc.data_dir / f"gunicorn-{svc.ports['HTTP']}.ctl"
-            assert control.is_socket(), list(svc.data_dir.iterdir())
+            # The arbiter binds its control socket after it starts serving HTTP, so the
+            # port being open does not mean the socket is there yet.
+            wait_for(control.is_socket, timeout=30, what=f"{control} to be a socket")
             assert _mode(control) == 0o600
             shown = subprocess.run(
                 [

@@ -16,13 +16,14 @@ import pytest
 
 from mailplane.sending.compose import message_compose
 from mailplane.sending.requests import send_request_parse
-from mailplane.shield.checks import builtin_symbols
+from mailplane.shield.checks import Content, builtin_symbols, symbols_of
 from mailplane.shield.rspamd import RspamdUnavailable, rspamd_check
 from mailplane.shield.rspamd_service import rspamd_command
 from mailplane.shield.services import content_check
 from tests.support.live_service import free_port, live_service
 from tests.support.servers import ServerAccess, send_body, server_make
 from tests.support.tools import require_tool
+from tests.tracking.conftest import tracked  # noqa: F401
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
@@ -104,6 +105,49 @@ def test_the_send_api_refuses_what_the_threshold_refuses(live: ServerAccess) -> 
         live.client.post("/api/email/", send_body(attachments=[exe]), format="json").status_code
         == 200
     )
+
+
+def test_a_shortener_is_seen_behind_the_tracking_rewrite(tracked: ServerAccess) -> None:  # noqa: F811
+    """The checks read the links as the sender wrote them: once rewritten for click
+    tracking, every link points at the tracking domain and a shortener would hide."""
+    tracked.account.client.patch(
+        f"/api/servers/{tracked.server.pk}/", {"content_threshold": 2.5}, format="json"
+    )
+    html = '<p>Our offer: <a href="https://bit.ly/3abc">here</a>, see you soon.</p>'
+    body = send_body(text="Our offer is at the link in the HTML part.", html=html)
+    refused = tracked.client.post("/api/email/", body, format="json")
+    assert refused.status_code == 422, refused.content
+    assert refused.json()["error"]["details"]["content"][0].startswith("URL_SHORTENER (2.5)")
+    plain = body | {"html": html.replace("bit.ly", "acme.test")}
+    assert tracked.client.post("/api/email/", plain, format="json").status_code == 200
+
+
+def test_the_send_apis_checks_agree_with_parsing_the_message() -> None:
+    """The send API hands the checks the request's own parts instead of parsing back what
+    it composed: the same symbols, part for part."""
+    exe = {"filename": "run.EXE", "content": base64.b64encode(b"MZ").decode(),
+           "content_type": "application/octet-stream"}  # fmt: skip
+    cases: list[dict[str, object]] = [
+        {"text": "Hello."},
+        {"text": None, "html": '<img src="https://acme.test/a.png">'},
+        {"text": "  ", "html": "<p>Just HTML, long enough to be read as a real letter.</p>"},
+        {"text": "go to https://TinyURL.com/x now", "html": "<a href='https://t.co/y'>y</a>"},
+        {"attachments": [exe]},
+        {"headers": {"List-Unsubscribe": "<mailto:u@acme.test>"}},
+    ]
+    for fields in cases:
+        request = send_request_parse(send_body(**fields))
+        raw = message_compose(request)
+        content = Content(
+            text=request.text or None,
+            html=request.html or None,
+            attachments=[a.filename for a in request.attachments],
+            list_unsubscribe=any(n.lower() == "list-unsubscribe" for n, _ in request.headers),
+        )
+        for broadcast in (False, True):
+            assert symbols_of(content, broadcast=broadcast) == builtin_symbols(
+                raw, broadcast=broadcast
+            ), fields
 
 
 @pytest.mark.parametrize(

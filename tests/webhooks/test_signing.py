@@ -3,11 +3,8 @@ Python package `standardwebhooks` and the npm package of the same name."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -15,10 +12,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from mailplane.webhooks import signing
 from mailplane.webhooks.runner import WebhookWorker
 from mailplane.webhooks.services import webhook_secret_rotate
-from tests.support.tools import require_tool
-from tests.webhooks.conftest import Hooked, send
-
-NODE_DIR = Path(__file__).parent / "node"
+from tests.webhooks.conftest import Hooked, node_verified, send
 
 
 def test_secrets_look_as_the_spec_says():
@@ -46,33 +40,6 @@ def _dt(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-@pytest.fixture(scope="module")
-def node_verify() -> Path:
-    require_tool("node")
-    require_tool("npm")
-    if not (NODE_DIR / "node_modules" / "standardwebhooks").exists():
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            check=True,
-            timeout=100,
-            capture_output=True,
-        )
-    return NODE_DIR / "verify.js"
-
-
-def _node(script: Path, items: list[dict[str, object]]) -> list[dict[str, object]]:
-    done = subprocess.run(
-        ["node", str(script)],
-        input=json.dumps(items),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_the_js_reference_library_verifies_what_the_receiver_got(hooked: Hooked, node_verify):
     """Real deliveries, before and during a rotation, verified as a Node receiver would."""
     send(hooked)
@@ -87,6 +54,6 @@ def test_the_js_reference_library_verifies_what_the_receiver_got(hooked: Hooked,
     # Tampered: must fail, or the check proves nothing.
     items.append({"secret": new, "body": got[1].body.decode() + " ", "headers": got[1].headers})
     items.append({"secret": new, "body": got[0].body.decode(), "headers": got[0].headers})
-    results = _node(node_verify, items)
+    results = node_verified(node_verify, items)
     assert [r["ok"] for r in results] == [True, True, True, False, False]
     assert results[0]["type"] == "queued"

@@ -79,7 +79,7 @@ def data_alias_using(alias: str) -> contextlib.AbstractContextManager[None]:
     return route_using(Route(alias=alias, storage_root=_route.get().storage_root))
 
 
-def data_atomic() -> contextlib.AbstractContextManager[Any]:
+def data_atomic(*, savepoint: bool = True) -> contextlib.AbstractContextManager[Any]:
     """`transaction.atomic()` for a service that writes an account's data.
 
     On the shared cell this is exactly `transaction.atomic()`. On another cell it opens the
@@ -88,10 +88,10 @@ def data_atomic() -> contextlib.AbstractContextManager[Any]:
     e.g. a job's Celery task) run only once both are committed."""
     alias = data_alias()
     if alias == DEFAULT_DB_ALIAS:
-        return transaction.atomic()
+        return transaction.atomic(savepoint=savepoint)
     stack = contextlib.ExitStack()
-    stack.enter_context(transaction.atomic(using=DEFAULT_DB_ALIAS))
-    stack.enter_context(transaction.atomic(using=alias))
+    stack.enter_context(transaction.atomic(using=DEFAULT_DB_ALIAS, savepoint=savepoint))
+    stack.enter_context(transaction.atomic(using=alias, savepoint=savepoint))
     return stack
 
 

@@ -7,7 +7,7 @@ batch is one commit and the caller's 2xx follows it: acknowledged means durable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -51,6 +51,7 @@ from mailplane.servers.models import (
     ServerMessage,
     StreamKind,
 )
+from mailplane.shield.checks import Content
 from mailplane.shield.services import content_check, content_refusal
 from mailplane.tracking.selectors import TrackingConfig, tracking_config_load
 from mailplane.tracking.services import TrackingPlan, tracked_messages_create, tracking_prepare
@@ -127,6 +128,9 @@ class SendContext:
     domains: dict[str, Domain | None] = field(default_factory=dict)
     identities: dict[str, Identity | SenderNotVerified] = field(default_factory=dict)
     tracking: TrackingConfig | None = None
+    # Lower-case address -> the streams it is suppressed on (None: account-wide), for
+    # every address looked up so far: a batch asks once for all its recipients.
+    suppressions: dict[str, set[int | None]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, server: EmailServer) -> SendContext:
@@ -210,17 +214,32 @@ def sender_identity_check(ctx: SendContext, address: str) -> Identity:
     return result
 
 
+_LOOKUP_CHUNK = 500  # addresses per IN (...): well under SQLite's variable limit
+
+
+def suppressions_prefetch(ctx: SendContext, recipients: Iterable[str]) -> None:
+    """Read the suppression entries of every address not looked up yet, in few queries."""
+    missing = {a.lower() for a in recipients} - ctx.suppressions.keys()
+    for address in missing:
+        ctx.suppressions[address] = set()
+    ordered = sorted(missing)
+    for start in range(0, len(ordered), _LOOKUP_CHUNK):
+        rows = Suppression.objects.filter(
+            organization_id=ctx.server.organization_id,
+            address__in=ordered[start : start + _LOOKUP_CHUNK],
+        ).values_list("address", "stream_id")
+        for address, stream_id in rows:
+            ctx.suppressions[address].add(stream_id)
+
+
 def _suppressed(
     ctx: SendContext, stream: MessageStream, recipients: Sequence[str]
 ) -> frozenset[str]:
     """Recipients on the stream's list or the account-wide one (queue/transitions.py)."""
-    addresses = [a.lower() for a in recipients]
+    suppressions_prefetch(ctx, recipients)
+    listed = ctx.suppressions
     return frozenset(
-        Suppression.objects.filter(
-            organization_id=ctx.server.organization_id, address__in=addresses
-        )
-        .filter(Q(stream__isnull=True) | Q(stream=stream))
-        .values_list("address", flat=True)
+        a for a in (r.lower() for r in recipients) if None in listed[a] or stream.pk in listed[a]
     )
 
 
@@ -255,6 +274,7 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         stream, recipients=request.recipients, header_names=[name for name, _ in request.headers]
     )
     plan = None
+    original_html = request.html
     if ctx.tracking is not None and request.html:
         # Rewritten before composition, so the DKIM signature (at delivery) covers the
         # tracked links and the pixel.
@@ -290,7 +310,16 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
             f"the message is {len(raw)} bytes, over the limit of {MESSAGE_MAX_BYTES}",
             details={biggest: [f"the message is over {MESSAGE_MAX_BYTES} bytes"]},
         )
-    _content_gate(ctx, raw, request.sender.address, request.recipients, stream)
+    # The checks read the request's own parts: the destinations as written (before the
+    # tracking rewrite hid them), without parsing back what was just composed.
+    content = Content(
+        text=request.text or None,
+        html=original_html or None,
+        attachments=[a.filename for a in request.attachments],
+        list_unsubscribe=unsubscribe is not None
+        or any(name.lower() == "list-unsubscribe" for name, _ in request.headers),
+    )
+    _content_gate(ctx, raw, request.sender.address, request.recipients, stream, content)
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
     return Prepared(
@@ -310,12 +339,21 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
 
 
 def _content_gate(
-    ctx: SendContext, raw: bytes, sender: str, recipients: Sequence[str], stream: MessageStream
+    ctx: SendContext,
+    raw: bytes,
+    sender: str,
+    recipients: Sequence[str],
+    stream: MessageStream,
+    content: Content | None = None,
 ) -> None:
     """The server's content filter (shield/), for API and SMTP messages alike."""
     if ctx.server.content_filter == ContentFilter.REJECT:
         verdict = content_check(
-            raw, sender=sender, recipients=recipients, broadcast=stream.kind == StreamKind.BROADCAST
+            raw,
+            sender=sender,
+            recipients=recipients,
+            broadcast=stream.kind == StreamKind.BROADCAST,
+            content=content,
         )
         if verdict.refuses(ctx.server.content_threshold):
             raise content_refusal(verdict)
@@ -428,7 +466,9 @@ def messages_send(
         )
         for p in prepared
     ]
-    with data_atomic():
+    # No savepoint: all or nothing, and nothing here catches a failure to go on with
+    # the rest (a savepoint is two more round trips per send on PostgreSQL).
+    with data_atomic(savepoint=False):
         messages = message_enqueue_many(requests)
         links = ServerMessage.objects.bulk_create(
             ServerMessage(
@@ -543,10 +583,22 @@ def messages_send_batch(
             "body", f"holds {len(items)} messages: at most {BATCH_MAX} per batch"
         )
     ctx = SendContext.load(server)
-    checked: list[Prepared | DomainError] = []
+    parsed: list[SendRequest | DomainError] = []
     for item in items:
         try:
-            checked.append(message_prepare(ctx=ctx, request=send_request_parse(item)))
+            parsed.append(send_request_parse(item))
+        except DomainError as exc:
+            parsed.append(exc)
+    suppressions_prefetch(
+        ctx, (a for r in parsed if isinstance(r, SendRequest) for a in r.recipients)
+    )
+    checked: list[Prepared | DomainError] = []
+    for request in parsed:
+        if isinstance(request, DomainError):
+            checked.append(request)
+            continue
+        try:
+            checked.append(message_prepare(ctx=ctx, request=request))
         except DomainError as exc:
             checked.append(exc)
     accepted = [p for p in checked if isinstance(p, Prepared)]

@@ -290,7 +290,7 @@ def server_key_authenticate(*, secret: str) -> ServerKey | None:
     if not secret.startswith(KEY_PREFIX):
         return None  # not a server key: no query
     key = (
-        ServerKey.objects.select_related("server", "server__organization")
+        ServerKey.objects.select_related("server", "server__organization__owner")
         .filter(
             key_digest=crypto.digest(secret),
             revoked_at=None,

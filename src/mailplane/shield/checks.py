@@ -63,10 +63,31 @@ def _parts(message: EmailMessage) -> tuple[str | None, str | None, list[str]]:
     return text, html, attachments
 
 
-def builtin_symbols(raw: bytes, *, broadcast: bool) -> list[Symbol]:
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What the checks read of a message: its first text and HTML parts (decoded), its
+    attachments' names, and whether it carries List-Unsubscribe."""
+
+    text: str | None
+    html: str | None
+    attachments: list[str]
+    list_unsubscribe: bool
+
+
+def content_of(raw: bytes) -> Content:
+    """Parsed from the message's bytes (SMTP submission: the client wrote them)."""
     message = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(message, EmailMessage)
     text, html, attachments = _parts(message)
+    return Content(text, html, attachments, "List-Unsubscribe" in message)
+
+
+def builtin_symbols(raw: bytes, *, broadcast: bool) -> list[Symbol]:
+    return symbols_of(content_of(raw), broadcast=broadcast)
+
+
+def symbols_of(content: Content, *, broadcast: bool) -> list[Symbol]:
+    text, html, attachments = content.text, content.html, content.attachments
     found: list[Symbol] = []
     if html is not None and not (text or "").strip():
         found.append(Symbol("NO_TEXT_PART", 1.0, "HTML without a plain-text alternative"))
@@ -87,6 +108,6 @@ def builtin_symbols(raw: bytes, *, broadcast: bool) -> list[Symbol]:
             Symbol("DANGEROUS_ATTACHMENT", 10.0, f"attachment types mail providers refuse: "
                    f"{', '.join(dangerous)}")
         )  # fmt: skip
-    if broadcast and "List-Unsubscribe" not in message:
+    if broadcast and not content.list_unsubscribe:
         found.append(Symbol("BROADCAST_NO_UNSUBSCRIBE", 5.0, "bulk mail without List-Unsubscribe"))
     return found
