@@ -19,6 +19,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "mailplane.queue.tasks.message_logs_prune",
         "schedule": 3600.0,
     },
+    # Received messages (inbound/retention.py) after the same retention as the logs.
+    "inbound-messages-prune": {
+        "task": "mailplane.inbound.tasks.inbound_messages_prune",
+        "schedule": 3600.0,
+    },
     "pools-warmup-advance": {
         "task": "mailplane.pools.tasks.warmup_advance_daily",
         "schedule": 3600.0,

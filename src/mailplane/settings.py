@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "mailplane.reputation",
     "mailplane.analytics",
     "mailplane.tracking",
+    "mailplane.inbound",
 ]
 
 MIDDLEWARE = [
@@ -247,6 +248,14 @@ MAILPLANE: dict[str, Any] = {
     "MX_HOST": os.environ.get("MAILPLANE_MX_HOST", ""),
     # What tracking domains are CNAMEs to (tracking/); empty = track.<PLATFORM_DOMAIN>.
     "TRACKING_HOST": os.environ.get("MAILPLANE_TRACKING_HOST", ""),
+    # Servers' generated inbound addresses are <token>@INBOUND_HOST (inbound/); empty =
+    # inbound.<PLATFORM_DOMAIN>. Its MX record names the MX host, as inbound domains' do.
+    "INBOUND_HOST": os.environ.get("MAILPLANE_INBOUND_HOST", ""),
+    # Attachments' decoded bytes an inbound webhook payload carries at most (base64 in the
+    # JSON); past it `content` is null and the raw message has them.
+    "INBOUND_ATTACHMENTS_MAX_BYTES": config.env_int(
+        "MAILPLANE_INBOUND_ATTACHMENTS_MAX_BYTES", 10 * 1024 * 1024
+    ),
     # "host:port" of the resolver for domain checks and MX lookups; empty = system resolver.
     "DNS_RESOLVER": os.environ.get("MAILPLANE_DNS_RESOLVER", ""),
     # Domains under .test/.example/.invalid/.localhost verified without DNS (embedded only).

@@ -19,6 +19,8 @@ from mailplane.analytics.models import BounceDomainCount
 from mailplane.api import urls as api_urls
 from mailplane.dnsproviders.models import DomainDnsPublication
 from mailplane.dnsproviders.services import dns_provider_create
+from mailplane.inbound.models import InboundMessage, ServerInbound
+from mailplane.inbound.services import InboundRoute, inbound_accept, server_inbound_update
 from mailplane.jobs.models import Job
 from mailplane.jobs.services import job_run
 from mailplane.mailboxes.models import Mailbox
@@ -52,6 +54,7 @@ from mailplane.servers.models import (
     ServerMessage,
 )
 from mailplane.servers.services import bounce_rule_create, email_server_create, server_key_create
+from mailplane.smtp.authres import AuthOutcome
 from mailplane.tenancy.models import ApiKey
 from mailplane.tracking.models import ServerTracking
 from mailplane.tracking.services import server_tracking_update
@@ -170,7 +173,16 @@ def victim(account):
         latency_ms=3,
         response_excerpt="victim-receiver-secret",
     )
+    server_inbound_update(server=server, domain="reply.victim.test")
+    [inbound] = inbound_accept(
+        routes=[InboundRoute(server.pk, account.org.pk, "ceo@reply.victim.test")],
+        raw=b"From: ceo@victim.test\r\nSubject: Victim secret subject\r\n\r\nhi\r\n",
+        mail_from="ceo@victim.test",
+        outcome=AuthOutcome(),
+        authserv_id="mx.test",
+    )
     return {
+        "inbound": inbound,
         "identity": identity,
         "suppression": Suppression.objects.get(stream__server=server),
         "webhook": webhook,
@@ -340,6 +352,14 @@ WALK = {
         ),
     ],
     "server-tracking-verify": [("post", "/api/servers/{server}/tracking/verify/", None)],
+    "server-inbound": [
+        ("get", "/api/servers/{server}/inbound/", None),
+        ("patch", "/api/servers/{server}/inbound/", {"domain": "in.evil.test"}),
+    ],
+    "server-inbound-verify": [("post", "/api/servers/{server}/inbound/verify/", None)],
+    "server-inbound-message-list": [("get", "/api/servers/{server}/inbound/messages/", None)],
+    "inbound-message-detail": [("get", "/api/inbound-messages/{inbound}/", None)],
+    "inbound-message-raw": [("get", "/api/inbound-messages/{inbound}/raw/", None)],
     # No key: the token is the right (tests/tracking/test_tracking_hits.py). The victim's
     # ids in its place name nothing.
     "tracking-open": [("get", "/o/{sent}", None), ("get", "/o/{message}", None)],
@@ -434,6 +454,13 @@ SERVER_KEY_WALK = {
         ("get", "/api/server/stats/?tag=secret", None),
     ],
     "server-self-stats-latency": [("get", "/api/server/stats/latency/", None)],
+    "server-self-inbound-message-list": [("get", "/api/server/inbound-messages/", None)],
+    "server-self-inbound-message-detail": [
+        ("get", "/api/server/inbound-messages/{inbound}/", None)
+    ],
+    "server-self-inbound-message-raw": [
+        ("get", "/api/server/inbound-messages/{inbound}/raw/", None)
+    ],
     "server-self-stats-bounce-domains": [("get", "/api/server/stats/bounce-domains/", None)],
     "server-self": [
         ("get", "/api/server/", None),
@@ -531,6 +558,11 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
         (server.pk, "victim-rule-secret")
     ]
     assert OutboundMessage.objects.filter(pk=victim["sent"].pk).exists()
+    inbound = ServerInbound.objects.get(server=server)
+    assert (inbound.domain, InboundMessage.objects.filter(server=server).count()) == (
+        "reply.victim.test",
+        1,
+    )
     tracking = ServerTracking.objects.get(server=server)
     assert (tracking.domain, tracking.track_opens) == ("track.victim.test", True)
     identity = SenderIdentity.objects.get(pk=victim["identity"].pk)
@@ -580,7 +612,12 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
             assert secret not in text, (path, secret, text)
         if route == "server-self":
             assert reply.json()["id"] == own.pk
-        if route in ("server-message-list", "server-self-webhook-list", "server-suppression-list"):
+        if route in (
+            "server-message-list",
+            "server-self-webhook-list",
+            "server-suppression-list",
+            "server-self-inbound-message-list",
+        ):
             assert reply.json()["count"] == 0
         if route == "server-self-stats":
             assert reply.json()["totals"]["sent"] == 0  # the victim's two are not its own

@@ -146,7 +146,7 @@ def test_lists_are_described_as_pages():
         for p, m, op in _operations()
         if m == "get" and p.endswith(("s/", "/mailbox/")) and p not in singles
     ]
-    assert len(lists) == 20, [p for p, _ in lists]
+    assert len(lists) == 22, [p for p, _ in lists]
     for path, op in lists:
         names = {p["name"] for p in op.get("parameters", [])}
         assert {"limit", "offset"} <= names, path

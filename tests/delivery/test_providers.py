@@ -10,7 +10,9 @@ import pytest
 
 from mailplane.delivery.worker import DeliveryWorker
 from mailplane.queue.models import DeliveryEvent, QueuedRecipient
+from mailplane.queue.services import message_enqueue
 from mailplane.relays.models import RelayServer
+from tests.delivery.conftest import raw_message
 
 
 def relay(sender, provider, configuration, credentials=None):
@@ -45,6 +47,31 @@ def test_mailgun_raw_mime_send(sender, fake_mailgun):
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: pub)
     event = DeliveryEvent.objects.get(recipient=row, type="delivered")
     assert event.remote_host == "127.0.0.1"
+
+
+def test_sendgrid_passes_a_malformed_message_id_on_as_written(sender, fake_sendgrid):
+    """The header registry raises on `Message-ID: <` (IndexError): the payload used to
+    fail to build, and the message never left."""
+    sg = relay(
+        sender, "sendgrid", {"base_url": fake_sendgrid.base_url}, {"api_key": fake_sendgrid.api_key}
+    )
+    raw = raw_message(sender=sender.alice.address, to="carol@dest.test").replace(
+        b"Message-ID: <Hello@acme.test>", b"Message-ID: <\r\nX-Note: =?utf-8?q?caf=C3=A9?="
+    )
+    message = message_enqueue(
+        organization=sender.account.org,
+        mail_from=sender.alice.address,
+        recipients=["carol@dest.test"],
+        raw=raw,
+        mailbox=sender.alice,
+        relay_server=sg,
+    )
+    DeliveryWorker(rng=lambda: 0.5).run_once()
+    row = QueuedRecipient.objects.get(message=message)
+    assert row.status == "delivered", row.last_reply
+    [request] = fake_sendgrid.requests
+    assert request.json["headers"]["Message-ID"] == "<"
+    assert request.json["headers"]["X-Note"] == "café"  # still decoded where it parses
 
 
 @pytest.mark.parametrize(

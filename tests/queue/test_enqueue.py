@@ -1,8 +1,19 @@
+from email.parser import BytesHeaderParser
+from email.policy import SMTP
+
 import pytest
 from django.db import DatabaseError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mailplane.message.headers import header_section
 from mailplane.queue.models import DeliveryEvent, MessageBody, OutboundMessage, QueuedRecipient
-from mailplane.queue.services import EnqueueRequest, message_enqueue, message_enqueue_many
+from mailplane.queue.services import (
+    EnqueueRequest,
+    _headers,
+    message_enqueue,
+    message_enqueue_many,
+)
 from tests.queue.dbfail import POISON_DOMAIN, recipients_refused_by_database
 from tests.support.fixtures import verified_domain
 
@@ -88,3 +99,35 @@ def test_enqueue_many_is_all_or_nothing_when_the_database_refuses_a_row(account)
     # The same batch without the refused recipient goes through afterwards.
     requests[1] = _request(account, "bad", ["b@two.test"])
     assert len(message_enqueue_many(requests)) == 3
+
+
+def _subject_by_the_registry(raw: bytes) -> str:
+    """What _headers' fast path must equal: the SMTP policy's parse, always."""
+    parsed = BytesHeaderParser(policy=SMTP).parsebytes(header_section(raw), headersonly=True)
+    return str(parsed.get("Subject", ""))[:998]
+
+
+# Pieces that matter to a header value: folds, encoded-word markers, non-ASCII, blanks.
+_PIECES = [*" \t=?abcQB_é\u2603\x7f<>@.", "\r\n ", "\r\n\t", "=?utf-8?q?", "?=", "<x@y>"]
+_VALUE = st.lists(st.sampled_from(_PIECES), max_size=20).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(subject=_VALUE, message_id=_VALUE, missing=st.sampled_from(["", "Subject", "Message-ID"]))
+def test_the_fast_subject_read_equals_the_registrys(subject, message_id, missing):
+    fields = [("Subject", subject), ("Message-ID", message_id)]
+    head = "".join(f"{n}: {v}\r\n" for n, v in fields if n != missing)
+    raw = f"From: a@acme.test\r\n{head}\r\nbody\r\n".encode()
+    found_id, found_subject = _headers(raw)  # never raises, whatever the Message-ID
+    assert found_subject == _subject_by_the_registry(raw)
+    written = "" if missing == "Message-ID" else message_id.replace("\r\n", "").strip(" \t")
+    assert found_id == written
+
+
+def test_a_malformed_message_id_is_kept_as_written_not_a_crash():
+    raw = b"Subject: hi\r\nMessage-ID: <\r\n\r\nbody\r\n"
+    with pytest.raises(IndexError):  # what enqueueing used to do with it
+        str(BytesHeaderParser(policy=SMTP).parsebytes(raw, headersonly=True)["Message-ID"])
+    assert _headers(raw) == ("<", "hi")
+    long = f"Subject: {'x' * 1200}\r\nMessage-ID: <{'y' * 1200}@z>\r\n\r\n".encode()
+    assert _headers(long) == ("<" + "y" * 997, "x" * 998)

@@ -14,7 +14,7 @@ from tests.support.fixtures import verified_domain
 from tests.support.servers import send_body, server_client, server_make
 
 
-def test_a_server_is_created_with_its_two_streams(account):
+def test_a_server_is_created_with_its_three_streams(account):
     reply = account.client.post(
         "/api/servers/",
         {"name": "my-app-production", "color": "#1e90ff", "auto_suppress_complaints": False},
@@ -30,6 +30,7 @@ def test_a_server_is_created_with_its_two_streams(account):
     assert [(s["stream_id"], s["kind"]) for s in body["streams"]] == [
         ("outbound", "transactional"),
         ("broadcast", "broadcast"),
+        ("inbound", "inbound"),
     ]
     listed = account.client.get("/api/servers/").json()
     assert listed["count"] == 1 and listed["results"][0] == body
@@ -224,7 +225,7 @@ def test_deleting_a_server_removes_its_streams_keys_and_messages_and_nothing_els
     # The other server: untouched.
     assert OutboundMessage.objects.filter(pk=stays["id"]).exists()
     assert ServerMessage.objects.filter(server=kept.server).count() == 1
-    assert MessageStream.objects.filter(server=kept.server).count() == 2
+    assert MessageStream.objects.filter(server=kept.server).count() == 3
     assert kept.client.post("/api/email/", send_body(), format="json").status_code == 200
 
 

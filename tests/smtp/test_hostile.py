@@ -237,6 +237,26 @@ def test_nul_bytes_are_refused(listeners, alice, dns_server, quiet_logs, target)
     assert _stored(alice, target) == 0
 
 
+@pytest.mark.parametrize("message_id", [b"<", b"<x@", b"", b"not-an-id", b"<a@b> junk"])
+def test_a_malformed_message_id_is_queued_as_written(
+    listeners, alice, dns_server, quiet_logs, message_id
+):
+    """The header registry's msg-id parse raised on `<` (IndexError): the message was
+    refused with a 4xx, and in a group commit so were the others committed with it."""
+    client = _open(listeners, alice, "submission")
+    assert client.code(f"MAIL FROM:<{alice.address}>".encode()).startswith(b"250")
+    assert client.code(b"RCPT TO:<carol@far.test>").startswith(b"250")
+    assert client.code(b"DATA").startswith(b"354")
+    client.send(
+        f"From: <{alice.address}>\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n".encode()
+        + b"Message-ID: " + message_id + b"\r\n\r\nHello.\r\n.\r\n"
+    )  # fmt: skip
+    assert client.reply()[-1].startswith(b"250 2.0.0")
+    client.close()
+    [stored] = OutboundMessage.objects.all()
+    assert (stored.message_id, stored.subject) == (message_id.decode(), "café")
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_bare_cr_is_refused(listeners, alice, dns_server, quiet_logs, target):
     """A bare CR would become a line end at the next hop (aiosmtplib and smtplib rewrite

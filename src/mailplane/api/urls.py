@@ -11,6 +11,7 @@ from mailplane.api import (
     domains,
     exports,
     identities,
+    inbound,
     index,
     mailboxes,
     messages,
@@ -219,6 +220,46 @@ urlpatterns = [
         "api/server/webhooks/<id:pk>/replay/",
         webhooks.ServerSelfWebhookReplayView.as_view(),
         name="server-self-webhook-replay",
+    ),
+    # Inbound streams: the address and domain (account key), the messages received and
+    # their raw bytes (account key, or the server's full key).
+    path(
+        "api/servers/<id:pk>/inbound/", inbound.ServerInboundView.as_view(), name="server-inbound"
+    ),
+    path(
+        "api/servers/<id:pk>/inbound/verify/",
+        inbound.ServerInboundVerifyView.as_view(),
+        name="server-inbound-verify",
+    ),
+    path(
+        "api/servers/<id:pk>/inbound/messages/",
+        inbound.ServerInboundMessageListView.as_view(),
+        name="server-inbound-message-list",
+    ),
+    path(
+        "api/inbound-messages/<id:pk>/",
+        inbound.InboundMessageDetailView.as_view(),
+        name="inbound-message-detail",
+    ),
+    path(
+        "api/inbound-messages/<id:pk>/raw/",
+        inbound.InboundMessageRawView.as_view(),
+        name="inbound-message-raw",
+    ),
+    path(
+        "api/server/inbound-messages/",
+        inbound.ServerSelfInboundMessageListView.as_view(),
+        name="server-self-inbound-message-list",
+    ),
+    path(
+        "api/server/inbound-messages/<id:pk>/",
+        inbound.ServerSelfInboundMessageDetailView.as_view(),
+        name="server-self-inbound-message-detail",
+    ),
+    path(
+        "api/server/inbound-messages/<id:pk>/raw/",
+        inbound.ServerSelfInboundMessageRawView.as_view(),
+        name="server-self-inbound-message-raw",
     ),
     # Stats (analytics/): with an account key, and with the server's full key.
     path("api/servers/<id:pk>/stats/", stats.ServerStatsView.as_view(), name="server-stats"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
-from mailplane.message.headers import header_section
+from mailplane.message.headers import header_section, headers_of
 from mailplane.queue.models import MessageSource, OutboundMessage, Priority
 from mailplane.queue.transitions import NewMessage, messages_enqueue
 from mailplane.relays.models import RelayServer
@@ -23,10 +24,28 @@ from mailplane.tenancy.models import Organization
 DEFAULT_EXPIRY = timedelta(hours=72)
 
 
+# A value the SMTP policy would hand back unchanged once unfolded: printable ASCII with
+# no blank at either end and no encoded word (RFC 2047) to decode.
+_PLAIN_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
 def _headers(raw: bytes) -> tuple[str, str]:
-    """(Message-ID, Subject), decoded, each cut to RFC 5322's 998-character line limit."""
-    parsed = BytesHeaderParser(policy=SMTP).parsebytes(header_section(raw), headersonly=True)
-    return str(parsed.get("Message-ID", ""))[:998], str(parsed.get("Subject", ""))[:998]
+    """(Message-ID, Subject), each cut to RFC 5322's 998-character line limit.
+
+    The Message-ID as written, unfolded (RFC 5322 §2.2.3): the header registry's msg-id
+    parse raised on malformed ones (`<`), and rewrote others. The Subject decoded (RFC
+    2047); the registry's parse was most of enqueueing a short message, so a value with
+    nothing to decode is read with compat32 and unfolded, the same text
+    (tests/queue/test_enqueue.py), and only the rest takes the parse.
+    """
+    fields = headers_of(raw)
+    message_id = _FOLD.sub("", str(fields.get("Message-ID", ""))).strip(" \t")
+    subject = _FOLD.sub("", str(fields.get("Subject", "")))
+    if "=?" in subject or not _PLAIN_VALUE.fullmatch(subject):
+        parsed = BytesHeaderParser(policy=SMTP).parsebytes(header_section(raw), headersonly=True)
+        subject = str(parsed.get("Subject", ""))
+    return message_id[:998], subject[:998]
 
 
 @dataclass(frozen=True, slots=True)

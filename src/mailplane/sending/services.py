@@ -252,9 +252,11 @@ def _stream(ctx: SendContext, stream_id: str | None) -> MessageStream:
         return found
     stream = ctx.streams.get(stream_id)
     if stream is None:
-        known = ", ".join(sorted(ctx.streams))
+        known = ", ".join(sorted(k for k, s in ctx.streams.items() if s.kind != StreamKind.INBOUND))
         shown = stream_id if len(stream_id) <= 50 else stream_id[:50] + "…"  # SMTP: one line
         raise ValidationFailed.on("stream", f"no stream {shown!r} on this server ({known})")
+    if stream.kind == StreamKind.INBOUND:
+        raise ValidationFailed.on("stream", f"{stream_id!r} receives mail: it cannot send")
     return stream
 
 

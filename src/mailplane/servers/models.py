@@ -9,6 +9,9 @@ from mailplane.tenancy.models import Organization
 class StreamKind(models.TextChoices):
     TRANSACTIONAL = "transactional"  # one-to-one mail a user triggered (receipts, resets)
     BROADCAST = "broadcast"  # one-to-many mail (newsletters, announcements)
+    # Mail received for the server (inbound/): parsed and posted to its webhooks; it sends
+    # nothing, so no send request may name it.
+    INBOUND = "inbound"
 
 
 class ContentFilter(models.TextChoices):
@@ -76,8 +79,8 @@ class MessageStream(models.Model):
     """A channel of one server for one kind of mail (Postmark's message streams).
 
     `stream_id` is what a send request names (`"stream": "outbound"`), as Postmark's
-    `MessageStream` does; each server is created with `outbound` (transactional) and
-    `broadcast`, Postmark's default ids."""
+    `MessageStream` does; each server is created with `outbound` (transactional),
+    `broadcast` and `inbound` (received mail: inbound/), Postmark's default ids."""
 
     server = models.ForeignKey(EmailServer, on_delete=models.CASCADE, related_name="streams")
     stream_id = models.SlugField(max_length=50)

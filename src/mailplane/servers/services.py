@@ -41,7 +41,10 @@ SERVERS_ALLOWED: dict[PlanName, int | None] = {
 DEFAULT_STREAMS = (
     ("outbound", "Default Transactional Stream", StreamKind.TRANSACTIONAL),
     ("broadcast", "Default Broadcast Stream", StreamKind.BROADCAST),
+    ("inbound", "Default Inbound Stream", StreamKind.INBOUND),
 )
+# Streams a message can be sent on (and so a server's default): not the inbound one.
+SENDING_STREAMS = tuple(sid for sid, _, kind in DEFAULT_STREAMS if kind != StreamKind.INBOUND)
 KEY_PREFIX = "mps_"  # account keys are mp_…: the prefix tells a server key at a glance
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -144,9 +147,8 @@ def email_server_create(
         }
     )
     caps_clean({"hourly_cap": hourly_cap, "daily_cap": daily_cap})
-    stream_ids = [s[0] for s in DEFAULT_STREAMS]
-    if default_stream not in stream_ids:
-        raise ValidationFailed.on("default_stream", f"must be one of {', '.join(stream_ids)}")
+    if default_stream not in SENDING_STREAMS:
+        raise ValidationFailed.on("default_stream", f"must be one of {', '.join(SENDING_STREAMS)}")
     with data_atomic():
         # Lock the account row: two concurrent creates cannot both pass the count.
         Organization.objects.select_for_update().filter(pk=organization.pk).first()
@@ -195,6 +197,10 @@ def email_server_update(*, server: EmailServer, fields: dict[str, Any]) -> Email
         stream = server.streams.filter(stream_id=fields["default_stream"]).first()
         if stream is None:
             raise ValidationFailed.on("default_stream", "no such stream on this server")
+        if stream.kind == StreamKind.INBOUND:
+            raise ValidationFailed.on(
+                "default_stream", "the inbound stream receives, it cannot send"
+            )
         fields["default_stream"] = stream
     for name, value in fields.items():
         setattr(server, name, value)

@@ -32,6 +32,8 @@ from mailplane.core.errors import DomainError, NotAllowed, NotFound, SmtpStatus,
 from mailplane.delivery.bounces import bounce_match, verp_recipient_id
 from mailplane.dns import domain_ascii
 from mailplane.domains.models import Domain
+from mailplane.inbound.parse import MimeRefused, message_parse
+from mailplane.inbound.services import InboundRoute, inbound_accept, inbound_host, inbound_route
 from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.message.headers import address_domain, prepend, rfc5322_date
 from mailplane.queue.models import QueuedRecipient
@@ -110,7 +112,9 @@ def _mailbox_row(address: str) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
-def recipient_route(address: str) -> LocalRecipient | BounceRecipient | UnsubscribeRecipient:
+def recipient_route(
+    address: str,
+) -> LocalRecipient | BounceRecipient | UnsubscribeRecipient | InboundRoute:
     """Blocking: the hosted mailbox or VERP route for `address`; a refusal is a domain
     error that carries its SMTP reply."""
     address = address.strip().lower()
@@ -132,6 +136,11 @@ def recipient_route(address: str) -> LocalRecipient | BounceRecipient | Unsubscr
             # RFC 3463 §3.3: X.2.1 mailbox disabled, not accepting messages.
             raise NotAllowed("Mailbox disabled", smtp=SmtpStatus(550, "5.2.1"))
         return LocalRecipient(organization_id, address)
+    inbound = inbound_route(address)
+    if inbound is not None:
+        return inbound
+    if address_domain(address) == inbound_host():
+        raise NotFound("No such inbound address here")  # 550 5.1.1
     bounce = bounce_route(address)
     if bounce is not None:
         return bounce
@@ -257,6 +266,13 @@ class MXHandler:
                 envelope.rcpt_tos.append(route.address)
             envelope.bounces = bounces  # type: ignore[attr-defined]
             return "250 2.1.5 Recipient OK"
+        if isinstance(route, InboundRoute):
+            inbound: list[InboundRoute] = getattr(envelope, "inbound", [])
+            if route not in inbound:
+                inbound.append(route)
+                envelope.rcpt_tos.append(route.address)
+            envelope.inbound = inbound  # type: ignore[attr-defined]
+            return "250 2.1.5 Recipient OK"
         if route.address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(route.address)
         routes: list[LocalRecipient] = getattr(envelope, "routes", [])
@@ -272,7 +288,8 @@ class MXHandler:
         mail_from = envelope.mail_from or ""
         bounces: list[BounceRecipient | UnsubscribeRecipient] = getattr(envelope, "bounces", [])
         routes: list[LocalRecipient] = getattr(envelope, "routes", [])
-        if not routes:
+        inbound: list[InboundRoute] = getattr(envelope, "inbound", [])
+        if not routes and not inbound:
             # Only VERP recipients: a report for the delivery engine, not for a person.
             # DSNs come from the null sender (RFC 3464 §2) of arbitrary MTAs, so no DMARC
             # verdict applies; the HMAC tag checked at RCPT is what authenticates them.
@@ -309,14 +326,34 @@ class MXHandler:
                 ("Received", received),
             ],
         )
-        await self.committer.submit(Filing(list(routes), raw, folder))
+        parsed = None
+        if inbound:
+            try:
+                # Before anything is written: a refusal leaves no copy anywhere.
+                parsed = await blocking(message_parse, raw)
+            except MimeRefused as refused:
+                log.info("%s inbound refused: %s", session.id, refused.smtp_reply())
+                return refused.smtp_reply()
+        if routes:
+            await self.committer.submit(Filing(list(routes), raw, folder))
+        if inbound:
+            await blocking(
+                inbound_accept,
+                routes=inbound,
+                raw=raw,
+                mail_from=mail_from,
+                outcome=outcome,
+                authserv_id=self.hostname,
+                parsed=parsed,
+            )
         if bounces:
             await blocking(bounces_consume, bounces=bounces, raw=raw)
         log.info(
-            "%s delivered from=%s rcpts=%d size=%d spf=%s dmarc=%s folder=%s",
+            "%s delivered from=%s rcpts=%d inbound=%d size=%d spf=%s dmarc=%s folder=%s",
             session.id,
             mail_from or "<>",
             len(routes),
+            len(inbound),
             len(raw),
             outcome.spf,
             outcome.dmarc,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
+from email.errors import HeaderParseError
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import getaddresses
@@ -82,6 +84,16 @@ _SENDGRID_RESERVED = {
 }
 
 
+def _header_text(message: EmailMessage, name: str, raw_value: str) -> str:
+    """A header's decoded text; as written (unfolded) where the header registry's parse
+    raises, as it does on a malformed Message-ID such as `<` (IndexError): one odd field
+    must not stop the message from going out."""
+    try:
+        return str(message.policy.header_fetch_parse(name, raw_value))
+    except (IndexError, ValueError, TypeError, HeaderParseError):
+        return re.sub(r"\r?\n(?=[ \t])", "", raw_value).strip()
+
+
 def sendgrid_payload(*, raw: bytes, rcpt_to: str) -> dict[str, Any]:
     """The v3 /mail/send JSON for one recipient, built from the parsed message."""
     message = message_from_bytes(raw, _class=EmailMessage, policy=default_policy)
@@ -119,8 +131,8 @@ def sendgrid_payload(*, raw: bytes, rcpt_to: str) -> dict[str, Any]:
     if message.get("Reply-To"):
         payload["reply_to"] = _address(str(message["Reply-To"]))
     headers = {
-        k: str(v)
-        for k, v in message.items()
+        k: _header_text(message, k, v)
+        for k, v in message.raw_items()
         if k.lower() not in _SENDGRID_RESERVED and not k.lower().startswith("content-")
     }
     if headers:
