@@ -183,6 +183,7 @@ SPECTACULAR_SETTINGS = {
         "DnsProviderStatusEnum": "mailplane.dnsproviders.models.ConnectionStatus",
         "WebhookEventTypeEnum": "mailplane.webhooks.models.WebhookEventType",
         "WebhookDeliveryStateEnum": "mailplane.webhooks.models.DeliveryState",
+        "WaitingReasonEnum": "mailplane.queue.waiting.REASONS",
     },
 }
 
@@ -307,6 +308,10 @@ MAILPLANE: dict[str, Any] = {
     ),
     "REPUTATION_PAUSE_MIN_VOLUME": config.env_int("MAILPLANE_REPUTATION_PAUSE_MIN_VOLUME", 1000),
     "REPUTATION_PAUSE_WINDOW_HOURS": config.env_int("MAILPLANE_REPUTATION_PAUSE_WINDOW_HOURS", 24),
+    # Whether an account may resume its own paused server or key through the API (POST
+    # /api/servers/{id}/resume/): yes on a self-hosted install, where the account's owner
+    # is the operator; a host of many tenants sets it false, leaving the CLI's resume.
+    "REPUTATION_ACCOUNT_RESUME": config.env_bool("MAILPLANE_REPUTATION_ACCOUNT_RESUME", True),
     # The cell this host's processes serve (monitoring labels; dedicated cells: issue 14).
     "CELL": os.environ.get("MAILPLANE_CELL", "shared").strip() or "shared",
     # Bearer token for GET /metrics. Unset: loopback clients only, and in embedded mode only

@@ -343,6 +343,18 @@ WALK = {
     ],
     "server-stats-latency": [("get", "/api/servers/{server}/stats/latency/", None)],
     "server-stats-bounce-domains": [("get", "/api/servers/{server}/stats/bounce-domains/", None)],
+    "server-queue": [
+        ("get", "/api/servers/{server}/queue/", None),
+        ("get", "/api/servers/{server}/queue/?reason=scheduled&stream=outbound", None),
+    ],
+    "server-queue-release": [("post", "/api/servers/{server}/queue/release/", {"all": True})],
+    "server-queue-retry": [("post", "/api/servers/{server}/queue/retry/", {"all": True})],
+    "server-queue-cancel": [
+        ("post", "/api/servers/{server}/queue/cancel/", {"all": True}),
+        ("post", "/api/servers/{server}/queue/cancel/", {"server_key": "{server_key}"}),
+    ],
+    "server-resume": [("post", "/api/servers/{server}/resume/", None)],
+    "server-key-resume": [("post", "/api/server-keys/{server_key}/resume/", None)],
     "server-tracking": [
         ("get", "/api/servers/{server}/tracking/", None),
         (
@@ -462,6 +474,16 @@ SERVER_KEY_WALK = {
         ("get", "/api/server/inbound-messages/{inbound}/raw/", None)
     ],
     "server-self-stats-bounce-domains": [("get", "/api/server/stats/bounce-domains/", None)],
+    "server-self-queue": [
+        ("get", "/api/server/queue/", None),
+        ("get", "/api/server/queue/?reason=scheduled", None),
+    ],
+    "server-self-queue-release": [("post", "/api/server/queue/release/", {"all": True})],
+    "server-self-queue-retry": [("post", "/api/server/queue/retry/", {"all": True})],
+    "server-self-queue-cancel": [
+        ("post", "/api/server/queue/cancel/", {"all": True}),
+        ("post", "/api/server/queue/cancel/", {"recipient_domain": "elsewhere.test"}),
+    ],
     "server-self": [
         ("get", "/api/server/", None),
         ("patch", "/api/server/", {"name": "pwned", "default_stream": "broadcast"}),
@@ -547,6 +569,8 @@ def test_intruder_sees_and_changes_nothing(victim, other_account, route):
     server = EmailServer.objects.get(pk=victim["server"].pk)
     assert (server.name, server.sandbox) == ("victim-prod-secret", False)
     assert (server.hourly_cap, server.daily_cap) == (None, None)
+    assert server.paused_reason == "victim-paused-secret"  # not resumed
+    _queue_untouched(victim)
     victim_key = ServerKey.objects.get(pk=victim["server_key"].pk)
     assert (victim_key.revoked_at, victim_key.hourly_cap, victim_key.cap_mode) == (
         None,
@@ -633,6 +657,9 @@ def test_intruder_server_key_reaches_only_its_server(victim, other_account, rout
     row = QueuedRecipient.objects.get(message=victim["scheduled"])
     assert row.status == "scheduled"  # neither cancelled nor moved
     assert not DeliveryEvent.objects.filter(message=victim["scheduled"], detail__startswith="moved")
+    if route == "server-self-queue":
+        assert reply.json()["count"] == 0
+    _queue_untouched(victim)
     _webhook_untouched(victim)
 
 
@@ -663,6 +690,19 @@ def test_unsubscribe_link_reaches_only_its_own(victim, other_account):
     # Only the victim fixture's own manual entry: nothing unsubscribed.
     assert not Suppression.objects.exclude(pk=victim["suppression"].pk).exists()
     assert not DeliveryEvent.objects.filter(type="unsubscribed").exists()
+
+
+def _queue_untouched(victim):
+    """No release, retry or cancel reached the victim's queue (queue/transitions.py)."""
+    assert not DeliveryEvent.objects.filter(
+        organization=victim["account"].org, type__in=["released", "cancelled"]
+    ).exists()
+    statuses = set(
+        QueuedRecipient.objects.filter(message__organization=victim["account"].org).values_list(
+            "status", flat=True
+        )
+    )
+    assert "cancelled" not in statuses
 
 
 def _webhook_untouched(victim):

@@ -20,6 +20,7 @@ class Received:
     body: bytes
     status: int
     at: float
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: one per connection
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Receiver:
                             body,
                             answer.status,
                             time.time(),
+                            self.client_address[:2],
                         )
                     )
                 try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,6 +28,7 @@ from mailplane.queue.models import (
     RecipientStatus,
 )
 from mailplane.queue.selectors import message_get, message_list
+from mailplane.queue.waiting import REASONS, message_waiting
 
 
 class RecipientSerializer(serializers.Serializer[Any]):
@@ -71,9 +73,44 @@ class MessageSerializer(serializers.Serializer[Any]):
     recipients = RecipientSerializer(many=True)
 
 
-class MessageDetailSerializer(MessageSerializer):
-    """The detail: the list entry plus every delivery event, oldest first."""
+# Inline, not a component: OpenAPI 3.0's `nullable` next to an `allOf` reference (what a
+# nested serializer with allow_null becomes) does not make the referenced object nullable.
+WAITING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "nullable": True,
+    "description": "Why it still waits, and until when (queue/waiting.py); null: not waiting.",
+    "properties": {
+        "reason": {"type": "string", "enum": REASONS},
+        "until": {
+            "type": "string",
+            "format": "date-time",
+            "nullable": True,
+            "description": "When it may go; null: when someone acts (release, resume).",
+        },
+        "detail": {
+            "type": "string",
+            "description": "The pause's reason, or the reply that held or deferred it.",
+        },
+    },
+    "required": ["reason", "until", "detail"],
+}
 
+
+@extend_schema_field(WAITING_SCHEMA)
+class WaitingField(serializers.JSONField):
+    """{reason, until, detail} or null."""
+
+
+class RecipientDetailSerializer(RecipientSerializer):
+    waiting = WaitingField(allow_null=True)
+
+
+class MessageDetailSerializer(MessageSerializer):
+    """The detail: the list entry plus every delivery event, oldest first, and why each
+    recipient still waits."""
+
+    recipients = RecipientDetailSerializer(many=True)
+    waiting = WaitingField(allow_null=True, help_text="The first waiting recipient's.")
     events = EventSerializer(many=True)
 
 
@@ -116,6 +153,10 @@ def message_representation(message: OutboundMessage, *, events: bool) -> dict[st
         ],
     }
     if events:
+        waiting = message_waiting(message_id=message.pk, now=timezone.now())
+        for recipient in body["recipients"]:
+            recipient["waiting"] = waiting.get(recipient["id"])
+        body["waiting"] = waiting[min(waiting)] if waiting else None
         body["events"] = [_event(e) for e in message.events.all()]
     return body
 

@@ -18,6 +18,7 @@ from mailplane.api import (
     monitoring,
     projects,
     provider_webhooks,
+    queue,
     relays,
     reputation,
     scheduling,
@@ -260,6 +261,46 @@ urlpatterns = [
         "api/server/inbound-messages/<id:pk>/raw/",
         inbound.ServerSelfInboundMessageRawView.as_view(),
         name="server-self-inbound-message-raw",
+    ),
+    # The queue of a server (queue/waiting.py): with an account key, and the server's full key.
+    path("api/servers/<id:pk>/queue/", queue.ServerQueueView.as_view(), name="server-queue"),
+    path(
+        "api/servers/<id:pk>/queue/release/",
+        queue.ServerQueueReleaseView.as_view(),
+        name="server-queue-release",
+    ),
+    path(
+        "api/servers/<id:pk>/queue/retry/",
+        queue.ServerQueueRetryView.as_view(),
+        name="server-queue-retry",
+    ),
+    path(
+        "api/servers/<id:pk>/queue/cancel/",
+        queue.ServerQueueCancelView.as_view(),
+        name="server-queue-cancel",
+    ),
+    path("api/server/queue/", queue.SelfQueueView.as_view(), name="server-self-queue"),
+    path(
+        "api/server/queue/release/",
+        queue.SelfQueueReleaseView.as_view(),
+        name="server-self-queue-release",
+    ),
+    path(
+        "api/server/queue/retry/",
+        queue.SelfQueueRetryView.as_view(),
+        name="server-self-queue-retry",
+    ),
+    path(
+        "api/server/queue/cancel/",
+        queue.SelfQueueCancelView.as_view(),
+        name="server-self-queue-cancel",
+    ),
+    # Resuming a paused server or key (reputation/pause.py), where the install allows it.
+    path("api/servers/<id:pk>/resume/", queue.ServerResumeView.as_view(), name="server-resume"),
+    path(
+        "api/server-keys/<id:pk>/resume/",
+        queue.ServerKeyResumeView.as_view(),
+        name="server-key-resume",
     ),
     # Stats (analytics/): with an account key, and with the server's full key.
     path("api/servers/<id:pk>/stats/", stats.ServerStatsView.as_view(), name="server-stats"),

@@ -16,7 +16,7 @@ def _setup_django() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mailplane.cli import admin, cells, pools, reputation, serve, status
+    from mailplane.cli import admin, cells, pools, queue, reputation, serve, status
 
     parser = argparse.ArgumentParser(prog="mailplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_commands(sub)
     pools.add_commands(sub)
     reputation.add_commands(sub)
+    queue.add_commands(sub)
     manage = sub.add_parser("manage", help="run a Django management command")
     manage.add_argument("args", nargs=argparse.REMAINDER)
     manage.set_defaults(func=_manage)

@@ -37,6 +37,7 @@ from mailplane.mailboxes.models import Mailbox, MailboxStatus
 from mailplane.pools.selectors import PoolChoice, Source, pool_choices
 from mailplane.pools.warmup import warmup_admit, warmup_bounces_record
 from mailplane.queue.models import (
+    BounceClass,
     EventType,
     MessageBody,
     OutboundMessage,
@@ -44,6 +45,7 @@ from mailplane.queue.models import (
     RecipientStatus,
     Suppression,
     SuppressionReason,
+    WaitReason,
 )
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.relays.models import RelayStatus
@@ -62,6 +64,8 @@ class Outcome:
     # Held without an attempt until then (a warm-up or volume cap, a pause), not a backoff.
     retry_at: datetime | None = None
     source: Source | None = None  # the pool address it was sent from
+    # Why it waits, when a step here held it (the queue view shows it: queue/waiting.py).
+    hold: WaitReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +190,7 @@ def defer_if_the_pool_has_no_address(row: QueuedRecipient, ctx: BatchContext) ->
     return Outcome(
         row,
         SendResult.temporary(f"451 4.3.2 IP pool {choice.pool} has no enabled address", "local"),
+        hold=WaitReason.POOL,
     )
 
 
@@ -297,7 +302,10 @@ def _within_volume_caps(
             admitted.append(job)
             continue
         reply, retry = held
-        done.append(Outcome(job.row, SendResult.temporary(reply, "local"), retry_at=retry))
+        hold = WaitReason.PAUSED if job.row.pk in admission.paused else WaitReason.CAP
+        done.append(
+            Outcome(job.row, SendResult.temporary(reply, "local"), retry_at=retry, hold=hold)
+        )
     return admitted, admission.charged
 
 
@@ -321,7 +329,14 @@ def _within_warmup_caps(
             reply = (
                 f"451 4.7.0 warm-up: IP pool {pool} is at its caps until {retry:%Y-%m-%d %H:%M} UTC"
             )
-            done.append(Outcome(job.row, SendResult.temporary(reply, "local"), retry_at=retry))
+            done.append(
+                Outcome(
+                    job.row,
+                    SendResult.temporary(reply, "local"),
+                    retry_at=retry,
+                    hold=WaitReason.WARMUP,
+                )
+            )
             continue
         if i in admission.sources:
             job.source = admission.sources[i]
@@ -374,6 +389,7 @@ def outcome_transition(
                 detail="held, not attempted",
                 attempts=row.attempts,
                 next_attempt_at=outcome.retry_at,
+                wait_reason=outcome.hold or WaitReason.RETRY,
             ),
             result,
         )
@@ -395,6 +411,11 @@ def outcome_transition(
                 result.code,
             )
     kind = _event_kind(outcome, result, expired=expired)
+    wait = ""
+    if kind is EventType.DEFERRED:
+        wait = outcome.hold or (
+            WaitReason.THROTTLED if klass == BounceClass.RATE_LIMIT else WaitReason.RETRY
+        )
     hard = kind is EventType.BOUNCED and result.status is Status.PERMANENT and suppresses(klass)
     transition = Transition(
         row=row,
@@ -407,6 +428,7 @@ def outcome_transition(
         next_attempt_at=next_attempt,
         suppress=SuppressionReason.HARD_BOUNCE if hard else None,
         bounce_class=(klass or "") if kind in (EventType.BOUNCED, EventType.DEFERRED) else "",
+        wait_reason=wait,
     )
     return transition, result
 

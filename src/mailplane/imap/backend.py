@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from mailbox import MaildirMessage
 from typing import Any
@@ -55,6 +56,7 @@ from pymap.exceptions import (
     InvalidAuth,
     MailboxConflict,
     MailboxError,
+    MailboxNotFound,
     NotAllowedError,
     NotSupportedError,
 )
@@ -66,6 +68,7 @@ from pymap.interfaces.token import TokenCredentials
 from pymap.listtree import ListEntry, ListTree
 from pymap.mailbox import MailboxSnapshot
 from pymap.mime import MessageContent
+from pymap.parsing.commands import Commands
 from pymap.parsing.response import ResponseCode, ResponseNo
 from pymap.parsing.specials import ObjectId
 from pymap.parsing.specials.flag import Flag, Wildcard
@@ -85,6 +88,8 @@ from mailplane.imap.auth import (
     mailbox_authenticate,
 )
 from mailplane.imap.auth import login_guard as default_login_guard
+from mailplane.imap.extensions import CAPABILITIES, extension_commands
+from mailplane.imap.modseq import ModSeqs, modseq_bump, modseq_lock_path, modseqs_read
 from mailplane.imap.names import (
     DELIMITER,
     MAX_LIST_PATTERN,
@@ -177,9 +182,12 @@ class MailplaneConfig(MaildirConfig):
 
     @property
     def backend_capability(self) -> BackendCapability:
-        return BackendCapability(
-            idle=True, object_id=True, multi_append=True, custom=[b"SPECIAL-USE"]
-        )
+        return BackendCapability(idle=True, object_id=True, multi_append=True, custom=CAPABILITIES)
+
+    @property
+    def commands(self) -> Commands:
+        # pymap's command registry, with the extensions' commands (imap/extensions.py).
+        return extension_commands()
 
     @property
     def greeting(self) -> bytes:
@@ -259,7 +267,8 @@ class OffLoopMessage(Message):
     much) give other connections a turn every `LOAD_YIELD_EVERY` loads.
     """
 
-    __slots__: list[str] = []
+    __slots__ = ["modseq"]  # RFC 7162 mod-sequence, set where the message is built
+    modseq: int
 
     LOAD_YIELD_EVERY = 8
     PARSE_OFF_LOOP = 64 * 1024  # bytes
@@ -451,6 +460,113 @@ class MailplaneSession(Session):
         ]
         return marked, updates
 
+    async def list_extended(
+        self,
+        ref_name: str,
+        patterns: Sequence[str],
+        *,
+        select: frozenset[bytes],
+        returns: frozenset[bytes],
+    ) -> list[ListedMailbox]:
+        """LIST in RFC 5258's extended form (selection and return options, several patterns).
+
+        Candidates are the existing folders, the subscribed names (which may no longer
+        exist: \\NonExistent, §3.1) and their superiors. With RECURSIVEMATCH a name that
+        matches a pattern but not the selection is listed with CHILDINFO when one of its
+        descendants meets the selection and is not itself listed (§3.5; as Dovecot, so
+        the client is told of children it would not otherwise see).
+        """
+        if len(ref_name) + sum(len(p) for p in patterns) > MAX_LIST_PATTERN:
+            raise ListPatternTooLong()
+        delimiter = self.mailbox_set.delimiter
+        wanted = [p for p in patterns if p]
+        if not wanted:
+            # RFC 9051 §6.3.9: an empty pattern asks for the hierarchy delimiter.
+            return [ListedMailbox("", delimiter, [b"Noselect"])]
+        tree = await self.mailbox_set.list_mailboxes()
+        entries = {entry.name: entry for entry in tree.list()}
+        subscribed: frozenset[str] = frozenset()
+        if select & {b"SUBSCRIBED"} or b"SUBSCRIBED" in returns:
+            async with Subscriptions.with_read(self.mailbox_set._path) as subs:
+                subscribed = frozenset(subs.subscribed)
+        matchers = [ListPattern(ref_name + p, delimiter) for p in wanted]
+
+        def matches(name: str) -> bool:
+            return any(m.matches(name, ignore_case=name == "INBOX") for m in matchers)
+
+        by_subscription = b"SUBSCRIBED" in select
+        special_only = b"SPECIAL-USE" in select
+
+        def meets_selection(name: str) -> bool:
+            if by_subscription:
+                return name in subscribed and (not special_only or name in SPECIAL_FOLDERS)
+            return name in entries and (not special_only or name in SPECIAL_FOLDERS)
+
+        candidates = set(entries) | subscribed
+        for name in subscribed:
+            parts = name.split(delimiter)
+            candidates.update(delimiter.join(parts[:i]) for i in range(1, len(parts)))
+        recursive = b"RECURSIVEMATCH" in select
+        listed: list[ListedMailbox] = []
+        for name in sorted(candidates, key=lambda n: (n != "INBOX", n)):
+            if not matches(name):
+                continue
+            childinfo = False
+            if not meets_selection(name):
+                if not recursive:
+                    continue
+                prefix = name + delimiter
+                childinfo = any(
+                    other.startswith(prefix) and meets_selection(other) and not matches(other)
+                    for other in candidates
+                )
+                if not childinfo:
+                    continue
+            entry = entries.get(name)
+            attrs: list[bytes] = []
+            if entry is None:
+                attrs.append(b"NonExistent")  # implies \\Noselect (RFC 5258 §3.4)
+            elif not entry.exists:
+                attrs.append(b"Noselect")
+            if b"CHILDREN" in returns and entry is not None:
+                attrs.append(b"HasChildren" if entry.has_children else b"HasNoChildren")
+            if name in subscribed and (by_subscription or b"SUBSCRIBED" in returns):
+                attrs.append(b"Subscribed")
+            if name in SPECIAL_FOLDERS:
+                attrs.append(SPECIAL_FOLDERS[name].lstrip("\\").encode())
+            listed.append(
+                ListedMailbox(
+                    name,
+                    delimiter,
+                    attrs,
+                    childinfo=(b"SUBSCRIBED",) if childinfo else (),
+                    selectable=entry is not None and entry.exists,
+                )
+            )
+        return listed
+
+    def selected_modseqs(self, selected: SelectedMailbox) -> ModSeqs:
+        """The selected folder's mod-sequences as stored now (RFC 7162)."""
+        mbx = self.mailbox_set._cache.get(selected.lookup)
+        if isinstance(mbx, WatchedMailboxData):
+            return mbx.modseqs
+        return ModSeqs()
+
+    def selected_uids(self, selected: SelectedMailbox) -> tuple[int, int]:
+        """The selected folder's (UIDVALIDITY, UIDNEXT) as of its last reset."""
+        mbx = self.mailbox_set._cache.get(selected.lookup)
+        if isinstance(mbx, WatchedMailboxData):
+            return mbx._uid_validity, mbx._next_uid
+        return 0, 1
+
+    async def highest_modseq(self, name: str) -> int:
+        """A folder's HIGHESTMODSEQ (RFC 7162 §3.1.2.1); MailboxNotFound if it is gone."""
+        try:
+            mbx = await self.mailbox_set.get_mailbox(name)
+        except KeyError as exc:
+            raise MailboxNotFound(name) from exc
+        return mbx.modseqs.highest if isinstance(mbx, WatchedMailboxData) else 1
+
     def defined_keywords(self, selected: SelectedMailbox) -> frozenset[Flag]:
         """The keywords the selected mailbox defines now (its keyword file, re-read if changed)."""
         mbx = self.mailbox_set._cache.get(selected.lookup)
@@ -487,6 +603,17 @@ class MailplaneSession(Session):
         if batch:
             ret += await loop.run_in_executor(config.search_executor, evaluate, batch)
         return ret, await mbx.update_selected(selected)
+
+
+@dataclass(slots=True)
+class ListedMailbox:
+    """One LIST-EXTENDED answer: name, delimiter, attributes, RFC 5258 §3.5 CHILDINFO."""
+
+    name: str
+    delimiter: str | None
+    attributes: Sequence[bytes]
+    childinfo: tuple[bytes, ...] = ()
+    selectable: bool = False
 
 
 # RFC 9051 sets no limit; real clients send a handful of keys. Each costs CPU per message.
@@ -837,6 +964,7 @@ class WatchedMailboxData(MailboxData):
         # pymap's reset, with new messages numbered in arrival order: pymap numbers them
         # in directory-listing order (hash order on ext4), which gave the oldest message of
         # a folder UID 3. RFC 9051 §2.3.1.1: UIDs ascend in the order messages were added.
+        numbered: list[int] = []
         async with UidList.with_write(self._path) as uidl:
             keys = dict(infos)
             for rec in uidl.records:
@@ -852,11 +980,46 @@ class WatchedMailboxData(MailboxData):
                     "T": str(ObjectId.random_thread_id()),
                 }
                 uidl.set(Record(uidl.next_uid, fields, filename))
+                numbered.append(uidl.next_uid)
                 uidl.next_uid += 1
+        if numbered:
+            await self.modseq_bump(numbered)  # delivered by another writer: new to IMAP
         self._uid_validity = uidl.uid_validity
         self._next_uid = uidl.next_uid
         self._scanned = stamp
         return self
+
+    # -- mod-sequences (RFC 7162 CONDSTORE; storage in imap/modseq.py) ----------------------
+
+    @property
+    def modseqs(self) -> ModSeqs:
+        """This folder's mod-sequences as stored now (another session's changes included)."""
+        return modseqs_read(self._path)
+
+    async def modseq_bump(
+        self, uids: Iterable[int], *, expunged: Iterable[int] = ()
+    ) -> dict[int, int]:
+        """New mod-sequences for `uids` (changed or added) and the `expunged` UIDs."""
+        async with path_lock(modseq_lock_path(self._path)):
+            return modseq_bump(self._path, uids, expunged=expunged, live=self._uid_records().keys())
+
+    def _with_modseq(self, msg: OffLoopMessage, modseqs: ModSeqs | None = None) -> OffLoopMessage:
+        msg.modseq = (modseqs or self.modseqs).of(msg.uid)
+        return msg
+
+    async def delete(self, uids: Iterable[int]) -> None:
+        """pymap's expunge; each expunged message raises HIGHESTMODSEQ (RFC 7162 §3.1)."""
+        wanted = list(uids)
+        records, maildir = self._uid_records(), self._maildir
+        before = {
+            uid
+            for uid in wanted
+            if uid in records
+            and (not isinstance(maildir, TocMaildir) or maildir.toc_has([records[uid].key]))
+        }  # not those another session expunged already
+        await super().delete(wanted)
+        if before:
+            await self.modseq_bump((), expunged=sorted(before))
 
     def _uid_records(self) -> dict[int, Record]:
         """dovecot-uidlist's records by UID, parsed again only when the file changed."""
@@ -901,13 +1064,14 @@ class WatchedMailboxData(MailboxData):
             # directories changed since the last listing.
             await maildir.toc_sync()
         flags = self.maildir_flags
+        modseqs = self.modseqs
         for uid, rec in list(records.items()):
             try:
                 maildir_msg = maildir.get_message_metadata(rec.key)
             except (KeyError, FileNotFoundError):
                 continue
             await self._yield_sometimes()
-            yield OffLoopMessage.from_maildir(
+            msg = OffLoopMessage.from_maildir(
                 uid,
                 maildir_msg,
                 maildir,
@@ -916,6 +1080,7 @@ class WatchedMailboxData(MailboxData):
                 self._get_object_id(rec, "T"),
                 flags,
             )
+            yield self._with_modseq(msg, modseqs)
 
     async def get(self, uid: int, cached_msg: Any) -> Message:
         # pymap's, with `OffLoopMessage` and a turn for other connections now and then.
@@ -924,7 +1089,7 @@ class WatchedMailboxData(MailboxData):
             record, maildir_msg = await self._get_maildir_msg(uid)
         except (KeyError, FileNotFoundError):
             return OffLoopMessage.copy_expunged(cached_msg)
-        return OffLoopMessage.from_maildir(
+        msg = OffLoopMessage.from_maildir(
             uid,
             maildir_msg,
             self._maildir,
@@ -933,6 +1098,7 @@ class WatchedMailboxData(MailboxData):
             self._get_object_id(record, "T"),
             self.maildir_flags,
         )
+        return self._with_modseq(msg)
 
     # Keywords (RFC 9051 §2.3.2). pymap reads dovecot-keywords once and never writes it, and
     # PERMANENTFLAGS had no "\\*": a keyword a client stored was silently dropped. Here the
@@ -1024,9 +1190,11 @@ class WatchedMailboxData(MailboxData):
             new_rec = Record(uidl.next_uid, {"E": str(email_id), "T": str(thread_id)}, filename)
             uidl.next_uid += 1
             uidl.set(new_rec)
-        return OffLoopMessage.from_maildir(
+        await self.modseq_bump([new_rec.uid])
+        msg = OffLoopMessage.from_maildir(
             new_rec.uid, maildir_msg, self._maildir, key, email_id, thread_id, self.maildir_flags
         )
+        return self._with_modseq(msg)
 
     async def update(self, uid: int, cached_msg: Any, flag_set: frozenset[Flag], mode: Any) -> Any:
         """pymap's STORE of one message, reading the current flags from the file's name.
@@ -1044,12 +1212,18 @@ class WatchedMailboxData(MailboxData):
             msg.permanent_flags = mode.apply(msg.permanent_flags, flag_set)
             return msg
         flags = self.maildir_flags
-        new_flags = mode.apply(flags.from_maildir(maildir_msg.get_flags()), flag_set)
+        old_flags = flags.from_maildir(maildir_msg.get_flags())
+        new_flags = mode.apply(old_flags, flag_set)
         maildir_msg.set_flags(flags.to_maildir(new_flags))
+        changed = False
         with contextlib.suppress(KeyError, FileNotFoundError):
             async with self.messages_lock.write_lock():
                 maildir.update_metadata(record.key, maildir_msg)
-        return OffLoopMessage.from_maildir(
+                changed = new_flags != old_flags
+        if changed:
+            # RFC 7162 §3.1: a flag change, and only a change, gets a new mod-sequence.
+            await self.modseq_bump([uid])
+        msg = OffLoopMessage.from_maildir(
             uid,
             maildir_msg,
             maildir,
@@ -1058,6 +1232,7 @@ class WatchedMailboxData(MailboxData):
             self._get_object_id(record, "T"),
             flags,
         )
+        return self._with_modseq(msg)
 
     async def snapshot(self) -> MailboxSnapshot:
         snap = await super().snapshot()
@@ -1095,6 +1270,8 @@ class WatchedMailboxData(MailboxData):
             new_rec = Record(uidl.next_uid, record.fields, dest_filename)
             uidl.next_uid += 1
             uidl.set(new_rec)
+        if isinstance(destination, WatchedMailboxData):
+            await destination.modseq_bump([new_rec.uid])
         return new_rec.uid
 
     async def move(self, uid: int, destination: MailboxData, *, recent: bool = False) -> int | None:
@@ -1113,9 +1290,13 @@ class WatchedMailboxData(MailboxData):
             record, _metadata = await self._get_maildir_msg(uid)
         except (KeyError, FileNotFoundError):
             return new_uid
+        removed = False
         async with self.messages_lock.write_lock():
             with contextlib.suppress(KeyError, FileNotFoundError):
                 self._maildir.remove(record.key)
+                removed = True
+        if removed:
+            await self.modseq_bump((), expunged=[uid])
         return new_uid
 
     # \Recent (RFC 3501 §2.3.2; RFC 9051 keeps it for IMAP4rev1 clients): a message is

@@ -28,7 +28,7 @@ import io
 import logging
 import ssl
 from asyncio import StreamReader, StreamWriter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager, closing, suppress
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,16 +37,22 @@ from proxyprotocol.reader import ProxyProtocolReader
 from proxyprotocol.sock import SocketInfo
 from pymap.backend import backends
 from pymap.context import connection_exit, socket_info
-from pymap.exceptions import ResponseError
+from pymap.exceptions import MailboxError, ResponseError
 from pymap.fetch import MessageAttributes
 from pymap.imap import IMAPConnection, IMAPServer
 from pymap.imap.state import ConnectionState
 from pymap.parsing import Params
 from pymap.parsing.command import Command
-from pymap.parsing.command.auth import SelectCommand
-from pymap.parsing.command.select import CloseCommand, FetchCommand
+from pymap.parsing.command.auth import ListCommand, SelectCommand, StatusCommand
+from pymap.parsing.command.select import (
+    CloseCommand,
+    FetchCommand,
+    SearchCommand,
+    StoreCommand,
+)
 from pymap.parsing.commands import InvalidCommand
 from pymap.parsing.exceptions import NotParseable
+from pymap.parsing.primitives import List, Number
 from pymap.parsing.response import (
     CommandResponse,
     Response,
@@ -58,8 +64,19 @@ from pymap.parsing.response import (
     UntaggedResponse,
 )
 from pymap.parsing.response.code import PermanentFlags
-from pymap.parsing.response.specials import FetchResponse, FlagsResponse
-from pymap.parsing.specials import FetchRequirement, Tag
+from pymap.parsing.response.specials import (
+    FetchResponse,
+    FlagsResponse,
+    StatusResponse,
+)
+from pymap.parsing.specials import (
+    FetchAttribute,
+    FetchRequirement,
+    FetchValue,
+    SequenceSet,
+    StatusAttribute,
+    Tag,
+)
 from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.parsing.state import ParsingInterrupt, ParsingState
 from pysasl.exception import AuthenticationError
@@ -73,8 +90,37 @@ from mailplane.imap.backend import (
     MailplaneSession,
     message_content_exists,
 )
+from mailplane.imap.condstore import (
+    MODSEQ_ATTR,
+    QresyncParams,
+    condstore_enabled,
+    condstore_install,
+    highest_modseq_response,
+    modseq_of,
+    modseq_value,
+    qresync_enabled,
+    search_uses_modseq,
+    vanished_response,
+)
 from mailplane.imap.errors import DomainErrorResponse
+from mailplane.imap.extensions import (
+    ENABLEABLE,
+    SUPPORTED_CHARSETS,
+    CharsetRefused,
+    EnableCommand,
+    ExtendedListCommand,
+    ExtendedListResponse,
+    SortCommand,
+    ThreadCommand,
+)
 from mailplane.imap.protocol import protocol_install
+from mailplane.imap.sorting import (
+    SortItem,
+    ordered_subject_threads,
+    references_threads,
+    sort_items,
+    thread_text,
+)
 from mailplane.storage.maildir import UnsafeFolderPath
 
 log = logging.getLogger("mailplane.imap")
@@ -85,6 +131,7 @@ backends.add("mailplane", MailplaneBackend)
 # pymap's modified UTF-7 decoder loops forever on an unterminated "&" shift; the parser gets
 # ours, with the other protocol corrections (see `mailplane.imap.protocol`).
 protocol_install()
+condstore_install()  # after protocol_install: it wraps the SEARCH criteria factory
 
 # Before login only LOGIN/AUTHENTICATE arguments can arrive as literals: a few KB at most.
 PRE_AUTH_LITERAL_MAX = 4096
@@ -98,6 +145,8 @@ TLS_SHUTDOWN_TIMEOUT = 1.0
 # Deepest parenthesis nesting accepted in a command line. Real clients nest SEARCH keys a
 # few levels; pymap's parser and search evaluation recurse once (or more) per level.
 MAX_NESTING = 32
+_FLAGS_ATTR = FetchAttribute(b"FLAGS")
+_UID_ATTR = FetchAttribute(b"UID")
 # Untagged responses written per batch of a long answer (see `write_response`).
 WRITE_BATCH = 64
 
@@ -154,6 +203,7 @@ class MailplaneConnectionState(ConnectionState):
         super().__init__(login, config)
         self.implicit_tls = implicit_tls
         self._announced: frozenset[Flag] = frozenset()  # keywords FLAGS has introduced
+        self._enabled: set[bytes] = set()  # RFC 5161 ENABLE, for this connection
         if implicit_tls:
             # RFC 8314 §3: on an implicit-TLS port the session is already protected.
             self.auth = config.tls_auth
@@ -176,11 +226,40 @@ class MailplaneConnectionState(ConnectionState):
         since its login opens no folder (a DomainError: NO [NOPERM] or NO [NONEXISTENT]),
         and, as any failed SELECT, leaves none selected (RFC 9051 §6.3.2).
         """
+        if any(name not in (b"CONDSTORE", b"QRESYNC") for name in cmd.options.options):
+            # RFC 4466 §2.1: select parameters we do not offer are an error; a BAD
+            # command changes nothing, so the selected mailbox stays selected.
+            return ResponseBad(cmd.tag, b"Unsupported SELECT parameter."), None
+        resync: QresyncParams | None = None
+        if cmd.options.has(b"QRESYNC"):
+            if not qresync_enabled.get():  # RFC 7162 §3.2.5: only after ENABLE QRESYNC
+                return ResponseBad(cmd.tag, b"QRESYNC is not enabled."), None
+            try:
+                resync = QresyncParams.parse(cmd.options.get(b"QRESYNC"))
+            except ValueError:
+                return ResponseBad(cmd.tag, b"Invalid QRESYNC parameter."), None
+        closed = []
+        if self._selected is not None and qresync_enabled.get():
+            # RFC 7162 §3.2.11: the end of the previous mailbox's responses.
+            closed.append(
+                UntaggedResponse(
+                    b"Previous mailbox closed.", ResponseCode.of(b"CLOSED"), condition=b"OK"
+                )
+            )
         self._selected = None
         check = functools.partial(mailbox_access_verify, address=self.session.owner)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(cast(MailplaneConfig, self.config).auth_executor, check)
+        if cmd.options.has(b"CONDSTORE"):
+            await self._condstore_on()  # RFC 7162 §3.1.8
         response, updates = await super().do_select(cmd)
+        response._untagged[:0] = closed
+        if condstore_enabled.get() and updates is not None:
+            # RFC 7162 §3.1.2.1: every SELECT/EXAMINE once CONDSTORE is on.
+            highest = cast(MailplaneSession, self.session).selected_modseqs(updates).highest
+            response.add_untagged(highest_modseq_response(highest))
+            if resync is not None:
+                updates = await self._resync(response, updates, resync)
         untagged = response._untagged
         flags = [u for u in untagged if isinstance(u, FlagsResponse)]
         response._untagged = flags + [u for u in untagged if not isinstance(u, FlagsResponse)]
@@ -239,13 +318,49 @@ class MailplaneConnectionState(ConnectionState):
         content of such a message leaves it out and answers NO [EXPUNGEISSUED] (RFC 5530
         §3); the expunge is announced by the next command that may (NOOP, for one).
         """
+        changed_since: int | None = None
+        want_vanished = False
+        for name, arg in cmd.options.options.items():
+            if name == b"VANISHED" and not arg.value:
+                want_vanished = True
+                continue
+            if name != b"CHANGEDSINCE" or len(arg.value) != 1:
+                return ResponseBad(cmd.tag, b"Unsupported FETCH modifier."), None
+            try:
+                changed_since = modseq_value(bytes(arg.value[0]))
+            except ValueError:
+                return ResponseBad(cmd.tag, b"Invalid CHANGEDSINCE value."), None
+        if want_vanished and not (cmd.uid and changed_since is not None and qresync_enabled.get()):
+            # RFC 7162 §3.2.6: UID FETCH only, with CHANGEDSINCE, once QRESYNC is enabled.
+            return ResponseBad(cmd.tag, b"VANISHED needs UID FETCH, CHANGEDSINCE, QRESYNC."), None
+        attributes = list(cmd.attributes)
+        first_enable: list[UntaggedResponse] = []
+        if changed_since is not None or MODSEQ_ATTR in attributes:
+            first_enable = await self._condstore_on()
+        if (
+            condstore_enabled.get()
+            and MODSEQ_ATTR not in attributes
+            and (changed_since is not None or any(a.value == b"FLAGS" for a in attributes))
+        ):
+            # RFC 7162 §3.1.4.1 (CHANGEDSINCE), §3.2: MODSEQ goes with FLAGS once enabled.
+            attributes.append(MODSEQ_ATTR)
         if not cmd.uid:
             self.selected.hide_expunged = True
-        set_seen = not self.selected.readonly and any(attr.set_seen for attr in cmd.attributes)
+        set_seen = not self.selected.readonly and any(attr.set_seen for attr in attributes)
         messages, updates = await self.session.fetch_messages(
             self.selected, cmd.sequence_set, set_seen
         )
-        requirement = FetchRequirement.reduce(attr.requirement for attr in cmd.attributes)
+        if changed_since is not None:
+            messages = [(seq, msg) for seq, msg in messages if modseq_of(msg) > changed_since]
+        if want_vanished and changed_since is not None:
+            session = cast(MailplaneSession, self.session)
+            selected = self.selected
+            asked = cmd.sequence_set.flatten(max(session.selected_uids(selected)[1] - 1, 1))
+            modseqs = session.selected_modseqs(selected)
+            gone = self._vanished_since(modseqs, changed_since, frozenset(asked), selected)
+            if gone:
+                first_enable.append(vanished_response(gone, earlier=True))
+        requirement = FetchRequirement.reduce(attr.requirement for attr in attributes)
         needs_content = not requirement.has_none(FetchRequirement.CONTENT)
         response: CommandResponse = ResponseOk(cmd.tag, cmd.command + b" completed.")
         untagged = []
@@ -259,13 +374,333 @@ class MailplaneConnectionState(ConnectionState):
                 continue
             if msg.expunged:
                 response.code = ResponseCode.of(b"EXPUNGEISSUED")
-            msg_attrs = MessageAttributes(msg, self.selected, cmd.attributes)
+            msg_attrs = MessageAttributes(msg, self.selected, attributes)
             untagged.append(FetchResponse(msg_seq, msg_attrs, writing_hook=msg_attrs.load_hook()))
-        response.add_untagged(*untagged)
+        response.add_untagged(*first_enable, *untagged)
         return response, updates
+
+    # -- CONDSTORE (RFC 7162; storage in imap/modseq.py, parsing in imap/condstore.py) -----
+
+    async def _condstore_on(self) -> list[UntaggedResponse]:
+        """Enable CONDSTORE for this connection; the HIGHESTMODSEQ its first use owes.
+
+        RFC 7162 §3.1: a CONDSTORE-enabling command given with a mailbox selected, when
+        CONDSTORE was not yet on, is answered with `* OK [HIGHESTMODSEQ n]` first.
+        """
+        if condstore_enabled.get():
+            return []
+        condstore_enabled.set(True)
+        self._enabled.add(b"CONDSTORE")
+        if self._selected is None:
+            return []
+        return [highest_modseq_response(await self._highest_modseq())]
+
+    async def _resync(self, response: CommandResponse, selected: Any, resync: QresyncParams) -> Any:
+        """SELECT (QRESYNC ...) (RFC 7162 §3.2.5): what changed since the client's state.
+
+        Nothing is sent for a UIDVALIDITY that is not the mailbox's (the client must then
+        resynchronise from scratch). Otherwise: VANISHED (EARLIER) with the UIDs expunged
+        since the client's mod-sequence, then FETCH (UID FLAGS MODSEQ) of every message
+        changed since, both limited to the client's known UIDs when it gave them. The
+        seq-match-data is accepted and not needed: expunges are remembered by UID.
+        """
+        session = cast(MailplaneSession, self.session)
+        if resync.uid_validity != session.selected_uids(selected)[0]:
+            return selected
+        modseqs = session.selected_modseqs(selected)
+        vanished = self._vanished_since(modseqs, resync.modseq, resync.known_uids, selected)
+        if vanished:
+            response.add_untagged(vanished_response(vanished, earlier=True))
+        messages, selected = await self.session.fetch_messages(
+            selected, SequenceSet.all(uid=True), False
+        )
+        attributes = [_UID_ATTR, _FLAGS_ATTR, MODSEQ_ATTR]
+        for seq, msg in messages:
+            if modseq_of(msg) <= resync.modseq:
+                continue
+            if resync.known_uids is not None and msg.uid not in resync.known_uids:
+                continue
+            response.add_untagged(FetchResponse(seq, MessageAttributes(msg, selected, attributes)))
+        return selected
+
+    def _vanished_since(
+        self, modseqs: Any, since: int, within: frozenset[int] | None, selected: Any
+    ) -> list[int]:
+        """UIDs expunged after mod-sequence `since` (RFC 7162 §3.2.5.2, §3.2.6).
+
+        Where the log no longer holds every expunge that old (`floor`), every UID below
+        UIDNEXT that no message has is reported: VANISHED (EARLIER) may name UIDs the
+        client never saw, and clients ignore those (§3.2.10).
+        """
+        if since >= modseqs.floor:
+            gone = [uid for uid, value in modseqs.expunged.items() if value > since]
+        else:
+            existing = set(selected.messages._uids)
+            next_uid = cast(MailplaneSession, self.session).selected_uids(selected)[1]
+            gone = [uid for uid in range(1, next_uid) if uid not in existing]
+        if within is not None:
+            gone = [uid for uid in gone if uid in within]
+        return sorted(gone)
+
+    async def _highest_modseq(self, name: str | None = None) -> int:
+        session = cast(MailplaneSession, self.session)
+        if name is None:
+            return session.selected_modseqs(self.selected).highest
+        return await session.highest_modseq(name)
+
+    async def do_status(self, cmd: StatusCommand) -> tuple[CommandResponse, Any]:
+        """pymap's STATUS, with HIGHESTMODSEQ (RFC 7162 §3.1.2.1) when asked."""
+        if not any(attr.value == b"HIGHESTMODSEQ" for attr in cmd.status_list):
+            return await super().do_status(cmd)
+        response, updates = await super().do_status(cmd)
+        highest = await self._highest_modseq(cmd.mailbox)
+        for untagged in response._untagged:
+            if isinstance(untagged, StatusResponse):
+                data = dict(untagged.data)
+                for attr in cmd.status_list:
+                    if attr.value == b"HIGHESTMODSEQ":
+                        data[attr] = Number(highest)
+                untagged.data = {attr: data[attr] for attr in cmd.status_list if attr in data}
+        return response, updates
+
+    async def do_store(self, cmd: StoreCommand) -> tuple[CommandResponse, Any]:
+        """pymap's STORE, with UNCHANGEDSINCE (RFC 7162 §3.1.3) and MODSEQ in its answers.
+
+        Messages whose mod-sequence is above the UNCHANGEDSINCE value are left alone and
+        listed in `OK [MODIFIED set]`. The check and the change are two steps: a change
+        another session makes between them is not detected (the window is one command).
+        With CONDSTORE on, FETCH responses carry MODSEQ; with .SILENT they are sent (as
+        MODSEQ alone) only for the messages whose mod-sequence changed.
+        """
+        unchanged_since: int | None = None
+        for name, arg in cmd.options.options.items():
+            if name != b"UNCHANGEDSINCE" or len(arg.value) != 1:
+                return ResponseBad(cmd.tag, b"Unsupported STORE modifier."), None
+            try:
+                unchanged_since = modseq_value(bytes(arg.value[0]))
+            except ValueError:
+                return ResponseBad(cmd.tag, b"Invalid UNCHANGEDSINCE value."), None
+        first_enable: list[UntaggedResponse] = []
+        if unchanged_since is not None:
+            first_enable = await self._condstore_on()
+        if not condstore_enabled.get():
+            return await super().do_store(cmd)
+        if not cmd.uid:
+            self.selected.hide_expunged = True
+        current, _ = await self.session.fetch_messages(self.selected, cmd.sequence_set, False)
+        before = {msg.uid: modseq_of(msg) for _seq, msg in current}
+        modified: list[int] = []
+        sequence_set: SequenceSet | None = cmd.sequence_set
+        if unchanged_since is not None:
+            allowed = [uid for uid, value in before.items() if value <= unchanged_since]
+            modified = [
+                msg.uid if cmd.uid else seq
+                for seq, msg in current
+                if before[msg.uid] > unchanged_since
+            ]
+            sequence_set = SequenceSet.build(allowed, True) if allowed else None
+        if cmd.silent:
+            self.selected.silence(cmd.sequence_set, cmd.flag_set, cmd.mode)
+        messages: Iterable[tuple[int, Any]] = []
+        updates = None
+        if sequence_set is not None:
+            messages, updates = await self.session.update_flags(
+                self.selected, sequence_set, cmd.flag_set, cmd.mode
+            )
+        if modified:
+            text = b"Conditional STORE failed."
+            code = ResponseCode.of(b"MODIFIED %b" % bytes(SequenceSet.build(modified, cmd.uid)))
+            response = ResponseOk(cmd.tag, text, code)
+        else:
+            response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        response.add_untagged(*first_enable)
+        session_flags = self.selected.session_flags
+        for seq, msg in messages:
+            if msg.expunged:
+                response.code = ResponseCode.of(b"EXPUNGEISSUED")
+                continue
+            value = FetchValue.of(MODSEQ_ATTR, List([Number(modseq_of(msg))]))
+            data: list[FetchValue] = []
+            if not cmd.silent:
+                flags = List(msg.get_flags(session_flags), sort=True)
+                data.append(FetchValue.of(_FLAGS_ATTR, flags))
+            elif modseq_of(msg) == before.get(msg.uid):
+                continue  # silent, and nothing changed
+            data.append(value)
+            if cmd.uid:
+                data.append(FetchValue.of(_UID_ATTR, Number(msg.uid)))
+            response.add_untagged(FetchResponse(seq, data))
+        return response, updates
+
+    # -- extensions (parsing in imap/extensions.py) ---------------------------------------
+
+    async def do_enable(self, cmd: EnableCommand) -> tuple[CommandResponse, Any]:
+        """ENABLE (RFC 5161 §3.1): only before a mailbox is selected; unknown names ignored.
+
+        CONDSTORE is the only one that can be enabled here; `* ENABLED` lists what the
+        command enabled, so a client never assumes an extension it asked for is on.
+        """
+        if self._selected is not None:
+            return ResponseBad(cmd.tag, b"ENABLE is only valid before SELECT."), None
+        offered = set(self.capability.capabilities) & ENABLEABLE
+        enabled = [name for name in cmd.capabilities if name in offered]
+        self._enabled.update(enabled)
+        if b"QRESYNC" in enabled:
+            qresync_enabled.set(True)  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+        if b"CONDSTORE" in enabled or b"QRESYNC" in enabled:
+            await self._condstore_on()
+        response = ResponseOk(cmd.tag, b"ENABLE completed.")
+        response.add_untagged(UntaggedResponse(b" ".join([b"ENABLED", *enabled])))
+        return response, None
+
+    async def do_search(self, cmd: SearchCommand) -> tuple[CommandResponse, Any]:
+        """pymap's SEARCH; with RETURN options (RFC 4731 §3.1) one ESEARCH response instead.
+
+        MIN, MAX and ALL are left out when nothing matched; COUNT is then 0. ALL is a
+        sequence set in as few ranges as possible (RFC 4731 §3.1, `SequenceSet.build`).
+        """
+        returns = getattr(cmd, "returns", None)
+        uses_modseq = search_uses_modseq(cmd.keys)
+        first_enable = await self._condstore_on() if uses_modseq else []
+        if not cmd.uid:
+            self.selected.hide_expunged = True
+        messages, updates = await self.session.search_mailbox(self.selected, cmd.keys)
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        response.add_untagged(*first_enable)
+        found: list[int] = []
+        modseqs: dict[int, int] = {}
+        for seq, msg in messages:
+            if msg.expunged:
+                response.code = ResponseCode.of(b"EXPUNGEISSUED")
+            number = msg.uid if cmd.uid else seq
+            found.append(number)
+            modseqs[number] = modseq_of(msg)
+        if returns is None:
+            # RFC 7162 §3.1.5: with a MODSEQ key, "(MODSEQ n)" ends a non-empty answer.
+            text = b" ".join([b"SEARCH", *(b"%d" % n for n in found)])
+            if uses_modseq and found:
+                text += b" (MODSEQ %d)" % max(modseqs.values())
+            response.add_untagged(UntaggedResponse(text))
+            return response, updates
+        data: dict[bytes, bytes] = {}
+        reported: list[int] = []
+        if found:
+            if b"MIN" in returns:
+                data[b"MIN"] = b"%d" % min(found)
+                reported.append(min(found))
+            if b"MAX" in returns:
+                data[b"MAX"] = b"%d" % max(found)
+                reported.append(max(found))
+            if b"ALL" in returns:
+                data[b"ALL"] = bytes(SequenceSet.build(found, cmd.uid))
+        if b"COUNT" in returns:
+            data[b"COUNT"] = b"%d" % len(found)
+        if uses_modseq and found:
+            # RFC 7162 §3.2 (ESEARCH): the highest mod-sequence of the messages the answer
+            # reports: all of them for ALL or COUNT, else those MIN and MAX name.
+            counted = found if returns & {b"ALL", b"COUNT"} else reported
+            data[b"MODSEQ"] = b"%d" % max(modseqs[n] for n in counted)
+        # pymap's ESearchResponse leaves out the "ESEARCH" keyword itself (RFC 4731 §3.1).
+        words = [b'ESEARCH (TAG "%b")' % cmd.tag, *([b"UID"] if cmd.uid else [])]
+        words += [b"%b %b" % item for item in data.items()]
+        response.add_untagged(UntaggedResponse(b" ".join(words)))
+        return response, updates
+
+    async def _sort_items(self, cmd: SortCommand | ThreadCommand) -> tuple[list[SortItem], Any]:
+        """The messages the command's search keys match, with what SORT and THREAD read."""
+        if not cmd.uid:
+            self.selected.hide_expunged = True
+        messages, updates = await self.session.search_mailbox(self.selected, cmd.keys)
+        items = []
+        for seq, msg in messages:
+            loaded = await msg.load_content(FetchRequirement.HEADER)
+            header = bytes(loaded.get_message_headers())
+            items.append(SortItem(seq, msg.uid, msg.internal_date, loaded.get_size(), header))
+        return items, updates
+
+    async def _off_loop(self, func: Any, *args: Any) -> Any:
+        config = cast(MailplaneConfig, self.config)
+        return await asyncio.get_running_loop().run_in_executor(config.search_executor, func, *args)
+
+    async def do_sort(self, cmd: SortCommand) -> tuple[CommandResponse, Any]:
+        """SORT and UID SORT (RFC 5256 §3): one `* SORT` response, numbers in order."""
+        items, updates = await self._sort_items(cmd)
+        ordered = await self._off_loop(sort_items, items, cmd.program)
+        numbers = [b"%d" % (item.uid if cmd.uid else item.seq) for item in ordered]
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        response.add_untagged(UntaggedResponse(b" ".join([b"SORT", *numbers])))
+        return response, updates
+
+    async def do_thread(self, cmd: ThreadCommand) -> tuple[CommandResponse, Any]:
+        """THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §3, response syntax §4)."""
+        items, updates = await self._sort_items(cmd)
+        algorithm = (
+            references_threads if cmd.algorithm == b"REFERENCES" else ordered_subject_threads
+        )
+        threads = await self._off_loop(algorithm, items)
+        number = (lambda item: item.uid) if cmd.uid else (lambda item: item.seq)
+        parts = [b"(%b)" % thread_text(thread, number) for thread in threads]
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        text = b"THREAD " + b"".join(parts) if parts else b"THREAD"
+        response.add_untagged(UntaggedResponse(text))
+        return response, updates
+
+    async def do_list(self, cmd: ListCommand) -> tuple[CommandResponse, Any]:
+        """LIST; the extended forms (RFC 5258, LIST-STATUS RFC 5819) answered here.
+
+        RFC 5819 §2: the STATUS response of a listed mailbox follows its LIST response;
+        mailboxes that cannot be selected get none.
+        """
+        if not isinstance(cmd, ExtendedListCommand) or not cmd.extended:
+            return await super().do_list(cmd)
+        session = cast(MailplaneSession, self.session)
+        listed = await session.list_extended(
+            cmd.ref_name, cmd.patterns, select=cmd.select, returns=cmd.returns
+        )
+        response = ResponseOk(cmd.tag, cmd.command + b" completed.")
+        for entry in listed:
+            response.add_untagged(
+                ExtendedListResponse(entry.name, entry.delimiter, entry.attributes, entry.childinfo)
+            )
+            if cmd.status and entry.selectable:
+                status = await self._status_of(entry.name, cmd.status)
+                if status is not None:
+                    response.add_untagged(status)
+        updates = None
+        if self._selected is not None:
+            updates = await self.session.check_mailbox(self.selected)
+        return response, updates
+
+    async def _status_of(self, name: str, items: tuple[bytes, ...]) -> StatusResponse | None:
+        try:
+            mailbox, _updates = await self.session.get_mailbox(name)
+        except MailboxError:
+            return None  # deleted since the listing
+        values = {
+            b"MESSAGES": mailbox.exists,
+            b"RECENT": mailbox.recent,
+            b"UIDNEXT": mailbox.next_uid,
+            b"UIDVALIDITY": mailbox.uid_validity,
+            b"UNSEEN": mailbox.unseen,
+        }
+        if b"HIGHESTMODSEQ" in items:
+            values[b"HIGHESTMODSEQ"] = await self._highest_modseq(name)
+        if self._selected is not None and self._selected.mailbox_id == mailbox.mailbox_id:
+            values[b"RECENT"] = self._selected.session_flags.recent
+        data: dict[StatusAttribute, Any] = {
+            StatusAttribute(item): Number(values[item]) for item in items
+        }
+        return StatusResponse(name, data)
 
     async def do_command(self, cmd: Command) -> CommandResponse:
         """pymap's dispatch; what it leaves unanswered becomes a tagged NO, not a BYE."""
+        if isinstance(cmd, InvalidCommand) and isinstance(cmd.parse_exc, CharsetRefused):
+            # RFC 9051 §6.4.4, RFC 5256 §3: NO [BADCHARSET (the ones we support)].
+            return ResponseNo(
+                cmd.tag,
+                b"Unsupported charset.",
+                ResponseCode.of(b"BADCHARSET (%b)" % b" ".join(SUPPORTED_CHARSETS)),
+            )
         try:
             response = await super().do_command(cmd)
             if not isinstance(response, ResponseBye):

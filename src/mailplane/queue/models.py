@@ -61,7 +61,29 @@ class RecipientStatus(models.TextChoices):
     HELD = "held"
     # `send_at` (the send API): waits for next_attempt_at like a deferred row, untried.
     SCHEDULED = "scheduled"
-    CANCELLED = "cancelled"  # a scheduled row cancelled before it was due
+    CANCELLED = "cancelled"  # cancelled before it was sent (scheduled, or by an operator)
+
+
+class WaitReason(models.TextChoices):
+    """Why a waiting recipient is not sent yet (queue/waiting.py shows it, with until when).
+
+    Stored on the row (`QueuedRecipient.wait_reason`) where only the step that held it
+    knows why: delivery's caps, warm-up and pool checks, a rate-limit reply. The rest is
+    read from the row's state (scheduled, held, in a worker's hands) or from its server's
+    and key's pause, as they are now."""
+
+    SCHEDULED = "scheduled"  # a send time (`send_at`) ahead
+    HELD = "held"  # held by the server's content filter (MI Shield) until released
+    SENDING = "sending"  # a delivery worker holds it under a live lease
+    PAUSED = "paused"  # its server or key is paused (reputation/pause.py)
+    CAP = "cap"  # its server's or key's hourly or daily volume cap is full
+    WARMUP = "warmup"  # its IP pool's warm-up caps are full
+    POOL = "pool"  # its IP pool has no enabled address
+    THROTTLED = "throttled"  # the destination answered with a rate limit (421 4.7.28 …)
+    RETRY = "retry"  # backing off after a temporary failure
+    DUE = "due"  # due now: waits for a delivery worker
+    # Stored only: an operator released it past the cap and pause holds (queue_release).
+    RELEASED = "released"
 
 
 class Priority(models.IntegerChoices):
@@ -93,6 +115,8 @@ class QueuedRecipient(models.Model):
     claimed_by = models.CharField(max_length=100, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     last_reply = models.TextField(blank=True)
+    # What held it, where its state alone does not say (WaitReason; "" for none).
+    wait_reason = models.CharField(max_length=10, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -124,7 +148,9 @@ class EventType(models.TextChoices):
     OPENED = "opened"
     CLICKED = "clicked"
     SCHEDULED = "scheduled"  # held until a send time (`send_at`), or moved to another
-    CANCELLED = "cancelled"  # a scheduled message cancelled before it was due
+    CANCELLED = "cancelled"  # cancelled before it was sent (scheduled, or by an operator)
+    # An operator released a held recipient or had a deferred one retried now (detail: which).
+    RELEASED = "released"
 
 
 class BounceClass(models.TextChoices):
@@ -162,6 +188,11 @@ class DeliveryEvent(models.Model):
 
     class Meta:
         ordering = ["seq"]
+        indexes = [
+            # The automatic pause's aggregate (reputation/pause.py) reads a window of
+            # created_at for a few types: one range scan of this index.
+            models.Index(fields=["created_at", "type"], name="event_created_type"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} for message {self.message_id}"

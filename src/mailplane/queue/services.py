@@ -9,13 +9,22 @@ from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import SMTP
 
+from django.db.models import Q
 from django.utils import timezone
 
+from mailplane.core.errors import ValidationFailed
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
 from mailplane.message.headers import header_section, headers_of
-from mailplane.queue.models import MessageSource, OutboundMessage, Priority
-from mailplane.queue.transitions import NewMessage, messages_enqueue
+from mailplane.queue.models import MessageSource, OutboundMessage, Priority, WaitReason
+from mailplane.queue.transitions import (
+    NewMessage,
+    messages_enqueue,
+    queue_cancel,
+    queue_release,
+    queue_retry,
+)
+from mailplane.queue.waiting import REASONS, QueueFilter, server_queue
 from mailplane.relays.models import RelayServer
 from mailplane.tenancy.models import Organization
 
@@ -127,3 +136,60 @@ def message_enqueue(
         expiry=expiry,
     )
     return message_enqueue_many([request])[0]
+
+
+# --- an operator's bulk actions on a server's queue (queue/waiting.py) -----------------
+
+# At most this many recipients per call: a bounded transaction and answer. The answer's
+# `more` says whether matching rows are left; the caller repeats the call to go on.
+BULK_MAX = 10_000
+
+# Which waiting reasons each action applies to (queue/transitions.py says what it does).
+ACTION_REASONS: dict[str, tuple[str, ...]] = {
+    # What holds a message until someone acts or a window opens that the account set.
+    "release": (WaitReason.HELD, WaitReason.PAUSED, WaitReason.CAP),
+    # What waits on a backoff or on a receiver's or pool's limit: try again now.
+    "retry": (WaitReason.RETRY, WaitReason.THROTTLED, WaitReason.POOL, WaitReason.WARMUP),
+    # Anything not in a worker's hands.
+    "cancel": tuple(r for r in REASONS if r != WaitReason.SENDING),
+}
+_ACTIONS = {"release": queue_release, "retry": queue_retry, "cancel": queue_cancel}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueActionResult:
+    action: str
+    changed: int  # rows the action moved
+    skipped: int  # matched, but moved on before the action took them (sent, claimed)
+    more: bool  # more rows match than BULK_MAX: call again
+
+
+def queue_action(
+    *,
+    action: str,
+    server_id: int | None,
+    where: QueueFilter,
+    now: datetime,
+    actor: str,
+    limit: int = BULK_MAX,
+) -> QueueActionResult:
+    """Release, retry or cancel the waiting recipients of a server (None: of every server)
+    that match `where` and the action's reasons, at most `limit` of them, in claim order.
+
+    A `reason` the action does not apply to is a ValidationFailed naming `reason`, rather
+    than a silent zero: `release` of backed-off mail is `retry`."""
+    if action not in _ACTIONS:
+        raise ValidationFailed.on("action", f"one of {', '.join(_ACTIONS)}")
+    reasons = ACTION_REASONS[action]
+    if where.reason is not None and where.reason not in reasons:
+        raise ValidationFailed.on(
+            "reason", f"{action} applies to waiting reasons {', '.join(reasons)}"
+        )
+    rows = server_queue(server_id=server_id, where=where, now=now).filter(
+        Q(waiting_reason__in=reasons)  # (Q: an annotation the type checker cannot see)
+    )
+    ids = list(rows.values_list("pk", flat=True)[: limit + 1])
+    more = len(ids) > limit
+    ids = ids[:limit]
+    changed = _ACTIONS[action](ids=ids, now=now, actor=actor)
+    return QueueActionResult(action, changed, len(ids) - changed, more)

@@ -13,6 +13,11 @@ Transitions:
                                                               then scheduled, two events)
     reschedule       scheduled (not yet due)  → scheduled     scheduled_move
     cancel           scheduled (not yet due)  → cancelled     scheduled_move
+    operator release held/queued/deferred     → queued, due now, past cap and pause holds
+                                                              queue_release
+    operator retry   deferred                 → deferred, due now            queue_retry
+    operator cancel  queued/deferred/scheduled/held → cancelled              queue_cancel
+                     (the three skip rows a delivery worker holds: it records them)
     record outcome   queued/deferred          → delivered, deferred, bounced, failed,
                                                 suppressed    transitions_apply(claimed_by=…)
     late outcome     delivered/queued/deferred → bounced, failed, delivered
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connections, router
+from django.db.models import Q
 
 from mailplane.cells.routing import data_atomic
 from mailplane.queue.models import (
@@ -54,6 +60,7 @@ from mailplane.queue.models import (
     RecipientStatus,
     Suppression,
     SuppressionReason,
+    WaitReason,
 )
 
 log = logging.getLogger("mailplane.queue")
@@ -182,6 +189,7 @@ class Transition:
     next_attempt_at: datetime | None = None  # None: unchanged
     suppress: SuppressionReason | None = None  # the address is suppressed for this reason
     bounce_class: str = ""  # deferrals and bounces: delivery/bounce_classes.py
+    wait_reason: str = ""  # why the row waits, where its state alone does not say
 
 
 def _owned(ids: list[int], worker_id: str) -> set[int]:
@@ -285,8 +293,8 @@ def transitions_apply(
     deliveries) share one UPDATE: a query per row was most of the database thread's time.
     """
     applied: list[Transition] = []
-    # (status, attempts, next attempt, reply) -> row ids
-    updates: dict[tuple[str, int | None, datetime | None, str], list[int]] = defaultdict(list)
+    # (status, attempts, next attempt, reply, wait reason) -> row ids
+    updates: dict[tuple[str, int | None, datetime | None, str, str], list[int]] = defaultdict(list)
     events: list[DeliveryEvent] = []
     suppressions: list[Suppression] = []
     with data_atomic():
@@ -301,7 +309,13 @@ def transitions_apply(
                 continue
             applied.append(t)
             if t.status is not None:
-                key = (t.status, t.attempts, t.next_attempt_at, t.reply[:_REPLY_MAX])
+                key = (
+                    t.status,
+                    t.attempts,
+                    t.next_attempt_at,
+                    t.reply[:_REPLY_MAX],
+                    t.wait_reason,
+                )
                 updates[key].append(row.pk)
                 row.status = t.status
             events.append(
@@ -328,10 +342,11 @@ def transitions_apply(
                         stream_id=scope.stream_id,
                     )
                 )
-        for (status, attempts, next_attempt, reply), ids in updates.items():
+        for (status, attempts, next_attempt, reply, wait), ids in updates.items():
             fields: dict[str, object] = {
                 "status": status,
                 "last_reply": reply,
+                "wait_reason": wait,
                 "claimed_by": "",
                 "claimed_until": None,
                 "updated_at": now,
@@ -394,6 +409,113 @@ def scheduled_move(
             ]
         )
     return len(rows)
+
+
+# --- an operator's bulk actions on waiting rows (queue/waiting.py picks them) ----------
+
+WAITING = (
+    RecipientStatus.QUEUED,
+    RecipientStatus.DEFERRED,
+    RecipientStatus.SCHEDULED,
+    RecipientStatus.HELD,
+)
+
+
+def _free_rows(ids: Sequence[int], statuses: Sequence[str], now: datetime) -> list[QueuedRecipient]:
+    """Those of `ids` still in one of `statuses` and in no worker's hands, locked until the
+    transaction ends (PostgreSQL; SQLite has one writer). A row under a live lease is
+    being sent: its worker records the outcome, and an action here would race it (the
+    claim's SKIP LOCKED passes over the rows locked here, so none is claimed meanwhile)."""
+    rows: list[QueuedRecipient] = []
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), _CHUNK):
+        rows += list(
+            QueuedRecipient.objects.select_for_update()
+            .filter(pk__in=ordered[i : i + _CHUNK], status__in=statuses)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+            .select_related("message")
+            .order_by("pk")
+        )
+    return rows
+
+
+def _bulk(
+    ids: Sequence[int],
+    *,
+    statuses: Sequence[str],
+    fields: dict[str, object],
+    event: EventType,
+    detail: str,
+    now: datetime,
+) -> int:
+    with data_atomic():
+        rows = _free_rows(ids, statuses, now)
+        if not rows:
+            return 0
+        pks = [row.pk for row in rows]
+        for i in range(0, len(pks), _CHUNK):
+            QueuedRecipient.objects.filter(pk__in=pks[i : i + _CHUNK]).update(
+                **fields, claimed_by="", claimed_until=None, updated_at=now
+            )
+        _events_append(
+            [
+                DeliveryEvent(
+                    organization_id=row.message.organization_id,
+                    message_id=row.message_id,
+                    recipient_id=row.pk,
+                    type=event,
+                    detail=detail,
+                )
+                for row in rows
+            ]
+        )
+    return len(rows)
+
+
+def queue_release(*, ids: Sequence[int], now: datetime, actor: str) -> int:
+    """An operator's release: held rows (content filter, volume cap, pause) are due now,
+    and the next delivery sends them past the cap and pause holds once (wait reason
+    `released`, reputation/caps.py). Warm-up caps still hold: they protect the address's
+    standing with the receivers, which an operator's say-so does not change. Returns how
+    many moved; a `released` event each."""
+    return _bulk(
+        ids,
+        statuses=(RecipientStatus.HELD, RecipientStatus.QUEUED, RecipientStatus.DEFERRED),
+        fields={
+            "status": RecipientStatus.QUEUED,
+            "next_attempt_at": now,
+            "wait_reason": WaitReason.RELEASED,
+        },
+        event=EventType.RELEASED,
+        detail=f"released by {actor}"[:200],
+        now=now,
+    )
+
+
+def queue_retry(*, ids: Sequence[int], now: datetime, actor: str) -> int:
+    """An operator's "retry now": deferred rows' next attempt is now (their backoff and
+    expiry unchanged). A `released` event each, detail `retry now by …`."""
+    return _bulk(
+        ids,
+        statuses=(RecipientStatus.DEFERRED,),
+        fields={"next_attempt_at": now},
+        event=EventType.RELEASED,
+        detail=f"retry now by {actor}"[:200],
+        now=now,
+    )
+
+
+def queue_cancel(*, ids: Sequence[int], now: datetime, actor: str) -> int:
+    """An operator's cancel: waiting rows become `cancelled`, never sent, with a
+    `cancelled` event each (webhooks forward it)."""
+    return _bulk(
+        ids,
+        statuses=WAITING,
+        fields={"status": RecipientStatus.CANCELLED, "wait_reason": ""},
+        event=EventType.CANCELLED,
+        detail=f"cancelled by {actor}"[:200],
+        now=now,
+    )
 
 
 def unsubscribe_record(

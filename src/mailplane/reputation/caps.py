@@ -16,6 +16,10 @@ warm-up's caps). A recipient is counted once, when it enters the window:
 
 A paused server or key (pause.py) has its queued mail held here too, rechecked every
 PAUSE_RECHECK, so that mail queued before the pause does not leave meanwhile.
+
+A recipient an operator released (queue/transitions.py `queue_release`, wait reason
+`released`) passes both holds once: Postal's release of a held message sends it whatever
+held it. It is still counted, so the mail after it waits for the room it took.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from django.db.models import Q
 from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import DomainError, LimitReached
 from mailplane.core.windows import Allowance, hour_of, window_add, window_counts
-from mailplane.queue.models import QueuedRecipient
+from mailplane.queue.models import QueuedRecipient, WaitReason
 from mailplane.reputation.errors import OverCap
 from mailplane.reputation.models import CapUsage
 from mailplane.servers.models import CapMode, EmailServer, Reputation, ServerKey
@@ -148,6 +152,7 @@ class CapAdmission:
 
     held: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     charged: dict[int, list[str]] = field(default_factory=dict)
+    paused: set[int] = field(default_factory=set)  # those of `held` held by a pause
 
 
 def caps_admit(
@@ -188,16 +193,18 @@ def caps_admit(
             server = servers[servers_of[row.message_id]]
             key_id = keys_of[row.message_id]
             key = keys.get(key_id) if key_id is not None else None
+            released = row.wait_reason == WaitReason.RELEASED
             paused = next((o for o in (key, server) if o is not None and o.paused_at), None)
-            if paused is not None:
+            if paused is not None and not released:
                 reply = f"451 4.7.1 {_name(paused)} is paused: {paused.paused_reason}"
                 admission.held[row.pk] = (reply, now + PAUSE_RECHECK)
+                admission.paused.add(row.pk)
                 continue
             if key is not None and key.cap_mode == CapMode.REFUSE:
                 continue  # counted when the API accepted it
             owners: list[Reputation] = [o for o in (server, key) if _capped(o)]
             over = [o for o in owners if not allowances[scope_of(o)].fits()]
-            if over:
+            if over and not released:
                 retry = max(allowances[scope_of(o)].reopens_at(now) for o in over)
                 names = ", ".join(_name(o) for o in over)
                 reply = f"451 4.7.0 volume cap: {names} at its cap until {retry:%Y-%m-%d %H:%M} UTC"

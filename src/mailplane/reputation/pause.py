@@ -15,7 +15,13 @@ Rates come from the queue's events (one aggregate over the window, by the index 
 DeliveryEvent.created_at, joined to ServerMessage for the server and key): hard bounces
 (`bounced` with class `hard`) over recipients attempted (`delivered` + `bounced`),
 complaints over recipients delivered. A resumed owner is judged only on what happened
-after its resume, or it would be paused again at once by the same events.
+after its resume, or it would be paused again at once by the same events. The window is
+read through the index on (created_at, type) of DeliveryEvent.
+
+Resume: the operator's CLI (`mailplane server resume`), or the account itself through the
+API (`POST /api/servers/{id}/resume/`, `/api/server-keys/{id}/resume/`) where the install
+allows it (REPUTATION_ACCOUNT_RESUME, default on: a self-hosted install's account owner
+is its operator).
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ from django.conf import settings
 from django.db.models import Count, F, Q
 
 from mailplane.cells.routing import data_atomic
-from mailplane.core.errors import NotFound
+from mailplane.core.errors import NotAllowed, NotFound
 from mailplane.queue.models import BounceClass, DeliveryEvent, EventType
 from mailplane.reputation.errors import SendingPaused
 from mailplane.reputation.models import NoticeKind, ReputationNotice
 from mailplane.servers.models import EmailServer, Reputation, ServerKey
+from mailplane.tenancy.models import Organization
 
 DEFAULT_BOUNCE_RATE = 0.10
 DEFAULT_COMPLAINT_RATE = 0.003
@@ -195,18 +202,45 @@ def owner_resume(*, owner: Reputation, now: datetime) -> bool:
     return bool(changed)
 
 
-def server_resume(*, server_id: int, now: datetime) -> EmailServer:
-    server = EmailServer.objects.filter(pk=server_id).first()
+def _account_resume_check(organization: Organization | None) -> None:
+    """An account resumes its own only where the install allows it (settings
+    REPUTATION_ACCOUNT_RESUME); the operator (organization None: the CLI) always may."""
+    if organization is not None and not settings.MAILPLANE.get("REPUTATION_ACCOUNT_RESUME", True):
+        raise NotAllowed(
+            "this install leaves resuming a paused server or key to its operator "
+            "(mailplane server resume)"
+        )
+
+
+def server_resume(
+    *, server_id: int, now: datetime, organization: Organization | None = None
+) -> EmailServer:
+    """Resume a server: the operator's (organization None), or an account's own server
+    (another account's is not found)."""
+    servers = EmailServer.objects.filter(pk=server_id)
+    if organization is not None:
+        servers = servers.filter(organization=organization)
+    server = servers.first()
     if server is None:
-        raise NotFound(f"no server {server_id}")
+        raise NotFound(f"no server {server_id}" if organization is None else "server not found")
+    _account_resume_check(organization)
     owner_resume(owner=server, now=now)
     return server
 
 
-def server_key_resume(*, key_id: int, now: datetime) -> ServerKey:
-    key = ServerKey.objects.select_related("server").filter(pk=key_id).first()
+def server_key_resume(
+    *, key_id: int, now: datetime, organization: Organization | None = None
+) -> ServerKey:
+    """Resume a key, as `server_resume`; a revoked key is not found to an account."""
+    keys = ServerKey.objects.select_related("server").filter(pk=key_id)
+    if organization is not None:
+        keys = keys.filter(server__organization=organization, revoked_at=None)
+    key = keys.first()
     if key is None:
-        raise NotFound(f"no server key {key_id}")
+        raise NotFound(
+            f"no server key {key_id}" if organization is None else "server key not found"
+        )
+    _account_resume_check(organization)
     owner_resume(owner=key, now=now)
     return key
 

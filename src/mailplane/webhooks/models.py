@@ -22,6 +22,8 @@ class WebhookEventType(models.TextChoices):
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
     INBOUND = "inbound"
+    # Never to be sent: a scheduled message cancelled, or queued mail an operator cancelled.
+    CANCELLED = "cancelled"
 
 
 class WebhookEndpoint(models.Model):
@@ -103,6 +105,14 @@ class WebhookDelivery(models.Model):
             # but the seq, so neither database scans the endpoint's whole history.
             models.Index(
                 fields=["message", "endpoint", "state", "event_seq"], name="webhook_message_order"
+            ),
+            # Leases (a claim's `claimed_until`, cleared when its attempt is recorded): at
+            # most every endpoint's max_concurrency rows, however long the backlog, so
+            # counting what is in flight reads these and not every pending row.
+            models.Index(
+                fields=["endpoint"],
+                name="webhook_leased",
+                condition=models.Q(state="pending", claimed_until__isnull=False),
             ),
         ]
         constraints = [

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from mailplane.cells.routing import data_atomic
 from mailplane.webhooks.config import conf, retry_schedule
@@ -63,6 +63,14 @@ def _due(now: datetime) -> Q:
     )
 
 
+def _leases(now: datetime) -> QuerySet[WebhookDelivery]:
+    """Deliveries claimed and not yet recorded: what is in flight (the `webhook_leased`
+    partial index holds just these rows, however long the backlog)."""
+    return WebhookDelivery.objects.filter(
+        state=DeliveryState.PENDING, claimed_until__isnull=False, claimed_until__gte=now
+    )
+
+
 def deliveries_claim(*, worker_id: str, now: datetime, limit: int, lease: float) -> list[Claimed]:
     earlier = WebhookDelivery.objects.filter(
         endpoint=OuterRef("endpoint"),
@@ -71,14 +79,14 @@ def deliveries_claim(*, worker_id: str, now: datetime, limit: int, lease: float)
         event_seq__lt=OuterRef("event_seq"),
     )
     until = now + timedelta(seconds=lease)
-    with data_atomic():
+    # No savepoint when inside the runner's round (runner.py _record_and_claim): an error
+    # rolls the whole round back anyway, and a savepoint is two more round trips.
+    with data_atomic(savepoint=False):
         # Endpoints at their cap are left out before choosing, so that one endpoint's
         # backlog cannot fill every claim while the others wait.
         full = [
             pk
-            for pk, n, cap in WebhookDelivery.objects.filter(
-                state=DeliveryState.PENDING, claimed_until__gte=now
-            )
+            for pk, n, cap in _leases(now)
             .values("endpoint_id")
             .annotate(n=Count("id"))
             .values_list("endpoint_id", "n", "endpoint__max_concurrency")
@@ -93,19 +101,20 @@ def deliveries_claim(*, worker_id: str, now: datetime, limit: int, lease: float)
         )
         if not candidates:
             return []
-        endpoint_ids = sorted({e for _, e in candidates})
+        # The endpoint rows, locked, serialise the claims for each endpoint across workers,
+        # so that the leases counted next are all there are. PostgreSQL: an endpoint another
+        # worker is claiming for right now is skipped (that claim fills it), not waited for.
         endpoints = {
             e.pk: e
-            for e in WebhookEndpoint.objects.select_for_update()
-            .filter(pk__in=endpoint_ids)
+            for e in WebhookEndpoint.objects.select_for_update(skip_locked=True)
+            .filter(pk__in={e for _, e in candidates}, enabled=True)
             .order_by("pk")
         }
+        if not endpoints:
+            return []
         in_flight = dict(
-            WebhookDelivery.objects.filter(
-                endpoint_id__in=endpoint_ids,
-                state=DeliveryState.PENDING,
-                claimed_until__gte=now,
-            )
+            _leases(now)
+            .filter(endpoint_id__in=endpoints)
             .values("endpoint_id")
             .annotate(n=Count("id"))
             .values_list("endpoint_id", "n")
@@ -120,6 +129,8 @@ def deliveries_claim(*, worker_id: str, now: datetime, limit: int, lease: float)
                 chosen.append(pk)
         if not chosen:
             return []
+        # `_due` again: a row another worker leased since the candidates were read is
+        # not updated (PostgreSQL re-checks the condition on the row it waited for).
         WebhookDelivery.objects.filter(_due(now), pk__in=chosen).update(
             claimed_by=worker_id, claimed_until=until
         )
@@ -163,13 +174,23 @@ def _next_delay(result: AttemptResult, attempts: int, *, now: datetime) -> float
     return delay
 
 
+_RETRY_FIELDS = [
+    "attempts",
+    "claimed_by",
+    "claimed_until",
+    "state",
+    "finished_at",
+    "next_attempt_at",
+]
+
+
 def attempts_record(results: list[AttemptResult], *, worker_id: str, now: datetime) -> None:
     """Every attempt is kept; the delivery moves only if this worker still holds it (one
     whose lease ran out lost it to another, whose record wins)."""
     if not results:
         return
     disable: dict[int, str] = {}
-    with data_atomic():
+    with data_atomic(savepoint=False):  # as deliveries_claim
         WebhookAttempt.objects.bulk_create(
             [
                 WebhookAttempt(
@@ -188,11 +209,12 @@ def attempts_record(results: list[AttemptResult], *, worker_id: str, now: dateti
             d.pk: d
             for d in WebhookDelivery.objects.filter(
                 pk__in=[r.delivery_id for r in results], claimed_by=worker_id
-            )
+            ).only("id", *_RETRY_FIELDS)  # not the body
         }
         succeeded: set[int] = set()
         failed: set[int] = set()
         delivered: list[int] = []
+        retried: list[WebhookDelivery] = []
         for r in results:
             delivery = held.get(r.delivery_id)
             if r.ok:
@@ -216,12 +238,9 @@ def attempts_record(results: list[AttemptResult], *, worker_id: str, now: dateti
                 delivery.state, delivery.finished_at = DeliveryState.FAILED, now
             else:
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
-            delivery.save(
-                update_fields=[
-                    "attempts", "claimed_by", "claimed_until", "state", "finished_at",
-                    "next_attempt_at",
-                ]
-            )  # fmt: skip
+            retried.append(delivery)
+        if retried:
+            WebhookDelivery.objects.bulk_update(retried, _RETRY_FIELDS, batch_size=500)
         if delivered:
             for pk in delivered:
                 held[pk].attempts += 1
