@@ -12,6 +12,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="organization",
             name="cell",
-            field=models.CharField(db_index=True, default="shared", max_length=40),
+            # db_default: rows written by older code (or an older model state) get it too.
+            field=models.CharField(
+                db_default="shared", db_index=True, default="shared", max_length=40
+            ),
         ),
     ]
