@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_results",
     "mailplane.tenancy",
+    "mailplane.cells",
     "mailplane.projects",
     "mailplane.relays",
     "mailplane.domains",
@@ -54,6 +55,8 @@ MIDDLEWARE = [
     # Static files (the docs' Swagger UI and Redoc from drf-spectacular-sidecar, the admin's)
     # served by the app itself in both modes: gunicorn serves none, and DEBUG is off.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Routing to an account's cell is set at authentication and undone after the response.
+    "mailplane.cells.middleware.CellRoutingMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -98,6 +101,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Each account's data to its cell's database; cell aliases are added as they are first
+# needed (cells/selectors.py cell_name_alias), from the registry in `default`.
+DATABASE_ROUTERS = ["mailplane.cells.routing.CellRouter"]
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LANGUAGE_CODE = "en-us"

@@ -10,6 +10,8 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from mailplane.api.throttling import auth_failure_limits, client_key, retry_after_seconds
+from mailplane.cells.routing import route_set
+from mailplane.cells.selectors import organization_route
 from mailplane.tenancy.models import ApiKey, Organization
 from mailplane.tenancy.services import api_key_authenticate
 
@@ -73,6 +75,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             malformed="malformed Api-Key header",
             unknown="invalid or revoked API key",
         )
+        # From here on this request reads and writes the account's data in its cell.
+        route_set(organization_route(organization=key.organization))
         return key.organization.owner, key
 
     def authenticate_header(self, request: Request) -> str:

@@ -17,8 +17,10 @@ from rest_framework import authentication, permissions
 from rest_framework.request import Request
 
 from mailplane.api.authentication import key_checked
+from mailplane.cells.routing import route_set, route_using
+from mailplane.cells.selectors import data_routes
 from mailplane.servers.models import EmailServer, ServerKey, ServerKeyKind
-from mailplane.servers.services import server_key_authenticate
+from mailplane.servers.services import KEY_PREFIX, server_key_authenticate
 
 BEARER = "Bearer"
 TOKEN_HEADER = "HTTP_X_SERVER_TOKEN"
@@ -36,7 +38,7 @@ class ServerKeyAuthentication(authentication.BaseAuthentication):
         key = key_checked(
             request,
             secret,
-            server_key_authenticate,
+            _server_key_find,
             malformed="malformed server key",
             unknown="invalid or revoked server key",
         )
@@ -44,6 +46,20 @@ class ServerKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return f'{BEARER} realm="server key"'  # a 401, not a 403, without a key
+
+
+def _server_key_find(*, secret: str) -> ServerKey | None:
+    """A server key lives with its server, in the account's cell: look in each cell's
+    database (the shared one first) and route the request to the one that has it."""
+    if not secret.startswith(KEY_PREFIX):
+        return None  # not a server key: no query
+    for route in data_routes():
+        with route_using(route):
+            key = server_key_authenticate(secret=secret)
+        if key is not None:
+            route_set(route)
+            return key
+    return None
 
 
 def server_of(request: Request) -> EmailServer:

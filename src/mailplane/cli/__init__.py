@@ -16,12 +16,13 @@ def _setup_django() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mailplane.cli import admin, pools, queue, reputation, serve, status
+    from mailplane.cli import admin, cells, pools, queue, reputation, serve, status
 
     parser = argparse.ArgumentParser(prog="mailplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve.add_commands(sub)
     admin.add_commands(sub)
+    cells.add_commands(sub)
     status.add_commands(sub)
     pools.add_commands(sub)
     reputation.add_commands(sub)

@@ -105,12 +105,16 @@ def _fail(message: str) -> int:
 
 
 def _org(slug: str) -> Any:
+    from mailplane.cells.routing import route_set
+    from mailplane.cells.selectors import organization_route
     from mailplane.core.errors import NotFound
     from mailplane.tenancy.models import Organization
 
     org = Organization.objects.filter(slug=slug).first()
     if org is None:
         raise NotFound(f"no organization {slug!r}")
+    # One command per process: the rest of it reads and writes the account's cell.
+    route_set(organization_route(organization=org))
     return org
 
 

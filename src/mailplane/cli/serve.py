@@ -200,6 +200,12 @@ def add_commands(sub: Any) -> None:
         help="delivery workers on this host (more than one needs PostgreSQL)",
     )
     serve.add_argument("--no-migrate", action="store_true")
+    serve.add_argument(
+        "--cell",
+        default="",
+        help="run this cell's data-plane services (" + ", ".join(CELL_SERVICES) + ") on its "
+        "database and storage root, read from the registry",
+    )
     serve.set_defaults(func=run_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=run_migrate)
@@ -268,17 +274,97 @@ class _Child:
         print(f"mailplane: started {self.service.name} (pid {self.process.pid})", flush=True)
 
 
+# What `serve --cell` runs: the data plane. The control plane (web, worker, beat) is one
+# for every cell; it routes each account's data to its cell (cells/routing.py).
+CELL_SERVICES = ("submission", "mx", "imap", "delivery", "webhooks", "analytics")
+
+
+def _cell_environment(name: str) -> tuple[dict[str, str], str] | str:
+    """The environment of cell `name`'s services (its DATABASE_URL, storage root, host
+    names, bind address) and its engine; or why it cannot be served."""
+    from mailplane.cells.databases import database_config
+    from mailplane.cells.models import SHARED, CellState
+    from mailplane.cells.selectors import cell_get
+    from mailplane.core.errors import DomainError
+
+    if name == SHARED:
+        return "the shared cell is `mailplane serve` without --cell"
+    try:
+        cell = cell_get(name=name)
+        engine = str(database_config(cell.database_url)["ENGINE"]).rsplit(".", 1)[-1]
+    except DomainError as exc:
+        return exc.message
+    if cell.state != CellState.READY:
+        return f"cell {name!r} is {cell.state}, not ready ({cell.progress or 'not provisioned'})"
+    env = {
+        "DATABASE_URL": cell.database_url,
+        "MAILPLANE_STORAGE_ROOT": cell.storage_root,
+        "MAILPLANE_CELL": cell.name,
+    }
+    if cell.smtp_host:
+        env["MAILPLANE_SMTP_HOST"] = cell.smtp_host
+    if cell.imap_host:
+        env["MAILPLANE_IMAP_HOST"] = cell.imap_host
+    if cell.listen_addresses:
+        # One address per listener for now (the listeners take one bind host).
+        env["MAILPLANE_SMTP_BIND"] = env["MAILPLANE_IMAP_BIND"] = str(cell.listen_addresses[0])
+    return env, engine
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from django.conf import settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or [
-        s.name for s in SERVICES.values() if s.default
-    ]
+    cell_name = getattr(args, "cell", "")
+    defaults = (
+        list(CELL_SERVICES) if cell_name else [s.name for s in SERVICES.values() if s.default]
+    )
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or defaults
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         print(f"mailplane: unknown service(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if cell_name:
+        not_cell = [n for n in names if n not in CELL_SERVICES]
+        if not_cell:
+            print(
+                f"mailplane: --cell runs data-plane services only ({', '.join(CELL_SERVICES)}); "
+                f"{', '.join(not_cell)} serve every cell: run them without --cell",
+                file=sys.stderr,
+            )
+            return 2
+        found = _cell_environment(cell_name)
+        if isinstance(found, str):
+            print(f"mailplane: {found}", file=sys.stderr)
+            return 2
+        cell_env, engine = found
+        if args.delivery_processes < 1 or (args.delivery_processes > 1 and engine == "sqlite3"):
+            print(
+                "mailplane: --delivery-processes must be 1 on SQLite (one writer) and at least 1 "
+                "on PostgreSQL",
+                file=sys.stderr,
+            )
+            return 2
+        if not args.no_migrate:
+            from mailplane.cells.selectors import cell_get
+            from mailplane.cells.services import cell_provision
+            from mailplane.core.errors import DomainError
+
+            try:  # new migrations of this version (idempotent when up to date)
+                cell_provision(cell=cell_get(name=cell_name))
+            except DomainError as exc:
+                print(f"mailplane: cell {cell_name}: {exc.message}", file=sys.stderr)
+                return 2
+        _private_state_from_settings()
+        # The children see the cell's database as `default` (nothing in smtp/, imap/ or
+        # delivery/ knows about cells); the supervisor itself keeps the registry.
+        os.environ.update(cell_env)
+        print(
+            f"mailplane: cell {cell_name}: database {engine}, "
+            f"storage root {cell_env['MAILPLANE_STORAGE_ROOT']}",
+            flush=True,
+        )
+        return _supervise(args, names, engine=engine)
     if "rspamd" in names:
         if shutil.which("rspamd") is None:
             print(
@@ -303,6 +389,12 @@ def run_serve(args: argparse.Namespace) -> int:
         run_migrate()
     else:
         _private_state_from_settings()
+    return _supervise(args, names, engine=engine)
+
+
+def _supervise(args: argparse.Namespace, names: list[str], *, engine: str) -> int:
+    from django.conf import settings
+
     from mailplane.dns.resolver import resolver_describe
 
     conf = settings.MAILPLANE
@@ -318,11 +410,14 @@ def run_serve(args: argparse.Namespace) -> int:
             f"mailplane: API on http://{args.host}:{args.port}/api/ (docs at /api/docs/)",
             flush=True,
         )
+    smtp_host = os.environ.get("MAILPLANE_SMTP_HOST", conf["SHARED_SMTP_HOST"])
+    imap_host = os.environ.get("MAILPLANE_IMAP_HOST", conf["SHARED_IMAP_HOST"])
+    bind = os.environ.get("MAILPLANE_SMTP_BIND", conf["SMTP_BIND"])
     print(
-        f"mailplane: mail clients use SMTP {conf['SHARED_SMTP_HOST']}:{conf['SMTP_PORT']} "
+        f"mailplane: mail clients use SMTP {smtp_host}:{conf['SMTP_PORT']} "
         f"(implicit TLS) or :{conf['SUBMISSION_PORT']} (STARTTLS), "
-        f"IMAP {conf['SHARED_IMAP_HOST']}:{conf['IMAP_PORT']}; "
-        f"inbound MX on {conf['SMTP_BIND']}:{conf['MX_PORT']}",
+        f"IMAP {imap_host}:{conf['IMAP_PORT']}; "
+        f"inbound MX on {bind}:{conf['MX_PORT']}",
         flush=True,
     )
     children = [

@@ -7,10 +7,10 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import Conflict, LimitReached, NotFound, ValidationFailed
 from mailplane.core.ids import id_or_none
 from mailplane.dnsproviders.errors import (
@@ -58,7 +58,7 @@ def dns_provider_create(
 ) -> DnsProviderConnection:
     """Store the credentials (encrypted); they are checked by `dns_provider_test`."""
     clean = credentials_validate(provider, credentials)
-    with transaction.atomic():
+    with data_atomic():
         Organization.objects.select_for_update().filter(pk=organization.pk).first()
         if DnsProviderConnection.objects.filter(organization=organization).count() >= (
             MAX_CONNECTIONS
@@ -146,7 +146,7 @@ def domain_dns_publish_start(
     already queued for the domain with the same options is returned instead of a second."""
     if domain.organization_id != organization.pk:
         raise NotFound("domain not found")
-    with transaction.atomic():
+    with data_atomic():
         publication = DomainDnsPublication.objects.filter(domain=domain).first()
         if connection is None:
             if publication is None:

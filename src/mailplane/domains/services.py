@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
+from mailplane.cells.selectors import exists_in_other_cells
 from mailplane.core.errors import Conflict, NotFound, ValidationFailed
 from mailplane.dns import Resolver, cname_lookup, mx_lookup, resolver_from_settings, txt_lookup
 from mailplane.domains.dkim import dkim_key_generate
@@ -121,8 +122,11 @@ def domain_create(
 ) -> Domain:
     normalised = domain_normalise(name)
     key = dkim_key_generate()
-    with transaction.atomic():
-        if Domain.objects.filter(name=normalised).exists():
+    with data_atomic():
+        # Unique platform-wide: the inbound MX of each cell routes by it.
+        if Domain.objects.filter(name=normalised).exists() or exists_in_other_cells(
+            Domain, name=normalised
+        ):
             raise Conflict(
                 f"domain {normalised} is already registered",
                 details={"name": ["already registered"]},
@@ -168,7 +172,7 @@ def domain_records_refresh(*, domain: Domain) -> list[str]:
     `pending` until checked again. Publishing them is the DNS provider's or the owner's job."""
     wanted = {record.purpose: record for record in domain_records(domain)}
     changed: list[str] = []
-    with transaction.atomic():
+    with data_atomic():
         for record in DnsRecord.objects.select_for_update().filter(domain=domain):
             new = wanted.pop(record.purpose, None)
             if new is None:
@@ -193,7 +197,7 @@ def domain_dkim_rotate(*, domain: Domain) -> Domain:
     key = dkim_key_generate()
     while key.selector == domain.dkim_selector:  # same month, same 16 random bits
         key = dkim_key_generate()
-    with transaction.atomic():
+    with data_atomic():
         domain.dkim_selector = key.selector
         domain.dkim_private_key = key.private_pem
         domain.dkim_public_key = key.public_b64
@@ -268,7 +272,7 @@ def domain_verify(*, domain: Domain, resolver: Resolver | None = None) -> Domain
     reserved name that embedded mode accepts (`reserved_accepted`) is not looked up at all.
     """
     if reserved_accepted(domain.name):
-        with transaction.atomic():
+        with data_atomic():
             locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
             if locked is None:
                 raise NotFound("domain not found")
@@ -283,7 +287,7 @@ def domain_verify(*, domain: Domain, resolver: Resolver | None = None) -> Domain
             pool.map(lambda record: dns_record_check(record=record, resolver=resolver), records)
         )
     now = timezone.now()
-    with transaction.atomic():
+    with data_atomic():
         locked = Domain.objects.select_for_update().filter(pk=domain.pk).first()
         if locked is None:
             raise NotFound("domain not found")

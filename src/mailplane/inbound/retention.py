@@ -7,8 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from django.db import transaction
-
+from mailplane.cells.routing import data_atomic
 from mailplane.inbound.models import InboundMessage
 from mailplane.tenancy.models import Organization
 
@@ -31,7 +30,7 @@ def inbound_messages_prune(*, now: datetime, batch: int = BATCH, max_batches: in
             )
             if not ids:
                 break
-            with transaction.atomic():
+            with data_atomic():
                 InboundMessage.objects.filter(pk__in=ids).delete()
             batches += 1
             deleted += len(ids)

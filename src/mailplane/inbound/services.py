@@ -22,9 +22,10 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import Conflict, ValidationFailed
 from mailplane.dns.resolver import DnsError, RecordMissing, resolver_from_settings
 from mailplane.domains.models import Domain
@@ -63,7 +64,7 @@ def server_inbound_get(*, server: EmailServer) -> ServerInbound:
     if row is not None:
         return row
     try:
-        with transaction.atomic():
+        with data_atomic():
             return ServerInbound.objects.create(server=server, token=secrets.token_hex(16))
     except IntegrityError:  # a concurrent first read made it
         return ServerInbound.objects.get(server=server)
@@ -91,7 +92,7 @@ def server_inbound_update(*, server: EmailServer, domain: str) -> ServerInbound:
     One server per domain: another's is a 409."""
     name = _domain_clean(domain)
     row = server_inbound_get(server=server)
-    with transaction.atomic():
+    with data_atomic():
         row = ServerInbound.objects.select_for_update().get(pk=row.pk)
         if name == row.domain:
             return row
@@ -255,7 +256,7 @@ def inbound_accept(
         by_server.setdefault(route.server_id, route)
     now = timezone.now()
     stored: list[InboundMessage] = []
-    with transaction.atomic():
+    with data_atomic():
         streams = {
             s.server_id: s
             for s in MessageStream.objects.filter(

@@ -11,6 +11,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from mailplane.cells.routing import route_using
+from mailplane.cells.selectors import organization_route
 from mailplane.core.errors import DomainError, NotFound
 from mailplane.jobs.models import Job, JobStatus
 from mailplane.jobs.registry import handler_for
@@ -82,6 +84,12 @@ def job_run(*, job_id: str) -> None:
     job = _claim(job_id)
     if job is None:
         return
+    # The job's account's data is in its cell: route there for the handler only.
+    with route_using(organization_route(organization=job.organization)):
+        _job_handle(job)
+
+
+def _job_handle(job: Job) -> None:
     try:
         result = handler_for(job.kind)(job)
     except DomainError as exc:

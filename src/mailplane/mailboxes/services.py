@@ -9,8 +9,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, ValidationFailed
 from mailplane.core.ids import id_parse
 from mailplane.domains.models import Domain
@@ -233,7 +234,7 @@ def mailbox_create(*, organization: Organization, spec: MailboxSpec) -> Mailbox:
     address = f"{spec.local_part}@{domain.name}"
     hashed = passwords.password_hash(spec.password)  # slow by design: outside the lock
     try:
-        with transaction.atomic():
+        with data_atomic():
             Organization.objects.select_for_update().filter(pk=organization.pk).first()
             _check_mailbox_limit(organization, pending_jobs=False)
             mailbox = Mailbox.objects.create(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from django.db import transaction
-
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import Conflict, NotFound, ValidationFailed
 from mailplane.pools.models import IpPool, PoolAddress, PoolAssignment
 from mailplane.pools.warmup import schedule_validate
@@ -82,7 +81,7 @@ def pool_assign(
         raise NotFound("server not found")
     if pool.dedicated and server_key is None:
         raise ValidationFailed.on("pool", f"{pool.name} is dedicated: assign it to one server key")
-    with transaction.atomic():
+    with data_atomic():
         Organization.objects.select_for_update().filter(pk=organization.pk).first()
         if pool.dedicated:
             others = pool.assignments.exclude(server_key=server_key)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import Sum
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.windows import Allowance, day_of, hour_of, window_add, window_counts
 from mailplane.pools.models import AddressUsage, IpPool, PoolAddress
 from mailplane.pools.selectors import PoolChoice, Source
@@ -108,7 +108,7 @@ def warmup_admit(items: Sequence[tuple[int, PoolChoice, Source]], *, now: dateti
         return admission
     hour, day = hour_of(now), day_of(now)
     addresses = {s.address for _, choice, _ in items for s in choice.sources}
-    with transaction.atomic():
+    with data_atomic():
         warming = list(
             PoolAddress.objects.select_for_update()
             .filter(address__in=addresses, warmup_day__gt=0, enabled=True)

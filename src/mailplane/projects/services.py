@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import Conflict
 from mailplane.projects.models import Project
 from mailplane.tenancy.models import Organization
@@ -18,7 +19,7 @@ def project_create(*, organization: Organization, name: str, description: str = 
     """A new project; a name the account uses already is a Conflict (409)."""
     try:
         # A savepoint: the failed INSERT must not spoil an enclosing transaction.
-        with transaction.atomic():
+        with data_atomic():
             return Project.objects.create(
                 organization=organization, name=name, description=description
             )
@@ -35,7 +36,7 @@ def project_update(
     if description is not None:
         project.description = description
     try:
-        with transaction.atomic():
+        with data_atomic():
             project.save(update_fields=["name", "description"])
     except IntegrityError as exc:
         raise _name_taken() from exc

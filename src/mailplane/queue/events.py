@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, models
 
+from mailplane.cells.routing import data_atomic
 from mailplane.queue.models import DeliveryEvent, EventSequence
 
 MAX_BATCH = 1000
@@ -53,7 +54,7 @@ def _cursor_locked(cursor_model: type[models.Model], name: str) -> Any:
     if found is not None:
         return found
     try:
-        with transaction.atomic():
+        with data_atomic():
             manager.create(name=name, seq=0)
     except IntegrityError:  # another consumer made it first
         pass
@@ -73,7 +74,7 @@ def events_consume_step(
     caught up, and then nothing is locked or written)."""
     if events_last_seq() <= cursor_position(cursor_model, name):
         return 0
-    with transaction.atomic():
+    with data_atomic():
         cursor = _cursor_locked(cursor_model, name)
         events = events_after(cursor=cursor.seq, limit=limit)
         if not events:

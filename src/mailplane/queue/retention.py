@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import Exists, OuterRef
 
+from mailplane.cells.routing import data_atomic
 from mailplane.queue.models import OutboundMessage, QueuedRecipient, RecipientStatus
 from mailplane.tenancy.models import Organization
 
@@ -47,7 +47,7 @@ def message_logs_prune(*, now: datetime, batch: int = BATCH, max_batches: int = 
             ids = _expired_ids(organization, before=before, limit=batch)
             if not ids:
                 break
-            with transaction.atomic():
+            with data_atomic():
                 # The delete cascades to bodies, recipients, events and server links.
                 OutboundMessage.objects.filter(pk__in=ids).delete()
             batches += 1

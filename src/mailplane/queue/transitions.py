@@ -45,9 +45,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connections, router
 from django.db.models import Q
 
+from mailplane.cells.routing import data_atomic
 from mailplane.queue.models import (
     DeliveryEvent,
     EventSequence,
@@ -79,7 +80,8 @@ def _sequence_take(count: int) -> int:
     last in each transaction, so the lock is held for the commit only. The row is created
     on first use (a test database flush empties the table)."""
     table = EventSequence._meta.db_table
-    with connection.cursor() as cursor:
+    # The account's cell's sequence (the send API runs in the control plane).
+    with connections[router.db_for_write(EventSequence)].cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (id, last) VALUES (1, %s) "
             f"ON CONFLICT (id) DO UPDATE SET last = {table}.last + excluded.last "
@@ -125,7 +127,7 @@ def messages_enqueue(new: Sequence[NewMessage], *, now: datetime) -> list[Outbou
     a `scheduled` event after the `queued` one."""
     if not new:
         return []
-    with transaction.atomic():
+    with data_atomic():
         # PostgreSQL and SQLite >= 3.35 return the new keys from a bulk INSERT.
         messages = OutboundMessage.objects.bulk_create([n.message for n in new])
         if any(m.pk is None for m in messages):
@@ -295,7 +297,7 @@ def transitions_apply(
     updates: dict[tuple[str, int | None, datetime | None, str, str], list[int]] = defaultdict(list)
     events: list[DeliveryEvent] = []
     suppressions: list[Suppression] = []
-    with transaction.atomic():
+    with data_atomic():
         owned = None
         if claimed_by is not None:
             owned = _owned([t.row.pk for t in transitions], claimed_by)
@@ -373,7 +375,7 @@ def scheduled_move(
     Only rows whose send time is still ahead are touched: the claim takes rows once due
     (next_attempt_at <= now), so none of these can be in a worker's hands, and a move never
     races a send. The rows are locked until the transaction ends (PostgreSQL)."""
-    with transaction.atomic():
+    with data_atomic():
         rows = list(
             QueuedRecipient.objects.select_for_update()
             .filter(
@@ -446,7 +448,7 @@ def _bulk(
     detail: str,
     now: datetime,
 ) -> int:
-    with transaction.atomic():
+    with data_atomic():
         rows = _free_rows(ids, statuses, now)
         if not rows:
             return 0
@@ -530,9 +532,9 @@ def unsubscribe_record(
 
     Idempotent: True the first time; a replay (or a concurrent duplicate, which loses
     the unique constraint) changes nothing and appends no event."""
-    with transaction.atomic():
+    with data_atomic():
         try:
-            with transaction.atomic():  # a savepoint: the duplicate's error ends here
+            with data_atomic():  # a savepoint: the duplicate's error ends here
                 Suppression.objects.create(
                     organization_id=organization_id,
                     address=address.lower(),
@@ -582,7 +584,7 @@ def engagement_record(
     one writer)."""
     if event not in (EventType.OPENED, EventType.CLICKED):
         raise ValueError(f"{event} is not an engagement event")
-    with transaction.atomic():
+    with data_atomic():
         OutboundMessage.objects.select_for_update().filter(pk=message.pk).first()
         if machine:
             kind = MACHINE + machine

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
-
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import LimitReached, ValidationFailed
 from mailplane.relays.models import RelayServer, RelayStatus
 from mailplane.relays.schemas import validate_provider_config
@@ -31,7 +30,7 @@ def relay_server_create(
 
 
 def relay_server_assign(*, server: RelayServer, organization: Organization) -> RelayServer:
-    with transaction.atomic():
+    with data_atomic():
         limit = organization.relay_servers_limit
         count = RelayServer.objects.filter(organization=organization).exclude(pk=server.pk).count()
         # The native server every account gets does not count against the plan.

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeGuard
 
-from django.db import transaction
 from django.db.models import Q
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import DomainError, LimitReached
 from mailplane.core.windows import Allowance, hour_of, window_add, window_counts
 from mailplane.queue.models import QueuedRecipient, WaitReason
@@ -117,7 +117,7 @@ def caps_reserve(
         return [None] * len(counts)
     if not (_capped(server) or _capped(server_key)):
         return [None] * len(counts)
-    with transaction.atomic():
+    with data_atomic():
         locked_server, locked_key = _locked(server, server_key)
         owners: list[Reputation] = [o for o in (locked_server, locked_key) if _capped(o)]
         allowances = _allowances(owners, now=now)
@@ -181,7 +181,7 @@ def caps_admit(
         or ServerKey.objects.filter(watched, pk__in=key_ids).exists()
     ):
         return admission
-    with transaction.atomic():
+    with data_atomic():
         locked = EmailServer.objects.select_for_update().filter(pk__in=server_ids)
         servers = {s.pk: s for s in locked.order_by("id")}
         locked_keys = ServerKey.objects.select_for_update().filter(pk__in=key_ids)

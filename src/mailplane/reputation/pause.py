@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count, F, Q
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import NotAllowed, NotFound
 from mailplane.queue.models import BounceClass, DeliveryEvent, EventType
 from mailplane.reputation.errors import SendingPaused
@@ -179,7 +179,7 @@ def _notice(owner: Reputation, kind: str, message: str, *, now: datetime) -> Non
 def owner_pause(*, owner: Reputation, reason: str, now: datetime) -> bool:
     """Pause `owner` (a server or key) and tell the account; False if it already was."""
     model = type(owner)
-    with transaction.atomic():
+    with data_atomic():
         changed = model._default_manager.filter(pk=owner.pk, paused_at__isnull=True).update(
             paused_at=now, paused_reason=reason[:300]
         )
@@ -192,7 +192,7 @@ def owner_pause(*, owner: Reputation, reason: str, now: datetime) -> bool:
 def owner_resume(*, owner: Reputation, now: datetime) -> bool:
     """An operator's resume: sends accepted again, judged afresh from now."""
     model = type(owner)
-    with transaction.atomic():
+    with data_atomic():
         changed = model._default_manager.filter(pk=owner.pk, paused_at__isnull=False).update(
             paused_at=None, paused_reason="", resumed_at=now
         )

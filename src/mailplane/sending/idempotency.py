@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import Conflict, DomainError, ValidationFailed
 from mailplane.reputation.errors import SendingPaused
 from mailplane.servers.models import EmailServer, IdempotencyKey, IdempotencyStatus
@@ -73,7 +74,7 @@ def idempotency_claim(*, server: EmailServer, key: str, digest: str) -> Answer |
     now = timezone.now()
     for _ in range(3):  # a claim lost to a concurrent request is read again
         try:
-            with transaction.atomic():
+            with data_atomic():
                 IdempotencyKey.objects.create(
                     server=server,
                     key=key,
@@ -145,7 +146,7 @@ def idempotent_answer(
     if replay is not None:
         return replay
     try:
-        with transaction.atomic():
+        with data_atomic():
             answer = run()
             body = as_stored(answer.body)
             idempotency_complete(server=server, key=key, status=answer.status, body=body)

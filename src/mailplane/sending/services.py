@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import DomainError, SmtpStatus, ValidationFailed
 from mailplane.domains.models import Domain, VerificationState
 from mailplane.message.cleanup import message_cleanup
@@ -470,7 +470,7 @@ def messages_send(
     ]
     # No savepoint: all or nothing, and nothing here catches a failure to go on with
     # the rest (a savepoint is two more round trips per send on PostgreSQL).
-    with transaction.atomic(savepoint=False):
+    with data_atomic(savepoint=False):
         messages = message_enqueue_many(requests)
         links = ServerMessage.objects.bulk_create(
             ServerMessage(
@@ -548,7 +548,7 @@ def messages_send_checked(
     reserved within its own and its server's caps in the enqueue's transaction, and
     those that do not fit come back as their refusal (OverCap: until when), in place."""
     sending_pause_check(server=server, server_key=server_key)
-    with transaction.atomic():
+    with data_atomic():
         waits = caps_reserve(
             server=server,
             server_key=server_key,

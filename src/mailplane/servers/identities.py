@@ -25,9 +25,10 @@ from email.utils import formataddr
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core import crypto
 from mailplane.core.errors import (
     Conflict,
@@ -171,7 +172,7 @@ def sender_identity_create(
     if any(c in name for c in "\r\n\0"):
         raise ValidationFailed.on("name", "must be one line")
     now = timezone.now()
-    with transaction.atomic():
+    with data_atomic():
         Organization.objects.select_for_update().filter(pk=organization.pk).first()
         if organization.sender_identities.count() >= IDENTITIES_MAX:
             raise LimitReached(
@@ -181,7 +182,7 @@ def sender_identity_create(
             )
         verified = _covering_domain(organization, address) is not None
         try:
-            with transaction.atomic():
+            with data_atomic():
                 identity = SenderIdentity.objects.create(
                     organization=organization,
                     server=server,
@@ -201,7 +202,7 @@ def sender_identity_create(
 
 def sender_identity_resend(*, organization: Organization, identity_id: int) -> IdentityMail:
     now = timezone.now()
-    with transaction.atomic():
+    with data_atomic():
         identity = (
             SenderIdentity.objects.select_for_update()
             .select_related("organization")
@@ -251,7 +252,7 @@ def sender_identity_pending(*, token: object) -> SenderIdentity:
 
 def sender_identity_confirm(*, token: object) -> SenderIdentity:
     """Verify the identity the token was mailed for; the token works once."""
-    with transaction.atomic():
+    with data_atomic():
         identity = sender_identity_pending(token=token)
         updated = SenderIdentity.objects.filter(
             pk=identity.pk, token_digest=identity.token_digest

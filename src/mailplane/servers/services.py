@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core import crypto
 from mailplane.core.errors import Conflict, LimitReached, NotAllowed, NotFound, ValidationFailed
 from mailplane.queue.models import BounceClass, OutboundMessage, Suppression, SuppressionReason
@@ -148,7 +149,7 @@ def email_server_create(
     caps_clean({"hourly_cap": hourly_cap, "daily_cap": daily_cap})
     if default_stream not in SENDING_STREAMS:
         raise ValidationFailed.on("default_stream", f"must be one of {', '.join(SENDING_STREAMS)}")
-    with transaction.atomic():
+    with data_atomic():
         # Lock the account row: two concurrent creates cannot both pass the count.
         Organization.objects.select_for_update().filter(pk=organization.pk).first()
         limit = servers_allowed(organization)
@@ -204,7 +205,7 @@ def email_server_update(*, server: EmailServer, fields: dict[str, Any]) -> Email
     for name, value in fields.items():
         setattr(server, name, value)
     try:
-        with transaction.atomic():
+        with data_atomic():
             server.save(update_fields=list(fields))
     except IntegrityError as exc:
         raise Conflict(
@@ -216,7 +217,7 @@ def email_server_update(*, server: EmailServer, fields: dict[str, Any]) -> Email
 def email_server_delete(*, organization: Organization, server_id: int) -> None:
     """Seed 004: the server's streams, keys and logs (its messages and their events) go
     with it; nothing of any other server does."""
-    with transaction.atomic():
+    with data_atomic():
         server = EmailServer.objects.filter(organization=organization, pk=server_id).first()
         if server is None:
             raise NotFound("server not found")
@@ -259,7 +260,7 @@ def server_key_update(
     unknown = set(fields) - KEY_UPDATABLE
     if unknown:
         raise ValidationFailed.on(sorted(unknown)[0], "cannot be changed")
-    with transaction.atomic():
+    with data_atomic():
         # Under the key's lock: caps_reserve reads the caps under it too.
         key = (
             ServerKey.objects.select_for_update()
@@ -320,7 +321,7 @@ def suppression_add(
     address = address.strip().lower()
     if not address or len(address) > 320 or "@" not in address or not address.isprintable():
         raise ValidationFailed.on("address", "must be an email address")
-    with transaction.atomic():
+    with data_atomic():
         existing = Suppression.objects.filter(stream=stream, address=address).first()
         if existing is not None:
             raise Conflict(
@@ -368,7 +369,7 @@ def bounce_rule_create(
         )
     if bounce_class not in BounceClass.values:
         raise ValidationFailed.on("bounce_class", f"must be one of {', '.join(BounceClass.values)}")
-    with transaction.atomic():
+    with data_atomic():
         # Counted under the server's row lock: two concurrent creates cannot pass the cap.
         EmailServer.objects.select_for_update().filter(pk=server.pk).first()
         if BounceRule.objects.filter(server=server).count() >= BOUNCE_RULES_PER_SERVER:

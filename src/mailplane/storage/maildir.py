@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from django.conf import settings
+from mailplane.cells.routing import storage_root
 
 # RFC 6154 special-use folders every mailbox gets, by their Maildir++ directory names.
 SPECIAL_FOLDERS = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
@@ -29,7 +29,9 @@ _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
 def organization_storage_path(*, organization_id: int) -> Path:
-    return Path(str(settings.MAILPLANE["STORAGE_ROOT"])) / f"org-{organization_id}"
+    # The account's cell's root when the control plane works for it (cells/routing.py);
+    # data-plane processes have their cell's root as MAILPLANE_STORAGE_ROOT.
+    return Path(storage_root()) / f"org-{organization_id}"
 
 
 def mailbox_storage_path(*, organization_id: int, address: str) -> Path:

@@ -23,6 +23,8 @@ class Organization(models.Model):
     # Single-tenant: dedicated host names; empty means the shared hosts.
     dedicated_smtp_host = models.CharField(max_length=253, blank=True)
     dedicated_imap_host = models.CharField(max_length=253, blank=True)
+    # The cell (cells.Cell.name) holding the account's data; "shared": the default database.
+    cell = models.CharField(max_length=40, default="shared", db_default="shared", db_index=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

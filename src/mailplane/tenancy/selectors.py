@@ -11,11 +11,16 @@ from mailplane.tenancy.models import ApiKey, Organization
 
 
 def organization_mail_hosts(*, organization: Organization) -> tuple[str, str]:
-    """(smtp host, imap host) this account's clients must use: dedicated once migrated."""
+    """(smtp host, imap host) this account's clients must use: the operator's per-account
+    names (`mailplane org set-hosts`) first, then its cell's (`mailplane cell create
+    --host`), then the shared ones."""
+    from mailplane.cells.selectors import organization_cell_hosts
+
     conf = settings.MAILPLANE
+    cell_smtp, cell_imap = organization_cell_hosts(organization=organization) or ("", "")
     return (
-        organization.dedicated_smtp_host or str(conf["SHARED_SMTP_HOST"]),
-        organization.dedicated_imap_host or str(conf["SHARED_IMAP_HOST"]),
+        organization.dedicated_smtp_host or cell_smtp or str(conf["SHARED_SMTP_HOST"]),
+        organization.dedicated_imap_host or cell_imap or str(conf["SHARED_IMAP_HOST"]),
     )
 
 
@@ -38,7 +43,8 @@ def organization_userinfo(*, organization: Organization) -> dict[str, Any]:
         },
         "plan": organization.plan,
         "api_sending": organization.plan_limits.api_sending,
-        "single_tenant": bool(organization.dedicated_smtp_host or organization.dedicated_imap_host),
+        "single_tenant": organization.cell != "shared"
+        or bool(organization.dedicated_smtp_host or organization.dedicated_imap_host),
         "ibx_smtp": smtp_host,
         "ibx_imap": imap_host,
         "smtp_port": conf["SMTP_PORT"],

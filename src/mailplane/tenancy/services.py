@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core import crypto
 from mailplane.core.errors import Conflict, NotFound, ValidationFailed
 from mailplane.relays.providers import DEFAULT_PROVIDER
@@ -38,7 +38,7 @@ def organization_create(
     if not slug:
         raise ValidationFailed.on("name", "must contain letters or digits")
     user_model = get_user_model()
-    with transaction.atomic():
+    with data_atomic():
         if Organization.objects.filter(slug=slug).exists():
             raise Conflict(f"organization {slug!r} already exists")
         owner, _ = user_model.objects.get_or_create(

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import ValidationFailed
 from mailplane.dns.resolver import DnsError, RecordMissing, resolver_from_settings
 from mailplane.queue.models import EventType, OutboundMessage, QueuedRecipient
@@ -64,7 +64,7 @@ def server_tracking_update(
     for stream_id in streams or {}:
         if stream_id not in known:
             raise ValidationFailed.on(f"streams.{stream_id}", "no such stream on this server")
-    with transaction.atomic():
+    with data_atomic():
         row, _ = ServerTracking.objects.select_for_update().get_or_create(server=server)
         if domain is not None:
             name = _domain_clean(domain)

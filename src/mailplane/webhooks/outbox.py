@@ -16,9 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
+from mailplane.cells.routing import data_atomic
 from mailplane.webhooks.config import conf, retry_schedule
 from mailplane.webhooks.models import (
     DeliveryState,
@@ -81,7 +81,7 @@ def deliveries_claim(*, worker_id: str, now: datetime, limit: int, lease: float)
     until = now + timedelta(seconds=lease)
     # No savepoint when inside the runner's round (runner.py _record_and_claim): an error
     # rolls the whole round back anyway, and a savepoint is two more round trips.
-    with transaction.atomic(savepoint=False):
+    with data_atomic(savepoint=False):
         # Endpoints at their cap are left out before choosing, so that one endpoint's
         # backlog cannot fill every claim while the others wait.
         full = [
@@ -190,7 +190,7 @@ def attempts_record(results: list[AttemptResult], *, worker_id: str, now: dateti
     if not results:
         return
     disable: dict[int, str] = {}
-    with transaction.atomic(savepoint=False):  # as deliveries_claim
+    with data_atomic(savepoint=False):  # as deliveries_claim
         WebhookAttempt.objects.bulk_create(
             [
                 WebhookAttempt(

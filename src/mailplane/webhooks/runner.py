@@ -36,9 +36,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import h11
-from django.db import connections, transaction
+from django.db import connections
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core.errors import ValidationFailed
 from mailplane.delivery.worker import _CallerThread
 from mailplane.webhooks.config import conf
@@ -288,7 +289,7 @@ class WebhookWorker:
 def _record_and_claim(
     finished: list[AttemptResult], *, worker_id: str, limit: int = 0, lease: float = 0
 ) -> list[Claimed]:
-    with transaction.atomic():
+    with data_atomic():
         now = timezone.now()
         attempts_record(finished, worker_id=worker_id, now=now)
         if limit < 1:

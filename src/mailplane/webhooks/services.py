@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
+from mailplane.cells.routing import data_atomic
 from mailplane.core import crypto
 from mailplane.core.errors import LimitReached, NotFound, ValidationFailed
 from mailplane.servers.models import EmailServer
@@ -76,7 +76,7 @@ def webhook_endpoint_create(
         }
     )
     secret = secret_generate()
-    with transaction.atomic():
+    with data_atomic():
         # Counted under the server's row lock: two creates cannot both take the last place.
         EmailServer.objects.select_for_update().filter(pk=server.pk).first()
         if WebhookEndpoint.objects.filter(server=server).count() >= ENDPOINTS_PER_SERVER:
@@ -115,7 +115,7 @@ def webhook_secret_rotate(
     signatures in the header), so receivers can switch without missing a delivery."""
     now = now or timezone.now()
     secret = secret_generate()
-    with transaction.atomic():
+    with data_atomic():
         locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
         locked.previous_secret = locked.secret
         locked.previous_secret_expires_at = now + timedelta(
@@ -178,7 +178,7 @@ def webhook_replay(
 def endpoint_disable(*, endpoint_id: int, reason: str, now: datetime) -> bool:
     """Switch an endpoint off and tell the account (a notice it reads through the API).
     False when it was off already."""
-    with transaction.atomic():
+    with data_atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
         if endpoint is None or not endpoint.enabled:
             return False
