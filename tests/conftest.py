@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.support.dns_server",
     "tests.support.redis_server",
     "tests.support.dns_providers",
+    "tests.support.smtp_sink",  # mx_sinks, and `dest`: an accepting MX for dest.test
     "tests.support.openapi",  # every APIClient response is checked against the schema
 ]
 

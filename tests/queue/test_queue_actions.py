@@ -25,36 +25,12 @@ from mailplane.webhooks.consumer import events_consume
 from mailplane.webhooks.models import WebhookDelivery
 from mailplane.webhooks.services import webhook_endpoint_create
 from tests.support.fixtures import verified_domain
-from tests.support.servers import send_body, server_make
+from tests.support.servers import drain, sent_ids, server_make
 from tests.support.smtp_sink import mx_port, mx_sinks  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 START = datetime(2027, 1, 4, tzinfo=UTC)  # after any real `now`: queued mail is due
-
-
-@pytest.fixture
-def dest(dns_server: Any, mx_sinks: Any) -> Any:  # noqa: F811
-    sink = mx_sinks("accept")
-    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
-    dns_server.a("mx1.dest.test", sink.address)
-    return sink
-
-
-def _send(client: Any, *to: str, **fields: Any) -> list[int]:
-    ids = []
-    for address in to:
-        reply = client.post("/api/email/", send_body(to=address, **fields), format="json")
-        assert reply.status_code == 200, reply.content
-        ids.append(reply.json()["id"])
-    return ids
-
-
-def _drain(worker: DeliveryWorker, now: datetime) -> None:
-    for _ in range(100):
-        if worker.run_once(now=now) == 0:
-            return
-    raise AssertionError("the queue never settled")
 
 
 def _statuses(**where: Any) -> dict[str, str]:
@@ -64,9 +40,9 @@ def _statuses(**where: Any) -> dict[str, str]:
 def test_release_sends_cap_held_mail_past_the_cap_and_counts_it(account: Any, dest: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account, hourly_cap=1)
-    _send(live.client, "a@dest.test", "b@dest.test", "c@dest.test")
+    sent_ids(live.client, "a@dest.test", "b@dest.test", "c@dest.test")
     worker = DeliveryWorker()
-    _drain(worker, START + timedelta(minutes=5))
+    drain(worker, START + timedelta(minutes=5))
     assert len(dest.received) == 1
     reply = account.client.post(
         f"/api/servers/{live.server.pk}/queue/release/", {"reason": "cap"}, format="json"
@@ -75,13 +51,13 @@ def test_release_sends_cap_held_mail_past_the_cap_and_counts_it(account: Any, de
     assert reply.json() == {"action": "release", "changed": 2, "skipped": 0, "more": False}
     released = DeliveryEvent.objects.filter(type="released").values_list("detail", flat=True)
     assert len(released) == 2 and all(d.startswith("released by API key") for d in released)
-    _drain(worker, START + timedelta(minutes=6))
+    drain(worker, START + timedelta(minutes=6))
     assert sorted(r.rcpt_tos[0] for r in dest.received) == [f"{x}@dest.test" for x in "abc"]
     # Counted all the same: the next message waits for the window after them.
     hour = CapUsage.objects.get(scope=f"server:{live.server.pk}", hour=START)
     assert hour.recipients == 3
-    _send(live.client, "d@dest.test")
-    _drain(worker, START + timedelta(minutes=7))
+    sent_ids(live.client, "d@dest.test")
+    drain(worker, START + timedelta(minutes=7))
     assert len(dest.received) == 3
     assert _statuses(rcpt_to="d@dest.test") == {"d@dest.test": "deferred"}
 
@@ -89,10 +65,10 @@ def test_release_sends_cap_held_mail_past_the_cap_and_counts_it(account: Any, de
 def test_release_of_a_paused_servers_mail_with_its_full_key(account: Any, dest: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account)
-    _send(live.client, "p@dest.test", "q@dest.test")
+    sent_ids(live.client, "p@dest.test", "q@dest.test")
     owner_pause(owner=live.server, reason="complaint rate 0.50 %", now=START)
     worker = DeliveryWorker()
-    _drain(worker, START + timedelta(minutes=1))
+    drain(worker, START + timedelta(minutes=1))
     assert dest.received == []
     reply = live.full_client.post(
         "/api/server/queue/release/", {"recipient": "P@dest.test"}, format="json"
@@ -103,7 +79,7 @@ def test_release_of_a_paused_servers_mail_with_its_full_key(account: Any, dest: 
         "p@dest.test": "due",  # released: the pause no longer holds it
         "q@dest.test": "paused",
     }
-    _drain(worker, START + timedelta(minutes=2))
+    drain(worker, START + timedelta(minutes=2))
     assert [r.rcpt_tos for r in dest.received] == [["p@dest.test"]]  # q still held
     assert EmailServer.objects.get(pk=live.server.pk).paused_at is not None  # still paused
     assert _statuses(rcpt_to="q@dest.test") == {"q@dest.test": "deferred"}
@@ -113,7 +89,7 @@ def test_retry_now_takes_a_deferred_recipient_at_once(account: Any, dest: Any) -
     verified_domain(account, "acme.test")
     live = server_make(account)
     dest.handler.rcpt_replies["busy@dest.test"] = "452 4.2.2 mailbox over quota for now"
-    _send(live.client, "busy@dest.test")
+    sent_ids(live.client, "busy@dest.test")
     worker = DeliveryWorker()
     worker.run_once(now=timezone.now())
     row = QueuedRecipient.objects.get()
@@ -145,10 +121,10 @@ def test_cancel_by_filter_touches_only_that_servers_matching_mail(
     hook = webhook_endpoint_create(
         server=mine.server, url="https://hooks.acme.test/q", event_types=["cancelled"]
     ).endpoint
-    _send(mine.client, "n1@dest.test", "n2@dest.test", stream="broadcast")
-    _send(mine.client, "t1@dest.test")
-    _send(sibling.client, "s1@dest.test", stream="broadcast")
-    _send(theirs.client, "x1@dest.test", stream="broadcast", **{"from": "a@acme2.test"})
+    sent_ids(mine.client, "n1@dest.test", "n2@dest.test", stream="broadcast")
+    sent_ids(mine.client, "t1@dest.test")
+    sent_ids(sibling.client, "s1@dest.test", stream="broadcast")
+    sent_ids(theirs.client, "x1@dest.test", stream="broadcast", **{"from": "a@acme2.test"})
 
     reply = account.client.post(
         f"/api/servers/{mine.server.pk}/queue/cancel/", {"stream": "broadcast"}, format="json"
@@ -179,8 +155,8 @@ def test_server_keys_full_acts_on_its_own_server_send_only_cannot(account: Any) 
     verified_domain(account, "acme.test")
     mine = server_make(account)
     sibling = server_make(account, name="sibling")
-    _send(mine.client, "m@dest.test")
-    _send(sibling.client, "s@dest.test")
+    sent_ids(mine.client, "m@dest.test")
+    sent_ids(sibling.client, "s@dest.test")
     for path in ("/api/server/queue/", "/api/server/queue/cancel/"):
         call = mine.client.get if path.endswith("queue/") else mine.client.post
         assert call(path, {"all": True}, format="json").status_code == 403  # send-only
@@ -201,7 +177,7 @@ def test_server_keys_full_acts_on_its_own_server_send_only_cannot(account: Any) 
 def test_a_call_is_bounded_and_says_there_is_more(account: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account)
-    _send(live.client, "a@dest.test", "b@dest.test", "c@dest.test")
+    sent_ids(live.client, "a@dest.test", "b@dest.test", "c@dest.test")
     where = QueueFilter(recipient_domain="dest.test")
     first = queue_action(
         action="cancel",
@@ -228,7 +204,7 @@ def test_a_call_is_bounded_and_says_there_is_more(account: Any) -> None:
 def test_rows_in_a_workers_hands_are_skipped(account: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account)
-    _send(live.client, "a@dest.test")
+    sent_ids(live.client, "a@dest.test")
     now = timezone.now()
     recipients_claim(worker_id="w", limit=5, lease=timedelta(minutes=5), now=now)
     done = queue_action(
@@ -299,8 +275,8 @@ def test_the_operator_cli(account: Any, capsys: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account)
     other = server_make(account, name="other")
-    _send(live.client, "a@dest.test", "b@other.test")
-    _send(other.client, "c@dest.test")
+    sent_ids(live.client, "a@dest.test", "b@other.test")
+    sent_ids(other.client, "c@dest.test")
     assert main(["queue", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert sorted(line.split("\t")[3] for line in out) == [
@@ -350,5 +326,5 @@ def test_resume_through_the_api(account: Any, other_account: Any, settings: Any)
     assert ServerKey.objects.get(pk=key.pk).resumed_at is not None
     # Sending works again.
     verified_domain(account, "acme.test")
-    _send(live.client, "again@dest.test")
+    sent_ids(live.client, "again@dest.test")
     assert account.client.post("/api/servers/99999999999/resume/").status_code == 404

@@ -27,36 +27,12 @@ from mailplane.reputation.pause import owner_pause
 from mailplane.servers.services import server_key_create
 from tests.pools.test_pools import _NET
 from tests.support.fixtures import verified_domain
-from tests.support.servers import send_body, server_client, server_make
+from tests.support.servers import drain, sent_ids, server_client, server_make
 from tests.support.smtp_sink import mx_port, mx_sinks  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 START = datetime(2027, 1, 4, tzinfo=UTC)  # after any real `now`: queued mail is due
-
-
-@pytest.fixture
-def dest(dns_server: Any, mx_sinks: Any) -> Any:  # noqa: F811
-    sink = mx_sinks("accept")
-    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
-    dns_server.a("mx1.dest.test", sink.address)
-    return sink
-
-
-def _send(client: Any, *to: str, **fields: Any) -> list[int]:
-    ids = []
-    for address in to:
-        reply = client.post("/api/email/", send_body(to=address, **fields), format="json")
-        assert reply.status_code == 200, reply.content
-        ids.append(reply.json()["id"])
-    return ids
-
-
-def _drain(worker: DeliveryWorker, now: datetime) -> None:
-    for _ in range(100):
-        if worker.run_once(now=now) == 0:
-            return
-    raise AssertionError("the queue never settled")
 
 
 def _waiting(server_id: int, now: datetime, **where: Any) -> dict[str, tuple[str, Any, str]]:
@@ -69,8 +45,8 @@ def test_scheduled_and_due(account: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account)
     at = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
-    _send(live.client, "later@dest.test", send_at=at.isoformat())
-    _send(live.client, "now@dest.test")
+    sent_ids(live.client, "later@dest.test", send_at=at.isoformat())
+    sent_ids(live.client, "now@dest.test")
     seen = _waiting(live.server.pk, timezone.now())
     assert seen["later@dest.test"] == ("scheduled", at, "")
     reason, until, _ = seen["now@dest.test"]
@@ -82,9 +58,9 @@ def test_scheduled_and_due(account: Any) -> None:
 def test_volume_cap_until_the_window_reopens(account: Any, dest: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account, hourly_cap=1)
-    _send(live.client, "a@dest.test", "b@dest.test")
+    sent_ids(live.client, "a@dest.test", "b@dest.test")
     now = START + timedelta(minutes=5)
-    _drain(DeliveryWorker(), now)
+    drain(DeliveryWorker(), now)
     seen = _waiting(live.server.pk, now)
     assert list(seen) == ["b@dest.test"]  # a was sent
     reason, until, detail = seen["b@dest.test"]
@@ -100,9 +76,9 @@ def test_warm_up_until_the_pool_has_room(account: Any, dest: Any) -> None:
     pool_address_add(pool=pool, address=f"{_NET}.71", helo_name="w71.mail.test", warmup=True)
     pool_assign(pool=pool, organization=account.org)
     warmup_advance(now=START)
-    _send(live.client, "w1@dest.test", "w2@dest.test")
+    sent_ids(live.client, "w1@dest.test", "w2@dest.test")
     now = START + timedelta(minutes=5)
-    _drain(DeliveryWorker(), now)
+    drain(DeliveryWorker(), now)
     [(reason, until, detail)] = _waiting(live.server.pk, now).values()
     assert (reason, until) == ("warmup", START + timedelta(hours=1))
     assert "warm-up: IP pool warming" in detail
@@ -115,7 +91,7 @@ def test_pool_without_an_address(account: Any, dest: Any) -> None:
     pool_address_add(pool=pool, address=f"{_NET}.72", helo_name="e72.mail.test")
     pool_address_enable(address=f"{_NET}.72", enabled=False)
     pool_assign(pool=pool, organization=account.org)
-    _send(live.client, "p@dest.test")
+    sent_ids(live.client, "p@dest.test")
     now = timezone.now()  # (a retry is bounded by the expiry, 72 h from the real now)
     DeliveryWorker().run_once(now=now)
     row = QueuedRecipient.objects.get(rcpt_to="p@dest.test")
@@ -136,9 +112,9 @@ def test_throttled_and_retry_after_deferrals(account: Any, dest: Any) -> None:
     )
     # "busy" first: after a sender-wide throttle the connection's remaining recipients
     # wait unattempted (delivery/politeness.py), which is not what this test is about.
-    _send(live.client, "busy@dest.test", "slow@dest.test")
+    sent_ids(live.client, "busy@dest.test", "slow@dest.test")
     now = timezone.now()  # (a retry is bounded by the expiry, 72 h from the real now)
-    _drain(DeliveryWorker(), now)
+    drain(DeliveryWorker(), now)
     seen = _waiting(live.server.pk, now)
     rows = {r.rcpt_to: r for r in QueuedRecipient.objects.all()}
     assert seen["slow@dest.test"][:2] == ("throttled", rows["slow@dest.test"].next_attempt_at)
@@ -154,14 +130,14 @@ def test_paused_server_and_key_until_resumed(account: Any, dest: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account)
     other = server_key_create(server=live.server, name="other", kind="send_only")
-    _send(live.client, "k@dest.test")
-    _send(server_client(other.secret), "o@dest.test")
+    sent_ids(live.client, "k@dest.test")
+    sent_ids(server_client(other.secret), "o@dest.test")
     owner_pause(owner=other.server_key, reason="complaint rate 1.00 %", now=START)
     now = START + timedelta(minutes=5)
     seen = _waiting(live.server.pk, now)
     assert seen["o@dest.test"] == ("paused", None, "complaint rate 1.00 %")
     assert seen["k@dest.test"][0] == "due"  # the other key's mail is not
-    _drain(DeliveryWorker(), now)
+    drain(DeliveryWorker(), now)
     assert [r.rcpt_tos for r in dest.received] == [["k@dest.test"]]
     # Held by delivery meanwhile: still paused, until null (the recheck is no promise).
     assert _waiting(live.server.pk, now)["o@dest.test"] == ("paused", None, "complaint rate 1.00 %")
@@ -172,7 +148,7 @@ def test_paused_server_and_key_until_resumed(account: Any, dest: Any) -> None:
 def test_sending_while_a_worker_holds_it(account: Any) -> None:
     verified_domain(account, "acme.test")
     live = server_make(account)
-    _send(live.client, "x@dest.test")
+    sent_ids(live.client, "x@dest.test")
     [_claimed] = recipients_claim(worker_id="w1", limit=10, lease=timedelta(seconds=30), now=START)
     seen = _waiting(live.server.pk, START + timedelta(seconds=1))
     assert seen["x@dest.test"] == ("sending", START + timedelta(seconds=30), "")
@@ -184,7 +160,7 @@ def test_the_message_detail_says_why_each_recipient_waits(account: Any, dest: An
     verified_domain(account, "acme.test")
     live = server_make(account)
     at = (timezone.now() + timedelta(hours=1)).replace(microsecond=0)
-    [message] = _send(live.client, "later@dest.test", send_at=at.isoformat())
+    [message] = sent_ids(live.client, "later@dest.test", send_at=at.isoformat())
     for reply in (
         live.client.get(f"/api/server/messages/{message}/"),
         account.client.get(f"/api/messages/{message}/"),

@@ -31,28 +31,13 @@ from mailplane.servers.services import server_key_create
 from tests.pools.test_pools import _NET
 from tests.support.fixtures import verified_domain
 from tests.support.http_client import http_call
-from tests.support.servers import send_body, server_client, server_make
+from tests.support.servers import drain, send_body, server_client, server_make
 from tests.support.smtp_sink import mx_port, mx_sinks  # noqa: F401
 from tests.support.tools import skip_for_mode
 
 pytestmark = pytest.mark.timeout(120)
 
 START = datetime(2027, 1, 4, tzinfo=UTC)  # after any real `now`: queued mail is due
-
-
-@pytest.fixture
-def dest(dns_server: Any, mx_sinks: Any) -> Any:  # noqa: F811
-    sink = mx_sinks("accept")
-    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
-    dns_server.a("mx1.dest.test", sink.address)
-    return sink
-
-
-def _drain(worker: DeliveryWorker, now: datetime) -> None:
-    for _ in range(100):
-        if worker.run_once(now=now) == 0:
-            return
-    raise AssertionError("the queue never settled")
 
 
 def _send(client: Any, n: int, tag: str) -> None:
@@ -79,7 +64,7 @@ def test_hold_mode_server_caps_counted_per_hour_and_day_at_the_sink(
     }
     seen = 0
     for minutes, count in expected.items():
-        _drain(worker, START + timedelta(minutes=minutes))
+        drain(worker, START + timedelta(minutes=minutes))
         assert len(dest.received) - seen == count, minutes
         seen = len(dest.received)
     # In the order they were queued, whatever the holds.
@@ -99,7 +84,7 @@ def test_held_recipients_wait_unattempted_with_the_reason(account: Any, dest: An
     verified_domain(account, "acme.test")
     live = server_make(account, hourly_cap=2)
     _send(live.client, 5, "h")
-    _drain(DeliveryWorker(), START + timedelta(minutes=30))
+    drain(DeliveryWorker(), START + timedelta(minutes=30))
     held = list(QueuedRecipient.objects.filter(status="deferred").order_by("id"))
     assert len(held) == 3 and len(dest.received) == 2
     for row in held:
@@ -117,11 +102,11 @@ def test_a_key_cap_binds_that_key_only(account: Any, dest: Any) -> None:
     _send(server_client(capped.secret), 4, "c")
     _send(live.client, 4, "free")  # the server's other key has no cap
     worker = DeliveryWorker()
-    _drain(worker, START + timedelta(minutes=1))
+    drain(worker, START + timedelta(minutes=1))
     got = sorted(r.rcpt_tos[0] for r in dest.received)
     assert got == ["c0@dest.test", *[f"free{i}@dest.test" for i in range(4)]]
-    _drain(worker, START + timedelta(hours=1, minutes=1))
-    _drain(worker, START + timedelta(hours=2, minutes=1))
+    drain(worker, START + timedelta(hours=1, minutes=1))
+    drain(worker, START + timedelta(hours=2, minutes=1))
     assert len(dest.received) == 6  # the key's daily 2
     assert QueuedRecipient.objects.filter(status="deferred").count() == 2
 
@@ -244,10 +229,10 @@ def test_recipients_a_warm_up_cap_holds_are_not_counted_against_the_volume_cap(
     pool_assign(pool=pool, organization=account.org)
     warmup_advance(now=START)
     _send(live.client, 3, "w")
-    _drain(DeliveryWorker(), START + timedelta(minutes=5))
+    drain(DeliveryWorker(), START + timedelta(minutes=5))
     assert len(dest.received) == 1  # the address's hourly 1
     assert CapUsage.objects.get(scope=f"server:{live.server.pk}").recipients == 1
-    _drain(DeliveryWorker(), START + timedelta(hours=1, minutes=5))
+    drain(DeliveryWorker(), START + timedelta(hours=1, minutes=5))
     assert len(dest.received) == 2
     hour_two = CapUsage.objects.get(
         scope=f"server:{live.server.pk}", hour=START + timedelta(hours=1)

@@ -35,14 +35,6 @@ def low_volume(settings: Any) -> None:
     settings.MAILPLANE = {**settings.MAILPLANE, "REPUTATION_PAUSE_MIN_VOLUME": 10}
 
 
-@pytest.fixture
-def dest(dns_server: Any, mx_sinks: Any) -> Any:  # noqa: F811
-    sink = mx_sinks("accept")
-    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
-    dns_server.a("mx1.dest.test", sink.address)
-    return sink
-
-
 def _send(client: Any, n: int, tag: str) -> None:
     for i in range(n):
         reply = client.post("/api/email/", send_body(to=f"{tag}{i}@dest.test"), format="json")

@@ -8,6 +8,7 @@ from datetime import datetime
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from mailplane.delivery.worker import DeliveryWorker
 from mailplane.queue.models import EventType, QueuedRecipient, RecipientStatus
 from mailplane.queue.transitions import Transition, transitions_apply
 from mailplane.sending.requests import send_request_parse
@@ -88,3 +89,21 @@ def step(
         ],
         now=now or timezone.now(),
     )
+
+
+def sent_ids(client: APIClient, *to: str, **fields: object) -> list[int]:
+    """One send API message per address (through `client`); their message ids."""
+    ids = []
+    for address in to:
+        reply = client.post("/api/email/", send_body(to=address, **fields), format="json")
+        assert reply.status_code == 200, reply.content
+        ids.append(reply.json()["id"])
+    return ids
+
+
+def drain(worker: DeliveryWorker, now: datetime) -> None:
+    """Run `worker` at `now` until a pass finds nothing to do (at most 100 passes)."""
+    for _ in range(100):
+        if worker.run_once(now=now) == 0:
+            return
+    raise AssertionError("the queue never settled")

@@ -208,3 +208,12 @@ def mx_sinks(mx_port: int, settings: Any) -> Iterator[Any]:
     yield make
     for sink in started:
         sink.stop()
+
+
+@pytest.fixture
+def dest(dns_server: Any, mx_sinks: Any) -> Any:
+    """An accepting sink published as the MX of dest.test (the usual recipient domain)."""
+    sink = mx_sinks("accept")
+    dns_server.mx("dest.test", "mx1.dest.test", preference=10)
+    dns_server.a("mx1.dest.test", sink.address)
+    return sink
