@@ -33,7 +33,11 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import INVALID, NOT_FOUND, error
-from mailplane.api.server_auth import FullAccessKey, ServerKeyAuthentication, server_of
+from mailplane.api.server_auth import (
+    AccountServerDoor,
+    KeyServerDoor,
+    ServerDoor,
+)
 from mailplane.api.server_messages import FilterSchema
 from mailplane.api.servers import (
     EmailServerSerializer,
@@ -47,8 +51,6 @@ from mailplane.queue.models import QueuedRecipient
 from mailplane.queue.services import BULK_MAX, queue_action
 from mailplane.queue.waiting import REASONS, QueueFilter, server_queue
 from mailplane.reputation.pause import server_key_resume, server_resume
-from mailplane.servers.models import EmailServer
-from mailplane.servers.selectors import email_server_get
 
 _STREAM = re.compile(r"[-a-zA-Z0-9_]+")  # a stream id is a slug (servers/models.py)
 # A domain as the queue stores it: LDH labels (RFC 1035 §2.3.1; IDNs in A-label form).
@@ -209,12 +211,9 @@ def _actor(request: Request) -> str:
     return f"API key {prefix}…" if prefix else "API"
 
 
-class _Scoped(APIView):
+class _Scoped(ServerDoor):
     schema = FilterSchema()
     pagination_class = LimitOffsetPagination
-
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        raise NotImplementedError
 
     def listing(self, request: Request, pk: int | None) -> Response:
         server = self.server(request, pk)
@@ -243,18 +242,12 @@ class _Scoped(APIView):
         )
 
 
-class _AccountScope(_Scoped):
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        assert pk is not None
-        return email_server_get(organization=organization_of(request), server_id=pk)
+class _AccountScope(AccountServerDoor, _Scoped):
+    pass
 
 
-class _ServerScope(_Scoped):
-    authentication_classes = [ServerKeyAuthentication]
-    permission_classes = [FullAccessKey]
-
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        return server_of(request)
+class _ServerScope(KeyServerDoor, _Scoped):
+    pass
 
 
 _ACTION_HELP = {

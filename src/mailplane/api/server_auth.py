@@ -15,11 +15,13 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, permissions
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
-from mailplane.api.authentication import key_checked
+from mailplane.api.authentication import key_checked, organization_of
 from mailplane.cells.routing import route_set, route_using
 from mailplane.cells.selectors import data_routes
 from mailplane.servers.models import EmailServer, ServerKey, ServerKeyKind
+from mailplane.servers.selectors import email_server_get
 from mailplane.servers.services import KEY_PREFIX, server_key_authenticate
 
 BEARER = "Bearer"
@@ -100,3 +102,26 @@ class ServerKeyScheme(OpenApiAuthenticationExtension):
             "description": "A server key (`mps_…`, from `POST /api/servers/{id}/keys/`) as "
             "`Authorization: Bearer <key>`, or in `X-Server-Token: <key>`.",
         }
+
+
+class ServerDoor(APIView):
+    """A server's operations written once, reached by two doors that find the server each
+    their own way: an account key and the server's id in the path, or the server's own
+    full key (`/api/server/…`, Postmark's server-token endpoints)."""
+
+    def server(self, request: Request, pk: int | None) -> EmailServer:
+        raise NotImplementedError
+
+
+class AccountServerDoor(ServerDoor):
+    def server(self, request: Request, pk: int | None) -> EmailServer:
+        assert pk is not None
+        return email_server_get(organization=organization_of(request), server_id=pk)
+
+
+class KeyServerDoor(ServerDoor):
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [FullAccessKey]
+
+    def server(self, request: Request, pk: int | None) -> EmailServer:
+        return server_of(request)

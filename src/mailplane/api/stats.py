@@ -25,7 +25,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from mailplane.analytics.metrics import BOUNCE_CLASSES, METRICS
 from mailplane.analytics.selectors import (
@@ -37,14 +36,15 @@ from mailplane.analytics.selectors import (
     stats_series,
     stats_window,
 )
-from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
 from mailplane.api.schema import error
-from mailplane.api.server_auth import FullAccessKey, ServerKeyAuthentication, server_of
+from mailplane.api.server_auth import (
+    AccountServerDoor,
+    KeyServerDoor,
+    ServerDoor,
+)
 from mailplane.api.server_messages import FilterSchema
 from mailplane.core.errors import ValidationFailed
-from mailplane.servers.models import EmailServer
-from mailplane.servers.selectors import email_server_get
 
 WHEN_MAX = 40  # characters: the longest ISO 8601 date-time with fraction and offset
 
@@ -218,11 +218,8 @@ SEND_ONLY = error("A send-only server key.")
 # --- the operations, each written once; the two doors below say how to find the server.
 
 
-class _Scoped(APIView):
+class _Scoped(ServerDoor):
     schema = FilterSchema()
-
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        raise NotImplementedError
 
     def stats(self, request: Request, pk: int | None) -> Response:
         found = _query(request, StatsQuery)
@@ -250,18 +247,12 @@ class _Scoped(APIView):
         )
 
 
-class _AccountScope(_Scoped):
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        assert pk is not None
-        return email_server_get(organization=organization_of(request), server_id=pk)
+class _AccountScope(AccountServerDoor, _Scoped):
+    pass
 
 
-class _ServerScope(_Scoped):
-    authentication_classes = [ServerKeyAuthentication]
-    permission_classes = [FullAccessKey]
-
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        return server_of(request)
+class _ServerScope(KeyServerDoor, _Scoped):
+    pass
 
 
 class ServerStatsView(_AccountScope):

@@ -22,9 +22,12 @@ from mailplane.api.authentication import organization_of
 from mailplane.api.fields import BoundedCharField
 from mailplane.api.pagination import LimitOffsetPagination
 from mailplane.api.schema import LIMIT_REACHED, error
-from mailplane.api.server_auth import FullAccessKey, ServerKeyAuthentication, server_of
-from mailplane.servers.models import EmailServer
-from mailplane.servers.selectors import email_server_get
+from mailplane.api.server_auth import (
+    AccountServerDoor,
+    KeyServerDoor,
+    ServerDoor,
+    server_of,
+)
 from mailplane.webhooks.models import DeliveryState, WebhookEndpoint, WebhookEventType
 from mailplane.webhooks.selectors import (
     webhook_attempt_list,
@@ -163,30 +166,17 @@ def endpoint_representation(endpoint: WebhookEndpoint) -> dict[str, Any]:
 # --- the operations, each written once; the two doors below say how to find the server.
 
 
-class _Scoped(APIView):
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        raise NotImplementedError
-
+class _Scoped(ServerDoor):
     def endpoint(self, request: Request, pk: int) -> WebhookEndpoint:
         raise NotImplementedError
 
 
-class _AccountScope(_Scoped):
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        assert pk is not None
-        return email_server_get(organization=organization_of(request), server_id=pk)
-
+class _AccountScope(AccountServerDoor, _Scoped):
     def endpoint(self, request: Request, pk: int) -> WebhookEndpoint:
         return webhook_endpoint_get(organization=organization_of(request), endpoint_id=pk)
 
 
-class _ServerScope(_Scoped):
-    authentication_classes = [ServerKeyAuthentication]
-    permission_classes = [FullAccessKey]
-
-    def server(self, request: Request, pk: int | None) -> EmailServer:
-        return server_of(request)
-
+class _ServerScope(KeyServerDoor, _Scoped):
     def endpoint(self, request: Request, pk: int) -> WebhookEndpoint:
         return webhook_endpoint_get(server=server_of(request), endpoint_id=pk)
 
