@@ -362,6 +362,13 @@ def main() -> int:
         "DNS_RESOLVER": dns.address,
         "DELIVERY_MX_PORT": port,
         "DELIVERY_SMTP_TIMEOUT": 30.0,
+        # The 100 domains' MX hosts are all under sinks.bench: one politeness group
+        # (delivery/politeness.py), whose default cap (20 connections per source address)
+        # would bind before the worker's concurrency does and measure the cap, not the
+        # code. MAILPLANE_BENCH_POLITE_CONNECTIONS=20 measures the default.
+        "DELIVERY_POLITENESS_MAX_CONNECTIONS": int(
+            os.environ.get("MAILPLANE_BENCH_POLITE_CONNECTIONS", "100")
+        ),
     }
     org = organization_create(name="Bench", owner_email="b@bench.test", plan="enterprise")
     relay = org.relay_servers.first()

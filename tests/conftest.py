@@ -41,6 +41,16 @@ def _forget_wrong_api_keys() -> Iterator[None]:
         _counters_for.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _forget_destination_throttles() -> Iterator[None]:
+    """Nor a receiver's throttle of a test's sinks (delivery/politeness.py): the next test
+    that sends to the same MX group from the same address would find it held."""
+    yield
+    from mailplane.delivery.politeness import politeness_reset
+
+    politeness_reset()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_other_threads_connections(
     django_db_setup: None, django_db_blocker: Any

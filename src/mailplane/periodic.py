@@ -28,6 +28,16 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "mailplane.pools.tasks.warmup_advance_daily",
         "schedule": 3600.0,
     },
+    # The caps' and the warm-up's hour rows past what any window decision reads
+    # (core/windows.py window_horizon): hourly, in bounded batches.
+    "reputation-cap-usage-prune": {
+        "task": "mailplane.reputation.tasks.cap_usage_prune",
+        "schedule": 3600.0,
+    },
+    "pools-address-usage-prune": {
+        "task": "mailplane.pools.tasks.address_usage_prune",
+        "schedule": 3600.0,
+    },
     # Bounce and complaint rates over the last day (reputation/pause.py).
     "reputation-evaluate": {
         "task": "mailplane.reputation.tasks.reputation_evaluate_recent",

@@ -4,19 +4,39 @@ per-key and per-server caps (reputation/caps.py).
 Both count what was sent in rows of one clock hour (UTC) each and read a day as the sum of
 its hours; both reserve before sending, under the row lock of whatever owns the cap, so
 that concurrent workers (and API processes) share one count. What they share is here:
-the windows' bounds, an allowance read from the counts, the count itself, and when a full
-window opens again. What each caps (an address, a key, a server) stays with its owner.
+the windows' bounds, an allowance read from the counts, the count itself, when a full
+window opens again, and the pruning of the rows no decision reads any more. What each caps
+(an address, a key, a server) stays with its owner.
+
+How far back the rows are read, and so how long they are kept (`window_horizon`):
+- the caps (reputation/caps.py) and the warm-up's admission (pools/warmup.py) read this
+  hour and today (`window_counts`);
+- the warm-up's daily judgement (`warmup_advance`) reads yesterday, whenever it runs: an
+  address is judged on the day before the run, never on an older one.
+So nothing reads before the start of yesterday. KEEP_DAYS keeps two whole days more as a
+margin: for a host whose clock trails (its "yesterday" is the prune's day before), and for
+an operator looking at the last days' counts. A row is written only for the current hour,
+so a row past the horizon is never written again either.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Sum
+
+log = logging.getLogger("mailplane.core.windows")
+
+KEEP_DAYS = 3  # whole days kept before today (see the module's docstring)
+# Up to 100,000 rows a run, hourly: the tables gain one row per active owner an hour, so a
+# run keeps up with 100,000 owners, and a backlog drains over the runs that follow.
+PRUNE_BATCH = 1000
+PRUNE_MAX_BATCHES = 100
 
 
 def hour_of(now: datetime) -> datetime:
@@ -89,3 +109,36 @@ def window_add(
     model._default_manager.filter(pk=row.pk).update(
         **{name: F(name) + amount for name, amount in amounts.items()}
     )
+
+
+def window_horizon(now: datetime) -> datetime:
+    """The start of the oldest hour any window decision can still read, less the margin:
+    rows of hours before it may go."""
+    return day_of(now) - timedelta(days=KEEP_DAYS)
+
+
+def window_prune(
+    model: type[models.Model],
+    *,
+    now: datetime,
+    batch: int = PRUNE_BATCH,
+    max_batches: int = PRUNE_MAX_BATCHES,
+) -> int:
+    """Delete `model`'s rows of hours before the horizon, oldest first, `batch` rows per
+    transaction and at most `max_batches` transactions (the next periodic run goes on), so
+    that no transaction holds many row locks for long (as queue/retention.py). The ids are
+    read through the model's index on `hour`; returns how many rows went."""
+    rows = model._default_manager.filter(hour__lt=window_horizon(now))
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(rows.order_by("hour").values_list("pk", flat=True)[:batch])
+        if not ids:
+            break
+        with transaction.atomic():
+            model._default_manager.filter(pk__in=ids).delete()
+        deleted += len(ids)
+        if len(ids) < batch:
+            break
+    if deleted:
+        log.info("pruned %d %s rows before %s", deleted, model.__name__, window_horizon(now))
+    return deleted

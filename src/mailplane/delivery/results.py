@@ -22,6 +22,9 @@ class SendResult:
     reply: str = ""  # the remote reply, e.g. "550 5.1.1 no such user"
     remote_host: str = ""  # MX host name, smarthost or provider API host
     code: int | None = None  # the SMTP (or HTTP) status code when there was one
+    # False: never sent, because the receiver had just asked us to slow down (politeness.py);
+    # the message is held, not retried with backoff, and the attempt is not counted.
+    attempted: bool = True
 
     @classmethod
     def delivered(cls, reply: str, remote_host: str, code: int | None = 250) -> SendResult:
@@ -34,6 +37,10 @@ class SendResult:
     @classmethod
     def permanent(cls, reply: str, remote_host: str = "", code: int | None = None) -> SendResult:
         return cls(Status.PERMANENT, reply, remote_host, code)
+
+    @classmethod
+    def not_attempted(cls, reply: str, remote_host: str = "") -> SendResult:
+        return cls(Status.TEMPORARY, reply, remote_host, None, attempted=False)
 
     @classmethod
     def from_smtp(cls, code: int, message: str, remote_host: str) -> SendResult:

@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from django.db import connections
@@ -39,7 +39,14 @@ from django.utils import timezone
 
 from mailplane.delivery.claims import recipients_claim, recipients_renew
 from mailplane.delivery.config import conf
-from mailplane.delivery.limits import Destination, destination_slots
+from mailplane.delivery.limits import Destination
+from mailplane.delivery.politeness import (
+    PoliteKey,
+    polite_slots,
+    politeness_enabled,
+    throttle_hold_reply,
+    throttle_reply,
+)
 from mailplane.delivery.processor import (
     Job,
     Outcome,
@@ -52,7 +59,7 @@ from mailplane.delivery.providers import Provider, provider_for, providers_close
 from mailplane.delivery.results import SendResult
 from mailplane.delivery.signing import sign_many
 from mailplane.pools.selectors import Source
-from mailplane.queue.models import Priority, QueuedRecipient
+from mailplane.queue.models import Priority, QueuedRecipient, WaitReason
 
 log = logging.getLogger("mailplane.delivery")
 T = TypeVar("T")
@@ -146,7 +153,9 @@ class _Run:
         self.bulk_window = self.window - max(1, self.window // 4)
         self.bulk_in_flight = 0
         self.slots = asyncio.Semaphore(worker.concurrency)
-        self.destinations = destination_slots(owner=worker.worker_id)
+        # Per (relay, domain) connection caps, and per (MX group, source) politeness.
+        self.destinations = polite_slots(owner=worker.worker_id)
+        self.polite = politeness_enabled()
         self.finished: list[Outcome] = []
         self.in_flight = 0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -218,10 +227,14 @@ class _Run:
     async def deliver(self, provider: Provider, chunk: list[Job], key: Destination) -> None:
         try:
             await _sign_on_loop(chunk)
-            # Per-destination politeness across batches and workers: at most N connections
-            # per (relay, domain), however many batches and workers are in flight.
-            async with self.destinations.slot(key, provider.max_connections_per_domain):
-                outcomes = await self.send_chunk(provider, chunk)
+            polite = await self.polite_key(provider, chunk) if self.polite else None
+            if polite is not None:
+                outcomes = await self.send_politely(provider, chunk, key, polite)
+            else:
+                # Per-destination caps across batches and workers: at most N connections
+                # per (relay, domain), however many batches and workers are in flight.
+                async with self.destinations.slot(key, provider.max_connections_per_domain):
+                    outcomes = self.held_unsent(await self.send_chunk(provider, chunk), None)
             # Look `finished` up only now: the cycle swaps in a fresh list while we wait.
             self.finished.extend(outcomes)
         except Exception:
@@ -232,6 +245,72 @@ class _Run:
             self.in_flight -= len(chunk)
             self.bulk_in_flight -= _bulk(chunk)
             self.wake.set()
+
+    def clock(self) -> datetime:
+        return self.now or timezone.now()
+
+    async def polite_key(self, provider: Provider, chunk: list[Job]) -> PoliteKey | None:
+        """The chunk's (MX group, source address), for providers that have MX groups (the
+        native one; a smarthost or an HTTP API is one peer with its own limits)."""
+        group_of = getattr(provider, "destination_group", None)
+        if group_of is None:
+            return None
+        group = await group_of(chunk[0].row.rcpt_domain)
+        if group is None:
+            return None
+        source = chunk[0].source
+        return PoliteKey(group, source.address if source else provider.source_name)  # type: ignore[attr-defined]
+
+    async def send_politely(
+        self, provider: Provider, chunk: list[Job], key: Destination, polite: PoliteKey
+    ) -> list[Outcome]:
+        """Send what the group's limits allow now over one connection; the rest of the
+        chunk waits in the queue, unattempted, until the group may take more."""
+        now = self.clock()
+        async with self.destinations.polite(
+            key,
+            provider.max_connections_per_domain,
+            polite,
+            want=len(chunk),
+            now=int(self.now.timestamp() * 1000) if self.now is not None else None,
+        ) as grant:
+            go, wait = chunk[: grant.granted], chunk[grant.granted :]
+            outcomes = await self.send_chunk(provider, go) if go else []
+            grant.throttled = any(throttle_reply(o.result) for o in outcomes)
+        if grant.throttled:
+            log.info(
+                "politeness: %s throttles %s until %s", polite.group, polite.source, grant.until
+            )
+        until = datetime.fromtimestamp(grant.until / 1000, UTC) if grant.until else None
+        if until is None and wait:  # not expected (a partial grant says when): not lost
+            until = now + timedelta(seconds=1)
+        if until is not None:
+            reply = throttle_hold_reply(polite, until)
+            for outcome in outcomes:
+                if not outcome.result.attempted:  # what the provider held back
+                    outcome.result = SendResult.not_attempted(reply, outcome.result.remote_host)
+            outcomes += [
+                Outcome(
+                    job.row,
+                    SendResult.not_attempted(reply, "local"),
+                    retry_at=until,
+                    source=job.source,
+                    hold=WaitReason.THROTTLED,
+                )
+                for job in wait
+            ]
+        return self.held_unsent(outcomes, until)
+
+    def held_unsent(self, outcomes: list[Outcome], until: datetime | None) -> list[Outcome]:
+        """Messages a provider did not offer because the receiver had just asked us to
+        slow down wait without an attempt (no backoff, no bounce class), until the hold."""
+        for outcome in outcomes:
+            if not outcome.result.attempted and outcome.retry_at is None:
+                outcome.retry_at = until or self.clock() + timedelta(
+                    seconds=float(conf("DELIVERY_THROTTLE_HOLD_SECONDS"))
+                )
+                outcome.hold = WaitReason.THROTTLED  # the queue view's "throttled, until"
+        return outcomes
 
     async def send_chunk(self, provider: Provider, chunk: list[Job]) -> list[Outcome]:
         async with self.slots:

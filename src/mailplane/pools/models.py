@@ -77,6 +77,8 @@ class AddressUsage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["address", "hour"], name="one_usage_per_hour")
         ]
+        # The pruning's filter (core/windows.py window_prune): `hour` leads no other index.
+        indexes = [models.Index(fields=["hour"], name="address_usage_hour")]
 
     def __str__(self) -> str:
         return f"{self.address_id} at {self.hour:%Y-%m-%d %H}: {self.sent}"

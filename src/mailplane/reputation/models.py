@@ -19,6 +19,8 @@ class CapUsage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["scope", "hour"], name="one_cap_usage_per_hour")
         ]
+        # The pruning's filter (core/windows.py window_prune): `hour` leads no other index.
+        indexes = [models.Index(fields=["hour"], name="cap_usage_hour")]
 
     def __str__(self) -> str:
         return f"{self.scope} at {self.hour:%Y-%m-%d %H}: {self.recipients}"

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from mailplane.delivery.config import conf
 from mailplane.delivery.mx import RouteError, Routes
+from mailplane.delivery.politeness import mx_group, throttle_reply, throttle_stops_connection
 from mailplane.delivery.providers.base import Envelope
 from mailplane.delivery.results import SendResult, Status
 from mailplane.dns import AsyncResolver, caching_async_resolver_from_settings
@@ -353,6 +354,17 @@ async def deliver_over_one_connection(
                 )
             except aiosmtplib.SMTPResponseException as exc:
                 results[i] = SendResult.from_smtp(exc.code, exc.message, remote_host)
+            answer = results[i]
+            if answer is not None and throttle_stops_connection(answer):
+                # The receiver asked us to slow down: the rest of the chunk is not offered
+                # to it (nor to its other hosts, the same receiver's); they wait, unsent.
+                held = SendResult.not_attempted(
+                    f"451 4.7.0 not attempted: {remote_host} asked to slow down", remote_host
+                )
+                for j in range(i + 1, len(envelopes)):
+                    results[j] = held
+                await _quit(client, IDLE_COMMAND_TIMEOUT)
+                return results, None
     except BaseException:
         client.close()  # cancelled mid-command: the session's state is unknown
         raise
@@ -432,10 +444,13 @@ class NativeMxProvider:
                 for i, result in zip(pending, got, strict=True):
                     if result is None:
                         continue
-                    if result.status is Status.TEMPORARY:
+                    if result.status is Status.TEMPORARY and not (
+                        not result.attempted or throttle_reply(result)
+                    ):
                         # A 4xx is this host's answer for now (greylisting, a full queue),
                         # not the domain's: the next MX may take it, as Postfix does with
-                        # soft errors. A 2xx is done and a 5xx permanent (RFC 5321 §4.2.1).
+                        # soft errors. A 2xx is done and a 5xx permanent (RFC 5321 §4.2.1); a
+                        # throttle stands too: the other hosts are the same receiver's.
                         tentative[i] = result
                     else:
                         final[i] = result
@@ -447,6 +462,18 @@ class NativeMxProvider:
         # connection failure elsewhere.
         fallback = last or SendResult.temporary(f"451 4.4.4 no reachable MX for {domain}")
         return [final[i] or tentative[i] or fallback for i in range(count)]
+
+    async def destination_group(self, domain: str) -> str | None:
+        """The MX group whose politeness limits `domain`'s mail shares (politeness.py);
+        None when its MX cannot be found (the send then says why)."""
+        try:
+            return mx_group(await self.routes.hosts(domain))
+        except RouteError:
+            return None
+
+    @property
+    def source_name(self) -> str:
+        return self.options.source_address or "default"
 
     async def aclose(self) -> None:
         """QUIT the idle connections (the worker calls this when it stops)."""
