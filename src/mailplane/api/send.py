@@ -181,6 +181,7 @@ SendMessageSerializer._declared_fields["from"] = serializers.CharField(
 SENT_STATUSES = [
     RecipientStatus.QUEUED,
     RecipientStatus.SCHEDULED,
+    RecipientStatus.HELD,
     RecipientStatus.DELIVERED,
     RecipientStatus.SUPPRESSED,
 ]
@@ -192,9 +193,10 @@ class SentSerializer(serializers.Serializer[Any]):
     stream = serializers.CharField()
     status = serializers.ChoiceField(
         choices=SENT_STATUSES,
-        help_text="`queued`; `scheduled` with a `send_at`; `delivered` on a sandbox server "
-        "(recorded, never sent); `suppressed` when every recipient is on the suppression "
-        "list.",
+        help_text="`queued`; `scheduled` with a `send_at`; `held` when the server's content "
+        "filter (`content_filter: hold`) holds it for review (the queue's "
+        "`/release/` sends it); `delivered` on a sandbox server (recorded, never sent); "
+        "`suppressed` when every recipient is on the suppression list.",
     )
     to = serializers.ListField(child=serializers.CharField(), help_text="Envelope recipients.")
     suppressed = serializers.ListField(

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -37,11 +37,44 @@ class RescheduleSerializer(serializers.Serializer[Any]):
     )
 
 
+# Inline, not a component, as messages.WAITING_SCHEMA: OpenAPI 3.0's `nullable` next to
+# an `allOf` reference does not make the referenced object nullable.
+CONTENT_VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "nullable": True,
+    "description": "Why the server's content filter held it (`content_filter: hold`); null "
+    "when it did not.",
+    "properties": {
+        "score": {"type": "number", "description": "The sum of the symbols' scores."},
+        "symbols": {
+            "type": "array",
+            "description": "Highest score first.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "score": {"type": "number"},
+                    "description": {"type": "string"},
+                },
+                "required": ["name", "score", "description"],
+            },
+        },
+    },
+    "required": ["score", "symbols"],
+}
+
+
+@extend_schema_field(CONTENT_VERDICT_SCHEMA)
+class ContentVerdictField(serializers.JSONField):
+    """{score, symbols: [{name, score, description}]} or null."""
+
+
 class _ServerFields(serializers.Serializer[Any]):
     stream = serializers.CharField(help_text="The stream id it was sent on.")
     tags = serializers.ListField(child=serializers.CharField())
     metadata = serializers.DictField(child=serializers.CharField())
     sandbox = serializers.BooleanField(help_text="Sent on a sandbox server: never delivered.")
+    content_verdict = ContentVerdictField(allow_null=True)
 
 
 class ServerMessageSerializer(MessageSerializer, _ServerFields):
@@ -119,6 +152,7 @@ def _representation(message: OutboundMessage, *, events: bool) -> dict[str, Any]
         "tags": link.tags,
         "metadata": link.metadata,
         "sandbox": link.sandbox,
+        "content_verdict": link.content_verdict,
     }
 
 

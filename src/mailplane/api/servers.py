@@ -96,7 +96,9 @@ class EmailServerSerializer(PausedFields):
     content_filter = serializers.ChoiceField(
         choices=ContentFilter.choices,
         help_text="MI Shield: `reject` refuses a message scoring at least `content_threshold` "
-        "(422 with the reasons); `off` sends whatever it scores.",
+        "(422 with the reasons); `hold` accepts it held in the queue (status `held`, the "
+        "reasons in the message's `content_verdict`) until released or cancelled; `off` "
+        "sends whatever it scores.",
     )
     content_threshold = serializers.FloatField()
     streams = StreamSerializer(many=True)

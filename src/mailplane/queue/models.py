@@ -151,6 +151,9 @@ class EventType(models.TextChoices):
     CANCELLED = "cancelled"  # cancelled before it was sent (scheduled, or by an operator)
     # An operator released a held recipient or had a deferred one retried now (detail: which).
     RELEASED = "released"
+    # The server's content filter held it for review (`content_filter: hold`; detail: the
+    # symbols): it waits, never claimed, until released or cancelled.
+    HELD = "held"
 
 
 class BounceClass(models.TextChoices):

@@ -11,6 +11,9 @@ Transitions:
     enqueue          (new rows)               → queued        messages_enqueue
                                               → scheduled     (with a send time: queued,
                                                               then scheduled, two events)
+    content hold     queued (new, uncommitted) → held         transitions_apply (the send
+                                                              service, in the enqueue's
+                                                              transaction: MI Shield's hold)
     reschedule       scheduled (not yet due)  → scheduled     scheduled_move
     cancel           scheduled (not yet due)  → cancelled     scheduled_move
     operator release held/queued/deferred     → queued, due now, past cap and pause holds

@@ -52,7 +52,7 @@ from mailplane.servers.models import (
     StreamKind,
 )
 from mailplane.shield.checks import Content
-from mailplane.shield.services import content_check, content_refusal
+from mailplane.shield.services import Verdict, content_check, content_refusal
 from mailplane.tracking.selectors import TrackingConfig, tracking_config_load
 from mailplane.tracking.services import TrackingPlan, tracked_messages_create, tracking_prepare
 
@@ -60,6 +60,7 @@ BATCH_MAX = 500  # Postmark's batch limit
 SANDBOX_REPLY = "250 2.0.0 sandbox server: accepted and recorded, not delivered"
 # The reply delivery's hold_if_suppressed writes: the same outcome, found earlier.
 SUPPRESSED_REPLY = "550 5.7.1 recipient is on the suppression list"
+HELD_REPLY = "held by the content filter (score {score:g}): {symbols}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,9 @@ class Prepared:
     send_at: datetime | None = None  # held in the queue until then
     source: str = MessageSource.API  # MessageSource.SMTP: submitted with a server key
     tracking: TrackingPlan | None = None  # links rewritten, pixel added (tracking/)
+    # Over the threshold of a server whose content filter holds (ContentFilter.HOLD):
+    # queued held, with this verdict, until an operator releases or cancels it.
+    held: Verdict | None = None
 
     @property
     def priority(self) -> Priority:
@@ -106,15 +110,19 @@ class Sent:
     sandbox: bool
     suppressed: list[str] = field(default_factory=list)
     send_at: datetime | None = None  # held in the queue until then
+    held: bool = False  # by the server's content filter, until released
 
     @property
     def status(self) -> str:
         """The message's: `suppressed` when every recipient is, else `delivered` on a
-        sandbox server, `scheduled` with a send time and `queued` on a live one."""
+        sandbox server, `held` when the content filter held it, `scheduled` with a send
+        time and `queued` on a live one."""
         if len(self.suppressed) == len(self.recipients):
             return RecipientStatus.SUPPRESSED
         if self.sandbox:
             return RecipientStatus.DELIVERED
+        if self.held:
+            return RecipientStatus.HELD
         return RecipientStatus.SCHEDULED if self.send_at else RecipientStatus.QUEUED
 
 
@@ -321,7 +329,7 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         list_unsubscribe=unsubscribe is not None
         or any(name.lower() == "list-unsubscribe" for name, _ in request.headers),
     )
-    _content_gate(ctx, raw, request.sender.address, request.recipients, stream, content)
+    held = _content_gate(ctx, raw, request.sender.address, request.recipients, stream, content)
     # Checked before the queue (issue 11), so the answer says at once which recipients
     # will get nothing, rather than a silent drop at delivery time.
     return Prepared(
@@ -337,6 +345,7 @@ def message_prepare(*, ctx: SendContext, request: SendRequest) -> Prepared:
         unsubscribe=unsubscribe,
         send_at=request.send_at,
         tracking=plan,
+        held=held,
     )
 
 
@@ -347,18 +356,43 @@ def _content_gate(
     recipients: Sequence[str],
     stream: MessageStream,
     content: Content | None = None,
-) -> None:
-    """The server's content filter (shield/), for API and SMTP messages alike."""
+) -> Verdict | None:
+    """The server's content filter (shield/), for API and SMTP messages alike: over the
+    threshold, `reject` refuses the message (ContentRejected, with the reasons) and
+    `hold` returns the verdict, for messages_send to queue it held; None: it passes."""
+    if ctx.server.content_filter not in (ContentFilter.REJECT, ContentFilter.HOLD):
+        return None
+    verdict = content_check(
+        raw,
+        sender=sender,
+        recipients=recipients,
+        broadcast=stream.kind == StreamKind.BROADCAST,
+        content=content,
+    )
+    if not verdict.refuses(ctx.server.content_threshold):
+        return None
     if ctx.server.content_filter == ContentFilter.REJECT:
-        verdict = content_check(
-            raw,
-            sender=sender,
-            recipients=recipients,
-            broadcast=stream.kind == StreamKind.BROADCAST,
-            content=content,
-        )
-        if verdict.refuses(ctx.server.content_threshold):
-            raise content_refusal(verdict)
+        raise content_refusal(verdict)
+    return verdict
+
+
+def _verdict_stored(verdict: Verdict) -> dict[str, Any]:
+    """ServerMessage.content_verdict: what the message API shows of a held message."""
+    return {
+        "score": verdict.score,
+        "symbols": [
+            {"name": s.name, "score": s.score, "description": s.description}
+            for s in sorted(verdict.symbols, key=lambda s: -s.score)
+        ],
+    }
+
+
+def _held_symbols(verdict: Verdict) -> str:
+    """The held event's detail: each symbol with its score, highest first."""
+    listed = [f"{s.name} ({s.score:g})" for s in sorted(verdict.symbols, key=lambda s: -s.score)]
+    if verdict.rspamd_action == "reject":
+        listed.append("rspamd: reject")
+    return ", ".join(listed) or f"score {verdict.score:g}"
 
 
 def submitted_prepare(
@@ -390,7 +424,9 @@ def submitted_prepare(
         if unsubscribe is not None:
             fields = unsubscribe.header(return_path_host=_return_path_host(identity)).fields()
             raw = prepend(raw, fields)
-        _content_gate(ctx, raw, sender, recipients, stream)
+        held = _content_gate(ctx, raw, sender, recipients, stream)
+    else:
+        held = None
     return Prepared(
         sender=mail_from,
         recipients=list(recipients),
@@ -400,6 +436,7 @@ def submitted_prepare(
         suppressed=_suppressed(ctx, stream, recipients),
         source=MessageSource.SMTP,
         unsubscribe=unsubscribe,
+        held=held,
     )
 
 
@@ -444,6 +481,12 @@ def _dry(server: EmailServer, prepared: Prepared) -> bool:
     return server.sandbox or prepared.test_mode
 
 
+def _held(server: EmailServer, prepared: Prepared) -> bool:
+    """Queued held by the content filter. Not a dry message: it is never sent anyway,
+    and a release would otherwise send what sandbox promised never to."""
+    return prepared.held is not None and not _dry(server, prepared)
+
+
 def messages_send(
     *, server: EmailServer, prepared: Sequence[Prepared], server_key: ServerKey | None = None
 ) -> list[Sent]:
@@ -463,8 +506,9 @@ def messages_send(
             relay_server=p.identity.relay_server,
             domain=p.identity.domain,
             priority=p.priority,
-            # A dry message is recorded as delivered at once, scheduled or not.
-            send_at=None if _dry(server, p) else p.send_at,
+            # A dry message is recorded as delivered at once, scheduled or not; a held
+            # one waits for an operator, and a release sends it at once.
+            send_at=None if _dry(server, p) or _held(server, p) else p.send_at,
         )
         for p in prepared
     ]
@@ -482,6 +526,7 @@ def messages_send(
                 metadata=p.metadata,
                 sandbox=_dry(server, p),
                 unsubscribe_digest=p.unsubscribe.digest if p.unsubscribe else None,
+                content_verdict=_verdict_stored(p.held) if p.held and _held(server, p) else None,
             )
             for m, p in zip(messages, prepared, strict=True)
         )
@@ -498,7 +543,12 @@ def messages_send(
         )
         suppressed = {m.pk: p.suppressed for m, p in zip(messages, prepared, strict=True)}
         dry = {m.pk for m, p in zip(messages, prepared, strict=True) if _dry(server, p)}
-        if dry or any(suppressed.values()):
+        held = {
+            m.pk: p.held
+            for m, p in zip(messages, prepared, strict=True)
+            if p.held is not None and _held(server, p)
+        }
+        if dry or held or any(suppressed.values()):
             rows = QueuedRecipient.objects.filter(message__in=messages).select_related("message")
             steps = []
             for row in rows.order_by("pk"):
@@ -522,6 +572,20 @@ def messages_send(
                             detail="sandbox",
                         )
                     )
+                elif (verdict := held.get(row.message_id)) is not None:
+                    # Queued, then held (two events, as a scheduled message's): delivery
+                    # claims only queued and deferred rows, so it never sees this one.
+                    steps.append(
+                        Transition(
+                            row=row,
+                            event=EventType.HELD,
+                            status=RecipientStatus.HELD,
+                            reply=HELD_REPLY.format(
+                                score=verdict.score, symbols=_held_symbols(verdict)
+                            ),
+                            detail=_held_symbols(verdict),
+                        )
+                    )
             transitions_apply(steps, now=timezone.now())
     return [
         Sent(
@@ -530,7 +594,8 @@ def messages_send(
             recipients=list(p.recipients),
             sandbox=_dry(server, p),
             suppressed=[a for a in p.recipients if a.lower() in p.suppressed],
-            send_at=None if _dry(server, p) else p.send_at,
+            send_at=None if _dry(server, p) or _held(server, p) else p.send_at,
+            held=_held(server, p),
         )
         for m, p in zip(messages, prepared, strict=True)
     ]

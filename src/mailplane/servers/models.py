@@ -16,6 +16,9 @@ class StreamKind(models.TextChoices):
 
 class ContentFilter(models.TextChoices):
     REJECT = "reject"  # over the threshold: refused at the API with the reasons (shield/)
+    # Over the threshold: accepted (durable, 200 / 250) and held in the queue, where
+    # delivery never claims it, until an operator releases or cancels it (queue/waiting.py).
+    HOLD = "hold"
     OFF = "off"
 
 
@@ -145,6 +148,9 @@ class ServerMessage(models.Model):
     # token in the message's link finds this row, and so its server, stream and (one)
     # recipient (sending/unsubscribe.py). None on other streams.
     unsubscribe_digest = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    # Why the content filter held it (`content_filter: hold`): {"score": 12.5, "symbols":
+    # [{"name", "score", "description"}]}; None for a message it did not hold.
+    content_verdict = models.JSONField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"message {self.message_id} on server {self.server_id}"

@@ -35,7 +35,12 @@ from mailplane.message.headers import fields_take, from_addresses, headers_of
 from mailplane.queue.models import MessageSource
 from mailplane.queue.services import EnqueueRequest, message_enqueue_many
 from mailplane.sending.requests import MAX_RECIPIENTS
-from mailplane.sending.services import SendContext, messages_send_checked, submitted_prepare
+from mailplane.sending.services import (
+    SendContext,
+    Sent,
+    messages_send_checked,
+    submitted_prepare,
+)
 from mailplane.servers.models import ServerKey
 from mailplane.servers.services import KEY_PREFIX, server_key_authenticate
 from mailplane.smtp.db import blocking
@@ -88,9 +93,10 @@ def server_submission_accept(
     raw: bytes,
     hostname: str,
     smtputf8: bool = False,
-) -> int:
+) -> Sent:
     """Blocking: check, complete and queue a server key's message under its server, in
-    one transaction; the message id. Raises a DomainError for a refusal."""
+    one transaction; what was queued (held, maybe: the content filter). Raises a
+    DomainError for a refusal."""
     key = (
         ServerKey.objects.select_related("server", "server__organization", "server__default_stream")
         .filter(pk=principal.key_id, revoked_at=None, server__organization__is_active=True)
@@ -137,7 +143,7 @@ def server_submission_accept(
     (sent,) = messages_send_checked(server=server, prepared=[prepared], server_key=key)
     if isinstance(sent, DomainError):
         raise sent
-    return int(sent.message.pk)
+    return sent
 
 
 def _server_headers(raw: bytes, sender: str, hostname: str, *, smtputf8: bool) -> bytes:
@@ -448,7 +454,7 @@ class SubmissionHandler:
             # RFC 5322 §3.6.2 allows a list with a Sender field; an identity is one address.
             return "550 5.7.1 From header must hold one address (a sender identity)"
         try:
-            message_id = await blocking(
+            sent = await blocking(
                 server_submission_accept,
                 principal=principal,
                 mail_from=envelope.mail_from or "",
@@ -464,15 +470,20 @@ class SubmissionHandler:
             log.exception("%s not stored; answering 451", session.id)
             return "451 4.3.0 Message not stored; try again later"
         log.info(
-            "%s queued id=%s server=%s key=%s rcpts=%d size=%d",
+            "%s %s id=%s server=%s key=%s rcpts=%d size=%d",
             session.id,
-            message_id,
+            "held" if sent.held else "queued",
+            sent.message.pk,
             principal.server_id,
             principal.prefix,
             len(envelope.rcpt_tos),
             len(raw),
         )
-        return f"250 2.0.0 OK queued as {message_id}"
+        if sent.held:
+            # Accepted and durable (RFC 5321 §6.1: the 250 takes responsibility), held for
+            # review by the server's content filter: the sender learns it now.
+            return f"250 2.0.0 OK held as {sent.message.pk} for review by the content filter"
+        return f"250 2.0.0 OK queued as {sent.message.pk}"
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("submission failed: %s", type(error).__name__)

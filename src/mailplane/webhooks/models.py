@@ -24,6 +24,9 @@ class WebhookEventType(models.TextChoices):
     INBOUND = "inbound"
     # Never to be sent: a scheduled message cancelled, or queued mail an operator cancelled.
     CANCELLED = "cancelled"
+    # Accepted and held by the server's content filter (MI Shield) until an operator
+    # releases it (then `delivered`, or a failure) or cancels it (`cancelled`).
+    HELD = "held"
 
 
 class WebhookEndpoint(models.Model):
