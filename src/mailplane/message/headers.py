@@ -8,6 +8,7 @@ which breaks DKIM signatures made by the client and changes MIME boundaries).
 from __future__ import annotations
 
 import email.utils
+import re
 import uuid
 from email.message import Message
 from email.parser import HeaderParser
@@ -34,6 +35,14 @@ def from_addresses(headers: Message) -> list[str]:
     values = headers.get_all("From") or []
     pairs = email.utils.getaddresses([str(v) for v in values])
     return [addr.lower() for _, addr in pairs if addr]
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def unfold(value: str) -> str:
+    """A field value on one line (RFC 5322 §2.2.3: remove each CRLF before a blank)."""
+    return _FOLD.sub("", value)
 
 
 def prepend(raw: bytes, fields: list[tuple[str, str]]) -> bytes:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from mailplane.core.errors import ValidationFailed
 from mailplane.domains.models import Domain
 from mailplane.mailboxes.models import Mailbox
-from mailplane.message.headers import header_section, headers_of
+from mailplane.message.headers import header_section, headers_of, unfold
 from mailplane.queue.models import MessageSource, OutboundMessage, Priority, WaitReason
 from mailplane.queue.transitions import (
     NewMessage,
@@ -36,7 +36,6 @@ DEFAULT_EXPIRY = timedelta(hours=72)
 # A value the SMTP policy would hand back unchanged once unfolded: printable ASCII with
 # no blank at either end and no encoded word (RFC 2047) to decode.
 _PLAIN_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 def _headers(raw: bytes) -> tuple[str, str]:
@@ -49,8 +48,8 @@ def _headers(raw: bytes) -> tuple[str, str]:
     (tests/queue/test_enqueue.py), and only the rest takes the parse.
     """
     fields = headers_of(raw)
-    message_id = _FOLD.sub("", str(fields.get("Message-ID", ""))).strip(" \t")
-    subject = _FOLD.sub("", str(fields.get("Subject", "")))
+    message_id = unfold(str(fields.get("Message-ID", ""))).strip(" \t")
+    subject = unfold(str(fields.get("Subject", "")))
     if "=?" in subject or not _PLAIN_VALUE.fullmatch(subject):
         parsed = BytesHeaderParser(policy=SMTP).parsebytes(header_section(raw), headersonly=True)
         subject = str(parsed.get("Subject", ""))

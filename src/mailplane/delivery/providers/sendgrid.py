@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +52,7 @@ from mailplane.delivery.providers.webhooks import (
     reports_record,
 )
 from mailplane.delivery.results import SendResult
+from mailplane.message.headers import unfold
 from mailplane.queue.models import EventType
 from mailplane.relays.providers import Provider
 from mailplane.relays.schemas import p256_public_key
@@ -91,7 +91,7 @@ def _header_text(message: EmailMessage, name: str, raw_value: str) -> str:
     try:
         return str(message.policy.header_fetch_parse(name, raw_value))
     except (IndexError, ValueError, TypeError, HeaderParseError):
-        return re.sub(r"\r?\n(?=[ \t])", "", raw_value).strip()
+        return unfold(raw_value).strip()
 
 
 def sendgrid_payload(*, raw: bytes, rcpt_to: str) -> dict[str, Any]:
